@@ -1,6 +1,6 @@
 """Fast training forwards for the toy models: plain torch on the model's own parameters.
 
-``logits`` runs LayerNorm-free models with fused causal attention
+``logits`` runs LayerNorm-free and pre-LayerNorm models with fused causal attention
 (``F.scaled_dot_product_attention``) instead of TransformerLens's hooked attention, which
 materialises masked scores and patterns for every hook; the result equals ``model(tokens)``
 (tested to 1e-5) and gradients flow into the model's parameters.
@@ -23,15 +23,28 @@ from transformer_lens import HookedTransformer
 _ACTS = {"relu": F.relu, "gelu": F.gelu}
 
 
-def supports_fast_forward(model: HookedTransformer, n_layers: int | None = 1) -> bool:
-    """True for models without LayerNorm, with standard positions and plain MLPs (if any).
+def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` through ``F.embedding``, whose gradient is reproducible.
 
-    ``n_layers`` additionally requires that many layers (``None``: any number).
+    The backward of advanced indexing (``table[ids]``) is a multithreaded ``index_put_`` with
+    accumulation whose summation order varies from call to call, so two runs with the same seed
+    drift apart in the last bits and, over a long run, in their outcome (seen: different key
+    frequencies). ``F.embedding``'s CPU backward sums in a fixed order.
+    """
+    return F.embedding(ids, table)
+
+
+def supports_fast_forward(model: HookedTransformer, n_layers: int | None = 1, layer_norm: bool = False) -> bool:
+    """True for models with standard positions and plain MLPs (if any), without LayerNorm.
+
+    ``n_layers`` additionally requires that many layers (``None``: any number); ``layer_norm``
+    also admits pre-LayerNorm models with learned weights (``normalization_type="LN"``).
     """
     cfg = model.cfg
+    norms = (None, "LN") if layer_norm else (None,)
     return (
         (n_layers is None or cfg.n_layers == n_layers)
-        and cfg.normalization_type is None
+        and cfg.normalization_type in norms
         and cfg.positional_embedding_type == "standard"
         and (cfg.attn_only or (cfg.act_fn in _ACTS and not cfg.gated_mlp))
         and cfg.n_key_value_heads in (None, cfg.n_heads)
@@ -43,22 +56,36 @@ def supports_fast_forward(model: HookedTransformer, n_layers: int | None = 1) ->
 
 
 def logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits (batch, pos, d_vocab_out), equal to ``model(tokens)``; falls back to it if unsupported."""
-    if not supports_fast_forward(model, n_layers=None):
+    """Logits (batch, pos, d_vocab_out), equal to ``model(tokens)``; falls back to it if unsupported.
+
+    Handles LayerNorm-free and pre-LayerNorm (``"LN"``) models of any depth.
+    """
+    if not supports_fast_forward(model, n_layers=None, layer_norm=True):
         return model(tokens)
     cfg = model.cfg
+    norm = _layer_norm if cfg.normalization_type == "LN" else _identity
     batch, n = tokens.shape
-    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[:n]
+    x = _lookup(model.embed.W_E, tokens) + model.pos_embed.W_pos[:n]
     for block in model.blocks:
         attn = block.attn
-        qkv = torch.einsum("bpd,shde->sbhpe", x, torch.stack([attn.W_Q, attn.W_K, attn.W_V]))
+        h = norm(x, getattr(block, "ln1", None))
+        qkv = torch.einsum("bpd,shde->sbhpe", h, torch.stack([attn.W_Q, attn.W_K, attn.W_V]))
         qkv = qkv + torch.stack([attn.b_Q, attn.b_K, attn.b_V])[:, None, :, None]
         z = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True, scale=1.0 / cfg.attn_scale)
         x = x + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
         if not cfg.attn_only:
             mlp = block.mlp
-            x = x + _ACTS[cfg.act_fn](x @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
-    return x @ model.unembed.W_U + model.unembed.b_U
+            h = norm(x, getattr(block, "ln2", None))
+            x = x + _ACTS[cfg.act_fn](h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+    return norm(x, getattr(model, "ln_final", None)) @ model.unembed.W_U + model.unembed.b_U
+
+
+def _layer_norm(x: torch.Tensor, ln) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), ln.w, ln.b, ln.eps)
+
+
+def _identity(x: torch.Tensor, ln) -> torch.Tensor:
+    return x
 
 
 def last_position_logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
@@ -76,13 +103,13 @@ def last_position_logits(model: HookedTransformer, tokens: torch.Tensor) -> torc
     tok_qkv = torch.einsum("vd,shde->vshe", emb, w_qkv)  # (vocab, 3, heads, d_head)
     pos_qkv = torch.einsum("pd,shde->pshe", pos, w_qkv) + torch.stack([attn.b_Q, attn.b_K, attn.b_V])
     last = n - 1
-    q = F.embedding(tokens[:, last], tok_qkv[:, 0].flatten(1)).view(-1, cfg.n_heads, cfg.d_head) + pos_qkv[last, 0]
-    kv = F.embedding(tokens, tok_qkv[:, 1:].flatten(1)).view(*tokens.shape, 2, cfg.n_heads, cfg.d_head)
+    q = _lookup(tok_qkv[:, 0].flatten(1), tokens[:, last]).view(-1, cfg.n_heads, cfg.d_head) + pos_qkv[last, 0]
+    kv = _lookup(tok_qkv[:, 1:].flatten(1), tokens).view(*tokens.shape, 2, cfg.n_heads, cfg.d_head)
     kv = kv + pos_qkv[:, 1:]
     k, v = kv[:, :, 0], kv[:, :, 1]  # (batch, pos, heads, d_head)
     scores = (q.unsqueeze(1) * k).sum(-1) / cfg.attn_scale  # (batch, pos, heads); last query sees all
     z = (scores.softmax(dim=1).unsqueeze(-1) * v).sum(1)  # (batch, heads, d_head)
-    x = emb[tokens[:, last]] + pos[last] + z.flatten(1) @ attn.W_O.flatten(0, 1) + attn.b_O
+    x = _lookup(emb, tokens[:, last]) + pos[last] + z.flatten(1) @ attn.W_O.flatten(0, 1) + attn.b_O
     if not cfg.attn_only:
         mlp = model.blocks[0].mlp
         x = x + _ACTS[cfg.act_fn](x @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out

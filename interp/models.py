@@ -1,4 +1,4 @@
-"""Config factories for the two model families, and the one place that builds a HookedTransformer.
+"""Config factories for the model families, and the one place that builds a HookedTransformer.
 
 Everything that constructs a model goes through :func:`build_model`, so that a later move off
 TransformerLens 3.x's ``HookedTransformer`` touches this file only.
@@ -72,7 +72,35 @@ def modadd_config(p: int = 113) -> HookedTransformerConfig:
     )
 
 
-FAMILIES = {"induction": induction_config, "modadd": modadd_config}
+def memorization_config(d_model: int = 32, n_layers: int = 1, vocab: int = 64, seq_len: int = 32,
+                        d_head: int = 8) -> HookedTransformerConfig:
+    """GPT-style transformer for the memorisation-capacity task (Morris et al. 2025).
+
+    Pre-LayerNorm blocks with attention (heads of ``d_head`` = 8, ``d_model // d_head`` of them) and
+    a GELU MLP of width ``4 * d_model``, learned positions, untied embeddings. Inputs are
+    ``[BOS, x_1..x_S]`` with BOS the id ``vocab`` (``d_vocab = vocab + 1``, ``d_vocab_out = vocab``,
+    ``n_ctx = seq_len + 1``), as made by :func:`interp.tasks.random_sequences.random_sequences`.
+    """
+    if d_model % d_head:
+        raise ValueError(f"d_model ({d_model}) must be a multiple of d_head ({d_head})")
+    return HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=seq_len + 1,
+        d_head=d_head,
+        n_heads=d_model // d_head,
+        d_mlp=4 * d_model,
+        d_vocab=vocab + 1,
+        d_vocab_out=vocab,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        default_prepend_bos=False,
+        model_name=f"memorization-{n_layers}l-d{d_model}",
+    )
+
+
+FAMILIES = {"induction": induction_config, "modadd": modadd_config, "memorization": memorization_config}
 
 
 def build_model(cfg: HookedTransformerConfig | dict[str, Any], seed: int | None = None) -> HookedTransformer:
