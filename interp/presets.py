@@ -68,10 +68,12 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
             task="modadd", preset="nanda2023", steps=40_000, lr=1e-3, weight_decay=1.0,
             warmup_steps=10, frac_train=0.3, p=113, eval_every=100, float64_loss=True,
         ),
-        # Same model, data and split; Grokfast-EMA and a higher learning rate make it grok in a
-        # fraction of the epochs (see BENCHMARKS.md).
+        # Same model, data and split. Weight decay 2 (Omnigrok, Liu et al. 2023: stronger weight-norm
+        # pressure shortens the wait) and Grokfast-EMA (Lee et al. 2024) at lr 3e-3: train 99 % at
+        # epoch 200, test 99 % at 780 (seed 0). Weight decay 1 took 1820 epochs; 3 generalised
+        # too soon to count as grokking (test 99 % at 440 vs train 99 % at 280); lr 5e-3 was slower.
         "default": TrainOptions(
-            task="modadd", preset="default", steps=2500, lr=3e-3, weight_decay=1.0,
+            task="modadd", preset="default", steps=1500, lr=3e-3, weight_decay=2.0,
             warmup_steps=10, frac_train=0.3, p=113, eval_every=20, float64_loss=True,
             grokfast_alpha=0.98, grokfast_lambda=2.0,
         ),
