@@ -41,3 +41,13 @@ def write_section(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md") -> 
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
     path.write_text(new, encoding="utf-8")
+
+
+def markdown_table(frame) -> str:
+    """A pandas DataFrame as a Markdown table (floats to 3 decimals), without the tabulate package."""
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

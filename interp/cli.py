@@ -111,6 +111,49 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if result.n_failed else 0
 
 
+def _memorization(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from interp.checkpoints import atomic_write
+    from interp.memorization import CELL_COLUMNS, capacity_table, fit_bits_per_parameter, memorization_sweep, sweep_cells
+    from interp.memorization_report import write_memorization_report
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    cells_path = out / "cells.csv"
+    existing = None
+    if cells_path.exists():
+        existing = pd.read_csv(cells_path, keep_default_na=False, na_values={"memorized_bits": [""]})
+        if list(existing.columns) != list(CELL_COLUMNS):
+            raise UsageError(f"{cells_path} is not a memorization table; choose another --out")
+    rows = [] if existing is None else existing.to_dict("records")
+
+    def save(frame: pd.DataFrame) -> None:
+        atomic_write(cells_path, lambda tmp: frame.to_csv(tmp, index=False))
+
+    def on_row(row: dict) -> None:  # every finished cell reaches the disk at once
+        rows.append(row)
+        save(pd.DataFrame(rows, columns=list(CELL_COLUMNS)))
+
+    cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed)
+    table = memorization_sweep(cells, existing=existing, workers=args.workers, scheduler=args.scheduler,
+                               quiet=args.quiet, on_row=on_row)
+    save(table)
+    capacity = capacity_table(table)
+    atomic_write(out / "capacity.csv", lambda tmp: capacity.to_csv(tmp, index=False))
+    page = write_memorization_report(table, out / "memorization.html")
+    failed = table[table["stopped_by"] == "error"]
+    for row in failed.itertuples():
+        print(f"interp: cell {row.model} x {row.n_sequences} failed: {row.error}", file=sys.stderr)
+    if not args.quiet:
+        print(capacity.to_string(index=False))
+        print(f"bits per parameter (fit): {fit_bits_per_parameter(capacity):.2f}")
+        print(f"table: {cells_path}; report: {page}")
+    return EXIT_SOME_FAILED if len(failed) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +197,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shorter runs
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_demo)
+
+    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
+
+    p = sub.add_parser("memorization", help="measure memorisation capacity (bits per parameter) on random data")
+    p.add_argument("--sizes", type=_sizes, default=MEMORIZATION_SIZES,
+                   help="model sizes as D_MODELxLAYERS, comma-separated (default "
+                        + ",".join(f"{d}x{n}" for d, n in MEMORIZATION_SIZES) + ")")
+    p.add_argument("--datasets", type=_positive_list, default=MEMORIZATION_DATASETS,
+                   help="data-set sizes in sequences, comma-separated (default "
+                        + ",".join(map(str, MEMORIZATION_DATASETS)) + ")")
+    p.add_argument("--seq-len", type=_positive, default=32, help="tokens per sequence (default 32)")
+    p.add_argument("--vocab", type=_positive, default=64, help="vocabulary size (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for cells.csv, capacity.csv and memorization.html; "
+                                                "cells already in it are kept (restartable)")
+    p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_memorization)
     return parser
+
+
+def _positive_list(text: str) -> list[int]:
+    values = [_positive(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    """``32x1,64x2`` -> [(32, 1), (64, 2)]; a bare ``32`` means one layer."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        d, _, n = part.lower().partition("x")
+        sizes.append((_positive(d), _positive(n or "1")))
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 32x1,64x2, got {text!r}")
+    return sizes
 
 
 def _positive(text: str) -> int:

@@ -89,3 +89,11 @@ def preset(task: str, name: str = "default", **overrides: Any) -> TrainOptions:
         raise ValueError(f"unknown preset {name!r} for {task}; known: {', '.join(sorted(PRESETS[task]))}")
     base = PRESETS[task][name]
     return dataclasses.replace(base, preset=name, **{k: v for k, v in overrides.items() if v is not None})
+
+
+#: ``interp memorization`` defaults: model sizes (d_model, layers) x data-set sizes (sequences).
+#: Their capacities are about 4.8k, 14k and 27k bits (25, 73 and 141 sequences of 32 tokens over
+#: 64 ids, 192 bits each), so every model gets data sets below and well above its capacity.
+#: BENCHMARKS.md has the figures and the time.
+MEMORIZATION_SIZES: list[tuple[int, int]] = [(8, 1), (16, 1), (24, 1)]
+MEMORIZATION_DATASETS: list[int] = [32, 64, 128, 256, 512]

@@ -1,0 +1,102 @@
+"""Figures and the HTML page of a memorisation-capacity sweep (``interp memorization``)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.checkpoints import atomic_write_text
+from interp.memorization import capacity_table, fit_bits_per_parameter
+
+__all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_report"]
+
+#: Morris et al. 2025's estimate for GPT-style models (bits per parameter), drawn for reference.
+PUBLISHED_BITS_PER_PARAMETER = 3.6
+
+
+def plot_memorized_bits(cells: pd.DataFrame) -> go.Figure:
+    """Total memorised bits against data-set size, one line per model, its plateau dashed.
+
+    The grey line is the data set's entropy (everything memorised).
+    """
+    ok = cells[cells["stopped_by"] != "error"].sort_values("n_sequences")
+    capacity = capacity_table(cells)
+    fig = go.Figure()
+    sizes = np.sort(ok["n_sequences"].unique())
+    if len(sizes):
+        per_seq = float(ok["entropy_bits"].iloc[0] / ok["n_sequences"].iloc[0])
+        fig.add_trace(go.Scatter(x=sizes, y=sizes * per_seq, mode="lines", name="data entropy",
+                                 line={"color": "#bbb", "dash": "dot"}))
+    for row in capacity.itertuples():
+        group = ok[ok["model"] == row.model]
+        trace = go.Scatter(x=group["n_sequences"], y=group["memorized_bits"], mode="lines+markers",
+                           name=f"{row.model} ({row.params:,} params)")
+        fig.add_trace(trace)
+        fig.add_hline(y=row.capacity_bits, line_dash="dash", opacity=0.4,
+                      annotation_text=f"{row.model}: {row.bits_per_parameter:.2f} bits/param"
+                      + ("" if row.saturated else " (lower bound)"))
+    fig.update_layout(title="Memorised bits vs data-set size (Morris et al. 2025)",
+                      xaxis_title="sequences in the data set", yaxis_title="total memorised bits",
+                      xaxis_type="log", template="plotly_white")
+    return fig
+
+
+def plot_capacity_fit(capacity: pd.DataFrame) -> go.Figure:
+    """Capacity against parameter count, with the fitted bits-per-parameter slope and 3.6 for reference."""
+    slope = fit_bits_per_parameter(capacity)
+    fig = go.Figure()
+    for saturated, group in capacity.groupby("saturated"):
+        fig.add_trace(go.Scatter(x=group["params"], y=group["capacity_bits"], mode="markers+text",
+                                 text=group["model"], textposition="top center",
+                                 name="plateau" if saturated else "lower bound (data memorised)",
+                                 marker={"size": 10, "symbol": "circle" if saturated else "triangle-up"}))
+    if len(capacity):
+        xs = np.array([0, capacity["params"].max() * 1.1])
+        if np.isfinite(slope):
+            fig.add_trace(go.Scatter(x=xs, y=slope * xs, mode="lines", name=f"fit: {slope:.2f} bits/param"))
+        fig.add_trace(go.Scatter(x=xs, y=PUBLISHED_BITS_PER_PARAMETER * xs, mode="lines",
+                                 name=f"Morris et al.: {PUBLISHED_BITS_PER_PARAMETER} bits/param",
+                                 line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title="Capacity vs parameters", xaxis_title="parameters", yaxis_title="capacity (bits)",
+                      template="plotly_white")
+    return fig
+
+
+def write_memorization_report(cells: pd.DataFrame, path: str | Path) -> Path:
+    """One self-contained HTML page (plotly.js inlined): both figures and both tables."""
+    capacity = capacity_table(cells)
+    slope = fit_bits_per_parameter(capacity)
+    fit_text = (f"Fitted capacity: <b>{slope:.2f} bits per parameter</b> over {int(capacity['saturated'].sum())} "
+                "saturated model(s)." if np.isfinite(slope) else
+                "No model reached a plateau short of its data, so no capacity was measured: add larger data sets.")
+    errors = cells[cells["stopped_by"] == "error"]
+    parts = [
+        "<p>Models trained on uniformly random sequences, where everything learned is memorisation. "
+        "mem(x) = S log2 V - min(S log2 V, -log2 p(x | model)); a model's capacity is the plateau of "
+        "its total memorised bits as the data set grows (Morris et al. 2025, arXiv 2505.24832, who "
+        "measure about 3.6 bits per parameter).</p>",
+        f"<p>{fit_text}</p>",
+        plot_memorized_bits(cells).to_html(full_html=False, include_plotlyjs=True),
+        plot_capacity_fit(capacity).to_html(full_html=False, include_plotlyjs=False),
+        "<h2>Capacity per model</h2>",
+        capacity.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+        "<h2>Every cell</h2>",
+        cells.drop(columns=["error"]).to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+    ]
+    if not errors.empty:
+        parts += ["<h2>Errors</h2>", errors[["model", "n_sequences", "error"]].to_html(index=False)]
+    title = "Memorisation capacity"
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;"
+        "padding:0 1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+        f"text-align:right}}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+    path = Path(path)
+    atomic_write_text(path, page)
+    return path

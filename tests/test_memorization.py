@@ -1,0 +1,178 @@
+"""Memorisation capacity (Morris et al. 2025) on tiny models: bounds, saturation, the sweep, the CLI."""
+
+import math
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.memorization import (
+    MemorizationCell,
+    _stop_reason,
+    capacity_table,
+    fit_bits_per_parameter,
+    measure_memorization,
+    memorization_sweep,
+    sweep_cells,
+    train_to_saturation,
+)
+from interp.models import build_model, memorization_config
+from interp.tasks.random_sequences import (
+    code_length_bits,
+    memorized_bits,
+    random_sequences,
+    sequence_bits,
+    unreachable_bits,
+)
+
+TINY = dict(seq_len=8, vocab=16, eval_every=20, plateau_window=200, max_steps=3000)
+
+
+def test_random_sequences_are_seeded_uniform_with_bos():
+    x = random_sequences(2000, 8, 16, seed=1)
+    assert x.shape == (2000, 9) and (x[:, 0] == 16).all()
+    assert x[:, 1:].min() == 0 and x[:, 1:].max() == 15
+    assert torch.equal(x, random_sequences(2000, 8, 16, seed=1))
+    assert not torch.equal(x, random_sequences(2000, 8, 16, seed=2))
+    counts = torch.bincount(x[:, 1:].flatten(), minlength=16).float()
+    assert (counts / counts.mean() - 1).abs().max() < 0.1  # 16000 draws: uniform to within 10 %
+    with pytest.raises(ValueError, match="vocab"):
+        random_sequences(4, 8, 1)
+
+
+def test_code_length_of_uniform_and_of_certain_predictions():
+    tokens = random_sequences(5, 8, 16, seed=0)
+    uniform = torch.zeros(5, 9, 16)
+    assert torch.allclose(code_length_bits(uniform, tokens), torch.full((5,), 8 * 4.0, dtype=torch.float64))
+    assert torch.allclose(memorized_bits(code_length_bits(uniform, tokens), 8, 16), torch.zeros(5, dtype=torch.float64))
+    certain = torch.full((5, 9, 16), -30.0)
+    certain[:, :-1].scatter_(-1, tokens[:, 1:, None], 30.0)  # position i puts all mass on token i+1
+    mem = memorized_bits(code_length_bits(certain, tokens), 8, 16)
+    assert torch.allclose(mem, torch.full((5,), 32.0, dtype=torch.float64), atol=1e-6)
+    # a model worse than chance on x has memorised nothing of it, not a negative amount
+    wrong = -certain
+    assert (memorized_bits(code_length_bits(wrong, tokens), 8, 16) == 0).all()
+    assert sequence_bits(8, 16) == 32.0
+
+
+def test_unreachable_bits_of_a_hand_counted_data_set():
+    bos = 9
+    tokens = torch.tensor([[bos, 1, 2], [bos, 1, 3], [bos, 2, 2], [bos, 4, 4]])
+    # x1: {1: 2, 2: 1, 4: 1} of 4 -> 2 * log2(4/2) + 2 * log2(4/1) = 6 bits;
+    # x2: only the two sequences after "1" are ambiguous -> 2 * log2(2/1) = 2 bits
+    assert unreachable_bits(tokens) == 8.0
+    distinct = random_sequences(64, 8, 64, seed=3)
+    assert unreachable_bits(distinct[:1]) == 0.0
+    assert 64 * math.log2(64) - 64 <= unreachable_bits(distinct) < 64 * math.log2(64) + 64
+
+
+def test_far_below_capacity_memorises_almost_everything():
+    cell = MemorizationCell(d_model=32, n_layers=1, n_sequences=8, **TINY)
+    row = train_to_saturation(cell)
+    assert row["entropy_bits"] == 8 * 32.0
+    assert row["stopped_by"] == "complete" and row["fraction"] >= 0.99
+    # all but the first token: 8 first tokens, distinct or not, cost what the seeded draw makes them
+    assert row["entropy_bits"] - 8 * 4 <= row["reachable_bits"] < row["entropy_bits"]
+    assert row["memorized_bits"] >= 0.99 * row["reachable_bits"]
+    assert row["params"] == sum(p.numel() for p in build_model(cell.config()).parameters())
+
+
+def test_memorised_bits_stay_within_zero_and_the_entropy_while_training():
+    seen = []
+    cell = MemorizationCell(d_model=16, n_layers=1, n_sequences=400, **{**TINY, "max_steps": 400})
+    row = train_to_saturation(cell, on_eval=lambda step, bits: seen.append(bits))
+    assert row["stopped_by"] == "max_steps" and row["steps"] == 400 and len(seen) == 21
+    for bits in seen:
+        assert bits.shape == (400,) and (bits >= 0).all() and (bits <= 32.0).all()
+    assert seen[0].sum() < 0.02 * row["entropy_bits"] < seen[-1].sum()  # it learned, from ~nothing
+    assert (seen[-1] > 0).float().mean() > 0.5 and (seen[-1] < 32).all()  # partly, not wholly
+    assert math.isclose(row["memorized_bits"], seen[-1].sum().item())
+
+
+def test_measure_rejects_inputs_that_do_not_fit_the_model():
+    model = build_model(memorization_config(16, 1, vocab=16, seq_len=8), seed=0)
+    with pytest.raises(ValueError, match="n_ctx"):
+        measure_memorization(model, random_sequences(2, 12, 16), 16)
+    with pytest.raises(ValueError, match="vocab 32 do not fit"):
+        measure_memorization(model, random_sequences(2, 8, 32), 32)
+
+
+def test_plateau_rule():
+    cell = MemorizationCell(d_model=16, n_layers=1, n_sequences=10, seq_len=10, vocab=2, plateau_window=100, plateau_tol=0.01,
+                            max_steps=1000)  # entropy 100 bits
+    assert _stop_reason(cell, 500, {400: 50.0, 500: 99.5}, 100.0) == "complete"
+    assert _stop_reason(cell, 500, {400: 50.0, 500: 50.4}, 100.0) == "plateau"  # +0.8 % in a window
+    assert _stop_reason(cell, 500, {400: 50.0, 500: 51.0}, 100.0) == ""  # +2 %: still learning
+    assert _stop_reason(cell, 50, {50: 0.0}, 100.0) == ""  # no full window yet
+    assert _stop_reason(cell, 1000, {900: 10.0, 1000: 20.0}, 100.0) == "max_steps"
+
+
+def _cells_frame(rows):
+    base = dict(n_layers=1, seq_len=8, vocab=16, seed=0, steps=10, seconds=1.0, error="")
+    return pd.DataFrame([{**base, **r, "reachable_bits": r["entropy_bits"], "fraction": r["memorized_bits"] / r["entropy_bits"],
+                          "bits_per_parameter": r["memorized_bits"] / r["params"]} for r in rows])
+
+
+def test_capacity_is_the_plateau_and_the_fit_is_the_slope():
+    frame = _cells_frame([
+        dict(model="a", d_model=16, params=1000, n_sequences=10, entropy_bits=1000, memorized_bits=1000, stopped_by="complete"),
+        dict(model="a", d_model=16, params=1000, n_sequences=100, entropy_bits=10000, memorized_bits=3000, stopped_by="plateau"),
+        dict(model="a", d_model=16, params=1000, n_sequences=1000, entropy_bits=100000, memorized_bits=2900, stopped_by="plateau"),
+        dict(model="b", d_model=32, params=2000, n_sequences=100, entropy_bits=10000, memorized_bits=7000, stopped_by="plateau"),
+        dict(model="c", d_model=64, params=4000, n_sequences=10, entropy_bits=1000, memorized_bits=1000, stopped_by="complete"),
+    ])
+    cap = capacity_table(frame)
+    assert list(cap["model"]) == ["a", "b", "c"]
+    assert list(cap["capacity_bits"]) == [3000, 7000, 1000] and list(cap["saturated"]) == [True, True, False]
+    # slope through the origin over a and b: (1000*3000 + 2000*7000) / (1000^2 + 2000^2) = 3.4
+    assert math.isclose(fit_bits_per_parameter(cap), 3.4)
+    assert math.isnan(fit_bits_per_parameter(cap[~cap["saturated"]]))
+
+
+def test_sweep_skips_done_cells_and_records_failures():
+    cells = sweep_cells([(16, 1)], [4, 8], **TINY) + [MemorizationCell(d_model=12, n_layers=1, n_sequences=4, **TINY)]
+    first = memorization_sweep(cells[:1])
+    assert len(first) == 1 and first["stopped_by"].iloc[0] == "complete"
+    table = memorization_sweep(cells, existing=first)
+    assert len(table) == 3
+    assert table.loc[table["n_sequences"] == 4].query("d_model == 16")["seconds"].iloc[0] == first["seconds"].iloc[0]
+    bad = table[table["stopped_by"] == "error"]
+    assert len(bad) == 1 and "multiple of d_head" in bad["error"].iloc[0]
+
+
+def test_two_workers_give_the_same_table_as_one():
+    cells = sweep_cells([(16, 1)], [6, 12], **{**TINY, "max_steps": 200})
+    drop = ["seconds"]
+    serial = memorization_sweep(cells).drop(columns=drop)
+    parallel = memorization_sweep(cells, workers=2).drop(columns=drop)
+    pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_cli_writes_table_capacity_and_page_and_resumes(tmp_path, capsys):
+    from interp.cli import main
+
+    out = tmp_path / "mem"
+    args = ["memorization", "--sizes", "16x1", "--datasets", "4,8", "--seq-len", "8", "--vocab", "16",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(cells["n_sequences"]) == [4, 8] and (cells["fraction"] <= 1).all()
+    assert (out / "capacity.csv").exists()
+    page = (out / "memorization.html").read_text()
+    assert page.count("<script") >= 2 and "bits per parameter" in page
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", page)  # plotly.js inlined: works offline
+    before = cells["seconds"].tolist()
+    assert main(args) == 0  # nothing left to train: the same rows come back
+    assert pd.read_csv(out / "cells.csv")["seconds"].tolist() == before
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    from interp.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["memorization", "--sizes", "big", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
