@@ -1,8 +1,13 @@
 """Executors for batch scoring: one interface over in-process, multi-process and Dask runs.
 
-An executor has one method that matters, ``map_unordered(fn, items)``, yielding ``fn(item)`` for
-every item in the order the results come back, and ``close()``. ``fn`` must be a module-level
-function and items picklable (they travel to other processes or machines).
+An executor has one method that matters, ``map_unordered(fn, items, lost=None)``, yielding
+``fn(item)`` for every item in the order the results come back, and ``close()``. ``fn`` must be a
+module-level function and items picklable (they travel to other processes or machines).
+
+A worker can die under an item (killed for memory, a crash in native code). The items that
+were in flight are then tried again, one at a time on a fresh worker; an item whose worker dies
+again is the culprit, and ``lost(item, exc)`` is yielded in place of its result (without
+``lost``, the error is raised). So a batch job records the failure and goes on.
 
 - :class:`SerialExecutor`: in this process, one item after another.
 - :class:`ProcessExecutor`: ``N`` local worker processes, each on one intra-op thread. On Linux
@@ -20,6 +25,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -28,12 +34,14 @@ __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "mak
 
 T = TypeVar("T")
 R = TypeVar("R")
+#: ``lost(item, exc)``: the result to yield for an item whose worker died under it.
+Lost = Callable[[Any, BaseException], Any]
 
 
 class Executor(Protocol):
     """Runs ``fn`` over items somewhere and yields the results as they complete."""
 
-    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]: ...
 
     def close(self) -> None: ...
 
@@ -45,8 +53,8 @@ class SerialExecutor:
     floating-point reductions (hence the same table) whichever executor runs the items.
     """
 
-    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        for item in items:
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
+        for item in items:  # no worker to lose: this process is the worker
             previous = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
@@ -72,28 +80,50 @@ class ProcessExecutor:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         method = "fork" if sys.platform.startswith("linux") else None
-        context = multiprocessing.get_context(method)
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+        self._context = multiprocessing.get_context(method)
+        self._pool = self._new_pool()
 
-    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        pending: set[Future] = set()
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
+
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
+        pending: dict[Future, tuple[Any, bool, ProcessPoolExecutor]] = {}  # future -> item, alone, pool
+        suspects: list[Any] = []  # items in flight when a worker died: any of them may have killed it
         source = iter(items)
+
+        def refill() -> None:
+            if suspects:  # one suspect at a time, alone in the pool, so a second death names its item
+                if not pending:
+                    item = suspects.pop(0)
+                    pending[self._pool.submit(fn, item)] = (item, True, self._pool)
+                return
+            for item in itertools.islice(source, max(0, 2 * self.workers - len(pending))):
+                pending[self._pool.submit(fn, item)] = (item, False, self._pool)
+
         with warnings.catch_warnings():
             # Python 3.12+ warns that fork() in a process with threads may deadlock; the threads
             # here are torch's idle intra-op pool, which torch re-creates in the child, and the
             # workers run on one thread (_init_worker). Scoped to the pool's own forks.
             warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
-            for item in source:
-                pending.add(self._pool.submit(fn, item))
-                if len(pending) >= 2 * self.workers:
-                    break
+            refill()
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    for item in source:
-                        pending.add(self._pool.submit(fn, item))
-                        break
-                    yield future.result()
+                    item, alone, pool = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as exc:  # a worker died; every item in flight fails with it
+                        if pool is self._pool:
+                            self._pool.shutdown(wait=False, cancel_futures=True)
+                            self._pool = self._new_pool()
+                        if not alone:
+                            suspects.append(item)
+                            continue
+                        if lost is None:
+                            raise
+                        result = lost(item, exc)
+                    yield result
+                refill()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -126,19 +156,30 @@ class DaskExecutor:
         threads = sum(self.client.nthreads().values()) or 1
         self.max_in_flight = max_in_flight or max(4, 2 * threads)
 
-    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        from distributed import as_completed
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
+        """Dask re-runs a task whose worker died (its ``allowed-failures`` setting) before giving up."""
+        from distributed import KilledWorker, as_completed
 
         source = iter(items)
-        first = [self.client.submit(fn, item, pure=False) for item in itertools.islice(source, self.max_in_flight)]
-        if not first:
+        items_of = {}
+        for item in itertools.islice(source, self.max_in_flight):
+            items_of[self.client.submit(fn, item, pure=False)] = item
+        if not items_of:
             return
-        queue = as_completed(first, loop=self.client.loop)
+        queue = as_completed(list(items_of), loop=self.client.loop)
         for future in queue:
             for item in source:
-                queue.add(self.client.submit(fn, item, pure=False))
+                nxt = self.client.submit(fn, item, pure=False)
+                items_of[nxt] = item
+                queue.add(nxt)
                 break
-            result = future.result()
+            item = items_of.pop(future)
+            try:
+                result = future.result()
+            except KilledWorker as exc:
+                if lost is None:
+                    raise
+                result = lost(item, exc)
             future.release()
             yield result
 

@@ -201,11 +201,15 @@ def _run_cell(cell: MemorizationCell) -> dict[str, Any]:
     try:
         return train_to_saturation(cell)
     except Exception as exc:  # one bad cell must not lose the sweep; the reason is kept
-        row = {c: None for c in CELL_COLUMNS}
-        row.update(model=cell.model, d_model=cell.d_model, n_layers=cell.n_layers, n_sequences=cell.n_sequences,
-                   seq_len=cell.seq_len, vocab=cell.vocab, seed=cell.seed, stopped_by="error",
-                   error=f"{type(exc).__name__}: {exc}")
-        return row
+        return _error_row(cell, exc)
+
+
+def _error_row(cell: MemorizationCell, exc: BaseException) -> dict[str, Any]:
+    row = {c: None for c in CELL_COLUMNS}
+    row.update(model=cell.model, d_model=cell.d_model, n_layers=cell.n_layers, n_sequences=cell.n_sequences,
+               seq_len=cell.seq_len, vocab=cell.vocab, seed=cell.seed, stopped_by="error",
+               error=f"{type(exc).__name__}: {exc}")
+    return row
 
 
 def sweep_cells(sizes: Iterable[tuple[int, int]], datasets: Iterable[int], **cell_options: Any) -> list[MemorizationCell]:
@@ -245,7 +249,8 @@ def memorization_sweep(
     rows = [dict(r) for r in done]
     executor = make_executor(workers, scheduler)
     try:
-        for row in tqdm(executor.map_unordered(_run_cell, todo), total=len(todo), disable=quiet, desc="memorization"):
+        results = executor.map_unordered(_run_cell, todo, lost=_error_row)
+        for row in tqdm(results, total=len(todo), disable=quiet, desc="memorization"):
             rows.append(row)
             if on_row is not None:
                 on_row(row)

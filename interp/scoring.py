@@ -312,6 +312,14 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
     return rows
 
 
+def _lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
+    """The error row of a checkpoint whose worker process died under it (twice)."""
+    ref = task.ref
+    return [{"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step, "detector": "load",
+             "metric": ERROR_METRIC, "value": float("nan"),
+             "error": f"the worker process died while scoring this checkpoint ({type(exc).__name__})"}]
+
+
 # ---------------------------------------------------------------------------------------------
 # the batch
 
@@ -401,7 +409,7 @@ def score_checkpoints(
     executor = executor or make_executor(workers, scheduler)
     bar = tqdm(total=len(tasks), desc="score", unit="ckpt", disable=quiet)
     try:
-        for rows in executor.map_unordered(score_task, tasks):
+        for rows in executor.map_unordered(score_task, tasks, lost=_lost_rows):
             new.extend(rows)
             n_failed += any(r["metric"] == ERROR_METRIC for r in rows)
             if on_checkpoint is not None and rows:

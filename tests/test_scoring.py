@@ -106,6 +106,28 @@ def test_two_workers_give_the_same_table(tiny_runs):  # noqa: F811
     pd.testing.assert_frame_equal(one, two)
 
 
+def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):  # noqa: F811
+    import os
+
+    import interp.scoring as scoring
+
+    ind, _ = tiny_runs
+    victim = list_checkpoints(ind)[2][1]
+    original = scoring.load_into_cache
+
+    def die_on_victim(path):  # forked workers inherit the patch
+        if str(path) == str(victim):
+            os._exit(1)
+        return original(path)
+
+    monkeypatch.setattr(scoring, "load_into_cache", die_on_victim)
+    table = score_checkpoints(ind, detectors=["heads"], workers=2)
+    errors = table[table["metric"] == "error"]
+    assert list(errors["checkpoint"]) == [victim.name] and "worker process died" in errors["error"].iloc[0]
+    assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(ind)) - 1
+    assert table.attrs["n_failed"] == 1
+
+
 def test_dask_on_loopback_gives_the_same_table(tiny_runs):  # noqa: F811
     distributed = pytest.importorskip("distributed")
     ind, mod = tiny_runs
