@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import plotly.graph_objects as go
 
 from interp.checkpoints import atomic_write_text
 from interp.memorization import capacity_table, fit_bits_per_parameter
+from interp.report import html_page
 
 __all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_report"]
 
@@ -89,14 +89,7 @@ def write_memorization_report(cells: pd.DataFrame, path: str | Path) -> Path:
     ]
     if not errors.empty:
         parts += ["<h2>Errors</h2>", errors[["model", "n_sequences", "error"]].to_html(index=False)]
-    title = "Memorisation capacity"
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{title}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;"
-        "padding:0 1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
-        f"text-align:right}}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+    page = html_page("Memorisation capacity", "\n".join(parts))
     path = Path(path)
     atomic_write_text(path, page)
     return path

@@ -145,7 +145,11 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
             parts.append(errors[["checkpoint", "step", "detector", "error"]].to_html(index=False, classes="errors"))
     if not parts:
         parts.append("<p>The table has no rows.</p>")
-    body = "\n".join(parts)
+    return html_page(title, "\n".join(parts))
+
+
+def html_page(title: str, body: str) -> str:
+    """A whole HTML page around ``body`` (already HTML), with the reports' plain table style."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>"
