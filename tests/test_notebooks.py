@@ -46,6 +46,7 @@ def test_notebook_runs(name, induction_run, modadd_run, published_path, tmp_path
         assert re.search(pattern, text), f"{name}: no output matches {pattern!r}"
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert figures, f"{name}: no plotly figure"
+    # figures are mime bundles, drawn by the plotly extension that ships with the plotly package:
+    # nothing in the notebook loads a script from the network
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
-    assert "Plotly" in html  # plotly.js inlined into the notebook, so figures render offline
-    assert not re.search(r"<script[^>]+src=[\"']?https?:", html)  # no CDN
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
