@@ -17,19 +17,21 @@ A *cell* (:class:`MemorizationCell`) is one model size trained on one data set t
 of the whole data set is measured (model in eval mode). ``M`` is on a plateau when it has grown
 by less than ``plateau_tol * M`` over the last ``plateau_window`` steps. At a plateau the
 learning rate drops tenfold and a fresh window starts, ``lr_drops`` times; the next plateau
-stops the cell. It also stops when ``M`` is within ``complete_tol`` of the most any causal model
-can memorise of the data set (its entropy minus
+stops the cell. It also stops when ``M`` is within ``complete_tol`` of the most any causal
+model can memorise of the data set (its entropy minus
 :func:`interp.tasks.random_sequences.unreachable_bits`, what the first tokens cost before a
-prefix identifies its sequence): everything is memorised. Or at ``max_steps``. The row records which rule stopped it; a
-cell stopped by ``max_steps`` is not saturated, and :func:`capacity_table` says so.
+prefix identifies its sequence): everything is memorised. Or at ``max_steps``. The row
+records which rule stopped it; a cell stopped by ``max_steps`` is not saturated, and
+:func:`capacity_table` says so.
 
 **Capacity** of a model (:func:`capacity_table`) is the largest total memorised bits over its data
 set sizes. It is a measured plateau only when that cell stopped on a plateau short of
 memorising its whole data set: a cell that memorised everything (``complete``) was limited by
-the data, not the model, and gives a lower bound. **Bits per parameter** (:func:`fit_bits_per_parameter`) is the
-least-squares slope of capacity against parameter count through the origin, over the models
-whose capacity is a measured plateau. Parameters are every trainable parameter of the
-``HookedTransformer`` (embeddings, positions, LayerNorms, unembedding included), as in the paper.
+the data, not the model, and gives a lower bound. **Bits per parameter**
+(:func:`fit_bits_per_parameter`) is the least-squares slope of capacity against parameter count
+through the origin, over the models whose capacity is a measured plateau. Parameters are every
+trainable parameter of the ``HookedTransformer`` (embeddings, positions, LayerNorms and
+unembedding included), as in the paper.
 """
 
 from __future__ import annotations
