@@ -3,15 +3,12 @@ from circuits.fourier import (
     fourier_basis,
     fourier_spectrum,
     key_frequencies,
+    modadd_answers,
+    modadd_inputs,
     neuron_frequencies,
 )
-from circuits.progress import (
-    FourierReport,
-    GrokkingPhases,
-    fourier_report,
-    grokking_phases,
-    progress_measures,
-)
+from circuits.phases import GrokkingPhases, grokking_phases
+from circuits.progress import FourierReport, fourier_report, progress_measures
 
 # Previous-token and induction heads (Olsson et al. 2022; Elhage et al. 2021).
 from circuits.ablation import ablation_scores
@@ -20,6 +17,9 @@ from circuits.composition import composition_scores
 from circuits.copying import copying_scores, ov_copying_scores
 from circuits.induction import induction_heads
 from circuits.probes import repeated_tokens
+
+# Thread policy shared with interp: small CPU work on one intra-op thread.
+from circuits._parallel import one_thread
 
 __all__ = [
     # heads
@@ -39,6 +39,10 @@ __all__ = [
     "fourier_spectrum",
     "grokking_phases",
     "key_frequencies",
+    "modadd_answers",
+    "modadd_inputs",
     "neuron_frequencies",
     "progress_measures",
+    # thread policy
+    "one_thread",
 ]

@@ -74,7 +74,8 @@ def previous_token_scores(
     """Previous-token score of every head: columns ``layer, head, score``.
 
     score = mean over the batch and over queries ``q = 1..L-1`` of ``A[q, q-1]``, in [0, 1]
-    (1 = pure previous-token head; uniform causal attention gives about ``ln(L)/L``). ``tokens``
+    (1 = pure previous-token head; uniform causal attention gives ``(H_L - 1) / (L - 1)`` with
+    ``H_L`` the L-th harmonic number, 0.060 for L = 63). ``tokens``
     may be any ``(batch, pos)`` id tensor; by default the seeded probe
     ``repeated_tokens(model, n_seqs, half_len, seed)``. One batched forward pass.
     Olsson et al. 2022, "In-context learning and induction heads".

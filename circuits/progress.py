@@ -2,14 +2,19 @@
 
 Restricted loss, excluded loss, Gini coefficients of the Fourier norms and the total sum of squared
 weights, for one modular-addition model (:func:`fourier_report`) or a series of checkpoints
-(:func:`progress_measures`), and the three phases of grokking located on those curves
-(:func:`grokking_phases`). Losses are computed in float64 from the model's logits over all p^2
-inputs ``[a, b, =]`` in the order ``row = a * p + b``.
+(:func:`progress_measures`). The three phases of grokking located on those curves
+(:func:`grokking_phases`) live in :mod:`circuits.phases` and are re-exported here. Losses are
+computed in float64 from the model's logits over all p^2 inputs ``[a, b, =]`` in the order
+``row = a * p + b``. The Fourier analysis itself is shared with :mod:`circuits.fourier` through
+:mod:`circuits._modadd`.
+
+``MEMORISED_LOSS`` is the deprecated name of :data:`MEMORIZED_LOSS` (``DeprecationWarning``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,8 +23,17 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._parallel import parallel_map
-from circuits.fourier import MIN_CLUSTER_SHARE, MIN_UNEMBED_SHARE, _analyse, _key_rule, _spectrum_frame, single_thread
+from circuits._modadd import analyze, key_rule, modadd_answers, pair_operands, spectrum_frame
+from circuits._parallel import one_thread, parallel_map
+from circuits.phases import (  # also importable from here, as before the split
+    CIRCUIT_LOSS,
+    CLEAN_ACCURACY,
+    CLEAN_FRACTION,
+    GROKKED_ACCURACY,
+    MEMORIZED_LOSS,
+    GrokkingPhases,
+    grokking_phases,
+)
 
 __all__ = [
     "FourierReport",
@@ -32,6 +46,19 @@ __all__ = [
     "excluded_logits",
     "weight_norm",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The deprecated constant ``MEMORISED_LOSS``: warns and returns :data:`MEMORIZED_LOSS`."""
+    if name == "MEMORISED_LOSS":
+        warnings.warn(
+            "MEMORISED_LOSS is deprecated; use MEMORIZED_LOSS (American spelling, as in TransformerLens)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return MEMORIZED_LOSS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Scalar fields of :class:`FourierReport`, in the column order of :func:`progress_measures`.
 SCALARS = (
@@ -135,7 +162,8 @@ def weight_norm(model: torch.nn.Module) -> float:
 
 def _sum_directions(p: int, freqs: Sequence[int]) -> torch.Tensor:
     """Orthonormal columns cos/sin(w_k (a + b)) over the p^2 inputs, ``(p*p, 2 len(freqs))``."""
-    s = (torch.arange(p)[:, None] + torch.arange(p)[None, :]).reshape(-1).to(torch.float64)
+    a, b = pair_operands(p)
+    s = (a + b).to(torch.float64)
     k = torch.as_tensor(list(freqs), dtype=torch.float64)
     angle = 2 * math.pi * s[:, None] * k[None, :] / p
     # each column has squared norm p^2 / 2 over the p^2 inputs (p values of a + b, p times each)
@@ -177,10 +205,6 @@ def excluded_logits(logits: torch.Tensor, p: int, freqs: Sequence[int]) -> torch
     table = _logit_table(logits, p)
     u = _sum_directions(p, _check_freqs(freqs, p))
     return table - u @ (u.T @ table)
-
-
-def _answers(p: int) -> torch.Tensor:
-    return (torch.arange(p)[:, None] + torch.arange(p)[None, :]).reshape(-1) % p
 
 
 def _row_losses(logits64: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -231,19 +255,19 @@ def fourier_report(
 
     See :class:`FourierReport` for every field's definition and range.
     """
-    with single_thread():
+    with one_thread():
         return _report(model, p, train_mask, key_freqs)
 
 
 def _report(
     model: HookedTransformer, p: int | None, train_mask: torch.Tensor | None, key_freqs: Sequence[int] | None
 ) -> FourierReport:
-    an = _analyse(model, p)
+    an = analyze(model, p)
     p = an.p
     mask = _check_mask(train_mask, p)
-    own = _key_rule(an, MIN_UNEMBED_SHARE, MIN_CLUSTER_SHARE)
+    own = key_rule(an)
     freqs = own if key_freqs is None else _check_freqs(key_freqs, p)
-    labels = _answers(p)
+    labels = modadd_answers(p)
     table = an.logits.detach().to(torch.float64)
     u = _sum_directions(p, freqs)
     along = u @ (u.T @ table)
@@ -255,7 +279,7 @@ def _report(
     return FourierReport(
         p=p,
         key_frequencies=own,
-        spectrum=_spectrum_frame(an),
+        spectrum=spectrum_frame(an),
         loss=_mean(losses, None),
         train_loss=_mean(losses, mask),
         test_loss=math.nan if test_rows is None else _mean(losses, test_rows),
@@ -340,100 +364,3 @@ def _chunks(items: Iterable[tuple[int, HookedTransformer]], size: int) -> Iterab
             chunk = []
     if chunk:
         yield chunk
-
-
-# ---------------------------------------------------------------------------------------------
-# phases
-
-#: Default thresholds of :func:`grokking_phases` (nats and accuracies; see its docstring).
-MEMORISED_LOSS = 0.05
-CIRCUIT_LOSS = 0.3
-GROKKED_ACCURACY = 0.5
-CLEAN_ACCURACY = 0.99
-CLEAN_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class GrokkingPhases:
-    """Steps at which the phases of grokking end (Nanda et al. 2023, section 5.2); None: not reached.
-
-    Attributes:
-        memorisation_end: the model has fitted its training pairs.
-        circuit_formation_end: the Fourier circuit alone (restricted logits) solves the task.
-        cleanup_end: the memorisation that hurt held-out pairs is gone; the model generalises.
-        grokking_step: the test-accuracy jump (test accuracy first reaches one half).
-    """
-
-    memorisation_end: int | None
-    circuit_formation_end: int | None
-    cleanup_end: int | None
-    grokking_step: int | None = None
-
-
-def _first_step(steps: np.ndarray, ok: np.ndarray, start: int | None = None) -> int | None:
-    if start is not None:
-        ok = ok & (steps >= start)
-    hits = np.flatnonzero(ok)
-    return int(steps[hits[0]]) if hits.size else None
-
-
-def grokking_phases(
-    measures: pd.DataFrame,
-    *,
-    memorised_loss: float = MEMORISED_LOSS,
-    circuit_loss: float = CIRCUIT_LOSS,
-    grokked_accuracy: float = GROKKED_ACCURACY,
-    clean_accuracy: float = CLEAN_ACCURACY,
-    clean_fraction: float = CLEAN_FRACTION,
-) -> GrokkingPhases:
-    """Locate the three phases of grokking on progress-measure curves (Nanda et al. 2023, 5.2).
-
-    The paper's phases: *memorisation* (train loss falls, test and restricted loss stay high),
-    *circuit formation* (restricted loss falls and excluded loss rises while test loss stays
-    high: the Fourier circuit grows beside the memorised lookup table), *cleanup* (weight decay
-    removes the memorisation; test loss drops and the weight norm falls). Rules, on the rows of
-    ``measures`` (:func:`progress_measures`) sorted by step, each "first step" among checkpoints:
-
-    - ``memorisation_end``: first step with ``train_loss <= memorised_loss`` (default 0.05 nats,
-      about 1 % of the chance loss ln 113): the training pairs are fitted.
-    - ``circuit_formation_end``: first step after memorisation with ``restricted_loss <=
-      circuit_loss`` (default 0.3 nats, 6 % of chance): the final key frequencies' directions
-      alone give the right answer ~3/4 of the probability (geometric mean over all p^2 pairs,
-      held-out ones included). On the two grokking runs we measured (p = 113, 30 % split: the
-      default preset of ``interp train modadd``, and plain AdamW at lr 3e-3) the restricted loss
-      crossed 0.3 while test accuracy was still 0.25-0.36 and was ~0.002 at the grokking step,
-      so the order below holds with a margin of one to two checkpoints.
-    - ``grokking_step``: first step with ``test_accuracy >= grokked_accuracy`` (default 0.5),
-      the middle of the test-accuracy jump.
-    - ``cleanup_end``: first step at or after the grokking step where (a) ``test_accuracy >=
-      clean_accuracy`` (default 0.99) and (b) the weight norm has finished its fall: it is within
-      ``clean_fraction`` (default 10 %) of the way from its value at the grokking step down to its
-      value at the last checkpoint. Weight decay prunes the memorised components, so the sum of
-      squared weights falls steeply during cleanup and then levels off (the paper's fig. 7).
-
-    The restricted loss uses the final model's key frequencies, so it falls while the test loss
-    is still high: ``memorisation_end < circuit_formation_end <= grokking_step <= cleanup_end`` on
-    a run that groks. A phase that is not reached within the run is None, as are the later ones.
-    Needs a train/test split (``test_accuracy`` not all NaN); raises ``ValueError`` otherwise.
-    """
-    need = {"step", "train_loss", "test_accuracy", "restricted_loss", "weight_norm"}
-    missing = need - set(measures.columns)
-    if missing:
-        raise ValueError(f"measures lack columns {sorted(missing)}; pass the output of progress_measures")
-    frame = measures.sort_values("step")
-    if frame.empty or frame["test_accuracy"].isna().all():
-        raise ValueError("grokking_phases needs measures with a train/test split (test_accuracy is all NaN)")
-    steps = frame["step"].to_numpy(dtype=np.int64)
-    mem = _first_step(steps, frame["train_loss"].to_numpy() <= memorised_loss)
-    circuit = None if mem is None else _first_step(
-        steps, frame["restricted_loss"].to_numpy() <= circuit_loss, start=mem + 1
-    )
-    acc = frame["test_accuracy"].to_numpy()
-    grok = _first_step(steps, acc >= grokked_accuracy)
-    clean = None
-    if grok is not None and circuit is not None:
-        norm = frame["weight_norm"].to_numpy()
-        at_grok, last = norm[steps == grok][0], norm[-1]
-        settled = norm <= last + clean_fraction * max(at_grok - last, 0.0)
-        clean = _first_step(steps, (acc >= clean_accuracy) & settled, start=grok)
-    return GrokkingPhases(memorisation_end=mem, circuit_formation_end=circuit, cleanup_end=clean, grokking_step=grok)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
+from circuits.architecture import plain_forward_supported
+
 _ACTS = {"relu": F.relu, "gelu": F.gelu}
 
 
@@ -35,24 +37,13 @@ def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def supports_fast_forward(model: HookedTransformer, n_layers: int | None = 1, layer_norm: bool = False) -> bool:
-    """True for models with standard positions and plain MLPs (if any), without LayerNorm.
+    """True for models with standard positions and plain ReLU/GELU MLPs (if any), without LayerNorm.
 
     ``n_layers`` additionally requires that many layers (``None``: any number); ``layer_norm``
-    also admits pre-LayerNorm models with learned weights (``normalization_type="LN"``).
+    also admits pre-LayerNorm models with learned weights (``normalization_type="LN"``). The
+    conditions are :func:`circuits.architecture.plain_forward_supported`'s.
     """
-    cfg = model.cfg
-    norms = (None, "LN") if layer_norm else (None,)
-    return (
-        (n_layers is None or cfg.n_layers == n_layers)
-        and cfg.normalization_type in norms
-        and cfg.positional_embedding_type == "standard"
-        and (cfg.attn_only or (cfg.act_fn in _ACTS and not cfg.gated_mlp))
-        and cfg.n_key_value_heads in (None, cfg.n_heads)
-        and cfg.use_attn_scale
-        and not cfg.use_local_attn
-        and cfg.attn_scores_soft_cap <= 0
-        and cfg.output_logits_soft_cap <= 0
-    )
+    return plain_forward_supported(model, n_layers=n_layers, layer_norm=layer_norm)
 
 
 def logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""Progress measures over checkpoints and the phases of grokking (circuits.progress, interp.fourier_runs)."""
+"""Progress measures over checkpoints and the phases of grokking (circuits.progress, circuits.phases, interp.fourier_runs)."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 
 import interp
 from circuits import GrokkingPhases, fourier_report, grokking_phases, progress_measures
-from interp.checkpoints import checkpoint_path, save_checkpoint
-from interp.fourier_runs import progress_measures as run_progress_measures
-from interp.fourier_runs import run_train_mask
+from interp.checkpoints import save_checkpoint
+from interp.fourier_runs import run_progress_measures
+from interp.runs import checkpoint_path, run_train_mask
 from interp.tasks.modular import train_mask
 
 COLUMNS = [
@@ -137,8 +138,8 @@ def _real_run() -> pd.DataFrame:
 
 def test_phases_of_a_real_run():
     phases = grokking_phases(_real_run())
-    assert phases == GrokkingPhases(memorisation_end=150, circuit_formation_end=1050, cleanup_end=2250, grokking_step=1500)
-    assert phases.memorisation_end < phases.circuit_formation_end <= phases.grokking_step <= phases.cleanup_end
+    assert phases == GrokkingPhases(memorization_end=150, circuit_formation_end=1050, cleanup_end=2250, grokking_step=1500)
+    assert phases.memorization_end < phases.circuit_formation_end <= phases.grokking_step <= phases.cleanup_end
 
 
 def test_phases_ignore_row_order_and_follow_thresholds():
@@ -152,7 +153,7 @@ def test_phases_not_reached_are_none():
     run = _real_run()
     early = run[run["step"] <= 1200]  # stopped before the test-accuracy jump
     phases = grokking_phases(early)
-    assert phases.memorisation_end == 150 and phases.circuit_formation_end == 1050
+    assert phases.memorization_end == 150 and phases.circuit_formation_end == 1050
     assert phases.grokking_step is None and phases.cleanup_end is None
     never = run.assign(restricted_loss=4.7, test_accuracy=0.01)  # memorised, never grokked
     assert grokking_phases(never) == GrokkingPhases(150, None, None, None)
@@ -163,3 +164,31 @@ def test_phases_need_a_split_and_the_columns():
         grokking_phases(_real_run().assign(test_accuracy=np.nan))
     with pytest.raises(ValueError, match="restricted_loss"):
         grokking_phases(_real_run().drop(columns=["restricted_loss"]))
+
+
+def test_old_spellings_still_work_and_warn():
+    import circuits.progress
+    from circuits.phases import MEMORIZED_LOSS
+
+    phases = grokking_phases(_real_run())
+    with pytest.warns(DeprecationWarning, match="memorization_end"):
+        assert phases.memorisation_end == phases.memorization_end == 150
+    with pytest.warns(DeprecationWarning, match="memorization_end"):
+        old = GrokkingPhases(memorisation_end=150, circuit_formation_end=1050, cleanup_end=2250, grokking_step=1500)
+    assert old == phases
+    with pytest.warns(DeprecationWarning, match="MEMORIZED_LOSS"):
+        assert circuits.progress.MEMORISED_LOSS == MEMORIZED_LOSS == circuits.progress.MEMORIZED_LOSS
+    with pytest.warns(DeprecationWarning, match="memorized_loss"):
+        assert grokking_phases(_real_run(), memorised_loss=0.01) == grokking_phases(_real_run(), memorized_loss=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names do not warn
+        assert grokking_phases(_real_run(), memorized_loss=0.01).memorization_end == 300
+        GrokkingPhases(1, 2, 3)
+    with pytest.raises(TypeError, match="both"), pytest.warns(DeprecationWarning):
+        GrokkingPhases(1, 2, 3, memorisation_end=1)
+    with pytest.raises(TypeError, match="cleanup_end"):
+        GrokkingPhases(1, 2)
+    with pytest.raises(AttributeError):
+        phases.memorization_end = 5  # still frozen
+    with pytest.raises(AttributeError):
+        circuits.progress.NO_SUCH_NAME

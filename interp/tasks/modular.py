@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from circuits import modadd_answers, modadd_inputs
 from interp.fast_forward import last_position_logits
 from interp.models import modadd_config
 
 
 def all_pairs(p: int) -> torch.Tensor:
     """LongTensor (p*p, 3): row ``a*p + b`` is ``[a, b, p]`` (the ``=`` token is id p)."""
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
-    return torch.stack([a, b, torch.full_like(a, p)], dim=1)
+    return modadd_inputs(p)
 
 
 def answers(p: int) -> torch.Tensor:
     """LongTensor (p*p,): ``(a + b) mod p`` in the row order of :func:`all_pairs`."""
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
-    return (a + b) % p
+    return modadd_answers(p)
 
 
 def train_mask(p: int, frac_train: float = 0.3, seed: int = 0) -> torch.Tensor:

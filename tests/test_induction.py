@@ -1,4 +1,4 @@
-"""Previous-token, prefix-matching and copying scores, and the combined head table."""
+"""The head table of circuits.induction: hand-built circuits, thresholds, any model, bad input."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import pandas as pd
 import pytest
 import torch
 from handbuilt_models import VOCAB, induction_circuit_model, random_model
-from transformer_lens.head_detector import (
-    compute_head_attention_similarity_score,
-    get_induction_head_detection_pattern,
-    get_previous_token_head_detection_pattern,
-)
 
 from circuits import (
     copying_scores,
@@ -114,152 +109,6 @@ def test_defaults_are_seeded_and_stable(ln_model):
     pd.testing.assert_frame_equal(a, b)
     c = induction_heads(ln_model, seed=1)
     assert not np.allclose(a["prefix_matching"], c["prefix_matching"])
-
-
-# --- parity with TransformerLens's head detector ---------------------------------------------
-
-
-def test_parity_with_transformer_lens_head_detector(ln_model):
-    """Our scores are TL's "mul" similarity scores over the same query rows.
-
-    ``compute_head_attention_similarity_score(A, D, error_measure="mul")`` is
-    ``sum(A * D) / sum(A)``, and ``sum(A)`` counts every query row (each sums to 1). So:
-
-    - previous-token: D = TL's previous-token pattern (ones at (q, q-1)). Zeroing row 0 of A (the
-      one query with no previous token) leaves L-1 rows, so TL's score is exactly our
-      mean of A[q, q-1] over q = 1..L-1. Without zeroing it is ours * (L-1)/L.
-    - prefix-matching: on [x0, r, r] (distinct r, x0 not in r), TL's induction pattern has ones
-      exactly at (N+k, k+1) for k = 1..N -- our entries; it does not contain the two first-half
-      entries (N-1, 0), (N, 1) of the raw diagonal q - k = N - 1. Zeroing the first-half rows
-      0..N leaves N rows, so TL's score is exactly our mean of A[N+k, k+1].
-      With ``exclude_bos=True`` TL also drops column 0 from the denominator:
-      TL = ours * N / (N - attention to x0 of the second-half rows).
-    Averaging per-sequence scores over the batch gives our batch score (same length rows).
-    """
-    tokens = repeated_tokens(ln_model, n_seqs=5, half_len=8, seed=2)
-    n_seqs, length = tokens.shape
-    n = (length - 1) // 2
-    _, cache = ln_model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
-    previous = previous_token_scores(ln_model, tokens).set_index(["layer", "head"])["score"]
-    prefix = prefix_matching_scores(ln_model, tokens).set_index(["layer", "head"])["score"]
-    mul = dict(exclude_current_token=False, error_measure="mul")
-    for layer in range(ln_model.cfg.n_layers):
-        for head in range(ln_model.cfg.n_heads):
-            tl_prev, tl_ind = [], []
-            for b in range(n_seqs):
-                seq = tokens[b : b + 1].cpu()
-                attn = cache["pattern", layer][b, head]
-                d_prev = get_previous_token_head_detection_pattern(seq)
-                d_ind = get_induction_head_detection_pattern(seq)
-                expected = torch.zeros(length, length)
-                for k in range(1, n + 1):
-                    expected[n + k, k + 1] = 1.0
-                assert torch.equal(d_ind, expected)
-                raw_diagonal = torch.diagonal(d_ind, offset=1 - n)
-                assert raw_diagonal[:2].sum() == 0 and raw_diagonal[2:].sum() == n
-
-                later_rows = attn.clone()
-                later_rows[0] = 0.0
-                tl_prev.append(compute_head_attention_similarity_score(later_rows, d_prev, exclude_bos=False, **mul))
-                ours_prev_b = float(torch.diagonal(attn, offset=-1).mean())
-                assert tl_prev[-1] == pytest.approx(ours_prev_b, rel=1e-5)
-                raw = compute_head_attention_similarity_score(attn, d_prev, exclude_bos=False, **mul)
-                assert raw == pytest.approx(ours_prev_b * (length - 1) / length, rel=1e-5)
-
-                second_half = attn.clone()
-                second_half[: n + 1] = 0.0
-                tl_ind.append(compute_head_attention_similarity_score(second_half, d_ind, exclude_bos=False, **mul))
-                ours_ind_b = float(sum(attn[n + k, k + 1] for k in range(1, n + 1)) / n)
-                assert tl_ind[-1] == pytest.approx(ours_ind_b, rel=1e-5)
-                no_bos = compute_head_attention_similarity_score(second_half, d_ind, exclude_bos=True, **mul)
-                bos_mass = float(attn[n + 1 :, 0].sum())
-                assert no_bos == pytest.approx(ours_ind_b * n / (n - bos_mass), rel=1e-5)
-            assert previous[(layer, head)] == pytest.approx(np.mean(tl_prev), rel=1e-5)
-            assert prefix[(layer, head)] == pytest.approx(np.mean(tl_ind), rel=1e-5)
-
-
-# --- copying: against a dense reference computed the slow way ---------------------------------
-
-
-@torch.no_grad()
-def _reference_copying(model, tokens: torch.Tensor) -> np.ndarray:
-    """The DESIGN 4.2 definition, literally: full cache, z @ W_O through ln_final, full logits."""
-    n = (tokens.shape[1] - 1) // 2
-    _, cache = model.run_with_cache(tokens)
-    w_u = model.W_U.double()
-    vocab = w_u.shape[1]
-    out = np.zeros((model.cfg.n_layers, model.cfg.n_heads))
-    for layer in range(model.cfg.n_layers):
-        z = cache["z", layer].double()  # (batch, pos, head, d_head)
-        result = torch.einsum("bphd,hdm->bphm", z, model.blocks[layer].attn.W_O.double())
-        if model.cfg.normalization_type in ("LN", "LNPre"):
-            result = result - result.mean(-1, keepdim=True)
-        if model.cfg.normalization_type is not None:
-            result = result / cache["ln_final.hook_scale"].double()[:, :, None, :]  # real final-norm scale
-        if model.cfg.normalization_type in ("LN", "RMS"):
-            result = result * model.ln_final.w.double()
-        logits = result @ w_u  # (batch, pos, head, vocab)
-        logits = logits - logits.mean(-1, keepdim=True)
-        w = logits.relu()
-        w = w / w.sum(-1, keepdim=True)
-        pattern = cache["pattern", layer].double()  # (batch, head, q, k)
-        for head in range(model.cfg.n_heads):
-            scores = []
-            for b in range(tokens.shape[0]):
-                for q in range(n + 1, 2 * n + 1):
-                    keys = tokens[b, : q + 1]
-                    wk = torch.where(keys < vocab, w[b, q, head, keys.clamp(max=vocab - 1)], 0.0)
-                    scores.append(float((pattern[b, head, q, : q + 1] * wk).sum()))
-            out[layer, head] = np.mean(scores)
-    return out
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(normalization_type="LN"),
-        dict(normalization_type="RMS", n_heads=2, d_head=16),
-        dict(normalization_type=None, attn_only=True, n_layers=3),
-        dict(normalization_type="LNPre", d_vocab=50, d_vocab_out=30),
-    ],
-)
-def test_copying_matches_dense_reference(kwargs, monkeypatch):
-    model = random_model(**kwargs)
-    with torch.no_grad():  # make writes and attention less uniform than the default init
-        for block in model.blocks:
-            block.attn.W_Q.mul_(8.0)
-            block.attn.W_O.mul_(4.0)
-    tokens = repeated_tokens(model, n_seqs=3, half_len=7, seed=4)
-    if model.cfg.d_vocab_out < model.cfg.d_vocab:  # some key ids without an output logit
-        tokens = tokens.clone()
-        tokens[:, 0] = 45
-        tokens[0, [3, 10]] = 40
-    reference = _reference_copying(model, tokens)
-    default = copying_scores(model, tokens)["score"].to_numpy().reshape(reference.shape)
-    one_row = copying_scores(model, tokens, chunk_elements=1)["score"].to_numpy().reshape(reference.shape)
-    # one head per task, on single-threaded worker threads (as for large layers on a multi-core CPU)
-    monkeypatch.setattr("circuits.copying._SMALL_LAYER_ELEMENTS", 0)
-    monkeypatch.setattr("circuits._parallel.SMALL_WORKLOAD", 0)
-    threads = torch.get_num_threads()
-    per_head = copying_scores(model, tokens, chunk_elements=3 * model.cfg.d_vocab)["score"].to_numpy()
-    assert torch.get_num_threads() == threads
-    np.testing.assert_allclose(default, reference, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(one_row, reference, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(per_head.reshape(reference.shape), reference, rtol=1e-4, atol=1e-6)
-
-
-def test_ov_copying_matches_dense_eigenvalues():
-    model = random_model(n_layers=2, n_heads=3, d_vocab=40, d_model=32, d_head=8)
-    with torch.no_grad():
-        dense = torch.einsum(
-            "vm,lhmd,lhdn,nw->lhvw",
-            model.W_E.double(), model.W_V.double(), model.W_O.double(), model.W_U.double(),
-        )
-    eig = torch.linalg.eigvals(dense)  # (layer, head, d_vocab): only feasible for a tiny vocabulary
-    expected = (eig.real.sum(-1) / eig.abs().sum(-1)).numpy().reshape(-1)
-    ours = ov_copying_scores(model)["score"].to_numpy()
-    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)  # W_U W_E is taken in float32
-    assert ((ours >= -1) & (ours <= 1)).all()
 
 
 # --- any HookedTransformer, unchanged afterwards ---------------------------------------------

@@ -1,0 +1,73 @@
+"""Which ``HookedTransformer`` architectures a hand-written plain-torch forward pass reproduces.
+
+Fast forwards that skip TransformerLens's hooked modules (``interp.fast_forward`` for training,
+the closed-form last-position pass of the modular-addition analysis in :mod:`circuits._modadd`)
+compute token and position embeddings, causal softmax attention scaled by ``attn_scale``,
+optionally a ReLU/GELU MLP after it and, where allowed, pre-LayerNorm. Every other architectural
+option changes the result, so a model with any of them must take the model's own forward pass.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PLAIN_ACTIVATIONS", "plain_forward_supported"]
+
+#: MLP activations of the plain forward (``torch.nn.functional.relu`` and ``gelu``).
+PLAIN_ACTIVATIONS = ("relu", "gelu")
+
+
+def plain_forward_supported(
+    model: object, *, n_layers: int | None = None, layer_norm: bool = False, require_mlp: bool = False
+) -> bool:
+    """True when ``model`` has only the features a plain forward pass implements.
+
+    Args:
+        model: a ``HookedTransformer`` (anything with a ``cfg`` and ``blocks``).
+        n_layers: require exactly this many layers (``None``: any number).
+        layer_norm: also admit pre-LayerNorm models with learned weights
+            (``normalization_type="LN"``); otherwise no normalisation at all.
+        require_mlp: require an MLP in every block (attention-only models are False).
+
+    Conditions, each of which must hold: the layer count (when given); no normalisation (or
+    ``"LN"``); learned absolute positions (``positional_embedding_type="standard"``); attention
+    scaled by ``attn_scale`` (``use_attn_scale``), not by layer index, with no local windows, QK
+    norm, Q/K/V clipping, log-n scaling, attention sinks, score or logit soft-caps; no grouped K/V
+    heads (``n_key_value_heads`` unset or equal to ``n_heads``); attention before the MLP (not
+    parallel), no post-embedding LayerNorm, no extra post-sublayer norms; an MLP (if any) that is
+    a plain, ungated, single-expert ReLU or GELU ``MLP``; and blocks built of TransformerLens's own
+    ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not subclasses.
+    """
+    cfg = model.cfg
+    norms = (None, "LN") if layer_norm else (None,)
+    has_mlp = not cfg.attn_only and bool(cfg.d_mlp)
+    config_ok = (
+        (n_layers is None or cfg.n_layers == n_layers)
+        and cfg.normalization_type in norms
+        and cfg.positional_embedding_type == "standard"
+        and (has_mlp or not require_mlp)
+        and (cfg.attn_only or (cfg.act_fn in PLAIN_ACTIVATIONS and not cfg.gated_mlp))
+        and not getattr(cfg, "num_experts", None)
+        and getattr(cfg, "n_key_value_heads", None) in (None, cfg.n_heads)
+        and cfg.use_attn_scale
+        and not cfg.scale_attn_by_inverse_layer_idx
+        and not getattr(cfg, "use_local_attn", False)
+        and not getattr(cfg, "use_qk_norm", False)
+        and getattr(cfg, "clip_qkv", None) is None
+        and not getattr(cfg, "use_logn_attn", False)
+        and not getattr(cfg, "use_attention_sinks", False)
+        and (cfg.attn_scores_soft_cap or -1) <= 0
+        and (cfg.output_logits_soft_cap or -1) <= 0
+        and not cfg.parallel_attn_mlp
+        and not cfg.post_embedding_ln
+        and not getattr(cfg, "use_normalization_before_and_after", False)
+    )
+    return config_ok and all(_plain_block(block, cfg.attn_only) for block in model.blocks)
+
+
+def _plain_block(block: object, attn_only: bool) -> bool:
+    """The block's modules are TransformerLens's plain classes (a subclass may change the maths)."""
+    if type(block.attn).__name__ not in ("Attention", "GroupedQueryAttention"):
+        return False
+    if attn_only:
+        return True
+    mlp = getattr(block, "mlp", None)
+    return type(mlp).__name__ == "MLP" and hasattr(mlp, "act_fn")

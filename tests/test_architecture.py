@@ -1,0 +1,112 @@
+"""Which architectures the plain fast forwards support (circuits.architecture, interp.fast_forward)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.components import MLP, Attention
+
+import interp
+from circuits.architecture import plain_forward_supported
+from interp.fast_forward import supports_fast_forward
+from interp.models import induction_config, memorization_config, modadd_config
+
+
+def _modadd_like(**changes: object) -> HookedTransformer:
+    """A tiny one-layer modular-addition model (p = 23) of the plain architecture."""
+    cfg = dict(
+        n_layers=1, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=24, d_vocab_out=23, n_ctx=3,
+        act_fn="relu", normalization_type=None,
+    )
+    cfg.update(changes)
+    torch.manual_seed(0)
+    return HookedTransformer(HookedTransformerConfig(**cfg), move_to_device=False)
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return _modadd_like()
+
+
+def test_the_plain_architecture_is_supported(plain):
+    assert plain_forward_supported(plain)
+    assert plain_forward_supported(plain, n_layers=1, require_mlp=True)
+    assert plain_forward_supported(_modadd_like(act_fn="gelu"), n_layers=1, require_mlp=True)
+    assert plain_forward_supported(_modadd_like(n_key_value_heads=4))  # grouped K/V, one group per head
+
+
+def test_interp_models_keep_their_fast_forwards():
+    induction, modadd, memorization = (interp.build_model(cfg, seed=0) for cfg in
+                                       (induction_config(), modadd_config(), memorization_config()))
+    assert supports_fast_forward(modadd)  # one layer, no LayerNorm: last_position_logits
+    assert not supports_fast_forward(induction)  # two layers
+    assert not supports_fast_forward(memorization)  # LayerNorm
+    for model in (induction, modadd, memorization):  # fused-attention logits of any depth, pre-LN
+        assert supports_fast_forward(model, n_layers=None, layer_norm=True)
+    assert plain_forward_supported(induction, n_layers=2)
+    assert not plain_forward_supported(induction, require_mlp=True)  # attention-only
+
+
+# Each architectural option the plain forwards do not implement, set on a supported model.
+UNSUPPORTED = [
+    ("normalization_type", "LN"),  # without layer_norm=True
+    ("positional_embedding_type", "rotary"),
+    ("act_fn", "silu"),
+    ("act_fn", "solu_ln"),  # an activation followed by a LayerNorm inside the MLP
+    ("gated_mlp", True),
+    ("num_experts", 4),
+    ("n_key_value_heads", 2),
+    ("use_attn_scale", False),
+    ("scale_attn_by_inverse_layer_idx", True),
+    ("use_local_attn", True),
+    ("use_qk_norm", True),
+    ("clip_qkv", 8.0),
+    ("use_logn_attn", True),
+    ("use_attention_sinks", True),
+    ("attn_scores_soft_cap", 50.0),
+    ("output_logits_soft_cap", 30.0),
+    ("parallel_attn_mlp", True),
+    ("post_embedding_ln", True),
+    ("use_normalization_before_and_after", True),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), UNSUPPORTED, ids=[f"{n}={v}" for n, v in UNSUPPORTED])
+def test_each_condition_makes_the_check_false(plain, name, value):
+    model = copy.deepcopy(plain)
+    assert hasattr(model.cfg, name)
+    setattr(model.cfg, name, value)
+    assert not plain_forward_supported(model)
+    assert not plain_forward_supported(model, n_layers=1, require_mlp=True)
+    assert not supports_fast_forward(model)
+
+
+def test_layer_count_norms_and_mlp_are_parameters(plain):
+    assert not plain_forward_supported(plain, n_layers=2)
+    ln = copy.deepcopy(plain)
+    ln.cfg.normalization_type = "LN"
+    assert plain_forward_supported(ln, layer_norm=True)
+    for norm in ("LNPre", "RMS", "RMSPre"):
+        ln.cfg.normalization_type = norm
+        assert not plain_forward_supported(ln, layer_norm=True), norm
+    attn_only = _modadd_like(attn_only=True, act_fn=None, d_mlp=None)
+    assert plain_forward_supported(attn_only) and not plain_forward_supported(attn_only, require_mlp=True)
+
+
+def test_modules_must_be_transformer_lens_own(plain):
+    class PatchedAttention(Attention):
+        pass
+
+    class PatchedMLP(MLP):
+        pass
+
+    for module, cls in (("attn", PatchedAttention), ("mlp", PatchedMLP)):
+        model = copy.deepcopy(plain)
+        getattr(model.blocks[0], module).__class__ = cls  # a subclass may change the maths
+        assert not plain_forward_supported(model), module
+    model = copy.deepcopy(plain)
+    del model.blocks[0].mlp.act_fn
+    assert not plain_forward_supported(model)

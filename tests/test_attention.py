@@ -1,0 +1,82 @@
+"""Previous-token and prefix-matching scores (circuits.attention), against TransformerLens's head detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from handbuilt_models import random_model
+from transformer_lens.head_detector import (
+    compute_head_attention_similarity_score,
+    get_induction_head_detection_pattern,
+    get_previous_token_head_detection_pattern,
+)
+
+from circuits import prefix_matching_scores, previous_token_scores, repeated_tokens
+
+
+@pytest.fixture(scope="module")
+def ln_model():
+    return random_model(n_layers=2, n_heads=3, d_vocab=40, d_vocab_out=-1)
+
+
+# --- parity with TransformerLens's head detector ---------------------------------------------
+
+
+def test_parity_with_transformer_lens_head_detector(ln_model):
+    """Our scores are TL's "mul" similarity scores over the same query rows.
+
+    ``compute_head_attention_similarity_score(A, D, error_measure="mul")`` is
+    ``sum(A * D) / sum(A)``, and ``sum(A)`` counts every query row (each sums to 1). So:
+
+    - previous-token: D = TL's previous-token pattern (ones at (q, q-1)). Zeroing row 0 of A (the
+      one query with no previous token) leaves L-1 rows, so TL's score is exactly our
+      mean of A[q, q-1] over q = 1..L-1. Without zeroing it is ours * (L-1)/L.
+    - prefix-matching: on [x0, r, r] (distinct r, x0 not in r), TL's induction pattern has ones
+      exactly at (N+k, k+1) for k = 1..N -- our entries; it does not contain the two first-half
+      entries (N-1, 0), (N, 1) of the raw diagonal q - k = N - 1. Zeroing the first-half rows
+      0..N leaves N rows, so TL's score is exactly our mean of A[N+k, k+1].
+      With ``exclude_bos=True`` TL also drops column 0 from the denominator:
+      TL = ours * N / (N - attention to x0 of the second-half rows).
+    Averaging per-sequence scores over the batch gives our batch score (same length rows).
+    """
+    tokens = repeated_tokens(ln_model, n_seqs=5, half_len=8, seed=2)
+    n_seqs, length = tokens.shape
+    n = (length - 1) // 2
+    _, cache = ln_model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    previous = previous_token_scores(ln_model, tokens).set_index(["layer", "head"])["score"]
+    prefix = prefix_matching_scores(ln_model, tokens).set_index(["layer", "head"])["score"]
+    mul = dict(exclude_current_token=False, error_measure="mul")
+    for layer in range(ln_model.cfg.n_layers):
+        for head in range(ln_model.cfg.n_heads):
+            tl_prev, tl_ind = [], []
+            for b in range(n_seqs):
+                seq = tokens[b : b + 1].cpu()
+                attn = cache["pattern", layer][b, head]
+                d_prev = get_previous_token_head_detection_pattern(seq)
+                d_ind = get_induction_head_detection_pattern(seq)
+                expected = torch.zeros(length, length)
+                for k in range(1, n + 1):
+                    expected[n + k, k + 1] = 1.0
+                assert torch.equal(d_ind, expected)
+                raw_diagonal = torch.diagonal(d_ind, offset=1 - n)
+                assert raw_diagonal[:2].sum() == 0 and raw_diagonal[2:].sum() == n
+
+                later_rows = attn.clone()
+                later_rows[0] = 0.0
+                tl_prev.append(compute_head_attention_similarity_score(later_rows, d_prev, exclude_bos=False, **mul))
+                ours_prev_b = float(torch.diagonal(attn, offset=-1).mean())
+                assert tl_prev[-1] == pytest.approx(ours_prev_b, rel=1e-5)
+                raw = compute_head_attention_similarity_score(attn, d_prev, exclude_bos=False, **mul)
+                assert raw == pytest.approx(ours_prev_b * (length - 1) / length, rel=1e-5)
+
+                second_half = attn.clone()
+                second_half[: n + 1] = 0.0
+                tl_ind.append(compute_head_attention_similarity_score(second_half, d_ind, exclude_bos=False, **mul))
+                ours_ind_b = float(sum(attn[n + k, k + 1] for k in range(1, n + 1)) / n)
+                assert tl_ind[-1] == pytest.approx(ours_ind_b, rel=1e-5)
+                no_bos = compute_head_attention_similarity_score(second_half, d_ind, exclude_bos=True, **mul)
+                bos_mass = float(attn[n + 1 :, 0].sum())
+                assert no_bos == pytest.approx(ours_ind_b * n / (n - bos_mass), rel=1e-5)
+            assert previous[(layer, head)] == pytest.approx(np.mean(tl_prev), rel=1e-5)
+            assert prefix[(layer, head)] == pytest.approx(np.mean(tl_ind), rel=1e-5)

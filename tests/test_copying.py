@@ -1,0 +1,91 @@
+"""Copying and OV-copying scores (circuits.copying), against dense references computed the slow way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from handbuilt_models import random_model
+
+from circuits import copying_scores, ov_copying_scores, repeated_tokens
+
+
+@torch.no_grad()
+def _reference_copying(model, tokens: torch.Tensor) -> np.ndarray:
+    """The definition of docs/scores.md, literally: full cache, z @ W_O through ln_final, full logits."""
+    n = (tokens.shape[1] - 1) // 2
+    _, cache = model.run_with_cache(tokens)
+    w_u = model.W_U.double()
+    vocab = w_u.shape[1]
+    out = np.zeros((model.cfg.n_layers, model.cfg.n_heads))
+    for layer in range(model.cfg.n_layers):
+        z = cache["z", layer].double()  # (batch, pos, head, d_head)
+        result = torch.einsum("bphd,hdm->bphm", z, model.blocks[layer].attn.W_O.double())
+        if model.cfg.normalization_type in ("LN", "LNPre"):
+            result = result - result.mean(-1, keepdim=True)
+        if model.cfg.normalization_type is not None:
+            result = result / cache["ln_final.hook_scale"].double()[:, :, None, :]  # real final-norm scale
+        if model.cfg.normalization_type in ("LN", "RMS"):
+            result = result * model.ln_final.w.double()
+        logits = result @ w_u  # (batch, pos, head, vocab)
+        logits = logits - logits.mean(-1, keepdim=True)
+        w = logits.relu()
+        w = w / w.sum(-1, keepdim=True)
+        pattern = cache["pattern", layer].double()  # (batch, head, q, k)
+        for head in range(model.cfg.n_heads):
+            scores = []
+            for b in range(tokens.shape[0]):
+                for q in range(n + 1, 2 * n + 1):
+                    keys = tokens[b, : q + 1]
+                    wk = torch.where(keys < vocab, w[b, q, head, keys.clamp(max=vocab - 1)], 0.0)
+                    scores.append(float((pattern[b, head, q, : q + 1] * wk).sum()))
+            out[layer, head] = np.mean(scores)
+    return out
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(normalization_type="LN"),
+        dict(normalization_type="RMS", n_heads=2, d_head=16),
+        dict(normalization_type=None, attn_only=True, n_layers=3),
+        dict(normalization_type="LNPre", d_vocab=50, d_vocab_out=30),
+    ],
+)
+def test_copying_matches_dense_reference(kwargs, monkeypatch):
+    model = random_model(**kwargs)
+    with torch.no_grad():  # make writes and attention less uniform than the default init
+        for block in model.blocks:
+            block.attn.W_Q.mul_(8.0)
+            block.attn.W_O.mul_(4.0)
+    tokens = repeated_tokens(model, n_seqs=3, half_len=7, seed=4)
+    if model.cfg.d_vocab_out < model.cfg.d_vocab:  # some key ids without an output logit
+        tokens = tokens.clone()
+        tokens[:, 0] = 45
+        tokens[0, [3, 10]] = 40
+    reference = _reference_copying(model, tokens)
+    default = copying_scores(model, tokens)["score"].to_numpy().reshape(reference.shape)
+    one_row = copying_scores(model, tokens, chunk_elements=1)["score"].to_numpy().reshape(reference.shape)
+    # one head per task, on single-threaded worker threads (as for large layers on a multi-core CPU)
+    monkeypatch.setattr("circuits.copying._SMALL_LAYER_ELEMENTS", 0)
+    monkeypatch.setattr("circuits._parallel.SMALL_WORKLOAD", 0)
+    threads = torch.get_num_threads()
+    per_head = copying_scores(model, tokens, chunk_elements=3 * model.cfg.d_vocab)["score"].to_numpy()
+    assert torch.get_num_threads() == threads
+    np.testing.assert_allclose(default, reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(one_row, reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(per_head.reshape(reference.shape), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_ov_copying_matches_dense_eigenvalues():
+    model = random_model(n_layers=2, n_heads=3, d_vocab=40, d_model=32, d_head=8)
+    with torch.no_grad():
+        dense = torch.einsum(
+            "vm,lhmd,lhdn,nw->lhvw",
+            model.W_E.double(), model.W_V.double(), model.W_O.double(), model.W_U.double(),
+        )
+    eig = torch.linalg.eigvals(dense)  # (layer, head, d_vocab): only feasible for a tiny vocabulary
+    expected = (eig.real.sum(-1) / eig.abs().sum(-1)).numpy().reshape(-1)
+    ours = ov_copying_scores(model)["score"].to_numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)  # W_U W_E is taken in float32
+    assert ((ours >= -1) & (ours <= 1)).all()
