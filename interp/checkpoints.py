@@ -1,14 +1,7 @@
-"""The run format on disk (DESIGN section 5) and loaders for foreign checkpoints.
+"""Checkpoint files: our safetensors format, loaders for foreign checkpoints, and a model cache.
 
-A run directory::
-
-    RUN/run.json                          task, model config, training options, seed, versions
-    RUN/checkpoints/step_000500.safetensors   weights; metadata holds the step and model config
-    RUN/optimizer.safetensors             optimiser state of the newest checkpoint (for --resume)
-    RUN/metrics.csv                       one row per evaluation
-
-Every file is written to a temporary name in the same directory and then renamed, so a killed
-process leaves either the old file or the new one, never half of one. Nothing is ever unpickled:
+The run directory around the checkpoints is :mod:`interp.runs` (``docs/architecture.md``, "Run
+format"). Every file is written atomically (:mod:`interp.files`). Nothing is ever unpickled:
 our files are safetensors, and foreign ``.pt``/``.pth`` files go through
 ``torch.load(..., weights_only=True)``.
 """
@@ -16,10 +9,7 @@ our files are safetensors, and foreign ``.pt``/``.pth`` files go through
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
-from collections.abc import Callable
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +18,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
+from interp.files import atomic_write
 from interp.models import build_model, config_from_dict, config_to_dict, modadd_config
+from interp.runs import checkpoint_path, list_checkpoints
+
+__all__ = [
+    "CheckpointError",
+    "ModelCache",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_cached",
+    "load_model",
+    "load_optimizer",
+    "read_checkpoint",
+    "save_checkpoint",
+    "save_optimizer",
+]
 
 FORMAT = "interp-checkpoint-v1"
-STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
 
 
 class CheckpointError(ValueError):
@@ -39,40 +43,7 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, fsynced)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-
-    atomic_write(path, write)
-
-
-# ---------------------------------------------------------------------------------------------
 # our format
-
-
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:06d}.safetensors"
 
 
 def save_checkpoint(path: str | Path, model: HookedTransformer, step: int) -> None:
@@ -121,19 +92,6 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> tuple[
         return int(metadata["step"]), extra
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: optimiser state does not fit this run ({exc})") from exc
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint in a run directory, by step."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    if not ckpt_dir.is_dir():
-        return []
-    found = []
-    for entry in ckpt_dir.iterdir():
-        match = STEP_FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], int | None]:
@@ -208,7 +166,19 @@ def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]
         model = build_model(config_from_dict(cfg))
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    expected = {k: v.shape for k, v in model.state_dict().items() if _is_weight(k)}
+    _check_shapes(path, model, state)
+    model.load_state_dict({k: state[k] for k in _weight_shapes(model)}, strict=False)
+    model.eval()
+    return model
+
+
+def _weight_shapes(model: HookedTransformer) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if _is_weight(k)}
+
+
+def _check_shapes(path: Path, model: HookedTransformer, state: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds exactly the model's weights, shape for shape."""
+    expected = _weight_shapes(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {k for k in state if not _is_weight(k)})
     if missing or unexpected:
@@ -216,11 +186,49 @@ def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]
             f"{path}: weights do not match the config (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
     for key, shape in expected.items():
-        if tuple(state[key].shape) != tuple(shape):
-            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)}, config implies {tuple(shape)}")
-    model.load_state_dict({k: state[k] for k in expected}, strict=False)
-    model.eval()
-    return model
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)}, config implies {shape}")
+
+
+class ModelCache:
+    """Loads checkpoints into one model instance, rebuilt only when the model config changes.
+
+    Scoring a run loads dozens of checkpoints of one config; building a ``HookedTransformer``
+    costs more than loading its weights, so our safetensors checkpoints are loaded with
+    ``load_state_dict`` into the model of the previous one. Other formats go through
+    :func:`load_model`. The returned model is shared: the next :meth:`load` overwrites it.
+    """
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._model: HookedTransformer | None = None
+
+    def load(self, path: str | Path) -> tuple[HookedTransformer, int | None]:
+        """(model, step) of a checkpoint (step None for foreign files). Raises like :func:`load_model`."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            self._key, self._model = None, None
+            return load_model(path), None
+        state, cfg, step = read_checkpoint(path)
+        key = json.dumps(cfg, sort_keys=True)
+        if self._model is not None and key == self._key:
+            _check_shapes(path, self._model, state)
+            self._model.load_state_dict({k: state[k] for k in _weight_shapes(self._model)}, strict=False)
+        else:
+            self._key, self._model = None, None
+            self._model, self._key = _instantiate(path, cfg, state), key
+        return self._model, step
+
+
+_LOCAL = threading.local()
+
+
+def load_cached(path: str | Path) -> tuple[HookedTransformer, int | None]:
+    """:meth:`ModelCache.load` on this thread's cache (one per worker thread or process)."""
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        cache = _LOCAL.cache = ModelCache()
+    return cache.load(path)
 
 
 def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -10,10 +10,6 @@ from pathlib import Path
 EXIT_USAGE = 2
 #: ``interp score``: some checkpoints could not be scored (they are error rows in the table).
 EXIT_SOME_FAILED = 1
-
-
-#: ``interp score`` rewrites its table at most this often (and always at the end).
-FLUSH_SECONDS = 1.0
 #: ``interp score`` prints at most this many error reasons on stderr.
 MAX_ERRORS_SHOWN = 20
 
@@ -35,41 +31,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    import time
-
-    import pandas as pd
-
-    from interp.score_table import SUFFIXES, read_table, write_table
-    from interp.scoring import DETECTORS, drop_failed, score_checkpoints
+    from interp.score_table import SUFFIXES
+    from interp.scoring import check_detectors, score_to_file
 
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:
         raise UsageError(f"--out must end in .parquet or .csv, got {out}")
-    detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
-    unknown = [d for d in detectors if d not in DETECTORS]
-    if unknown or not detectors:
-        raise UsageError(f"unknown detector(s) {', '.join(unknown) or '(none)'}; known: {', '.join(DETECTORS)}")
-    existing = read_table(out) if out.exists() else None
-    base = drop_failed(existing)
-    new: list[pd.DataFrame] = []
-    last_write = [0.0]
-
-    def flush(force: bool = False) -> None:
-        if new and (force or time.monotonic() - last_write[0] >= FLUSH_SECONDS):
-            write_table(pd.concat([base, *new], ignore_index=True), out)
-            last_write[0] = time.monotonic()
-
-    def on_checkpoint(rows: pd.DataFrame) -> None:
-        new.append(rows)
-        flush()
-
-    try:
-        table = score_checkpoints(args.paths, detectors, existing=existing, workers=args.workers,
-                                  scheduler=args.scheduler, quiet=args.quiet, on_checkpoint=on_checkpoint)
-    finally:
-        flush(force=True)
-    if new:
-        write_table(table, out)
+    detectors = check_detectors([d.strip() for d in args.detectors.split(",") if d.strip()])
+    table = score_to_file(args.paths, out, detectors, workers=args.workers, scheduler=args.scheduler,
+                          quiet=args.quiet)
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
@@ -112,56 +82,34 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _memorization(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from interp.checkpoints import atomic_write
-    from interp.memorization import CELL_COLUMNS, capacity_table, fit_bits_per_parameter, memorization_sweep, sweep_cells
-    from interp.memorization_report import write_memorization_report
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    cells_path = out / "cells.csv"
-    existing = None
-    if cells_path.exists():
-        existing = pd.read_csv(cells_path, keep_default_na=False, na_values={"memorized_bits": [""]})
-        if list(existing.columns) != list(CELL_COLUMNS):
-            raise UsageError(f"{cells_path} is not a memorization table; choose another --out")
-    rows = [] if existing is None else existing.to_dict("records")
-
-    def save(frame: pd.DataFrame) -> None:
-        atomic_write(cells_path, lambda tmp: frame.to_csv(tmp, index=False))
-
-    def on_row(row: dict) -> None:  # every finished cell reaches the disk at once
-        rows.append(row)
-        save(pd.DataFrame(rows, columns=list(CELL_COLUMNS)))
+    from interp.memorization import memorization_sweep_to_dir, sweep_cells
 
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed)
-    table = memorization_sweep(cells, existing=existing, workers=args.workers, scheduler=args.scheduler,
-                               quiet=args.quiet, on_row=on_row)
-    save(table)
-    capacity = capacity_table(table)
-    atomic_write(out / "capacity.csv", lambda tmp: capacity.to_csv(tmp, index=False))
-    page = write_memorization_report(table, out / "memorization.html")
-    failed = table[table["stopped_by"] == "error"]
+    result = memorization_sweep_to_dir(cells, args.out, workers=args.workers, scheduler=args.scheduler,
+                                       quiet=args.quiet)
+    failed = result.cells[result.cells["stopped_by"] == "error"]
     for row in failed.itertuples():
         print(f"interp: cell {row.model} x {row.n_sequences} failed: {row.error}", file=sys.stderr)
     if not args.quiet:
-        print(capacity.to_string(index=False))
-        print(f"bits per parameter (fit): {fit_bits_per_parameter(capacity):.2f}")
-        print(f"table: {cells_path}; report: {page}")
+        print(result.capacity.to_string(index=False))
+        print(f"bits per parameter (fit): {result.bits_per_parameter:.2f}")
+        print(f"table: {result.cells_path}; report: {result.report_path}")
     return EXIT_SOME_FAILED if len(failed) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from interp.detectors import DETECTORS
+    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS
+    from interp.tasks import TASKS
+
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a toy model, writing a run directory with checkpoints")
-    p.add_argument("task", choices=["induction", "modadd"])
+    p.add_argument("task", choices=sorted(TASKS))
     p.add_argument("--out", required=True, help="run directory (created; must be empty unless --resume)")
-    p.add_argument("--preset", default="default", help="training recipe (modadd: default, nanda2023)")
+    p.add_argument("--preset", default="default", help="training recipe: " + "; ".join(
+        f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items())))
     p.add_argument("--seed", type=int, default=None)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--steps", type=_positive, default=None, help="optimiser steps")
@@ -171,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("score", help="score checkpoints with the detectors into one long table")
+    p = sub.add_parser("score", help="score checkpoints with the detectors into one long table",
+                       epilog="detectors: " + "; ".join(f"{d.name}: {d.help}" for d in DETECTORS.values()))
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, checkpoint files, or globs")
-    p.add_argument("--detectors", default="heads,fourier", help="comma-separated: heads, fourier (default both)")
+    p.add_argument("--detectors", default=",".join(DETECTORS),
+                   help=f"comma-separated, any of {', '.join(DETECTORS)} (default all)")
     p.add_argument("--out", required=True, help="table file, .parquet or .csv; checkpoints already in it are skipped")
     p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -187,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("inspect", help="print the head table or the Fourier summary of one checkpoint")
+    p = sub.add_parser("inspect", help="print the summary of every detector that applies to one checkpoint")
     p.add_argument("checkpoint", help="checkpoint file or run directory (its latest checkpoint)")
     p.set_defaults(func=_inspect)
 
@@ -197,8 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shorter runs
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_demo)
-
-    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
 
     p = sub.add_parser("memorization", help="measure memorisation capacity (bits per parameter) on random data")
     p.add_argument("--sizes", type=_sizes, default=MEMORIZATION_SIZES,

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.presets import preset
+from interp.runs import RUN_FILE
 from interp.report import write_report
-from interp.score_table import read_table, write_table
-from interp.scoring import score_checkpoints
+from interp.scoring import score_to_file
 from interp.training import train
 
 __all__ = ["DemoResult", "run_demo"]
@@ -62,13 +62,11 @@ def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, worke
         options = preset(task)
         steps = max(2, round(options.steps * steps_scale))
         options = preset(task, steps=steps)
-        runs[task] = train(options, out / task, resume=(out / task / "run.json").exists(), quiet=quiet)
+        runs[task] = train(options, out / task, resume=(out / task / RUN_FILE).exists(), quiet=quiet)
         lap(task)
     table_path = out / "scores.parquet"
-    existing = read_table(table_path) if table_path.exists() else None
     workers = workers or max(1, min(2, os.cpu_count() or 1))
-    table = score_checkpoints([runs["induction"], runs["modadd"]], existing=existing, workers=workers, quiet=quiet)
-    write_table(table, table_path)
+    table = score_to_file([runs["induction"], runs["modadd"]], table_path, workers=workers, quiet=quiet)
     lap("score")
     report = write_report(table, out / "report.html", title="interp demo: induction heads and grokking")
     lap("report")

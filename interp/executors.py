@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from circuits import one_thread
+
 __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
 
 T = TypeVar("T")
@@ -55,12 +57,8 @@ class SerialExecutor:
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
         for item in items:  # no worker to lose: this process is the worker
-            previous = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with one_thread():
                 result = fn(item)
-            finally:
-                torch.set_num_threads(previous)
             yield result
 
     def close(self) -> None:

@@ -1,5 +1,8 @@
 """Progress measures of a modular-addition run on disk: checkpoints -> :func:`circuits.progress_measures`.
 
+:func:`run_progress_measures` takes a run (or checkpoint files); :func:`circuits.progress_measures`
+takes models. ``interp.progress_measures`` is the old name of the former, deprecated.
+
 ``circuits`` knows nothing about files; this module loads checkpoints with
 :func:`interp.load_model`, rebuilds the training split from ``RUN/run.json`` and streams the
 models through :func:`circuits.progress.progress_measures` one at a time.
@@ -7,8 +10,7 @@ models through :func:`circuits.progress.progress_measures` one at a time.
 
 from __future__ import annotations
 
-import json
-import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,35 +20,10 @@ from tqdm.auto import tqdm
 
 from circuits.progress import fourier_report
 from circuits.progress import progress_measures as _progress_measures
-from interp.checkpoints import CheckpointError, list_checkpoints, load_model
-from interp.tasks.modular import train_mask as _train_mask
+from interp.checkpoints import CheckpointError, load_model
+from interp.runs import CHECKPOINT_DIR, list_checkpoints, run_train_mask, step_of
 
-__all__ = ["progress_measures", "run_train_mask"]
-
-_STEP = re.compile(r"step_(\d+)")
-
-
-def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
-    """The training split of a modular-addition run, from ``RUN/run.json``; None without the file.
-
-    ``run.json`` holds ``{"task": {"name": "modadd", "p": P, "frac_train": F, "split_seed": S}}``;
-    the mask is ``interp.tasks.modular.train_mask(P, F, S)``. Raises ``ValueError`` when the run
-    is of another task or the task entry lacks these fields.
-    """
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return None
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))["task"]
-        name = task["name"] if isinstance(task, dict) else task
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable run.json ({exc})") from exc
-    if name != "modadd":
-        raise ValueError(f"{path}: run of task {name!r}; Fourier progress measures need a modadd run")
-    try:
-        return _train_mask(int(task["p"]), float(task["frac_train"]), int(task["split_seed"]))
-    except KeyError as exc:
-        raise ValueError(f"{path}: task entry lacks {exc} needed to rebuild the training split") from exc
+__all__ = ["progress_measures", "run_progress_measures", "run_train_mask"]
 
 
 def _checkpoints(source: str | Path | Sequence[str | Path]) -> tuple[list[tuple[int, Path]], Path | None]:
@@ -66,17 +43,17 @@ def _checkpoints(source: str | Path | Sequence[str | Path]) -> tuple[list[tuple[
     for i, path in enumerate(paths):
         if not path.exists():
             raise FileNotFoundError(f"no such checkpoint: {path}")
-        match = _STEP.search(path.stem)
-        pairs.append((int(match.group(1)) if match else i, path))
+        step = step_of(path)
+        pairs.append((i if step is None else step, path))
     steps = [s for s, _ in pairs]
     if len(set(steps)) != len(steps):
         raise ValueError("checkpoints have duplicate steps; name them step_<N> or pass a run directory")
-    parents = {p.parent.parent for p in paths if p.parent.name == "checkpoints"}
-    run_dir = parents.pop() if len(parents) == 1 and len(paths) == sum(p.parent.name == "checkpoints" for p in paths) else None
+    in_runs = [p.parent.parent for p in paths if p.parent.name == CHECKPOINT_DIR]
+    run_dir = in_runs[0] if len(in_runs) == len(paths) and len(set(in_runs)) == 1 else None
     return sorted(pairs), run_dir
 
 
-def progress_measures(
+def run_progress_measures(
     source: str | Path | Sequence[str | Path],
     *,
     key_freqs: Sequence[int] | None = None,
@@ -109,3 +86,10 @@ def progress_measures(
             yield step, load_model(path)
 
     return _progress_measures(stream(), key_freqs=key_freqs, train_mask=train_mask)
+
+
+def progress_measures(*args, **kwargs) -> pd.DataFrame:
+    """Deprecated alias of :func:`run_progress_measures` (removed in the next release)."""
+    warnings.warn("interp.progress_measures is renamed interp.run_progress_measures "
+                  "(circuits.progress_measures takes models)", DeprecationWarning, stacklevel=2)
+    return run_progress_measures(*args, **kwargs)

@@ -1,51 +1,35 @@
-"""``interp inspect``: a text summary of one checkpoint (head table or Fourier summary)."""
+"""``interp inspect``: a text summary of one checkpoint, one section per detector that applies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from interp.checkpoints import load_model
-from interp.scoring import fourier_applicable, heads_applicable
+from interp.detectors import DETECTORS
+from interp.runs import run_of
 
 __all__ = ["inspect_checkpoint"]
 
 
-def _train_mask_for(path: Path):
-    from interp.fourier_runs import run_train_mask
-
-    run = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints" else None)
-    if run is None:
-        return None
-    try:
-        return run_train_mask(run)
-    except ValueError:
-        return None
-
-
 def inspect_checkpoint(path: str | Path) -> str:
-    """The head table (:func:`circuits.induction_heads`) and/or the Fourier summary
-    (:func:`circuits.fourier_report`) of a checkpoint, as text; whichever detectors apply.
+    """The ``summary`` of every detector of :data:`interp.detectors.DETECTORS` that applies, as text.
 
     ``path`` is anything :func:`interp.load_model` reads (a run directory means its latest
-    checkpoint). Raises ``ValueError`` when no detector applies to the model.
+    checkpoint); the run directory, when there is one, gives detectors their run context (the
+    train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies.
     """
-    from circuits import fourier_report, induction_heads
-
     path = Path(path)
     model = load_model(path)
-    sections = [f"{path}: {model.cfg.n_layers} layer(s), {model.cfg.n_heads} heads, d_model {model.cfg.d_model}, "
-                f"n_ctx {model.cfg.n_ctx}, d_vocab {model.cfg.d_vocab}"]
-    why_heads, why_fourier = heads_applicable(model), fourier_applicable(model)
-    if why_heads is None:
-        with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-            sections.append("heads:\n" + induction_heads(model).to_string(index=False))
-    if why_fourier is None:
-        report = fourier_report(model, train_mask=_train_mask_for(path))
-        lines = [f"Fourier (p = {report.p}): key frequencies {report.key_frequencies or 'none'}"]
-        lines += [f"  {name:<18} {value:.4g}" for name, value in report.scalars().items()]
-        sections.append("\n".join(lines))
-    if why_heads is not None and why_fourier is not None:
-        raise ValueError(f"{path}: no detector applies (heads: {why_heads}; fourier: {why_fourier})")
+    cfg = model.cfg
+    sections = [f"{path}: {cfg.n_layers} layer(s), {cfg.n_heads} heads, d_model {cfg.d_model}, "
+                f"n_ctx {cfg.n_ctx}, d_vocab {cfg.d_vocab}"]
+    why_not = {}
+    for name, detector in DETECTORS.items():
+        why = detector.applies(model)
+        if why is None:
+            sections.append(detector.summary(model, run_of(path)))
+        else:
+            why_not[name] = why
+    if len(why_not) == len(DETECTORS):
+        raise ValueError(f"{path}: no detector applies ({'; '.join(f'{k}: {v}' for k, v in why_not.items())})")
     return "\n\n".join(sections)

@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,8 @@ __all__ = [
     "fit_bits_per_parameter",
     "measure_memorization",
     "memorization_sweep",
+    "memorization_sweep_to_dir",
+    "read_cells",
     "sweep_cells",
     "train_to_saturation",
 ]
@@ -294,3 +297,62 @@ def fit_bits_per_parameter(capacity: pd.DataFrame) -> float:
     p = fit["params"].to_numpy(dtype=float)
     c = fit["capacity_bits"].to_numpy(dtype=float)
     return float(np.dot(p, c) / np.dot(p, p))
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep on disk (interp memorization)
+
+
+@dataclass(frozen=True)
+class SweepFiles:
+    """What :func:`memorization_sweep_to_dir` wrote, and its tables."""
+
+    cells: pd.DataFrame
+    capacity: pd.DataFrame
+    bits_per_parameter: float
+    cells_path: Path
+    report_path: Path
+
+
+def read_cells(path: str | Path) -> pd.DataFrame | None:
+    """The cell table in ``path`` (None when missing); ``ValueError`` when it is not one."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, keep_default_na=False, na_values={"memorized_bits": [""]})
+    if list(table.columns) != list(CELL_COLUMNS):
+        raise ValueError(f"{path} is not a memorization table; choose another --out")
+    return table
+
+
+def memorization_sweep_to_dir(cells: Sequence[MemorizationCell], out: str | Path, **options: Any) -> SweepFiles:
+    """:func:`memorization_sweep` into the directory ``out``, restartable.
+
+    Writes ``OUT/cells.csv`` (rewritten atomically as each cell finishes; the cells already in
+    it are kept, so an interrupted sweep resumes), ``OUT/capacity.csv`` (:func:`capacity_table`)
+    and ``OUT/memorization.html``. ``options`` go to :func:`memorization_sweep`.
+    """
+    from interp.files import atomic_write
+    from interp.memorization_report import write_memorization_report
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    cells_path = out / "cells.csv"
+    existing = read_cells(cells_path)
+    rows = [] if existing is None else existing.to_dict("records")
+
+    def save(frame: pd.DataFrame) -> None:
+        atomic_write(cells_path, lambda tmp: frame.to_csv(tmp, index=False))
+
+    def on_row(row: dict[str, Any]) -> None:  # every finished cell reaches the disk at once
+        rows.append(row)
+        save(pd.DataFrame(rows, columns=list(CELL_COLUMNS)))
+
+    table = memorization_sweep(cells, existing=existing, on_row=on_row, **options)
+    save(table)
+    capacity = capacity_table(table)
+    atomic_write(out / "capacity.csv", lambda tmp: capacity.to_csv(tmp, index=False))
+    page = write_memorization_report(table, out / "memorization.html")
+    return SweepFiles(table, capacity, fit_bits_per_parameter(capacity), cells_path, page)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.checkpoints import atomic_write_text
+from interp.files import atomic_write_text
 from interp.memorization import capacity_table, fit_bits_per_parameter
 from interp.report import html_page
 

@@ -98,7 +98,7 @@ def plot_progress_measures(measures: pd.DataFrame, phases: GrokkingPhases | None
         fig.add_scatter(x=x, y=measures["weight_norm"], name="weights", mode="lines", row=3, col=1)
     fig.update_yaxes(type="log", row=1, col=1)
     start = float(x.min())
-    bounds = (phases.memorisation_end, phases.circuit_formation_end, phases.cleanup_end)
+    bounds = (phases.memorization_end, phases.circuit_formation_end, phases.cleanup_end)
     labels = ("memorisation", "circuit formation", "cleanup")
     for end, label, colour in zip(bounds, labels, _FOURIER_PHASE_COLOURS):
         if end is None:

@@ -1,4 +1,4 @@
-"""The long table of batch scoring (DESIGN section 6): schema, canonical order, atomic file I/O.
+"""The long table of batch scoring (``docs/architecture.md``, "Scores table"): schema, canonical order, atomic file I/O.
 
 One row per (checkpoint, detector, head or model, metric)::
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.checkpoints import atomic_write
+from interp.files import atomic_write
 
 __all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "write_table"]
 

@@ -1,28 +1,11 @@
-"""Batch scoring: checkpoints x detectors -> one long table (DESIGN section 6).
+"""Batch scoring: checkpoints x detectors -> one long table (``docs/architecture.md``, "Scores table").
 
-:func:`score_checkpoints` resolves run directories, checkpoint files and globs into checkpoints,
-plans per run what to compute, and scores each checkpoint on an executor
-(:mod:`interp.executors`). The table schema is in :mod:`interp.score_table`.
-
-Detectors:
-
-- ``"heads"``: :func:`circuits.induction_heads` on the repeated-token probe; one row per head and
-  metric ``previous_token, prefix_matching, copying, ov_copying, is_previous_token,
-  is_induction`` (the last two as 0/1). The probe is built once per run
-  (``circuits.repeated_tokens(model)`` with its defaults: 64 sequences, seed 0) and the same
-  tensor is used for every checkpoint of the run, so the scores of a checkpoint equal
-  ``circuits.prefix_matching_scores(model)`` etc. with default arguments. Applies to models whose
-  probe halves can hold at least :data:`MIN_HEADS_HALF_LEN` tokens (``n_ctx >= 9``): with
-  ``N <= 2`` the prefix-matching diagonal ``q - k = N - 1`` coincides with the previous-token one
-  and the score would not mean anything. So the modular-addition model (n_ctx = 3) is skipped.
-- ``"fourier"``: :func:`circuits.fourier_report`; model-level rows (layer/head empty) for
-  ``loss, train_loss, test_loss, train_accuracy, test_accuracy, restricted_loss, excluded_loss,
-  gini_embed, gini_unembed, weight_norm, n_key_frequencies`` and one ``key_frequency`` row per key
-  frequency of the checkpoint (value = k). As in Nanda et al. 2023 the restricted and excluded
-  losses of every checkpoint use the key frequencies of the run's *latest readable* checkpoint,
-  and the train/test split is rebuilt from ``RUN/run.json`` (all pairs count as training when
-  there is none). Applies to one-layer models with an MLP whose output vocabulary p is odd and
-  whose input vocabulary holds the ``=`` token (the shape of :func:`circuits.fourier_report`).
+:func:`score_checkpoints` resolves what it is given into checkpoints (:func:`interp.runs.find_checkpoints`),
+plans per run what to compute (the detectors of :data:`interp.detectors.DETECTORS` that apply to
+the run's latest readable checkpoint, each with what it prepares once per run), and scores each
+checkpoint on an executor (:mod:`interp.executors`). :func:`score_to_file` does the same into a
+table file, keeping what the file already holds and flushing as checkpoints finish, so a killed
+job restarts where it stopped. The table schema is in :mod:`interp.score_table`.
 
 A detector that does not apply to a run's model is skipped for that run (no rows, no error). A
 checkpoint that cannot be read gives one row ``detector="load", metric="error"``; a detector that
@@ -31,222 +14,67 @@ fails on a checkpoint gives ``detector=<name>, metric="error"``; the reason is i
 
 from __future__ import annotations
 
-import glob
-import json
-import os
-import re
-import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-from transformer_lens import HookedTransformer
 
-from interp.checkpoints import CheckpointError, _instantiate, _is_weight, list_checkpoints, load_model, read_checkpoint
+from interp.checkpoints import CheckpointError, load_cached
+from interp.detectors import DETECTORS
 from interp.executors import Executor, make_executor
-from interp.score_table import ERROR_METRIC, canonical, empty_table
+from interp.runs import CheckpointRef, find_checkpoints, run_of
+from interp.score_table import ERROR_METRIC, canonical, empty_table, read_table, write_table
 
-__all__ = [
-    "DETECTORS",
-    "MIN_HEADS_HALF_LEN",
-    "CheckpointRef",
-    "find_checkpoints",
-    "drop_failed",
-    "score_checkpoints",
-]
+__all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
 
-#: Detectors known to :func:`score_checkpoints`.
-DETECTORS = ("heads", "fourier")
-#: Shortest probe half for the heads detector (see the module docstring): needs ``n_ctx >= 2N + 1 = 9``.
-MIN_HEADS_HALF_LEN = 4
-HEAD_METRICS = ("previous_token", "prefix_matching", "copying", "ov_copying", "is_previous_token", "is_induction")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
-_STEP = re.compile(r"step_(\d+)")
-_GLOB = re.compile(r"[*?\[]")
+#: :func:`score_to_file` rewrites its table at most this often (and always at the end).
+FLUSH_SECONDS = 1.0
 
 
-# ---------------------------------------------------------------------------------------------
-# finding checkpoints
-
-
-@dataclass(frozen=True, order=True)
-class CheckpointRef:
-    """One checkpoint file: its run (run directory, absolute), file name, path, and step if known.
-
-    ``step`` comes from ``step_<N>`` in the file name; the file's metadata overrides it once loaded.
-    """
-
-    run: str
-    sort_step: int
-    checkpoint: str
-    path: str = field(compare=False)
-    step: int | None = field(compare=False, default=None)
-
-
-def _ref(path: Path) -> CheckpointRef:
-    path = Path(os.path.abspath(path))  # absolute, symlinks kept: a linked file is its own checkpoint
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    match = _STEP.search(path.stem)
-    step = int(match.group(1)) if match else None
-    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step)
-
-
-def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
-    if (directory / "checkpoints").is_dir():
-        return [_ref(p) for _, p in list_checkpoints(directory)]
-    if directory.name == "checkpoints" and (directory.parent / "run.json").exists():
-        return [_ref(p) for _, p in list_checkpoints(directory.parent)]
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if files:
-        return [_ref(p) for p in files]
-    # a folder of runs, one level down
-    return [r for child in sorted(directory.iterdir()) if (child / "checkpoints").is_dir() for r in _refs_in_dir(child)]
-
-
-def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
-    """Checkpoints named by ``paths``, each once, sorted by (run, step, file name).
-
-    Each path may be a run directory (all its ``checkpoints/step_*.safetensors``), a folder of
-    runs or of checkpoint files (``.safetensors``, ``.pt``, ``.pth``), one checkpoint file, or a
-    glob of any of these (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises
-    ``FileNotFoundError`` for a path or glob that matches nothing.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    found: dict[str, CheckpointRef] = {}
-    for raw in paths:
-        text = str(raw)
-        if Path(text).exists():
-            matches = [Path(text)]
-        elif _GLOB.search(text):
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            if not matches:
-                raise FileNotFoundError(f"no files match {text}")
-        else:
-            raise FileNotFoundError(f"no such run directory or checkpoint: {text}")
-        for match in matches:
-            refs = _refs_in_dir(match) if match.is_dir() else [_ref(match)]
-            for ref in refs:
-                found.setdefault(ref.path, ref)
-    return sorted(found.values())
-
-
-# ---------------------------------------------------------------------------------------------
-# loading into one model instance per process
-
-_LOCAL = threading.local()
-
-
-def load_into_cache(path: str | Path) -> tuple[HookedTransformer, int | None]:
-    """(model, step) of a checkpoint, reusing this thread's model when the config is unchanged.
-
-    Our safetensors checkpoints are loaded with ``load_state_dict`` into the model built for the
-    previous checkpoint of the same config (no rebuild); other formats go through
-    :func:`interp.load_model`. Raises :class:`CheckpointError` / ``FileNotFoundError``.
-    """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        _LOCAL.cached = None
-        return load_model(path), None
-    state, cfg, step = read_checkpoint(path)
-    key = json.dumps(cfg, sort_keys=True)
-    cached = getattr(_LOCAL, "cached", None)
-    if cached is not None and cached[0] == key:
-        model = cached[1]
-        expected = {k: v.shape for k, v in model.state_dict().items() if _is_weight(k)}
-        bad = [k for k, shape in expected.items() if k not in state or tuple(state[k].shape) != tuple(shape)]
-        if bad:
-            raise CheckpointError(f"{path}: weights do not match the config ({', '.join(bad[:5])})")
-        model.load_state_dict({k: state[k] for k in expected}, strict=False)
-    else:
-        model = _instantiate(path, cfg, state)
-        _LOCAL.cached = (key, model)
-    return model, step
-
-
-# ---------------------------------------------------------------------------------------------
-# what to compute for a run
-
-
-def heads_applicable(model: HookedTransformer) -> str | None:
-    """None when the heads detector applies to ``model``, else the reason it does not."""
-    n_ctx = int(model.cfg.n_ctx)
-    if (n_ctx - 1) // 2 < MIN_HEADS_HALF_LEN:
-        return f"context n_ctx={n_ctx} too short for a repeated-token probe (needs >= {2 * MIN_HEADS_HALF_LEN + 1})"
-    if int(model.cfg.n_heads) < 1:
-        return "model has no attention heads"
-    return None
-
-
-def fourier_applicable(model: HookedTransformer) -> str | None:
-    """None when the Fourier detector applies (modular-addition shape), else the reason it does not."""
-    cfg = model.cfg
-    p = getattr(cfg, "d_vocab_out", -1)
-    if cfg.n_layers != 1 or cfg.attn_only or not cfg.d_mlp:
-        return "not a one-layer model with an MLP"
-    if p is None or p < 3 or p % 2 == 0 or cfg.d_vocab < p + 1 or cfg.n_ctx < 3:
-        return f"output vocabulary d_vocab_out={p} is not an odd modulus with an '=' token"
-    return None
+def check_detectors(detectors: Sequence[str]) -> tuple[str, ...]:
+    """``detectors`` without repeats; ``ValueError`` naming the unknown ones and the known ones."""
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown or not detectors:
+        raise ValueError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(DETECTORS)}")
+    return tuple(dict.fromkeys(detectors))
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """What every checkpoint of one run is scored with (built once per run, shipped to workers)."""
 
-    detectors: tuple[str, ...]
-    tokens: torch.Tensor | None = None  # heads probe, fixed across the run's checkpoints
-    train_mask: torch.Tensor | None = None
-    loss_frequencies: tuple[int, ...] | None = None
+    contexts: dict[str, Any]  # detector -> what it prepared for the run, in scoring order
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it does not apply
 
 
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
-    """Detectors that apply to the run, the fixed probe and the Fourier context, from its latest readable checkpoint.
+    """The detectors that apply to the run and their contexts, from its latest readable checkpoint.
 
-    When no checkpoint of the run can be read, every requested detector is planned and each
-    checkpoint becomes an error row when scored.
+    When no checkpoint of the run can be read, every requested detector is planned (with no
+    context) and each checkpoint becomes an error row when scored.
     """
     model = None
     for ref in sorted(refs, reverse=True):
         try:
-            model, _ = load_into_cache(ref.path)
+            model, _ = load_cached(ref.path)
             break
         except Exception:  # an unreadable checkpoint is reported when it is scored
             continue
     if model is None:
-        return RunPlan(tuple(detectors))
-    chosen, skipped = [], {}
-    tokens = mask = freqs = None
+        return RunPlan(dict.fromkeys(detectors))
+    run_dir = run_of(refs[0].path)
+    contexts, skipped = {}, {}
     for name in detectors:
-        why = heads_applicable(model) if name == "heads" else fourier_applicable(model)
-        if why is not None:
-            skipped[name] = why
-            continue
-        chosen.append(name)
-        if name == "heads":
-            from circuits import repeated_tokens
-
-            tokens = repeated_tokens(model)
+        detector = DETECTORS[name]
+        why = detector.applies(model)
+        if why is None:
+            contexts[name] = detector.prepare(model, run_dir)
         else:
-            from circuits import key_frequencies
-            from interp.fourier_runs import run_train_mask
-
-            try:
-                mask = run_train_mask(refs[0].run)
-            except ValueError:
-                mask = None
-            try:
-                freqs = tuple(key_frequencies(model))
-            except ValueError:
-                freqs = None
-    return RunPlan(tuple(chosen), tokens, mask, freqs, skipped)
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring one checkpoint (runs in a worker)
+            skipped[name] = why
+    return RunPlan(contexts, skipped)
 
 
 @dataclass(frozen=True)
@@ -265,48 +93,24 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _head_rows(model: HookedTransformer, plan: RunPlan) -> list[dict[str, Any]]:
-    from circuits import induction_heads
-
-    table = induction_heads(model, tokens=plan.tokens)
-    rows = []
-    for rec in table.to_dict("records"):
-        for metric in HEAD_METRICS:
-            rows.append({"layer": int(rec["layer"]), "head": int(rec["head"]), "metric": metric,
-                         "value": float(rec[metric])})
-    return rows
-
-
-def _fourier_rows(model: HookedTransformer, plan: RunPlan) -> list[dict[str, Any]]:
-    from circuits import fourier_report
-
-    report = fourier_report(model, train_mask=plan.train_mask, key_freqs=plan.loss_frequencies)
-    rows = [{"metric": name, "value": float(value)} for name, value in report.scalars().items()]
-    rows += [{"metric": "key_frequency", "value": float(k)} for k in report.key_frequencies]
-    return rows
-
-
-_DETECTOR_ROWS: dict[str, Callable[[HookedTransformer, RunPlan], list[dict[str, Any]]]] = {
-    "heads": _head_rows,
-    "fourier": _fourier_rows,
-}
+def _error_row(ref: CheckpointRef, detector: str, reason: str) -> dict[str, Any]:
+    return {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step, "detector": detector,
+            "metric": ERROR_METRIC, "value": float("nan"), "error": reason}
 
 
 def score_task(task: ScoreTask) -> list[dict[str, Any]]:
     """Rows of the long table for one checkpoint; never raises for a bad checkpoint or detector."""
     ref = task.ref
-    base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step}
     try:
-        model, step = load_into_cache(ref.path)
+        model, step = load_cached(ref.path)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
-        return [{**base, "detector": "load", "metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
-    if step is not None:
-        base["step"] = step
+        return [_error_row(ref, "load", _reason(exc))]
+    base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step}
     rows: list[dict[str, Any]] = []
     for name in task.detectors:
         try:
-            found = _DETECTOR_ROWS[name](model, task.plan)
-        except Exception as exc:  # a detector failing on one checkpoint (e.g. NaN weights) is recorded
+            found = DETECTORS[name].score(model, task.plan.contexts[name])
+        except Exception as exc:  # a detector failing on one checkpoint is recorded
             found = [{"metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
         rows += [{**base, "detector": name, "error": "", **row} for row in found]
     return rows
@@ -314,23 +118,7 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
 
 def _lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
     """The error row of a checkpoint whose worker process died under it (twice)."""
-    ref = task.ref
-    return [{"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step, "detector": "load",
-             "metric": ERROR_METRIC, "value": float("nan"),
-             "error": f"the worker process died while scoring this checkpoint ({type(exc).__name__})"}]
-
-
-# ---------------------------------------------------------------------------------------------
-# the batch
-
-
-def drop_failed(existing: pd.DataFrame | None) -> pd.DataFrame:
-    """``existing`` without the checkpoints that have an error row (they will be scored again)."""
-    if existing is None or existing.empty:
-        return empty_table()
-    _, bad = _done_keys(existing)
-    keep = [(r, c) not in bad for r, c in zip(existing["run"], existing["checkpoint"])]
-    return existing[pd.Series(keep, index=existing.index, dtype=bool)]
+    return [_error_row(task.ref, "load", f"the worker process died while scoring this checkpoint ({type(exc).__name__})")]
 
 
 def _done_keys(existing: pd.DataFrame | None) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
@@ -344,9 +132,38 @@ def _done_keys(existing: pd.DataFrame | None) -> tuple[set[tuple[str, str, str]]
     return done, bad
 
 
+def drop_failed(existing: pd.DataFrame | None) -> pd.DataFrame:
+    """``existing`` without the checkpoints that have an error row (they will be scored again)."""
+    if existing is None or existing.empty:
+        return empty_table()
+    _, bad = _done_keys(existing)
+    keep = [(r, c) not in bad for r, c in zip(existing["run"], existing["checkpoint"])]
+    return existing[pd.Series(keep, index=existing.index, dtype=bool)]
+
+
+def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set) -> tuple[list[ScoreTask], dict]:
+    tasks: list[ScoreTask] = []
+    skipped: dict[str, dict[str, str]] = {}
+    by_run: dict[str, list[CheckpointRef]] = {}
+    for ref in refs:
+        by_run.setdefault(ref.run, []).append(ref)
+    for run, run_refs in by_run.items():
+        todo = [r for r in run_refs if any((r.run, r.checkpoint, d) not in done for d in detectors)]
+        if not todo:
+            continue
+        plan = plan_run(run_refs, detectors)
+        if plan.skipped:
+            skipped[run] = dict(plan.skipped)
+        for ref in todo:
+            need = tuple(d for d in plan.contexts if (ref.run, ref.checkpoint, d) not in done)
+            if need:
+                tasks.append(ScoreTask(ref, need, plan))
+    return tasks, skipped
+
+
 def score_checkpoints(
     paths: str | Path | Iterable[str | Path],
-    detectors: Sequence[str] = DETECTORS,
+    detectors: Sequence[str] = tuple(DETECTORS),
     *,
     existing: pd.DataFrame | None = None,
     workers: int = 1,
@@ -358,9 +175,9 @@ def score_checkpoints(
     """Score every checkpoint under ``paths`` with ``detectors``; return the long table.
 
     Args:
-        paths: run directories, checkpoint files, folders of runs, or globs (:func:`find_checkpoints`).
-        detectors: any of ``"heads"``, ``"fourier"`` (module docstring); those that do not apply
-            to a run's model are skipped for that run.
+        paths: run directories, checkpoint files, folders of runs, or globs (:func:`interp.runs.find_checkpoints`).
+        detectors: names in :data:`interp.detectors.DETECTORS` (default all); those that do not
+            apply to a run's model are skipped for that run.
         existing: a table from an earlier call: its (checkpoint, detector) pairs are not scored
             again and its rows are kept; checkpoints with an error row in it are scored again.
         workers: local processes (1: in this process). ``scheduler``: a Dask scheduler address
@@ -376,32 +193,14 @@ def score_checkpoints(
     """
     from tqdm.auto import tqdm
 
-    unknown = [d for d in detectors if d not in DETECTORS]
-    if unknown or not detectors:
-        raise ValueError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(DETECTORS)}")
-    detectors = tuple(dict.fromkeys(detectors))
+    detectors = check_detectors(detectors)
     refs = find_checkpoints(paths)
     if not refs:
-        raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
+        shown = [paths] if isinstance(paths, (str, Path)) else paths
+        raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}")
     done, _ = _done_keys(existing)
     kept = drop_failed(existing)
-
-    tasks: list[ScoreTask] = []
-    skipped: dict[str, dict[str, str]] = {}
-    by_run: dict[str, list[CheckpointRef]] = {}
-    for ref in refs:
-        by_run.setdefault(ref.run, []).append(ref)
-    for run, run_refs in by_run.items():
-        todo = [r for r in run_refs if any((r.run, r.checkpoint, d) not in done for d in detectors)]
-        if not todo:
-            continue
-        plan = plan_run(run_refs, detectors)
-        if plan.skipped:
-            skipped[run] = dict(plan.skipped)
-        for ref in todo:
-            need = tuple(d for d in plan.detectors if (ref.run, ref.checkpoint, d) not in done)
-            if need:
-                tasks.append(ScoreTask(ref, need, plan))
+    tasks, skipped = _plan_tasks(refs, detectors, done)
 
     new: list[dict[str, Any]] = []
     n_failed = 0
@@ -421,4 +220,42 @@ def score_checkpoints(
             executor.close()
     table = canonical(pd.concat([kept, canonical(new)], ignore_index=True)) if new else canonical(kept)
     table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
+    return table
+
+
+def score_to_file(
+    paths: str | Path | Iterable[str | Path],
+    out: str | Path,
+    detectors: Sequence[str] = tuple(DETECTORS),
+    **options: Any,
+) -> pd.DataFrame:
+    """:func:`score_checkpoints` into the table file ``out`` (``.parquet`` or ``.csv``), resumable.
+
+    The rows already in ``out`` are kept and their checkpoints not scored again (checkpoints with
+    an error row are). New rows reach the file as checkpoints finish (at most every
+    :data:`FLUSH_SECONDS`, and at the end, also on an exception or Ctrl-C), each time replacing
+    it atomically; nothing is written when nothing new was scored. ``options`` go to
+    :func:`score_checkpoints`. Returns the whole table.
+    """
+    out = Path(out)
+    existing = read_table(out) if out.exists() else None
+    base = drop_failed(existing)
+    new: list[pd.DataFrame] = []
+    last_write = [0.0]
+
+    def flush(force: bool = False) -> None:
+        if new and (force or time.monotonic() - last_write[0] >= FLUSH_SECONDS):
+            write_table(pd.concat([base, *new], ignore_index=True), out)
+            last_write[0] = time.monotonic()
+
+    def on_checkpoint(rows: pd.DataFrame) -> None:
+        new.append(rows)
+        flush()
+
+    try:
+        table = score_checkpoints(paths, detectors, existing=existing, on_checkpoint=on_checkpoint, **options)
+    finally:
+        flush(force=True)
+    if new:
+        write_table(table, out)
     return table

@@ -21,23 +21,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from interp.checkpoints import (
-    CheckpointError,
-    atomic_write_text,
-    checkpoint_path,
-    list_checkpoints,
-    load_optimizer,
-    read_checkpoint,
-    save_checkpoint,
-    save_optimizer,
-)
+from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
+from interp.files import atomic_write_text
 from interp.models import build_model, config_to_dict
 from interp.presets import TrainOptions
+from interp.runs import METRICS_FILE, OPTIMIZER_FILE, RUN_FILE, RunError, checkpoint_path, list_checkpoints
 from interp.tasks import make_task
-
-
-class RunError(ValueError):
-    """A run directory that cannot be started or resumed as asked."""
 
 
 def checkpoint_steps(total: int, every: int | None = None) -> list[int]:
@@ -72,7 +61,7 @@ def train(
     """
     _reuse_freed_memory()
     out = Path(out)
-    has_run = (out / "run.json").exists()
+    has_run = (out / RUN_FILE).exists()
     if resume and has_run:
         options = _resume_options(out, options)
     elif out.exists() and any(out.iterdir()):
@@ -86,7 +75,7 @@ def train(
     )
     grad_filter = _GradFilter(model, options.grokfast_alpha, options.grokfast_lambda)
     start, rows = 0, []
-    if resume and (out / "optimizer.safetensors").exists():
+    if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
     else:
         _write_run_json(out, options, task, model)
@@ -102,7 +91,7 @@ def train(
                 on_eval(rows[-1])
         if step in ckpt_steps:
             save_checkpoint(checkpoint_path(out, step), model, step)
-            save_optimizer(out / "optimizer.safetensors", optimizer, step, extra=grad_filter.state())
+            save_optimizer(out / OPTIMIZER_FILE, optimizer, step, extra=grad_filter.state())
         if step == options.steps:
             break
         warmup = min(1.0, (step + 1) / options.warmup_steps) if options.warmup_steps else 1.0
@@ -186,12 +175,12 @@ def _write_run_json(out: Path, options: TrainOptions, task, model) -> None:
             "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
         },
     }
-    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def _resume_options(out: Path, requested: TrainOptions) -> TrainOptions:
     try:
-        info = json.loads((out / "run.json").read_text())
+        info = json.loads((out / RUN_FILE).read_text())
         options = TrainOptions.from_dict(info["training"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{out}/run.json is unreadable, cannot resume ({exc})") from exc
@@ -203,7 +192,7 @@ def _resume_options(out: Path, requested: TrainOptions) -> TrainOptions:
 
 
 def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int, list[dict[str, float]]]:
-    step, extra = load_optimizer(out / "optimizer.safetensors", optimizer)
+    step, extra = load_optimizer(out / OPTIMIZER_FILE, optimizer)
     grad_filter.load(extra)
     by_step = dict(list_checkpoints(out))
     if step not in by_step:
@@ -216,7 +205,7 @@ def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int
 
 
 def _read_metrics(out: Path) -> list[dict[str, float]]:
-    path = out / "metrics.csv"
+    path = out / METRICS_FILE
     if not path.exists():
         return []
     with open(path, newline="") as fh:
@@ -229,7 +218,7 @@ def _write_metrics(out: Path, rows: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (v if k == "step" else repr(float(v))) for k, v in row.items()})
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    atomic_write_text(out / METRICS_FILE, buf.getvalue())
 
 
 __all__ = ["CheckpointError", "RunError", "checkpoint_steps", "train"]

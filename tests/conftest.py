@@ -1,4 +1,8 @@
-"""Shared fixtures: the published grokking checkpoint and real training runs (trained once)."""
+"""Shared fixtures: the published grokking checkpoint, tiny runs, and real training runs (trained once).
+
+Tiers: ``python -m pytest -m "not slow"`` is the quick tier (under a minute: hand-built and
+tiny models); tests marked ``slow`` train full models (the default recipes, notebooks).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ PUBLISHED = REPO.parent / "shared" / "data" / "nanda2023_modadd_p113_frac0.3.pth
 @pytest.fixture(scope="session")
 def published_path() -> Path:
     if not PUBLISHED.exists():
-        pytest.fail(f"fixture missing: {PUBLISHED} (shared/ must sit beside the repository)")
+        pytest.skip(f"published grokking model not found at {PUBLISHED} (shared/data/ beside the repository)")
     return PUBLISHED
 
 
@@ -35,3 +39,22 @@ def modadd_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "modadd"
     assert main(["train", "modadd", "--out", str(out), "--quiet"]) == 0
     return out
+
+
+TINY_INDUCTION_ARGS = ["--steps", "20", "--checkpoint-every", "5", "--quiet"]
+TINY_MODADD_ARGS = ["--steps", "10", "--checkpoint-every", "5", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """An induction run (8 checkpoints) and a modular-addition run (6 checkpoints), trained once.
+
+    Seconds, not minutes; tests must not modify them (copy them first).
+    """
+    from interp.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    ind, mod = root / "ind", root / "mod"
+    assert main(["train", "induction", "--out", str(ind), *TINY_INDUCTION_ARGS]) == 0
+    assert main(["train", "modadd", "--out", str(mod), *TINY_MODADD_ARGS]) == 0
+    return ind, mod

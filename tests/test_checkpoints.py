@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from interp import CheckpointError, build_model, induction_config, load_model, modadd_config
-from interp.checkpoints import checkpoint_path, list_checkpoints, save_checkpoint
+from interp.checkpoints import checkpoint_path, list_checkpoints, load_cached, save_checkpoint
 from interp.models import config_to_dict
 from interp.tasks.modular import all_pairs, answers
 
@@ -73,3 +73,20 @@ def test_published_grokking_checkpoint_is_accurate(published_path):
         logits = model(all_pairs(113))[:, -1]
     accuracy = (logits.argmax(-1) == answers(113)).float().mean().item()
     assert accuracy >= 0.999
+
+
+def test_one_model_instance_per_config(tiny_runs):
+    ind, _ = tiny_runs
+    (_, first), (_, second) = list_checkpoints(ind)[:2]
+    m1, s1 = load_cached(first)
+    w1 = m1.W_Q.detach().clone()
+    m2, s2 = load_cached(second)
+    assert m1 is m2 and (s1, s2) == (0, 1)
+    assert torch.equal(m2.W_Q.detach(), load_model(second).W_Q.detach()) and not torch.equal(w1, m2.W_Q.detach())
+
+
+def test_cache_rebuilds_for_another_config_and_checks_shapes(tiny_runs, tmp_path):
+    ind, mod = tiny_runs
+    a, _ = load_cached(list_checkpoints(ind)[0][1])
+    b, _ = load_cached(list_checkpoints(mod)[0][1])
+    assert a is not b and b.cfg.d_vocab_out == 113

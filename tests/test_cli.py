@@ -8,7 +8,6 @@ import sys
 
 import pandas as pd
 import pytest
-from scoring_fixtures import tiny_runs  # noqa: F401  (fixture)
 
 from interp.checkpoints import list_checkpoints
 from interp.cli import main
@@ -16,7 +15,7 @@ from interp.score_table import read_table
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_score_is_restartable(tiny_runs, tmp_path, suffix, capsys):  # noqa: F811
+def test_score_is_restartable(tiny_runs, tmp_path, suffix, capsys):
     ind, mod = tiny_runs
     out = tmp_path / f"scores{suffix}"
     assert main(["score", str(ind), str(mod), "--out", str(out), "--quiet"]) == 0
@@ -30,7 +29,7 @@ def test_score_is_restartable(tiny_runs, tmp_path, suffix, capsys):  # noqa: F81
     assert first["checkpoint"].groupby(first["run"]).nunique().sum() == n
 
 
-def test_score_adds_only_new_checkpoints(tiny_runs, tmp_path, capsys):  # noqa: F811
+def test_score_adds_only_new_checkpoints(tiny_runs, tmp_path, capsys):
     ind, _ = tiny_runs
     out = tmp_path / "s.parquet"
     early = [str(p) for s, p in list_checkpoints(ind) if s <= 4]
@@ -43,7 +42,7 @@ def test_score_adds_only_new_checkpoints(tiny_runs, tmp_path, capsys):  # noqa: 
     assert not full.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()
 
 
-def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, capsys):  # noqa: F811
+def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, capsys):
     ind, _ = tiny_runs
     run = tmp_path / "ind"
     shutil.copytree(ind, run)
@@ -63,7 +62,8 @@ def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, ca
     pd.testing.assert_frame_equal(read_table(out), table)
 
 
-def test_score_through_a_dask_scheduler(tiny_runs, tmp_path):  # noqa: F811
+@pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
+def test_score_through_a_dask_scheduler(tiny_runs, tmp_path):
     distributed = pytest.importorskip("distributed")
     ind, mod = tiny_runs
     local, remote = tmp_path / "local.parquet", tmp_path / "dask.parquet"
@@ -85,7 +85,7 @@ def test_score_through_a_dask_scheduler(tiny_runs, tmp_path):  # noqa: F811
         (["inspect", "{tmp}/missing"], "no such"),
     ],
 )
-def test_usage_errors_are_one_line_exit_2(tiny_runs, tmp_path, capsys, args, message):  # noqa: F811
+def test_usage_errors_are_one_line_exit_2(tiny_runs, tmp_path, capsys, args, message):
     ind, _ = tiny_runs
     argv = [a.format(ind=ind, tmp=tmp_path) for a in args]
     assert main(argv) == 2
@@ -100,7 +100,7 @@ def test_not_a_table_is_a_usage_error(tmp_path, capsys):
     assert "not a scores table" in capsys.readouterr().err
 
 
-def test_inspect_prints_heads_or_fourier(tiny_runs, capsys):  # noqa: F811
+def test_inspect_prints_heads_or_fourier(tiny_runs, capsys):
     ind, mod = tiny_runs
     assert main(["inspect", str(list_checkpoints(ind)[-1][1])]) == 0
     out = capsys.readouterr().out
@@ -110,6 +110,7 @@ def test_inspect_prints_heads_or_fourier(tiny_runs, capsys):  # noqa: F811
     assert "key frequencies" in out and "restricted_loss" in out and "prefix_matching" not in out
 
 
+@pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_cli_subprocess_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "interp", "score", str(tmp_path / "x"), "--out", str(tmp_path / "s.csv")],
                           capture_output=True, text=True, timeout=300)

@@ -60,7 +60,7 @@ def test_progress_plot_shades_the_phases():
         "gini_unembed": np.linspace(0.1, 0.9, len(steps)),
         "weight_norm": np.linspace(2000, 900, len(steps)),
     })
-    phases = GrokkingPhases(memorisation_end=100, circuit_formation_end=550, cleanup_end=800, grokking_step=600)
+    phases = GrokkingPhases(memorization_end=100, circuit_formation_end=550, cleanup_end=800, grokking_step=600)
     fig = plot_progress_measures(frame, phases)
     assert isinstance(fig, go.Figure)
     assert {t.name for t in fig.data} == {"train", "test", "restricted", "excluded", "Gini W_E", "Gini W_L", "weights"}

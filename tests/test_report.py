@@ -1,48 +1,18 @@
-"""locate_phase_change, the HTML report and interp demo."""
+"""interp.report: the self-contained HTML page built from the detectors' sections."""
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import pandas as pd
-import pytest
-from scoring_fixtures import tiny_runs  # noqa: F401  (fixture)
 
-from interp import locate_phase_change
 from interp.cli import main
-from interp.report import build_report, final_heads, fourier_measures
-from interp.score_table import canonical, read_table
+from interp.detectors.fourier import fourier_measures
+from interp.detectors.heads import final_heads
+from interp.report import build_report
+from interp.score_table import canonical
 from interp.scoring import score_checkpoints
-
-STEPS = [0, 1, 2, 4, 8, 16, 32, *range(50, 1001, 50)]
-
-
-def sigmoid_curve(centre: float, width: float = 25.0, noise: float = 0.01, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    steps = np.asarray(STEPS, dtype=float)
-    return 0.02 + 0.88 / (1 + np.exp(-(steps - centre) / width)) + noise * rng.standard_normal(len(steps))
-
-
-@pytest.mark.parametrize("centre", [120, 310, 640])
-def test_phase_change_at_the_steepest_rise(centre):
-    change = locate_phase_change(STEPS, sigmoid_curve(centre))
-    assert change is not None
-    assert change.start_step <= centre <= change.end_step and abs(change.step - centre) <= 25
-    assert change.after > change.before and change.slope > 0
-
-
-def test_noisy_early_log_spaced_points_do_not_win():
-    # a jump of 0.03 between steps 1 and 2 is steeper per step than the real rise, but small
-    scores = sigmoid_curve(500, noise=0.0)
-    scores[2] += 0.03
-    assert locate_phase_change(STEPS, scores).step == 475
-
-
-def test_flat_or_falling_curves_have_no_phase_change():
-    assert locate_phase_change(STEPS, np.full(len(STEPS), 0.3)) is None
-    assert locate_phase_change(STEPS, sigmoid_curve(300)[::-1]) is None
-    assert locate_phase_change([5], [0.9]) is None
+from test_phase import STEPS, sigmoid_curve
 
 
 def synthetic_heads_table(centre: int = 310) -> pd.DataFrame:
@@ -78,7 +48,7 @@ def test_final_heads_table():
     assert heads.loc[heads["is_induction"], ["layer", "head"]].values.tolist() == [[1, 1]]
 
 
-def test_report_of_scored_runs_with_fourier_phases(tiny_runs, tmp_path):  # noqa: F811
+def test_report_of_scored_runs_with_fourier_phases(tiny_runs, tmp_path):
     ind, mod = tiny_runs
     table = score_checkpoints([ind, mod])
     measures = fourier_measures(table[table["run"] == str(mod.resolve())])
@@ -91,17 +61,3 @@ def test_report_of_scored_runs_with_fourier_phases(tiny_runs, tmp_path):  # noqa
     page = html_path.read_text()
     assert "Progress measures of grokking" in page and "Grokking phases" in page and "head scores" in page
     assert not re.search(r"<script[^>]+src=[\"']?https?:", page)
-
-
-@pytest.mark.slow
-def test_demo_on_reduced_settings(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert f"report: {(out / 'report.html').resolve()}" in printed
-    table = read_table(out / "scores.parquet")
-    assert set(table["detector"]) == {"heads", "fourier"}
-    assert "plotly" in (out / "report.html").read_text()[:5_000_000].lower()
-    # a second run resumes: nothing to train or score again
-    assert main(["demo", "--out", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
-    pd.testing.assert_frame_equal(read_table(out / "scores.parquet"), table)

@@ -6,16 +6,16 @@ import shutil
 
 import pandas as pd
 import pytest
-from scoring_fixtures import tiny_runs  # noqa: F401  (fixture)
 
 import circuits
 import interp
 from interp.checkpoints import list_checkpoints
 from interp.score_table import COLUMNS
-from interp.scoring import HEAD_METRICS, find_checkpoints, load_into_cache, score_checkpoints
+from interp.detectors.heads import METRICS as HEAD_METRICS
+from interp.scoring import score_checkpoints
 
 
-def test_table_schema_and_detector_applicability(tiny_runs):  # noqa: F811
+def test_table_schema_and_detector_applicability(tiny_runs):
     ind, mod = tiny_runs
     table = interp.score_checkpoints([ind, mod])
     assert list(table.columns) == COLUMNS
@@ -35,8 +35,8 @@ def test_table_schema_and_detector_applicability(tiny_runs):  # noqa: F811
     assert sorted(set(heads["step"])) == [s for s, _ in list_checkpoints(ind)]
 
 
-def test_fourier_rows_equal_fourier_report(tiny_runs):  # noqa: F811
-    from interp.fourier_runs import run_train_mask
+def test_fourier_rows_equal_fourier_report(tiny_runs):
+    from interp.runs import run_train_mask
 
     _, mod = tiny_runs
     table = score_checkpoints(mod, detectors=["fourier"])
@@ -51,41 +51,13 @@ def test_fourier_rows_equal_fourier_report(tiny_runs):  # noqa: F811
         [float(k) for k in report.key_frequencies]
 
 
-def test_one_model_instance_per_config(tiny_runs):  # noqa: F811
+def test_unknown_detectors_are_named(tiny_runs):
     ind, _ = tiny_runs
-    (_, first), (_, second) = list_checkpoints(ind)[:2]
-    m1, s1 = load_into_cache(first)
-    w1 = m1.W_Q.detach().clone()
-    m2, s2 = load_into_cache(second)
-    assert m1 is m2 and (s1, s2) == (0, 1)
-    assert torch_equal(m2.W_Q, interp.load_model(second).W_Q) and not torch_equal(w1, m2.W_Q)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a.detach(), b.detach()))
-
-
-def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):  # noqa: F811
-    ind, mod = tiny_runs
-    every = find_checkpoints([ind, mod])
-    assert len(every) == len(list_checkpoints(ind)) + len(list_checkpoints(mod))
-    assert find_checkpoints(ind.parent) == every  # a folder of runs
-    one = find_checkpoints(list_checkpoints(ind)[-1][1])
-    assert len(one) == 1 and one[0].run == str(ind.resolve()) and one[0].step == 20
-    globbed = find_checkpoints(str(ind / "checkpoints" / "step_00000[0-2]*"))
-    assert [r.step for r in globbed] == [0, 1, 2]
-    assert find_checkpoints([ind, ind / "checkpoints" / "step_000005.safetensors"]) == find_checkpoints(ind)
-    with pytest.raises(FileNotFoundError):
-        find_checkpoints(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError):
-        find_checkpoints(str(tmp_path / "*.safetensors"))
-    with pytest.raises(ValueError, match="unknown detector"):
+    with pytest.raises(ValueError, match="unknown detector.*bogus.*known: heads, fourier"):
         score_checkpoints(ind, detectors=["heads", "bogus"])
 
 
-def test_corrupt_checkpoint_is_an_error_row(tiny_runs, tmp_path):  # noqa: F811
+def test_corrupt_checkpoint_is_an_error_row(tiny_runs, tmp_path):
     ind, _ = tiny_runs
     run = tmp_path / "ind"
     shutil.copytree(ind, run)
@@ -99,28 +71,28 @@ def test_corrupt_checkpoint_is_an_error_row(tiny_runs, tmp_path):  # noqa: F811
     assert table.attrs["n_failed"] == 1
 
 
-def test_two_workers_give_the_same_table(tiny_runs):  # noqa: F811
+def test_two_workers_give_the_same_table(tiny_runs):
     ind, mod = tiny_runs
     one = score_checkpoints([ind, mod])
     two = score_checkpoints([ind, mod], workers=2)
     pd.testing.assert_frame_equal(one, two)
 
 
-def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):  # noqa: F811
+def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     import os
 
     import interp.scoring as scoring
 
     ind, _ = tiny_runs
     victim = list_checkpoints(ind)[2][1]
-    original = scoring.load_into_cache
+    original = scoring.load_cached
 
     def die_on_victim(path):  # forked workers inherit the patch
         if str(path) == str(victim):
             os._exit(1)
         return original(path)
 
-    monkeypatch.setattr(scoring, "load_into_cache", die_on_victim)
+    monkeypatch.setattr(scoring, "load_cached", die_on_victim)
     table = score_checkpoints(ind, detectors=["heads"], workers=2)
     errors = table[table["metric"] == "error"]
     assert list(errors["checkpoint"]) == [victim.name] and "worker process died" in errors["error"].iloc[0]
@@ -128,7 +100,8 @@ def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     assert table.attrs["n_failed"] == 1
 
 
-def test_dask_on_loopback_gives_the_same_table(tiny_runs):  # noqa: F811
+@pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
+def test_dask_on_loopback_gives_the_same_table(tiny_runs):
     distributed = pytest.importorskip("distributed")
     ind, mod = tiny_runs
     one = score_checkpoints([ind, mod])

@@ -1,6 +1,7 @@
 """The default recipes, trained for real once per session (tests/conftest.py), do what they promise."""
 
 import pandas as pd
+import pytest
 
 from circuits import (
     ablation_scores,
@@ -12,7 +13,9 @@ from circuits import (
 )
 from interp import load_model
 from interp.checkpoints import list_checkpoints
-from interp.fourier_runs import progress_measures, run_train_mask
+from interp import run_progress_measures, run_train_mask
+
+pytestmark = pytest.mark.slow
 
 
 def _best_last_layer_prefix_matching(path) -> float:
@@ -58,8 +61,12 @@ def test_modadd_key_frequencies_match_neuron_clusters_and_phases_are_ordered(mod
     report = fourier_report(model, train_mask=run_train_mask(modadd_run))
     keys = key_frequencies(model)
     assert keys == report.key_frequencies and 1 <= len(keys) <= 8
-    clusters = set(report.spectrum.loc[report.spectrum.neurons >= 11, "freq"])  # 85 % clusters, >= 2 % of neurons
-    assert set(keys) == clusters
+    # Every frequency with an 85 % cluster (>= 2 % of the neurons, the paper's criterion) is key;
+    # a key frequency may have its cluster only at the majority rule, since ReLU harmonics take
+    # 15-25 % of a neuron's variance (circuits.key_frequencies explains; seen on this run: k = 8).
+    spectrum = report.spectrum.set_index("freq")
+    assert set(spectrum.index[spectrum.neurons >= 11]) <= set(keys)
+    assert (spectrum.loc[keys, "neurons_majority"] >= 11).all()
     # The key frequencies alone carry the function (chance is ln 113 = 4.7). Not "<= 2x the
     # model's loss": a freshly grokked model's loss is ~1e-4 and the harmonics 2k still hold part of it.
     assert report.restricted_loss < 0.05
@@ -67,13 +74,13 @@ def test_modadd_key_frequencies_match_neuron_clusters_and_phases_are_ordered(mod
         without = fourier_report(model, key_freqs=[f for f in keys if f != k]).restricted_loss
         assert without >= 2 * report.restricted_loss, k
 
-    measures = progress_measures(modadd_run, quiet=True)
+    measures = run_progress_measures(modadd_run, quiet=True)
     assert measures.attrs["key_frequencies"] == keys
     assert measures.n_key_frequencies.iloc[0] == 0 and measures.n_key_frequencies.iloc[-1] == len(keys)
     phases = grokking_phases(measures)
     # the test-accuracy jump on the same checkpoint grid as the phases (first checkpoint >= 50 %)
     jump = phases.grokking_step
-    assert phases.memorisation_end < phases.circuit_formation_end <= jump <= phases.cleanup_end
+    assert phases.memorization_end < phases.circuit_formation_end <= jump <= phases.cleanup_end
     metrics = pd.read_csv(modadd_run / "metrics.csv")
     assert jump == measures.step[measures.test_accuracy >= 0.5].iloc[0]
     assert metrics.step[metrics.test_acc >= 0.5].iloc[0] <= jump

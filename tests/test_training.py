@@ -12,7 +12,7 @@ from interp.cli import main
 from interp.presets import preset
 from interp.training import RunError, checkpoint_steps, train
 
-SMALL = ["--steps", "40", "--checkpoint-every", "10", "--quiet"]
+SMALL = ["--steps", "20", "--checkpoint-every", "10", "--quiet"]
 
 
 def test_checkpoint_schedule_is_log_spaced_then_regular():
@@ -46,6 +46,7 @@ def test_run_directory_layout(tmp_path):
     assert {"train_loss", "test_loss", "train_acc", "test_acc"} <= set(metrics.columns)
 
 
+@pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     args = ["train", "induction", "--steps", "120", "--checkpoint-every", "20", "--quiet"]
     killed = tmp_path / "killed"
@@ -92,6 +93,7 @@ def test_resume_rejects_a_run_of_another_task(tmp_path):
         train(preset("modadd", steps=4), out, resume=True, quiet=True)
 
 
+@pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_cli_has_no_traceback_for_a_missing_required_option():
     proc = subprocess.run([sys.executable, "-m", "interp", "train", "induction"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--out" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,135 @@
+"""The ``fourier`` detector: progress measures and key frequencies of a modular-addition model.
+
+:func:`circuits.fourier_report` on every checkpoint; model-level rows (layer/head empty) for
+``loss, train_loss, test_loss, train_accuracy, test_accuracy, restricted_loss, excluded_loss,
+gini_embed, gini_unembed, weight_norm, n_key_frequencies`` and one ``key_frequency`` row per key
+frequency of the checkpoint (value = k). As in Nanda et al. 2023 the restricted and excluded
+losses of every checkpoint use the key frequencies of the run's *latest readable* checkpoint,
+and the train/test split is rebuilt from ``RUN/run.json`` (all pairs count as training when
+there is none). The definitions are in ``docs/scores.md``.
+
+Applies to one-layer models with an MLP whose output vocabulary p is odd and whose input
+vocabulary holds the ``=`` token (:func:`circuits.fourier.check_modadd_model`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from interp.detectors import Detector, Row
+from interp.runs import run_train_mask
+
+__all__ = ["DETECTOR", "METRICS", "fourier_measures"]
+
+_SCALARS = ("loss", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "restricted_loss",
+            "excluded_loss", "gini_embed", "gini_unembed", "weight_norm", "n_key_frequencies")
+METRICS = (*_SCALARS, "key_frequency")
+
+
+def applies(model: HookedTransformer) -> str | None:
+    from circuits.fourier import check_modadd_model
+
+    try:
+        check_modadd_model(model)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _train_mask(run_dir: Path | None) -> torch.Tensor | None:
+    if run_dir is None:
+        return None
+    try:
+        return run_train_mask(run_dir)
+    except ValueError:
+        return None
+
+
+def prepare(model: HookedTransformer, run_dir: Path | None) -> tuple[torch.Tensor | None, tuple[int, ...] | None]:
+    """(train mask of the run, key frequencies of its latest checkpoint) for every checkpoint's losses."""
+    from circuits import key_frequencies
+
+    try:
+        freqs = tuple(key_frequencies(model))
+    except ValueError:
+        freqs = None
+    return _train_mask(run_dir), freqs
+
+
+def score(model: HookedTransformer, context: tuple[torch.Tensor | None, tuple[int, ...] | None]) -> list[Row]:
+    from circuits import fourier_report
+
+    mask, freqs = context
+    result = fourier_report(model, train_mask=mask, key_freqs=freqs)
+    rows = [{"metric": name, "value": float(value)} for name, value in result.scalars().items()]
+    rows += [{"metric": "key_frequency", "value": float(k)} for k in result.key_frequencies]
+    return rows
+
+
+def summary(model: HookedTransformer, run_dir: Path | None) -> str:
+    from circuits import fourier_report
+
+    result = fourier_report(model, train_mask=_train_mask(run_dir))
+    lines = [f"Fourier (p = {result.p}): key frequencies {result.key_frequencies or 'none'}"]
+    lines += [f"  {name:<18} {value:.4g}" for name, value in result.scalars().items()]
+    return "\n".join(lines)
+
+
+def fourier_measures(rows: pd.DataFrame) -> pd.DataFrame:
+    """The progress-measure frame (``step`` + one column per scalar) from one run's Fourier rows.
+
+    Same columns as :func:`circuits.progress_measures`, so :func:`circuits.grokking_phases` and
+    :func:`interp.plots.plot_progress_measures` take it.
+    """
+    rows = rows[(rows["detector"] == "fourier") & rows["layer"].isna() & rows["metric"].isin(_SCALARS)]
+    rows = rows.dropna(subset=["step"])
+    if rows.empty:
+        return pd.DataFrame()
+    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
+    wide.columns.name = None
+    return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)
+
+
+def report(rows: pd.DataFrame) -> list[Any]:
+    """The grokking phases located on the progress measures, their curves, the final key frequencies."""
+    from circuits import GrokkingPhases, grokking_phases
+    from interp.plots import plot_progress_measures
+
+    measures = fourier_measures(rows)
+    if measures.empty:
+        return []
+    try:
+        ph = grokking_phases(measures)
+    except ValueError:
+        ph = None
+    if ph is None:
+        parts: list[Any] = ["<p class='phase'>Grokking phases not located (no train/test split).</p>"]
+        ph = GrokkingPhases(None, None, None)
+    else:
+        parts = ["<p class='phase'>Grokking phases: memorisation ends at step "
+                 f"{ph.memorization_end}, circuit formation at {ph.circuit_formation_end}, cleanup at "
+                 f"{ph.cleanup_end}; test accuracy reaches 0.5 at step {ph.grokking_step}.</p>"]
+    parts.append(plot_progress_measures(measures, ph))
+    keys = rows[rows["metric"] == "key_frequency"]
+    if not keys.empty:
+        last = keys[keys["step"] == keys["step"].max()]
+        freqs = ", ".join(str(int(v)) for v in sorted(last["value"]))
+        parts.append(f"<p>Key frequencies at step {int(last['step'].iloc[0])}: {freqs}</p>")
+    return parts
+
+
+DETECTOR = Detector(
+    name="fourier",
+    help="Fourier progress measures and key frequencies of a modular-addition model (Nanda et al. 2023)",
+    metrics=METRICS,
+    applies=applies,
+    prepare=prepare,
+    score=score,
+    summary=summary,
+    report=report,
+)

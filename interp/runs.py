@@ -1,0 +1,192 @@
+"""The run directory on disk: its layout, its checkpoints, its ``run.json``, its train/test split.
+
+A run directory (``docs/architecture.md``, "Run format")::
+
+    RUN/run.json                              task, model config, training options, seed, versions
+    RUN/checkpoints/step_000500.safetensors   weights; metadata holds the step and model config
+    RUN/optimizer.safetensors                 optimiser state of the newest checkpoint (for --resume)
+    RUN/metrics.csv                           one row per evaluation
+
+This module is the only place that knows these names. It also resolves what a user names on the
+command line (run directories, folders of runs, checkpoint files, globs) into checkpoints.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_SUFFIXES",
+    "METRICS_FILE",
+    "OPTIMIZER_FILE",
+    "RUN_FILE",
+    "CheckpointRef",
+    "RunError",
+    "checkpoint_path",
+    "find_checkpoints",
+    "list_checkpoints",
+    "read_run_info",
+    "run_of",
+    "run_train_mask",
+    "step_of",
+]
+
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+OPTIMIZER_FILE = "optimizer.safetensors"
+METRICS_FILE = "metrics.csv"
+#: Files a checkpoint may be: ours (safetensors) and foreign torch files.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+_STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
+_STEP = re.compile(r"step_(\d+)")
+_GLOB = re.compile(r"[*?\[]")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read, started or resumed as asked."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """``RUN/checkpoints/step_NNNNNN.safetensors``."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint file in a run directory, by step."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        return []
+    found = []
+    for entry in ckpt_dir.iterdir():
+        match = _STEP_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def step_of(path: str | Path) -> int | None:
+    """The step in a checkpoint's file name (``step_<N>``), or None."""
+    match = _STEP.search(Path(path).stem)
+    return int(match.group(1)) if match else None
+
+
+def run_of(path: str | Path) -> Path | None:
+    """The run directory of a checkpoint file (``RUN/checkpoints/FILE``), or of a run directory; else None."""
+    path = Path(path)
+    if path.is_dir():
+        return path if (path / RUN_FILE).exists() or (path / CHECKPOINT_DIR).is_dir() else None
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """The parsed ``RUN/run.json``, or None when the run has none. Raises :class:`RunError` when unreadable."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: unreadable run.json ({exc})") from exc
+    if not isinstance(info, dict):
+        raise RunError(f"{path}: unreadable run.json (expected an object, found {type(info).__name__})")
+    return info
+
+
+def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
+    """The training split of a modular-addition run, from ``RUN/run.json``; None without the file.
+
+    ``run.json`` holds ``{"task": {"name": "modadd", "p": P, "frac_train": F, "split_seed": S}}``;
+    the mask is ``interp.tasks.modular.train_mask(P, F, S)``. Raises ``ValueError`` when the run
+    is of another task or the task entry lacks these fields (:class:`RunError` when unreadable).
+    """
+    from interp.tasks.modular import train_mask
+
+    info = read_run_info(run_dir)
+    if info is None:
+        return None
+    path = Path(run_dir) / RUN_FILE
+    task = info.get("task")
+    name = task.get("name") if isinstance(task, dict) else task
+    if name is None:
+        raise RunError(f"{path}: unreadable run.json (no task entry)")
+    if name != "modadd":
+        raise ValueError(f"{path}: run of task {name!r}; Fourier progress measures need a modadd run")
+    try:
+        return train_mask(int(task["p"]), float(task["frac_train"]), int(task["split_seed"]))
+    except KeyError as exc:
+        raise ValueError(f"{path}: task entry lacks {exc} needed to rebuild the training split") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# what the user names -> checkpoints
+
+
+@dataclass(frozen=True, order=True)
+class CheckpointRef:
+    """One checkpoint file: its run (run directory, absolute), file name, path, and step if known.
+
+    ``step`` comes from ``step_<N>`` in the file name; the file's metadata overrides it once loaded.
+    """
+
+    run: str
+    sort_step: int
+    checkpoint: str
+    path: str = field(compare=False)
+    step: int | None = field(compare=False, default=None)
+
+
+def _ref(path: Path) -> CheckpointRef:
+    path = Path(os.path.abspath(path))  # absolute, symlinks kept: a linked file is its own checkpoint
+    run = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    step = step_of(path)
+    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step)
+
+
+def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
+    if (directory / CHECKPOINT_DIR).is_dir():
+        return [_ref(p) for _, p in list_checkpoints(directory)]
+    if directory.name == CHECKPOINT_DIR and (directory.parent / RUN_FILE).exists():
+        return [_ref(p) for _, p in list_checkpoints(directory.parent)]
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    if files:
+        return [_ref(p) for p in files]
+    # a folder of runs, one level down
+    return [r for child in sorted(directory.iterdir()) if (child / CHECKPOINT_DIR).is_dir() for r in _refs_in_dir(child)]
+
+
+def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
+    """Checkpoints named by ``paths``, each once, sorted by (run, step, file name).
+
+    Each path may be a run directory (all its ``checkpoints/step_*.safetensors``), a folder of
+    runs or of checkpoint files (``.safetensors``, ``.pt``, ``.pth``), one checkpoint file, or a
+    glob of any of these (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises
+    ``FileNotFoundError`` for a path or glob that matches nothing.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: dict[str, CheckpointRef] = {}
+    for raw in paths:
+        text = str(raw)
+        if Path(text).exists():
+            matches = [Path(text)]
+        elif _GLOB.search(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            if not matches:
+                raise FileNotFoundError(f"no files match {text}")
+        else:
+            raise FileNotFoundError(f"no such run directory or checkpoint: {text}")
+        for match in matches:
+            refs = _refs_in_dir(match) if match.is_dir() else [_ref(match)]
+            for ref in refs:
+                found.setdefault(ref.path, ref)
+    return sorted(found.values())

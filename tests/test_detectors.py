@@ -1,0 +1,72 @@
+"""interp.detectors: the registry is all that scoring, the CLI, inspect and the report need."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from interp import load_model
+from interp.cli import build_parser, main
+from interp.detectors import DETECTORS, Detector
+from interp.inspection import inspect_checkpoint
+from interp.report import build_report
+from interp.runs import list_checkpoints
+from interp.score_table import read_table
+from interp.scoring import score_checkpoints
+
+
+def test_each_detector_writes_exactly_its_metrics(tiny_runs):
+    ind, mod = tiny_runs
+    table = score_checkpoints([ind, mod])
+    for name, detector in DETECTORS.items():
+        written = set(table.loc[table["detector"] == name, "metric"])
+        assert written and written <= set(detector.metrics), name
+    assert set(table.loc[table["detector"] == "heads", "metric"]) == set(DETECTORS["heads"].metrics)
+
+
+def test_applies_gives_the_reason(tiny_runs):
+    ind, mod = tiny_runs
+    induction, modadd = load_model(ind), load_model(mod)
+    assert DETECTORS["heads"].applies(induction) is None and DETECTORS["fourier"].applies(modadd) is None
+    assert "n_ctx=3" in DETECTORS["heads"].applies(modadd)
+    assert "one-layer" in DETECTORS["fourier"].applies(induction)
+
+
+def _mean_weight_detector() -> Detector:
+    """A detector written as one registry entry: the mean of the unembedding, and its size."""
+
+    def score(model, scale):
+        return [{"metric": "mean_w_u", "value": scale * float(model.W_U.detach().mean())}]
+
+    return Detector(
+        name="mean_wu",
+        help="mean of W_U (a test detector)",
+        metrics=("mean_w_u",),
+        applies=lambda model: None,
+        prepare=lambda model, run_dir: 2.0 if run_dir is not None else 1.0,
+        score=score,
+        summary=lambda model, run_dir: f"mean W_U: {float(model.W_U.detach().mean()):.6f}",
+        report=lambda rows: [f"<p id='mean-wu'>{len(rows)} rows</p>"],
+    )
+
+
+def test_a_new_detector_is_one_entry(tiny_runs, tmp_path, monkeypatch, capsys):
+    ind, _ = tiny_runs
+    monkeypatch.setitem(DETECTORS, "mean_wu", _mean_weight_detector())
+    assert "mean_wu" in build_parser().parse_args(["score", "x", "--out", "t.csv"]).detectors
+    out = tmp_path / "t.csv"
+    assert main(["score", str(ind), "--detectors", "mean_wu", "--out", str(out), "--quiet"]) == 0
+    table = read_table(out)
+    assert set(table["detector"]) == {"mean_wu"} and len(table) == len(list_checkpoints(ind))
+    last = table.sort_values("step")["value"].iloc[-1]
+    assert last == pytest.approx(2.0 * float(load_model(ind).W_U.detach().mean()))  # prepared with the run directory
+    assert "mean W_U:" in inspect_checkpoint(ind)
+    assert f"<p id='mean-wu'>{len(table)} rows</p>" in build_report(table)
+
+
+def test_report_sections_skip_detectors_without_rows():
+    table = pd.DataFrame({"run": ["/r"], "checkpoint": ["a.pt"], "step": [1], "detector": ["load"],
+                          "layer": [None], "head": [None], "metric": ["error"], "value": [float("nan")],
+                          "error": ["corrupt"]})
+    page = build_report(table)
+    assert "<h3>Errors</h3>" in page and "corrupt" in page and "Progress measures" not in page

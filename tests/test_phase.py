@@ -1,0 +1,37 @@
+"""interp.phase: the induction phase change located on the best head curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from interp import locate_phase_change
+
+STEPS = [0, 1, 2, 4, 8, 16, 32, *range(50, 1001, 50)]
+
+
+def sigmoid_curve(centre: float, width: float = 25.0, noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = np.asarray(STEPS, dtype=float)
+    return 0.02 + 0.88 / (1 + np.exp(-(steps - centre) / width)) + noise * rng.standard_normal(len(steps))
+
+
+@pytest.mark.parametrize("centre", [120, 310, 640])
+def test_phase_change_at_the_steepest_rise(centre):
+    change = locate_phase_change(STEPS, sigmoid_curve(centre))
+    assert change is not None
+    assert change.start_step <= centre <= change.end_step and abs(change.step - centre) <= 25
+    assert change.after > change.before and change.slope > 0
+
+
+def test_noisy_early_log_spaced_points_do_not_win():
+    # a jump of 0.03 between steps 1 and 2 is steeper per step than the real rise, but small
+    scores = sigmoid_curve(500, noise=0.0)
+    scores[2] += 0.03
+    assert locate_phase_change(STEPS, scores).step == 475
+
+
+def test_flat_or_falling_curves_have_no_phase_change():
+    assert locate_phase_change(STEPS, np.full(len(STEPS), 0.3)) is None
+    assert locate_phase_change(STEPS, sigmoid_curve(300)[::-1]) is None
+    assert locate_phase_change([5], [0.9]) is None

@@ -1,0 +1,42 @@
+"""interp.runs: the run layout, run.json, and resolving paths and globs into checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp.runs import RunError, find_checkpoints, list_checkpoints, read_run_info, run_of, step_of
+
+
+def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):
+    ind, mod = tiny_runs
+    every = find_checkpoints([ind, mod])
+    assert len(every) == len(list_checkpoints(ind)) + len(list_checkpoints(mod))
+    assert find_checkpoints(ind.parent) == every  # a folder of runs
+    one = find_checkpoints(list_checkpoints(ind)[-1][1])
+    assert len(one) == 1 and one[0].run == str(ind.resolve()) and one[0].step == 20
+    globbed = find_checkpoints(str(ind / "checkpoints" / "step_00000[0-2]*"))
+    assert [r.step for r in globbed] == [0, 1, 2]
+    assert find_checkpoints([ind, ind / "checkpoints" / "step_000005.safetensors"]) == find_checkpoints(ind)
+    with pytest.raises(FileNotFoundError):
+        find_checkpoints(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError):
+        find_checkpoints(str(tmp_path / "*.safetensors"))
+
+
+def test_step_and_run_of_a_path(tiny_runs, tmp_path):
+    ind, _ = tiny_runs
+    step, path = list_checkpoints(ind)[-1]
+    assert step_of(path) == step == 20 and step_of(tmp_path / "model.pt") is None
+    assert run_of(path) == ind and run_of(ind) == ind and run_of(tmp_path / "model.pt") is None
+
+
+def test_run_info(tiny_runs, tmp_path):
+    ind, _ = tiny_runs
+    assert read_run_info(ind)["task"]["name"] == "induction"
+    assert read_run_info(tmp_path) is None
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(RunError, match="unreadable run.json"):
+        read_run_info(tmp_path)
+    (tmp_path / "run.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match="expected an object"):
+        read_run_info(tmp_path)
