@@ -1,10 +1,10 @@
 """One training loop for every task: AdamW, evaluation, checkpoints, resume, progress bar.
 
-A run is a directory (DESIGN section 5). The loop writes ``run.json`` first, then at every
-evaluation step a row of ``metrics.csv``, and at every checkpoint step the weights and then the
-optimiser state. ``resume=True`` continues from the step of the optimiser state on disk (the
-newest checkpoint whose optimiser state was written completely), dropping metrics rows after it.
-Batches depend only on (seed, step), so a resumed run reproduces an uninterrupted one exactly.
+A run is a directory (docs/architecture.md, "Run format"). The loop writes ``run.json`` first, then
+at every evaluation step a row of ``metrics.csv``, and at every checkpoint step the weights and
+then the optimiser state. ``resume=True`` continues from the step of the optimiser state on disk
+(the newest checkpoint whose optimiser state was written completely), dropping metrics rows after
+it. Batches depend only on (seed, step), so a resumed run reproduces an uninterrupted one exactly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The repeated-random-token probe [x0, r, r] (DESIGN 4.1)."""
+"""The repeated-random-token probe [x0, r, r] (docs/scores.md, "The repeated-token probe")."""
 
 from __future__ import annotations
 
