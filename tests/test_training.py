@@ -13,6 +13,7 @@ from interp.presets import preset
 from interp.training import RunError, checkpoint_steps, train
 
 SMALL = ["--steps", "20", "--checkpoint-every", "10", "--quiet"]
+TINY = ["--steps", "8", "--checkpoint-every", "4", "--quiet"]
 
 
 def test_checkpoint_schedule_is_log_spaced_then_regular():
@@ -26,7 +27,7 @@ def test_checkpoint_schedule_is_log_spaced_then_regular():
 def test_same_seed_same_metrics(tmp_path):
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        assert main(["train", "induction", "--out", str(tmp_path / name), "--seed", str(seed), *SMALL]) == 0
+        assert main(["train", "induction", "--out", str(tmp_path / name), "--seed", str(seed), *TINY]) == 0
         runs.append(pd.read_csv(tmp_path / name / "metrics.csv"))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert not runs[0]["test_loss"].equals(runs[2]["test_loss"])
@@ -37,11 +38,11 @@ def test_run_directory_layout(tmp_path):
     import json
 
     out = tmp_path / "run"
-    main(["train", "modadd", "--out", str(out), "--steps", "20", "--quiet"])
+    main(["train", "modadd", "--out", str(out), *TINY])
     info = json.loads((out / "run.json").read_text())
     assert info["task"] == {"name": "modadd", "p": 113, "frac_train": 0.3, "split_seed": 0}
     assert info["training"]["weight_decay"] == 2.0 and info["model_config"]["d_mlp"] == 512
-    assert [s for s, _ in list_checkpoints(out)] == checkpoint_steps(20)
+    assert [s for s, _ in list_checkpoints(out)] == checkpoint_steps(8, 4)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"train_loss", "test_loss", "train_acc", "test_acc"} <= set(metrics.columns)
 
