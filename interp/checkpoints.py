@@ -9,7 +9,10 @@ our files are safetensors, and foreign ``.pt``/``.pth`` files go through
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from transformer_lens import HookedTransformer
 
 from interp.files import atomic_write
 from interp.models import build_model, config_from_dict, config_to_dict, modadd_config
-from interp.runs import checkpoint_path, list_checkpoints
+from interp.runs import checkpoint_path, list_checkpoints, run_model_config
 
 __all__ = [
     "CheckpointError",
@@ -30,6 +33,7 @@ __all__ = [
     "load_cached",
     "load_model",
     "load_optimizer",
+    "nonfinite_weights",
     "read_checkpoint",
     "save_checkpoint",
     "save_optimizer",
@@ -131,7 +135,36 @@ def _is_weight(key: str) -> bool:
 # loading anything into a HookedTransformer
 
 
-def load_model(path: str | Path) -> HookedTransformer:
+#: Config fields that fix a model's shape: a checkpoint must agree with its run on all of them.
+SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "d_vocab_out", "n_ctx",
+                "attn_only", "normalization_type", "act_fn", "positional_embedding_type")
+
+
+def describe_shape(cfg: dict[str, Any]) -> str:
+    """``2 layers, d_model 64, 4 heads x 16, d_mlp -, vocab 128 -> 128, n_ctx 64`` from a config dict."""
+    mlp = "-" if cfg.get("attn_only") or not cfg.get("d_mlp") else cfg.get("d_mlp")
+    return (f"{cfg.get('n_layers')} layer(s), d_model {cfg.get('d_model')}, {cfg.get('n_heads')} heads x "
+            f"{cfg.get('d_head')}, d_mlp {mlp}, vocab {cfg.get('d_vocab')} -> {cfg.get('d_vocab_out')}, "
+            f"n_ctx {cfg.get('n_ctx')}")
+
+
+def _check_run(path: Path, cfg: dict[str, Any]) -> None:
+    """:class:`CheckpointError` when a checkpoint inside a run has another shape than its ``run.json`` records."""
+    found = run_model_config(path)
+    if found is None:
+        return
+    run, expected = found
+    if any(cfg.get(k) != expected.get(k) for k in SHAPE_FIELDS if k in expected):
+        raise CheckpointError(f"{path}: its model ({describe_shape(cfg)}) does not match its run "
+                              f"{run} ({describe_shape(expected)})")
+
+
+def nonfinite_weights(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or an infinity (empty for a healthy model)."""
+    return [name for name, t in model.named_parameters() if not bool(torch.isfinite(t).all())]
+
+
+def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
     """Load a ``HookedTransformer`` (CPU, eval mode) from any checkpoint this toolkit knows.
 
     ``path`` may be:
@@ -141,10 +174,18 @@ def load_model(path: str | Path) -> HookedTransformer:
     - a TransformerLens state dict with its config: a ``.pt``/``.pth`` dict with keys
       ``state_dict`` (or ``model``) and ``config`` (or ``cfg``);
     - a published grokking checkpoint of Nanda et al. 2023 in its original layout
-      (``{"model": state_dict, ...}`` with ``embed.W_E`` of shape d_model x (p+1)).
+      (``{"model": state_dict, ...}`` with ``embed.W_E`` of shape d_model x (p+1)), with or
+      without loss curves and with or without the original code's training config under
+      ``config``: that config must agree with the weights on ``p`` and ``d_model`` and is kept
+      as ``model.training_config``.
 
-    Raises ``FileNotFoundError`` for a missing path and :class:`CheckpointError` for a file that
-    is truncated, corrupt, or in a layout this loader does not know.
+    A checkpoint inside a run must have the model shape its ``run.json`` records. Weights that
+    hold NaN or infinity give a ``RuntimeWarning`` naming them (a :class:`CheckpointError` with
+    ``strict=True``).
+
+    Raises ``FileNotFoundError`` for a missing path, :class:`CheckpointError` for a file that
+    is truncated, corrupt, in a layout this loader does not know or foreign to its run, and
+    :class:`interp.runs.RunError` when the run's ``run.json`` is unreadable.
     """
     path = Path(path)
     if not path.exists():
@@ -154,11 +195,22 @@ def load_model(path: str | Path) -> HookedTransformer:
         if not ckpts:
             raise CheckpointError(f"{path}: run directory has no checkpoints/step_*.safetensors")
         path = ckpts[-1][1]
+    training = None
     if path.suffix == ".safetensors":
         state, cfg, _ = read_checkpoint(path)
+        _check_run(path, cfg)
     else:
-        state, cfg = _read_torch_file(path)
-    return _instantiate(path, cfg, state)
+        state, cfg, training = _read_torch_file(path)
+    model = _instantiate(path, cfg, state)
+    if training is not None:
+        model.training_config = training
+    bad = nonfinite_weights(model)
+    if bad:
+        message = f"{path}: NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+        if strict:
+            raise CheckpointError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return model
 
 
 def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> HookedTransformer:
@@ -208,14 +260,17 @@ class ModelCache:
         path = Path(path)
         if path.suffix != ".safetensors":
             self._key, self._model = None, None
-            return load_model(path), None
+            with warnings.catch_warnings():  # non-finite weights are the caller's to check
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return load_model(path), None
         state, cfg, step = read_checkpoint(path)
+        _check_run(path, cfg)
         key = json.dumps(cfg, sort_keys=True)
         if self._model is not None and key == self._key:
             _check_shapes(path, self._model, state)
             self._model.load_state_dict({k: state[k] for k in _weight_shapes(self._model)}, strict=False)
         else:
-            self._key, self._model = None, None
+            self._key = None  # a failed build leaves no stale model behind
             self._model, self._key = _instantiate(path, cfg, state), key
         return self._model, step
 
@@ -231,23 +286,43 @@ def load_cached(path: str | Path) -> tuple[HookedTransformer, int | None]:
     return cache.load(path)
 
 
-def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
+    """(state dict, model config, the original training config of a grokking checkpoint or None)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused the content; say what, in one line
+        code = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if code:
+            raise CheckpointError(f"{path}: refused: it refers to code ({code.group(1)}); "
+                                  "weights-only loading never runs it") from exc
+        raise CheckpointError(f"{path}: corrupt, or not a weights-only torch file") from exc
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({type(exc).__name__}: {first})") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     state = obj.get("state_dict", obj.get("model"))
     cfg = obj.get("config", obj.get("cfg"))
-    if isinstance(state, dict) and isinstance(cfg, dict):
-        return {k: v for k, v in state.items() if torch.is_tensor(v)}, cfg
-    if isinstance(state, dict) and _is_nanda_layout(state):
-        return _convert_nanda(path, state)
+    tl_config = isinstance(cfg, dict) and {"n_layers", "n_heads", "d_model"} <= set(cfg)
+    if isinstance(state, dict) and not tl_config and _is_nanda_layout(state):
+        converted, model_cfg = _convert_nanda(path, state)
+        if isinstance(cfg, dict):  # the original code's training config (p, lr, frac_train, ...)
+            _check_training_config(path, cfg, model_cfg)
+        return converted, model_cfg, cfg if isinstance(cfg, dict) else None
+    if isinstance(state, dict) and tl_config:
+        return {k: v for k, v in state.items() if torch.is_tensor(v)}, cfg, None
     raise CheckpointError(
         f"{path}: unknown checkpoint layout (keys: {sorted(obj)[:8]}); expected a TransformerLens "
         "state dict with its config, or a Nanda et al. grokking checkpoint"
     )
+
+
+def _check_training_config(path: Path, training: dict[str, Any], model_cfg: dict[str, Any]) -> None:
+    """The stored training config must describe these weights: its ``p`` and ``d_model``, if given."""
+    for key, actual in (("p", model_cfg["d_vocab_out"]), ("d_model", model_cfg["d_model"])):
+        if key in training and training[key] != actual:
+            raise CheckpointError(f"{path}: its stored config says {key} = {training[key]!r}, "
+                                  f"but the weights have {key} = {actual}")
 
 
 def _is_nanda_layout(state: dict[str, Any]) -> bool:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_USAGE = 2
-#: ``interp score``: some checkpoints could not be scored (they are error rows in the table).
+#: Some items could not be done (error rows in the table, failed cells), or the job could not
+#: write its output (a full disk, a read-only file system).
 EXIT_SOME_FAILED = 1
 #: ``interp score`` prints at most this many error reasons on stderr.
 MAX_ERRORS_SHOWN = 20
@@ -24,13 +25,14 @@ def _train(args: argparse.Namespace) -> int:
 
     steps = args.steps if args.steps is not None else args.epochs
     options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every)
-    out = train(options, args.out, resume=args.resume, quiet=args.quiet)
+    out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps)
     if not args.quiet:
         print(f"run written to {out}")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
+    from interp.runs import CHECKPOINT_DIR
     from interp.score_table import SUFFIXES
     from interp.scoring import check_detectors, score_to_file
 
@@ -43,7 +45,9 @@ def _score(args: argparse.Namespace) -> int:
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
-        print(f"interp: could not score {row['run']}/{row['checkpoint']}: {row['error']}", file=sys.stderr)
+        path = Path(row["run"]) / CHECKPOINT_DIR / row["checkpoint"]
+        path = path if path.exists() else Path(row["run"]) / row["checkpoint"]
+        print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():
             for detector, reason in why.items():
@@ -203,8 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interp: interrupted", file=sys.stderr)
         return 130
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"interp: error: {exc}", file=sys.stderr)
+        print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a full disk, a read-only file system, ...: the job failed, not the user
+        print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

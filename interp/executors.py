@@ -144,11 +144,7 @@ class DaskExecutor:
                 'a Dask scheduler needs dask.distributed: pip install "interp-circuits[dask]"'
             ) from None
         if isinstance(scheduler, str):
-            try:
-                self.client = Client(scheduler, timeout="20s", set_as_default=False)
-            except OSError as exc:
-                raise ValueError(f"cannot connect to the Dask scheduler at {scheduler} ({exc})") from exc
-            self._owns = True
+            self.client, self._owns = _connect(Client, scheduler, CONNECT_TIMEOUT), True
         else:
             self.client, self._owns = scheduler, False
         threads = sum(self.client.nthreads().values()) or 1
@@ -184,6 +180,47 @@ class DaskExecutor:
     def close(self) -> None:
         if self._owns:
             self.client.close()
+
+
+#: Seconds to reach a Dask scheduler and complete its handshake before giving up.
+CONNECT_TIMEOUT = 20.0
+
+
+def _connect(client_class: Any, address: str, timeout: float) -> Any:
+    """A ``distributed.Client`` for ``address``, or ``ValueError`` (one line) within ``timeout`` s.
+
+    A bare connection and handshake come first, bounded by ``timeout``: a server that accepts the
+    connection but does not speak Dask's protocol (an HTTP server, say) otherwise holds a
+    ``Client`` for minutes, or answers with bytes that Dask reads as a huge frame length. Only a
+    server that completes the handshake gets a client.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address, strict=True)
+        get_backend(scheme).get_address_host_port(location)
+    except (ValueError, NotImplementedError) as exc:
+        raise ValueError(f"not a Dask scheduler address: {address} ({exc})") from None
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout + 1.0)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+        return client_class(address, timeout=f"{timeout}s", set_as_default=False)
+    except (asyncio.TimeoutError, TimeoutError):
+        why = f"no Dask handshake within {timeout:.0f} s; is it a Dask scheduler?"
+    except (MemoryError, OverflowError, ValueError):  # a foreign server's bytes read as frame lengths
+        why = "it answered in another protocol; is it a Dask scheduler?"
+    except Exception as exc:  # refused, unreachable, a bad address, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    raise ValueError(f"cannot connect to the Dask scheduler at {address} ({why})")
 
 
 def make_executor(workers: int = 1, scheduler: Any = None) -> SerialExecutor | ProcessExecutor | DaskExecutor:

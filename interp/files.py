@@ -2,34 +2,93 @@
 
 The content is written to a temporary name in the target's directory, flushed to disk, then
 renamed onto the target, so a killed process leaves either the old file or the new one, never
-half of one.
+half of one. The new file gets the mode a plain ``open(path, "w")`` would give it (``0666`` less
+the umask, so ``0644`` under umask 022), or the mode of the file it replaces, so a ``chmod``
+survives a rewrite. The temporary name is short and independent of the target's name, so every
+name the file system allows can be written. An operating-system failure (read-only file
+system, full disk, a directory where a file is expected, a name too long, no permission)
+raises :class:`WriteError`: one line naming the path and the cause, nothing left behind.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks
+    fcntl = None
+
+__all__ = ["WriteError", "atomic_write", "atomic_write_text", "locked", "new_file_mode"]
+
+
+class WriteError(OSError):
+    """A file could not be written; ``str()`` is one line naming the path and the cause."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def new_file_mode() -> int:
+    """``0o666`` less the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _cause(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, fsynced)."""
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, fsynced).
+
+    Raises :class:`WriteError` for any operating-system failure, with the temporary file removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".interp-{secrets.token_hex(4)}.tmp"
     try:
-        write(tmp)
+        if path.is_dir():
+            raise WriteError(errno.EISDIR, f"cannot write {path}: it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else new_file_mode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        write(str(tmp))
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if isinstance(exc, WriteError):
+            raise
+        raise WriteError(exc.errno, f"cannot write {path}: {_cause(exc)}") from exc
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path) -> None:
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -40,3 +99,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
 
     atomic_write(path, write)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for ``path`` (POSIX ``flock``) while the block runs.
+
+    Writers that read a file, merge into it and write it back hold this lock around all three,
+    so two processes never drop each other's rows. The lock is a hidden empty file beside
+    ``path`` (``.interp-lock-HASH``, a fixed length whatever the name), left in place. Where
+    ``fcntl`` does not exist the block runs unlocked.
+    """
+    path = Path(path)
+    name = hashlib.blake2b(path.name.encode(), digest_size=6).hexdigest()
+    lock = path.parent / f".interp-lock-{name}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, new_file_mode())
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {path}: {_cause(exc)}") from exc
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -16,10 +16,11 @@ def inspect_checkpoint(path: str | Path) -> str:
 
     ``path`` is anything :func:`interp.load_model` reads (a run directory means its latest
     checkpoint); the run directory, when there is one, gives detectors their run context (the
-    train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies.
+    train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies and
+    :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights.
     """
     path = Path(path)
-    model = load_model(path)
+    model = load_model(path, strict=True)  # NaN or infinite weights: one line, not a table of NaN
     cfg = model.cfg
     sections = [f"{path}: {cfg.n_layers} layer(s), {cfg.n_heads} heads, d_model {cfg.d_model}, "
                 f"n_ctx {cfg.n_ctx}, d_vocab {cfg.d_vocab}"]

@@ -15,6 +15,10 @@ from circuits.progress import FourierReport, GrokkingPhases
 
 _FOURIER_KEY_COLOUR = "rgba(214, 39, 40, 0.12)"
 _FOURIER_PHASE_COLOURS = ("rgba(31, 119, 180, 0.10)", "rgba(255, 127, 14, 0.12)", "rgba(44, 160, 44, 0.12)")
+#: One colour per head, the same in every panel of a figure (plotly's and D3's 10 + 10 more).
+_HEAD_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+                 "#e6550d", "#31a354", "#756bb1", "#636363")
 
 
 def _fourier_unpack(
@@ -103,9 +107,10 @@ def plot_progress_measures(measures: pd.DataFrame, phases: GrokkingPhases | None
     for end, label, colour in zip(bounds, labels, _FOURIER_PHASE_COLOURS):
         if end is None:
             break
-        for row in (1, 2, 3):
+        for row in (1, 2, 3):  # the label once, on the top panel (an annotation without text shows "new text")
+            label_args = {"annotation_text": label, "annotation_position": "top left"} if row == 1 else {}
             fig.add_vrect(x0=start, x1=end, fillcolor=colour, line_width=0, layer="below", row=row, col=1,
-                          annotation_text=label if row == 1 else None, annotation_position="top left")
+                          **label_args)
         start = end
     fig.update_xaxes(title_text="step", row=3, col=1)
     fig.update_layout(title="Progress measures of grokking", height=800)
@@ -133,21 +138,24 @@ def plot_head_scores(
         raise ValueError(f"table has no head rows for metrics {', '.join(metrics)}")
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[m.replace("_", " ") for m in metrics])
+    heads = sorted({(int(la), int(h)) for la, h in zip(rows["layer"], rows["head"])})
+    colour = {head: _HEAD_COLOURS[i % len(_HEAD_COLOURS)] for i, head in enumerate(heads)}
     for r, metric in enumerate(metrics, start=1):
         part = rows[rows["metric"] == metric]
         for (layer, head), curve in part.groupby(["layer", "head"], sort=True):
             curve = curve.sort_values("step")
-            fig.add_scatter(x=curve["step"].astype(int), y=curve["value"], mode="lines+markers",
-                            name=f"L{int(layer)}H{int(head)}", legendgroup=f"L{int(layer)}H{int(head)}",
-                            showlegend=r == 1, marker={"size": 4}, row=r, col=1)
+            name, c = f"L{int(layer)}H{int(head)}", colour[(int(layer), int(head))]
+            fig.add_scatter(x=curve["step"].astype(int), y=curve["value"], mode="lines+markers", name=name,
+                            legendgroup=name, showlegend=r == 1, line={"color": c}, marker={"size": 4, "color": c},
+                            row=r, col=1)
         fig.update_yaxes(title_text="score", row=r, col=1)
     if phase_change is not None:
         for r in range(1, len(metrics) + 1):
             fig.add_vrect(x0=phase_change.start_step, x1=phase_change.end_step, fillcolor=_FOURIER_PHASE_COLOURS[1],
                           line_width=0, layer="below", row=r, col=1)
-            fig.add_vline(x=phase_change.step, line_dash="dash", line_color="black", row=r, col=1,
-                          annotation_text=f"phase change ~ step {phase_change.step}" if r == 1 else None,
-                          annotation_position="top right")
+            label_args = {"annotation_text": f"phase change ~ step {phase_change.step}",
+                          "annotation_position": "top right"} if r == 1 else {}
+            fig.add_vline(x=phase_change.step, line_dash="dash", line_color="black", row=r, col=1, **label_args)
     fig.update_xaxes(title_text="step", row=len(metrics), col=1)
     fig.update_layout(title=title, height=300 * len(metrics) + 100)
     return fig

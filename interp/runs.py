@@ -14,6 +14,7 @@ command line (run directories, folders of runs, checkpoint files, globs) into ch
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -34,7 +35,9 @@ __all__ = [
     "RunError",
     "checkpoint_path",
     "find_checkpoints",
+    "fingerprint",
     "list_checkpoints",
+    "run_model_config",
     "read_run_info",
     "run_of",
     "run_train_mask",
@@ -102,6 +105,48 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
     return info
 
 
+def run_model_config(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """(run directory, ``model_config`` of its ``run.json``) of a checkpoint inside a run, else None.
+
+    None for a loose file, a run without ``run.json`` or a ``run.json`` without a model config;
+    :class:`RunError` when ``run.json`` is unreadable.
+    """
+    run = run_of(checkpoint) if Path(checkpoint).is_file() else None
+    info = None if run is None else read_run_info(run)
+    if info is None or not isinstance(info.get("model_config"), dict):
+        return None
+    return run, info["model_config"]
+
+
+def fingerprint(path: str | Path) -> str:
+    """``SIZE-HASH`` of a checkpoint's content (BLAKE2b, 16 hex digits); "" when it cannot be read.
+
+    For safetensors files the hash covers the metadata with sorted keys and each tensor's name,
+    dtype, shape and bytes in name order, not the raw file: the library writes the header's keys
+    in an arbitrary order, so two writes of the same weights differ byte for byte. Other files
+    are hashed whole. Batch scoring stores it beside each checkpoint's rows, so a checkpoint whose
+    content changed (a run retrained into the same folder) is scored again.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    try:
+        data = Path(path).read_bytes()
+        if Path(path).suffix == ".safetensors":
+            size = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8:8 + size])
+            body = memoryview(data)[8 + size:]
+            digest.update(json.dumps(header.pop("__metadata__", {}), sort_keys=True).encode())
+            for name in sorted(header):
+                entry = header[name]
+                begin, stop = entry["data_offsets"]
+                digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+                digest.update(body[begin:stop])
+        else:
+            digest.update(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"{len(data)}-{digest.hexdigest()}"
+
+
 def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
     """The training split of a modular-addition run, from ``RUN/run.json``; None without the file.
 
@@ -133,7 +178,7 @@ def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
 
 @dataclass(frozen=True, order=True)
 class CheckpointRef:
-    """One checkpoint file: its run (run directory, absolute), file name, path, and step if known.
+    """One checkpoint file: its run (run directory, absolute), file name, path, step if known, content hash.
 
     ``step`` comes from ``step_<N>`` in the file name; the file's metadata overrides it once loaded.
     """
@@ -143,13 +188,14 @@ class CheckpointRef:
     checkpoint: str
     path: str = field(compare=False)
     step: int | None = field(compare=False, default=None)
+    fingerprint: str = field(compare=False, default="")
 
 
 def _ref(path: Path) -> CheckpointRef:
     path = Path(os.path.abspath(path))  # absolute, symlinks kept: a linked file is its own checkpoint
     run = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
     step = step_of(path)
-    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step)
+    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step, fingerprint(path))
 
 
 def _refs_in_dir(directory: Path) -> list[CheckpointRef]:

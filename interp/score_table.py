@@ -7,12 +7,15 @@ One row per (checkpoint, detector, head or model, metric)::
     step        Int64  training step (from the file's metadata or ``step_<N>`` in its name)
     detector    str    "heads", "fourier", or "load" for a checkpoint that could not be read
     layer       Int64  layer of a head metric; <NA> for model-level metrics
-    head        Int64  head of a head metric; <NA> for model-level metrics
+    head        Int64  head of a head metric; the frequency k of a "key_frequency" row; else <NA>
     metric      str    e.g. "prefix_matching", "restricted_loss", "key_frequency", or "error"
     value       float  the number; NaN on error rows
     error       str    why scoring failed (error rows only); "" otherwise
+    fingerprint str    content hash of the checkpoint file scored (:func:`interp.runs.fingerprint`)
 
-Files are ``.parquet`` (needs pyarrow) or ``.csv``; both are replaced atomically.
+(run, checkpoint, detector, layer, head, metric) is unique outside error rows. A table written
+before ``fingerprint`` existed reads with it empty, which matches no file, so its checkpoints are
+scored again. Files are ``.parquet`` (needs pyarrow) or ``.csv``; both are replaced atomically.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from interp.files import atomic_write
 
 __all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "write_table"]
 
-COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error"]
+COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error", "fingerprint"]
 #: ``metric`` of a row recording a checkpoint (or one detector on it) that could not be scored.
 ERROR_METRIC = "error"
 _DTYPES = {
     "run": "string", "checkpoint": "string", "step": "Int64", "detector": "string",
     "layer": "Int64", "head": "Int64", "metric": "string", "value": "float64", "error": "string",
+    "fingerprint": "string",
 }
+_TEXT = ("error", "fingerprint")
 SUFFIXES = (".parquet", ".csv")
 
 
@@ -45,9 +50,10 @@ def canonical(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
     for col in COLUMNS:
         if col not in frame:
-            frame[col] = "" if col == "error" else None
+            frame[col] = "" if col in _TEXT else None
     frame = frame[COLUMNS]
-    frame["error"] = frame["error"].fillna("")
+    for col in _TEXT:
+        frame[col] = frame[col].fillna("")
     frame = frame.astype(_DTYPES)
     keys = ["run", "step", "checkpoint", "detector", "metric", "layer", "head", "value"]
     return frame.sort_values(keys, na_position="first", kind="stable", ignore_index=True)
@@ -66,6 +72,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     _check_suffix(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a table file")
     if not path.is_file():
         raise FileNotFoundError(f"no such table: {path}")
     try:
@@ -76,7 +84,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                                                                        "value": ["", "nan", "NaN"]})
     except Exception as exc:  # pyarrow and the csv parser raise many types; all mean "not a table"
         raise ValueError(f"{path}: cannot read as a scores table ({type(exc).__name__}: {exc})") from exc
-    missing = [c for c in COLUMNS if c not in frame]
+    missing = [c for c in COLUMNS if c not in frame and c != "fingerprint"]
     if missing:
         raise ValueError(f"{path}: not a scores table (missing columns {', '.join(missing)})")
     return canonical(frame)

@@ -8,8 +8,11 @@ table file, keeping what the file already holds and flushing as checkpoints fini
 job restarts where it stopped. The table schema is in :mod:`interp.score_table`.
 
 A detector that does not apply to a run's model is skipped for that run (no rows, no error). A
-checkpoint that cannot be read gives one row ``detector="load", metric="error"``; a detector that
-fails on a checkpoint gives ``detector=<name>, metric="error"``; the reason is in ``error``.
+checkpoint that cannot be read, that holds NaN or infinite weights, or whose model does not
+match its run's ``run.json`` gives one row ``detector="load", metric="error"``; a detector that
+fails on a checkpoint gives ``detector=<name>, metric="error"``; the reason is in ``error``. Every
+row carries the checkpoint's content fingerprint, so a checkpoint whose file changed is scored
+again. An unreadable ``run.json`` stops the job with :class:`interp.runs.RunError`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from interp.checkpoints import CheckpointError, load_cached
+from interp.checkpoints import CheckpointError, load_cached, nonfinite_weights
 from interp.detectors import DETECTORS
 from interp.executors import Executor, make_executor
-from interp.runs import CheckpointRef, find_checkpoints, run_of
+from interp.files import locked
+from interp.runs import CheckpointRef, find_checkpoints, read_run_info, run_of
 from interp.score_table import ERROR_METRIC, canonical, empty_table, read_table, write_table
 
 __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
@@ -51,7 +55,9 @@ class RunPlan:
 
 
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
-    """The detectors that apply to the run and their contexts, from its latest readable checkpoint.
+    """The detectors that apply to the run and their contexts, from its latest sound checkpoint.
+
+    Sound: readable, matching the run, with finite weights.
 
     When no checkpoint of the run can be read, every requested detector is planned (with no
     context) and each checkpoint becomes an error row when scored.
@@ -60,9 +66,11 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
     for ref in sorted(refs, reverse=True):
         try:
             model, _ = load_cached(ref.path)
-            break
-        except Exception:  # an unreadable checkpoint is reported when it is scored
+        except Exception:  # an unreadable or foreign checkpoint is reported when it is scored
             continue
+        if not nonfinite_weights(model):
+            break
+        model = None
     if model is None:
         return RunPlan(dict.fromkeys(detectors))
     run_dir = run_of(refs[0].path)
@@ -95,7 +103,7 @@ def _reason(exc: BaseException) -> str:
 
 def _error_row(ref: CheckpointRef, detector: str, reason: str) -> dict[str, Any]:
     return {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step, "detector": detector,
-            "metric": ERROR_METRIC, "value": float("nan"), "error": reason}
+            "metric": ERROR_METRIC, "value": float("nan"), "error": reason, "fingerprint": ref.fingerprint}
 
 
 def score_task(task: ScoreTask) -> list[dict[str, Any]]:
@@ -105,7 +113,11 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
         model, step = load_cached(ref.path)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
         return [_error_row(ref, "load", _reason(exc))]
-    base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step}
+    bad = nonfinite_weights(model)
+    if bad:  # checked once here, for every detector
+        return [_error_row(ref, "load", f"NaN or infinite weights in {', '.join(bad[:4])}")]
+    base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step,
+            "fingerprint": ref.fingerprint}
     rows: list[dict[str, Any]] = []
     for name in task.detectors:
         try:
@@ -121,23 +133,34 @@ def _lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
     return [_error_row(task.ref, "load", f"the worker process died while scoring this checkpoint ({type(exc).__name__})")]
 
 
-def _done_keys(existing: pd.DataFrame | None) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
-    """(run, checkpoint, detector) already scored, and (run, checkpoint) with an error row (rescored)."""
+def _stale(existing: pd.DataFrame, refs: Sequence[CheckpointRef] | None) -> set[tuple[str, str]]:
+    """(run, checkpoint) whose rows must be scored again: an error row, or a file that changed."""
+    failed = existing[existing["metric"] == ERROR_METRIC]
+    stale = set(zip(failed["run"], failed["checkpoint"]))
+    if refs is not None:
+        now = {(r.run, r.checkpoint): r.fingerprint for r in refs}
+        stale |= {(r, c) for r, c, f in zip(existing["run"], existing["checkpoint"], existing["fingerprint"])
+                  if (r, c) in now and f != now[(r, c)]}
+    return stale
+
+
+def _done_keys(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | None = None
+               ) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
+    """(run, checkpoint, detector) already scored, and the stale (run, checkpoint) (:func:`_stale`)."""
     if existing is None or existing.empty:
         return set(), set()
-    failed = existing[existing["metric"] == ERROR_METRIC]
-    bad = set(zip(failed["run"], failed["checkpoint"]))
+    stale = _stale(existing, refs)
     ok = existing[existing["metric"] != ERROR_METRIC]
-    done = {k for k in zip(ok["run"], ok["checkpoint"], ok["detector"]) if (k[0], k[1]) not in bad}
-    return done, bad
+    done = {k for k in zip(ok["run"], ok["checkpoint"], ok["detector"]) if (k[0], k[1]) not in stale}
+    return done, stale
 
 
-def drop_failed(existing: pd.DataFrame | None) -> pd.DataFrame:
-    """``existing`` without the checkpoints that have an error row (they will be scored again)."""
+def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | None = None) -> pd.DataFrame:
+    """``existing`` without its stale checkpoints (error rows; with ``refs``, changed files): they are scored again."""
     if existing is None or existing.empty:
         return empty_table()
-    _, bad = _done_keys(existing)
-    keep = [(r, c) not in bad for r, c in zip(existing["run"], existing["checkpoint"])]
+    _, stale = _done_keys(existing, refs)
+    keep = [(r, c) not in stale for r, c in zip(existing["run"], existing["checkpoint"])]
     return existing[pd.Series(keep, index=existing.index, dtype=bool)]
 
 
@@ -179,7 +202,8 @@ def score_checkpoints(
         detectors: names in :data:`interp.detectors.DETECTORS` (default all); those that do not
             apply to a run's model are skipped for that run.
         existing: a table from an earlier call: its (checkpoint, detector) pairs are not scored
-            again and its rows are kept; checkpoints with an error row in it are scored again.
+            again and its rows are kept; checkpoints with an error row in it, or whose file's
+            fingerprint changed, are scored again (their old rows dropped).
         workers: local processes (1: in this process). ``scheduler``: a Dask scheduler address
             or ``distributed.Client`` instead. ``executor``: any :class:`interp.executors.Executor`
             (then ``workers`` and ``scheduler`` are ignored and the executor is left open).
@@ -198,8 +222,10 @@ def score_checkpoints(
     if not refs:
         shown = [paths] if isinstance(paths, (str, Path)) else paths
         raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}")
-    done, _ = _done_keys(existing)
-    kept = drop_failed(existing)
+    for run in dict.fromkeys(r.run for r in refs):
+        read_run_info(run)  # an unreadable run.json stops the job here, before anything is scored
+    done, _ = _done_keys(existing, refs)
+    kept = drop_failed(existing, refs)
     tasks, skipped = _plan_tasks(refs, detectors, done)
 
     new: list[dict[str, Any]] = []
@@ -232,20 +258,22 @@ def score_to_file(
     """:func:`score_checkpoints` into the table file ``out`` (``.parquet`` or ``.csv``), resumable.
 
     The rows already in ``out`` are kept and their checkpoints not scored again (checkpoints with
-    an error row are). New rows reach the file as checkpoints finish (at most every
-    :data:`FLUSH_SECONDS`, and at the end, also on an exception or Ctrl-C), each time replacing
-    it atomically; nothing is written when nothing new was scored. ``options`` go to
-    :func:`score_checkpoints`. Returns the whole table.
+    an error row, or whose file changed, are). New rows reach the file as checkpoints finish (at
+    most every :data:`FLUSH_SECONDS`, and at the end, also on an exception or Ctrl-C). Each write
+    merges under a lock (:func:`interp.files.locked`): it re-reads the file, replaces the rows of
+    the checkpoints this job scored and keeps every other row, so jobs writing one table at the
+    same time never drop each other's rows. Nothing is written when nothing new was scored.
+    ``options`` go to :func:`score_checkpoints`. Returns the whole table as written.
     """
     out = Path(out)
     existing = read_table(out) if out.exists() else None
-    base = drop_failed(existing)
     new: list[pd.DataFrame] = []
     last_write = [0.0]
+    merged: list[pd.DataFrame] = []
 
     def flush(force: bool = False) -> None:
         if new and (force or time.monotonic() - last_write[0] >= FLUSH_SECONDS):
-            write_table(pd.concat([base, *new], ignore_index=True), out)
+            merged[:] = [_merge_into(out, pd.concat(new, ignore_index=True))]
             last_write[0] = time.monotonic()
 
     def on_checkpoint(rows: pd.DataFrame) -> None:
@@ -256,6 +284,29 @@ def score_to_file(
         table = score_checkpoints(paths, detectors, existing=existing, on_checkpoint=on_checkpoint, **options)
     finally:
         flush(force=True)
-    if new:
+    if merged:
+        merged[0].attrs.update(table.attrs)
+        return merged[0]
+    return table
+
+
+def _merge_into(out: Path, mine: pd.DataFrame) -> pd.DataFrame:
+    """Write ``mine`` into the table file ``out`` under its lock, replacing what it supersedes.
+
+    Superseded: rows of the same checkpoint and detector, and, for every checkpoint in ``mine``,
+    its error rows and rows of another file content (fingerprint). Returns the table written.
+    """
+    with locked(out):
+        current = read_table(out) if out.exists() else empty_table()
+        fingerprints = dict(zip(zip(mine["run"], mine["checkpoint"]), mine["fingerprint"]))
+        scored = set(zip(mine["run"], mine["checkpoint"], mine["detector"]))
+        keep = [
+            (r, c) not in fingerprints
+            or ((r, c, d) not in scored and m != ERROR_METRIC and f == fingerprints[(r, c)])
+            for r, c, d, m, f in zip(current["run"], current["checkpoint"], current["detector"],
+                                     current["metric"], current["fingerprint"])
+        ]
+        table = canonical(pd.concat([current[pd.Series(keep, index=current.index, dtype=bool)], mine],
+                                    ignore_index=True))
         write_table(table, out)
     return table

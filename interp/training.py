@@ -25,7 +25,15 @@ from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint,
 from interp.files import atomic_write_text
 from interp.models import build_model, config_to_dict
 from interp.presets import TrainOptions
-from interp.runs import METRICS_FILE, OPTIMIZER_FILE, RUN_FILE, RunError, checkpoint_path, list_checkpoints
+from interp.runs import (
+    METRICS_FILE,
+    OPTIMIZER_FILE,
+    RUN_FILE,
+    RunError,
+    checkpoint_path,
+    list_checkpoints,
+    read_run_info,
+)
 from interp.tasks import make_task
 
 
@@ -52,8 +60,13 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    steps: int | None = None,
 ) -> Path:
     """Train ``options.task`` into run directory ``out``; returns ``out``.
+
+    With ``resume=True`` and a run in ``out``, the run's recorded options are used, not
+    ``options``: it continues to its recorded length, or to ``steps`` when that is given and
+    longer (``run.json`` then records the new length).
 
     Raises :class:`RunError` when ``out`` holds something other than an empty directory and
     ``resume`` is False, or when a resume finds no usable state; :class:`CheckpointError` when a
@@ -63,7 +76,7 @@ def train(
     out = Path(out)
     has_run = (out / RUN_FILE).exists()
     if resume and has_run:
-        options = _resume_options(out, options)
+        options = _resume_options(out, options, steps)
     elif out.exists() and any(out.iterdir()):
         why = "holds no run.json to resume from" if resume else "is not empty; pass --resume to continue the run in it"
         raise RunError(f"{out} exists and {why}")
@@ -77,6 +90,7 @@ def train(
     start, rows = 0, []
     if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
+        _write_run_json(out, options, task, model)  # records an extension, if any
     else:
         _write_run_json(out, options, task, model)
 
@@ -89,7 +103,7 @@ def train(
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("train_loss", "test_loss", "test_acc")})
             if on_eval is not None:
                 on_eval(rows[-1])
-        if step in ckpt_steps:
+        if step in ckpt_steps and not (step == start and start > 0):  # a resume's own checkpoint exists
             save_checkpoint(checkpoint_path(out, step), model, step)
             save_optimizer(out / OPTIMIZER_FILE, optimizer, step, extra=grad_filter.state())
         if step == options.steps:
@@ -178,16 +192,18 @@ def _write_run_json(out: Path, options: TrainOptions, task, model) -> None:
     atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
 
 
-def _resume_options(out: Path, requested: TrainOptions) -> TrainOptions:
+def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> TrainOptions:
     try:
-        info = json.loads((out / RUN_FILE).read_text())
+        info = read_run_info(out)
         options = TrainOptions.from_dict(info["training"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{out}/run.json is unreadable, cannot resume ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{out}/{RUN_FILE} is unreadable, cannot resume ({exc})") from exc
     if requested.task != options.task:
         raise RunError(f"{out} holds a {options.task} run, not {requested.task}")
-    if requested.steps > options.steps:  # extending a finished run
-        options = dataclasses.replace(options, steps=requested.steps)
+    if steps is not None and steps < options.steps:
+        raise RunError(f"{out} is a run of {options.steps} steps; --steps {steps} cannot shorten it")
+    if steps is not None:
+        options = dataclasses.replace(options, steps=steps)
     return options
 
 

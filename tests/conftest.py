@@ -1,7 +1,8 @@
 """Shared fixtures: the published grokking checkpoint, tiny runs, and real training runs (trained once).
 
 Tiers: ``python -m pytest -m "not slow"`` is the quick tier (under a minute: hand-built and
-tiny models); tests marked ``slow`` train full models (the default recipes, notebooks).
+tiny models); tests marked ``slow`` train full models (the default recipes, notebooks), start
+processes (a new interpreter pays seconds of imports) or wait out a timeout.
 """
 
 from __future__ import annotations

@@ -90,3 +90,57 @@ def test_cache_rebuilds_for_another_config_and_checks_shapes(tiny_runs, tmp_path
     a, _ = load_cached(list_checkpoints(ind)[0][1])
     b, _ = load_cached(list_checkpoints(mod)[0][1])
     assert a is not b and b.cfg.d_vocab_out == 113
+
+
+def test_a_run_refuses_a_checkpoint_of_another_shape(tiny_runs, tmp_path):
+    import shutil
+
+    ind, mod = tiny_runs
+    run = tmp_path / "ind"
+    shutil.copytree(ind, run)
+    shutil.copy(list_checkpoints(mod)[-1][1], run / "checkpoints" / "step_000700.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        load_model(run)
+    message = str(info.value)
+    assert "\n" not in message and "does not match its run" in message
+    assert "1 layer(s), d_model 128" in message and "2 layer(s), d_model 64" in message
+
+
+def test_nan_weights_warn_or_raise(tmp_path):
+    model = build_model(induction_config(), seed=0)
+    with torch.no_grad():
+        model.blocks[1].attn.W_K[0, 0, 0] = float("inf")
+    path = checkpoint_path(tmp_path, 3)
+    save_checkpoint(path, model, 3)
+    with pytest.warns(RuntimeWarning, match="NaN or infinite weights in blocks.1.attn.W_K"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="NaN or infinite weights in blocks.1.attn.W_K"):
+        load_model(path, strict=True)
+
+
+def test_an_unsafe_pickle_is_refused_in_one_line(tmp_path):
+    import os
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": os.system}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and "refers to code" in message and "weights_only=False" not in message
+
+
+@pytest.mark.parametrize("extra", [{}, {"train_losses": [4.7, 0.1], "test_losses": [4.7]}])
+def test_original_layout_with_its_training_config_loads(published_path, tmp_path, extra):
+    original = torch.load(published_path, map_location="cpu", weights_only=True)
+    config = {"lr": 1e-3, "weight_decay": 1.0, "p": 113, "d_model": 128, "frac_train": 0.3, "seed": 0}
+    path = tmp_path / "grok.pth"
+    torch.save({"model": original["model"], "config": config, **extra}, path)
+    model = load_model(path)
+    assert model.training_config == config and model.cfg.d_vocab_out == 113
+    with torch.inference_mode():
+        assert (model(all_pairs(113))[:, -1].argmax(-1) == answers(113)).float().mean() >= 0.999
+    torch.save({"model": original["model"], "config": {**config, "p": 97}}, path)
+    with pytest.raises(CheckpointError, match="p = 97, but the weights have p = 113"):
+        load_model(path)
+    torch.save({"model": original["model"]}, path)
+    assert not hasattr(load_model(path), "training_config")

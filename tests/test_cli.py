@@ -51,7 +51,7 @@ def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, ca
     out = tmp_path / "s.csv"
     assert main(["score", str(run), "--out", str(out), "--quiet", "--workers", "2"]) == 1
     err = capsys.readouterr().err
-    assert bad.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(bad) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     table = read_table(out)
     errors = table[table["metric"] == "error"]
     assert errors["checkpoint"].tolist() == [bad.name] and "truncated" in errors["error"].iloc[0]
@@ -115,3 +115,49 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "interp", "score", str(tmp_path / "x"), "--out", str(tmp_path / "s.csv")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("interp: error:") and "Traceback" not in proc.stderr
+
+
+def test_os_errors_are_one_line(tiny_runs, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from interp import files
+
+    ind, _ = tiny_runs
+    (tmp_path / "dir.csv").mkdir()
+    assert main(["score", str(ind), "--out", str(tmp_path / "dir.csv"), "--quiet"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    table = tmp_path / "s.csv"
+    assert main(["score", str(ind), "--out", str(table), "--quiet", "--detectors", "heads"]) == 0
+    assert main(["report", str(table), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {tmp_path}: it is a directory" in err
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(files.os, "replace", read_only)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["report", str(table), "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "read-only file system" in err and "r.html" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial file
+
+
+def test_inspect_refuses_nan_weights_in_one_line(tiny_runs, tmp_path, capsys):
+    import torch
+
+    from interp import load_model
+    from interp.checkpoints import save_checkpoint
+
+    ind, _ = tiny_runs
+    step, path = list_checkpoints(ind)[-1]
+    model = load_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    bad = tmp_path / "nan.safetensors"
+    save_checkpoint(bad, model, step)
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NaN or infinite weights" in err and "Traceback" not in err

@@ -37,3 +37,51 @@ def test_without_lost_the_death_is_raised():
 
 def test_serial_executor_keeps_order():
     assert list(SerialExecutor().map_unordered(lambda x: x + 1, [3, 1, 2])) == [4, 2, 3]
+
+
+@pytest.mark.slow  # starts processes or waits out a timeout
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", b"\xff" * 64])
+def test_a_server_that_is_not_dask_fails_in_one_line(monkeypatch, reply):
+    """A silent server, an HTTP server, one answering garbage: a one-line ValueError within the timeout."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("distributed")
+    from interp import executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if reply:
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(ValueError) as info:
+            executors.make_executor(scheduler=f"tcp://127.0.0.1:{server.getsockname()[1]}")
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(info.value) and "is it a Dask scheduler?" in str(info.value)
+
+
+def test_a_malformed_address_is_named():
+    pytest.importorskip("distributed")
+    from interp.executors import make_executor
+
+    with pytest.raises(ValueError, match="not a Dask scheduler address: tcp://127.0.0.1 "):
+        make_executor(scheduler="tcp://127.0.0.1")

@@ -141,6 +141,7 @@ def test_sweep_skips_done_cells_and_records_failures():
     assert len(bad) == 1 and "multiple of d_head" in bad["error"].iloc[0]
 
 
+@pytest.mark.slow  # starts processes or waits out a timeout
 def test_two_workers_give_the_same_table_as_one():
     cells = sweep_cells([(16, 1)], [6, 12], **{**TINY, "max_steps": 200})
     drop = ["seconds"]

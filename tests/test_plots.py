@@ -75,3 +75,25 @@ def test_progress_plot_with_unfinished_phases():
     assert sorted({(s.x0, s.x1) for s in fig.layout.shapes}) == [(0, 10)]
     with pytest.raises(ValueError, match="step"):
         plot_progress_measures(pd.DataFrame())
+
+
+def test_every_annotation_has_text_and_each_head_one_colour():
+    from interp.phase import locate_phase_change
+    from interp.plots import plot_head_scores
+
+    steps = [0, 50, 100, 150, 200]
+    rows = [{"step": s, "layer": la, "head": h, "metric": m, "value": (s / 200) * (la + 1) * (h + 1) / 8}
+            for s in steps for la in (0, 1) for h in range(4) for m in ("prefix_matching", "previous_token")]
+    table = pd.DataFrame(rows)
+    curve = table[table["metric"] == "prefix_matching"].groupby("step")["value"].max()
+    fig = plot_head_scores(table, locate_phase_change(curve.index, curve.to_numpy()))
+    assert fig.layout.annotations and all(a.text for a in fig.layout.annotations)
+    colours: dict[str, set] = {}
+    for trace in fig.data:
+        colours.setdefault(trace.name, set()).add(trace.line.color)
+    assert len(colours) == 8 and all(len(c) == 1 for c in colours.values())
+    assert len({next(iter(c)) for c in colours.values()}) == 8  # and distinct between heads
+    phases = GrokkingPhases(memorization_end=1, circuit_formation_end=2, cleanup_end=3, grokking_step=2)
+    measures = pd.DataFrame({"step": [0, 1, 2, 3, 4], "train_loss": [4.0, 0.01, 0.01, 0.01, 0.01],
+                             "weight_norm": [5.0, 5.0, 4.0, 3.0, 3.0]})
+    assert all(a.text for a in plot_progress_measures(measures, phases).layout.annotations)

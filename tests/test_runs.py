@@ -40,3 +40,23 @@ def test_run_info(tiny_runs, tmp_path):
     (tmp_path / "run.json").write_text("[1, 2]")
     with pytest.raises(RunError, match="expected an object"):
         read_run_info(tmp_path)
+
+
+def test_fingerprint_follows_the_weights_not_the_bytes(tmp_path):
+    import torch
+
+    from interp.checkpoints import save_checkpoint
+    from interp.models import build_model, induction_config
+    from interp.runs import fingerprint
+
+    model = build_model(induction_config(), seed=0)
+    prints = set()
+    for i in range(4):  # safetensors writes its header keys in an arbitrary order
+        save_checkpoint(tmp_path / f"{i}.safetensors", model, 5)
+        prints.add(fingerprint(tmp_path / f"{i}.safetensors"))
+    assert len(prints) == 1 and prints.pop().startswith(str((tmp_path / "0.safetensors").stat().st_size))
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q[0, 0, 0] += 1e-3
+    save_checkpoint(tmp_path / "changed.safetensors", model, 5)
+    assert fingerprint(tmp_path / "changed.safetensors") != fingerprint(tmp_path / "0.safetensors")
+    assert fingerprint(tmp_path / "missing.safetensors") == ""

@@ -26,7 +26,11 @@ def test_table_schema_and_detector_applicability(tiny_runs):
     # heads only on the induction run (8 heads x 6 metrics per checkpoint), fourier only on modadd
     assert set(heads["run"]) == {str(ind.resolve())} and len(heads) == n_ind * 8 * len(HEAD_METRICS)
     assert set(fourier["run"]) == {str(mod.resolve())}
-    assert fourier["layer"].isna().all() and fourier["head"].isna().all()
+    assert fourier["layer"].isna().all()
+    keys = fourier["metric"] == "key_frequency"  # each frequency its own key: k in `head`
+    assert fourier.loc[~keys, "head"].isna().all() and (fourier.loc[keys, "head"] == fourier.loc[keys, "value"]).all()
+    key = ["run", "checkpoint", "detector", "layer", "head", "metric"]
+    assert not table.duplicated(key).any()
     assert set(fourier.groupby("checkpoint").size()) >= {11}
     assert (table["metric"] != "error").all() and (table["error"] == "").all()
     assert "fourier" in table.attrs["skipped"][str(ind.resolve())]
@@ -71,6 +75,7 @@ def test_corrupt_checkpoint_is_an_error_row(tiny_runs, tmp_path):
     assert table.attrs["n_failed"] == 1
 
 
+@pytest.mark.slow  # starts processes or waits out a timeout
 def test_two_workers_give_the_same_table(tiny_runs):
     ind, mod = tiny_runs
     one = score_checkpoints([ind, mod])
@@ -78,6 +83,7 @@ def test_two_workers_give_the_same_table(tiny_runs):
     pd.testing.assert_frame_equal(one, two)
 
 
+@pytest.mark.slow  # starts processes or waits out a timeout
 def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     import os
 
@@ -130,3 +136,104 @@ def test_real_induction_run(induction_run):
     below = curve.loc[curve["score"] < 0.3, "step"].max()
     above = curve.loc[curve["score"] > 0.6, "step"].min()
     assert below <= change.start_step < change.end_step <= above
+
+
+def _score_in_child(score_to_file, run, out) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool
+    score_to_file(run, out)
+
+
+@pytest.mark.slow  # starts processes or waits out a timeout
+def test_concurrent_writers_keep_each_others_rows(tiny_runs, tmp_path):
+    """Two processes scoring different runs into one table: every row of both survives."""
+    import multiprocessing
+
+    from interp.score_table import read_table
+    from interp.scoring import score_to_file
+
+    ind, mod = tiny_runs
+    out = tmp_path / "t.parquet"
+    ctx = multiprocessing.get_context("fork")
+    jobs = [ctx.Process(target=_score_in_child, args=(score_to_file, run, out)) for run in (ind, mod)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(120)
+        assert job.exitcode == 0
+    table = read_table(out)
+    assert set(table["run"]) == {str(ind.resolve()), str(mod.resolve())}
+    assert table["checkpoint"].nunique() == len(list_checkpoints(ind))  # same file names in both runs
+    assert len(table) == len(score_checkpoints([ind, mod]))
+
+
+def test_a_foreign_checkpoint_is_its_own_error_row(tiny_runs, tmp_path):
+    ind, mod = tiny_runs
+    run = tmp_path / "ind"
+    shutil.copytree(ind, run)
+    shutil.copy(list_checkpoints(mod)[-1][1], run / "checkpoints" / "step_000700.safetensors")
+    table = score_checkpoints(run)
+    errors = table[table["metric"] == "error"]
+    assert list(errors["checkpoint"]) == ["step_000700.safetensors"]
+    assert "does not match its run" in errors["error"].iloc[0] and "d_model 128" in errors["error"].iloc[0]
+    heads = table[table["detector"] == "heads"]
+    assert heads["checkpoint"].nunique() == len(list_checkpoints(ind))  # the genuine ones all scored
+
+
+def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
+    import torch
+
+    from interp.checkpoints import save_checkpoint
+
+    ind, _ = tiny_runs
+    run = tmp_path / "ind"
+    shutil.copytree(ind, run)
+    step, path = list_checkpoints(run)[-1]
+    model = interp.load_model(path)
+    with torch.no_grad():
+        model.blocks[1].attn.W_Q[0, 0, 0] = float("nan")
+    save_checkpoint(path, model, step)
+    table = score_checkpoints(run)
+    errors = table[table["metric"] == "error"]
+    assert list(errors["checkpoint"]) == [path.name] and list(errors["detector"]) == ["load"]
+    assert "NaN or infinite weights in blocks.1.attn.W_Q" in errors["error"].iloc[0]
+    assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(run)) - 1
+
+
+def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
+    from interp.runs import RunError
+
+    _, mod = tiny_runs
+    run = tmp_path / "mod"
+    shutil.copytree(mod, run)
+    (run / "run.json").write_text("{truncated")
+    with pytest.raises(RunError, match="unreadable run.json"):
+        score_checkpoints(run)
+
+
+def test_a_retrained_run_is_scored_again(tiny_runs, tmp_path):
+    from interp.cli import main
+    from interp.score_table import read_table
+    from interp.scoring import score_to_file
+
+    run = tmp_path / "ind"
+    args = ["train", "induction", "--out", str(run), "--steps", "8", "--checkpoint-every", "4", "--quiet"]
+    assert main([*args, "--seed", "0"]) == 0
+    out = tmp_path / "t.csv"
+    first = score_to_file(run, out, ["heads"])
+    shutil.rmtree(run)
+    assert main([*args, "--seed", "1"]) == 0
+    second = score_to_file(run, out, ["heads"])
+    assert second.attrs["n_scored"] == len(list_checkpoints(run))
+    table = read_table(out)
+    assert len(table) == len(first) and set(table["fingerprint"]).isdisjoint(set(first["fingerprint"]))
+    last = table["step"] == table["step"].max()
+    assert not table[last]["value"].equals(first[first["step"] == first["step"].max()]["value"])
+
+
+def test_key_frequencies_have_their_own_keys(published_path):
+    table = score_checkpoints(published_path, detectors=["fourier"])
+    keys = table[table["metric"] == "key_frequency"]
+    assert sorted(keys["head"]) == [3, 6, 23, 39] and (keys["head"] == keys["value"]).all()
+    assert not table.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()

@@ -98,3 +98,17 @@ def test_resume_rejects_a_run_of_another_task(tmp_path):
 def test_cli_has_no_traceback_for_a_missing_required_option():
     proc = subprocess.run([sys.executable, "-m", "interp", "train", "induction"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--out" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_keeps_the_recorded_length_unless_steps_extend_it(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["train", "induction", "--out", str(out), *TINY]) == 0
+    assert main(["train", "induction", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert max(s for s, _ in list_checkpoints(out)) == 8
+    assert json.loads((out / "run.json").read_text())["training"]["steps"] == 8
+    assert main(["train", "induction", "--out", str(out), "--resume", "--steps", "12", "--quiet"]) == 0
+    assert max(s for s, _ in list_checkpoints(out)) == 12
+    assert json.loads((out / "run.json").read_text())["training"]["steps"] == 12
+    assert main(["train", "induction", "--out", str(out), "--resume", "--steps", "4", "--quiet"]) == 2

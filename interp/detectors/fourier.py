@@ -3,7 +3,7 @@
 :func:`circuits.fourier_report` on every checkpoint; model-level rows (layer/head empty) for
 ``loss, train_loss, test_loss, train_accuracy, test_accuracy, restricted_loss, excluded_loss,
 gini_embed, gini_unembed, weight_norm, n_key_frequencies`` and one ``key_frequency`` row per key
-frequency of the checkpoint (value = k). As in Nanda et al. 2023 the restricted and excluded
+frequency of the checkpoint (``head`` = value = k, so each has its own key). As in Nanda et al. 2023 the restricted and excluded
 losses of every checkpoint use the key frequencies of the run's *latest readable* checkpoint,
 and the train/test split is rebuilt from ``RUN/run.json`` (all pairs count as training when
 there is none). The definitions are in ``docs/scores.md``.
@@ -67,7 +67,8 @@ def score(model: HookedTransformer, context: tuple[torch.Tensor | None, tuple[in
     mask, freqs = context
     result = fourier_report(model, train_mask=mask, key_freqs=freqs)
     rows = [{"metric": name, "value": float(value)} for name, value in result.scalars().items()]
-    rows += [{"metric": "key_frequency", "value": float(k)} for k in result.key_frequencies]
+    # each frequency its own key: k in ``head`` (the table's key is unique outside error rows)
+    rows += [{"metric": "key_frequency", "head": int(k), "value": float(k)} for k in result.key_frequencies]
     return rows
 
 

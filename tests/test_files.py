@@ -1,0 +1,90 @@
+"""interp.files: atomic writes with the umask's mode, every legal name, one-line OS errors, locks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from interp import files
+from interp.files import WriteError, atomic_write_text, locked
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_get_the_umask_mode(tmp_path, umask, expected):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.txt") == expected
+
+
+def test_a_rewrite_keeps_the_files_mode(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "one")
+    os.chmod(path, 0o640)
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two" and _mode(path) == 0o640
+
+
+@pytest.mark.parametrize("length", [242, 250, 255])
+def test_every_legal_name_can_be_written(tmp_path, length):
+    path = tmp_path / ("n" * (length - 4) + ".csv")
+    atomic_write_text(path, "x")
+    assert path.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_name_too_long_is_one_line(tmp_path):
+    with pytest.raises(WriteError) as info:
+        atomic_write_text(tmp_path / ("n" * 300), "x")
+    assert str(info.value).count("\n") == 0 and "file name too long" in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_directory_where_a_file_is_expected(tmp_path):
+    with pytest.raises(WriteError, match="is a directory"):
+        atomic_write_text(tmp_path, "x")
+
+
+@pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only file system")])
+def test_os_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, code, cause):
+    def fail(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(files.os, "replace", fail)
+    path = tmp_path / "table.csv"
+    with pytest.raises(WriteError) as info:
+        atomic_write_text(path, "x")
+    assert str(info.value).startswith(f"cannot write {path}: {cause}") and "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # starts processes or waits out a timeout
+def test_the_lock_is_exclusive_between_processes(tmp_path):
+    import multiprocessing
+    import time
+
+    path = tmp_path / "t.csv"
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+
+    def hold() -> None:
+        with locked(path):
+            started.set()
+            time.sleep(1.0)
+
+    proc = ctx.Process(target=hold)
+    proc.start()
+    assert started.wait(10)
+    t0 = time.monotonic()
+    with locked(path):
+        waited = time.monotonic() - t0
+    proc.join()
+    assert waited >= 0.5
