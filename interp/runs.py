@@ -152,7 +152,8 @@ def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
 
     ``run.json`` holds ``{"task": {"name": "modadd", "p": P, "frac_train": F, "split_seed": S}}``;
     the mask is ``interp.tasks.modular.train_mask(P, F, S)``. Raises ``ValueError`` when the run
-    is of another task or the task entry lacks these fields (:class:`RunError` when unreadable).
+    is of another task, :class:`RunError` (a ``ValueError``) when ``run.json`` is unreadable or
+    its task entry lacks these fields.
     """
     from interp.tasks.modular import train_mask
 
@@ -168,8 +169,8 @@ def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
         raise ValueError(f"{path}: run of task {name!r}; Fourier progress measures need a modadd run")
     try:
         return train_mask(int(task["p"]), float(task["frac_train"]), int(task["split_seed"]))
-    except KeyError as exc:
-        raise ValueError(f"{path}: task entry lacks {exc} needed to rebuild the training split") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: task entry lacks a valid {exc} needed to rebuild the training split") from exc
 
 
 # ---------------------------------------------------------------------------------------------

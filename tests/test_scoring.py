@@ -210,6 +210,9 @@ def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
     (run / "run.json").write_text("{truncated")
     with pytest.raises(RunError, match="unreadable run.json"):
         score_checkpoints(run)
+    (run / "run.json").write_text('{"task": {"name": "modadd", "p": 113}}')  # JSON, but no split
+    with pytest.raises(RunError, match="split"):
+        score_checkpoints(run)
 
 
 def test_a_retrained_run_is_scored_again(tiny_runs, tmp_path):

@@ -22,7 +22,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.detectors import Detector, Row
-from interp.runs import run_train_mask
+from interp.runs import RunError, run_train_mask
 
 __all__ = ["DETECTOR", "METRICS", "fourier_measures"]
 
@@ -46,7 +46,9 @@ def _train_mask(run_dir: Path | None) -> torch.Tensor | None:
         return None
     try:
         return run_train_mask(run_dir)
-    except ValueError:
+    except RunError:  # an unreadable or incomplete run.json must not silently drop the split
+        raise
+    except ValueError:  # a run of another task: no split to rebuild
         return None
 
 
