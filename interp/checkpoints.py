@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
 from interp.files import atomic_write
@@ -54,7 +55,7 @@ def save_checkpoint(path: str | Path, model: HookedTransformer, step: int) -> No
     """Write the model's weights and config to ``path`` atomically (safetensors)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if _is_weight(k)}
     metadata = {"format": FORMAT, "step": str(step), "config": json.dumps(config_to_dict(model.cfg))}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _write_safetensors(path, tensors, metadata)
 
 
 def save_optimizer(
@@ -76,7 +77,19 @@ def save_optimizer(
         "param_groups": json.dumps(state["param_groups"]),
         "scalars": json.dumps(scalars),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _write_safetensors(path, tensors, metadata)
+
+
+def _write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    # Serialised in memory and written with open(): safetensors' own file writer turns a full or
+    # read-only disk into a SafetensorError, which atomic_write could not report as one line.
+    data = save_bytes(tensors, metadata=metadata)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write(path, write)
 
 
 def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor]]:
@@ -84,14 +97,14 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> tuple[
     tensors, metadata = _read_safetensors(path)
     state: dict[int, dict[str, Any]] = {}
     extra = {k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")}
-    for key, value in tensors.items():
-        if key.startswith("extra/"):
-            continue
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    for idx, values in json.loads(metadata["scalars"]).items():
-        state.setdefault(int(idx), {}).update(values)
     try:
+        for key, value in tensors.items():
+            if key.startswith("extra/"):
+                continue
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        for idx, values in json.loads(metadata["scalars"]).items():
+            state.setdefault(int(idx), {}).update(values)
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
         return int(metadata["step"]), extra
     except (KeyError, ValueError) as exc:

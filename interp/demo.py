@@ -62,7 +62,7 @@ def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, worke
         options = preset(task)
         steps = max(2, round(options.steps * steps_scale))
         options = preset(task, steps=steps)
-        runs[task] = train(options, out / task, resume=(out / task / RUN_FILE).exists(), quiet=quiet, steps=steps)
+        runs[task] = train(options, out / task, resume=(out / task / RUN_FILE).exists(), quiet=quiet)
         lap(task)
     table_path = out / "scores.parquet"
     workers = workers or max(1, min(2, os.cpu_count() or 1))

@@ -24,7 +24,7 @@ import multiprocessing
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
@@ -201,7 +201,7 @@ def _connect(client_class: Any, address: str, timeout: float) -> Any:
     from distributed.comm.registry import get_backend
 
     try:
-        scheme, location = parse_address(address, strict=True)
+        scheme, location = parse_address(address)  # no scheme: tcp, as distributed.Client does
         get_backend(scheme).get_address_host_port(location)
     except (ValueError, NotImplementedError) as exc:
         raise ValueError(f"not a Dask scheduler address: {address} ({exc})") from None
@@ -211,7 +211,13 @@ def _connect(client_class: Any, address: str, timeout: float) -> Any:
         await comm.close()
 
     try:
-        asyncio.run(handshake())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: the usual case
+            asyncio.run(handshake())
+        else:  # inside a running loop (Jupyter): probe from a thread of its own
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, handshake()).result()
         return client_class(address, timeout=f"{timeout}s", set_as_default=False)
     except (asyncio.TimeoutError, TimeoutError):
         why = f"no Dask handshake within {timeout:.0f} s; is it a Dask scheduler?"

@@ -37,9 +37,17 @@ class WriteError(OSError):
 
 
 def new_file_mode() -> int:
-    """``0o666`` less the process's umask: the mode ``open(path, "w")`` gives a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """``0o666`` less the process's umask: the mode ``open(path, "w")`` gives a new file.
+
+    The umask is read from ``/proc/self/status`` where Linux offers it; elsewhere it is set and
+    restored, which another thread creating a file at that instant would see.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

@@ -271,9 +271,10 @@ def score_to_file(
     last_write = [0.0]
     merged: list[pd.DataFrame] = []
 
-    def flush(force: bool = False) -> None:
+    def flush(force: bool = False) -> None:  # merges the rows that arrived since the last flush
         if new and (force or time.monotonic() - last_write[0] >= FLUSH_SECONDS):
             merged[:] = [_merge_into(out, pd.concat(new, ignore_index=True))]
+            new.clear()
             last_write[0] = time.monotonic()
 
     def on_checkpoint(rows: pd.DataFrame) -> None:

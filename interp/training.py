@@ -64,9 +64,10 @@ def train(
 ) -> Path:
     """Train ``options.task`` into run directory ``out``; returns ``out``.
 
-    With ``resume=True`` and a run in ``out``, the run's recorded options are used, not
-    ``options``: it continues to its recorded length, or to ``steps`` when that is given and
-    longer (``run.json`` then records the new length).
+    ``steps`` overrides ``options.steps``. With ``resume=True`` and a run in ``out``, the run's
+    recorded options are used, not ``options``: it continues to its recorded length, or to
+    ``steps`` when that is given and longer (``run.json`` then records the new length); the step
+    it resumes from is evaluated again, so ``metrics.csv`` keeps a row for it.
 
     Raises :class:`RunError` when ``out`` holds something other than an empty directory and
     ``resume`` is False, or when a resume finds no usable state; :class:`CheckpointError` when a
@@ -80,6 +81,8 @@ def train(
     elif out.exists() and any(out.iterdir()):
         why = "holds no run.json to resume from" if resume else "is not empty; pass --resume to continue the run in it"
         raise RunError(f"{out} exists and {why}")
+    elif steps is not None:
+        options = dataclasses.replace(options, steps=steps)
     task = make_task(options)
     model = build_model(task.model_config(), seed=options.seed)
     model.train()
@@ -97,7 +100,7 @@ def train(
     ckpt_steps = set(checkpoint_steps(options.steps, options.checkpoint_every))
     bar = tqdm(total=options.steps, initial=start, disable=quiet, desc=f"train {options.task}", unit="step")
     for step in range(start, options.steps + 1):
-        if step % options.eval_every == 0 or step in ckpt_steps:
+        if step % options.eval_every == 0 or step in ckpt_steps or (step == start and start > 0):
             rows.append(_evaluate(task, model, step))
             _write_metrics(out, rows)
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("train_loss", "test_loss", "test_acc")})

@@ -144,3 +144,20 @@ def test_original_layout_with_its_training_config_loads(published_path, tmp_path
         load_model(path)
     torch.save({"model": original["model"]}, path)
     assert not hasattr(load_model(path), "training_config")
+
+
+def test_a_full_disk_while_saving_is_one_write_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from interp import files
+    from interp.files import WriteError
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    path = checkpoint_path(tmp_path, 1)
+    with pytest.raises(WriteError, match="no space left on the device"):
+        save_checkpoint(path, build_model(induction_config(), seed=0), 1)
+    assert not list(path.parent.iterdir())

@@ -85,3 +85,29 @@ def test_a_malformed_address_is_named():
 
     with pytest.raises(ValueError, match="not a Dask scheduler address: tcp://127.0.0.1 "):
         make_executor(scheduler="tcp://127.0.0.1")
+
+
+@pytest.mark.slow  # waits out a timeout
+def test_the_probe_works_inside_a_running_event_loop(monkeypatch):
+    """In Jupyter an event loop is running; the handshake probe must still run (and time out here)."""
+    import asyncio
+    import socket
+
+    pytest.importorskip("distributed")
+    from interp import executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # accepts into the backlog, never answers
+
+    async def inside_a_loop() -> str:
+        with pytest.raises(ValueError) as info:
+            executors.make_executor(scheduler=f"127.0.0.1:{server.getsockname()[1]}")  # no scheme: tcp
+        return str(info.value)
+
+    try:
+        message = asyncio.run(inside_a_loop())
+    finally:
+        server.close()
+    assert "no Dask handshake" in message and "running event loop" not in message

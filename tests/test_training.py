@@ -112,3 +112,8 @@ def test_resume_keeps_the_recorded_length_unless_steps_extend_it(tmp_path):
     assert max(s for s, _ in list_checkpoints(out)) == 12
     assert json.loads((out / "run.json").read_text())["training"]["steps"] == 12
     assert main(["train", "induction", "--out", str(out), "--resume", "--steps", "4", "--quiet"]) == 2
+
+
+def test_steps_overrides_the_preset_on_a_fresh_run(tmp_path):
+    train(preset("induction"), tmp_path / "run", quiet=True, steps=3)
+    assert max(s for s, _ in list_checkpoints(tmp_path / "run")) == 3
