@@ -18,7 +18,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 try:
@@ -93,10 +93,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 
 def _remove(tmp: Path) -> None:
-    try:
+    with suppress(OSError):  # already gone, or the disk is failing: the original error is reported
         tmp.unlink()
-    except OSError:
-        pass
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -98,10 +98,10 @@ def test_layer_count_norms_and_mlp_are_parameters(plain):
 
 def test_modules_must_be_transformer_lens_own(plain):
     class PatchedAttention(Attention):
-        pass
+        """A subclass: it could override forward, so the check must refuse it."""
 
     class PatchedMLP(MLP):
-        pass
+        """Likewise for the MLP."""
 
     for module, cls in (("attn", PatchedAttention), ("mlp", PatchedMLP)):
         model = copy.deepcopy(plain)
