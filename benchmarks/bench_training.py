@@ -1,22 +1,26 @@
-"""Time the training of both toy models; write the `training` section of BENCHMARKS.md.
+"""Train both toy models on several seeds; write the `training` section of BENCHMARKS.md.
 
-Measured side by side in one process:
+Measured in one process, on real runs of the default presets (evaluations and checkpoints
+included), with the load average before and after:
 
-1. seconds per full-batch epoch of modular addition (forward, backward, AdamW step) with the
-   last-position forward (`interp.fast_forward`) vs the full `HookedTransformer` forward;
-2. wall time to 99 % test accuracy of the fast `default` preset (real runs, seeds 0..N-1: the
-   epoch at which a run groks varies with the seed) vs the canonical recipe (`nanda2023`:
-   measured seconds per epoch with the full forward x the ~9,000 epochs the paper's runs take
-   to reach it);
-3. wall time until the induction head forms in `interp train induction` (first checkpoint whose
-   best layer-1 prefix-matching score is >= 0.8) and the whole run's time.
+1. seconds per full-batch modular-addition epoch with the last-position forward
+   (`interp.fast_forward`) vs the full `HookedTransformer` forward;
+2. modadd `default`, seeds 0..N-1: epochs and seconds to 99 % train and test accuracy and the
+   three phases of grokking (progress measures of the run's checkpoints). Targets (issue 11):
+   every seed reaches 99 % test accuracy within the run, median seconds to it <= 60, slowest
+   <= 120, test 99 % at least 2x later than train 99 %, all three phases located;
+3. induction `default`, seeds 0..M-1: best layer-1 prefix-matching score and in-context loss
+   on the second copy of `[BOS, r, r]` probes for repeats of L = 4, 8, 16, 31 tokens at the last
+   checkpoint, best prefix matching at the first checkpoint, and the run's seconds. Targets:
+   prefix matching >= 0.8 and loss <= 1 nat at every L, < 0.3 at the first checkpoint, <= 60 s.
 
-Usage: python benchmarks/bench_training.py [--seeds N] [--no-write]
+Usage: python benchmarks/bench_training.py [--seeds N] [--induction-seeds M] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -26,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_of, machine, write_section  # noqa: E402
+from common import best_of, is_busy, load_average, load_note, machine, verdict, write_section  # noqa: E402
 
-from circuits import prefix_matching_scores  # noqa: E402
-from interp import build_model, load_model, modadd_config  # noqa: E402
+from circuits import grokking_phases, prefix_matching_scores, repeated_token_loss  # noqa: E402
+from interp import build_model, load_model, modadd_config, run_progress_measures  # noqa: E402
 from interp.checkpoints import list_checkpoints  # noqa: E402
 from interp.fast_forward import last_position_logits  # noqa: E402
 from interp.presets import preset  # noqa: E402
@@ -37,6 +41,7 @@ from interp.tasks.modular import all_pairs, answers, train_mask  # noqa: E402
 from interp.training import train  # noqa: E402
 
 PAPER_EPOCHS = 9_000  # Nanda et al. 2023: test accuracy reaches ~99 % after ~8-10k epochs
+REPEATS = (4, 8, 16, 31)
 
 
 def epoch_seconds(fast: bool, epochs: int = 10) -> float:
@@ -57,7 +62,7 @@ def epoch_seconds(fast: bool, epochs: int = 10) -> float:
     return best_of(run) / epochs
 
 
-def timed_run(task: str, out: Path, seed: int = 0) -> tuple[list[dict], float]:
+def timed_run(task: str, out: Path, seed: int) -> tuple[list[dict], float]:
     """Train the default preset; returns eval rows with a `wall_s` column and the total time."""
     rows, start = [], time.perf_counter()
 
@@ -69,63 +74,119 @@ def timed_run(task: str, out: Path, seed: int = 0) -> tuple[list[dict], float]:
 
 
 def grok_figures(out: Path, seed: int) -> dict:
-    """One real run of the modadd default preset: epochs and seconds to 99 % train / test accuracy."""
+    """One modadd default run: epochs and seconds to 99 % train / test accuracy, and its phases."""
     rows, total = timed_run("modadd", out, seed)
-    train99 = next(r for r in rows if r["train_acc"] >= 0.99)
+    train99 = next((r for r in rows if r["train_acc"] >= 0.99), None)
     test99 = next((r for r in rows if r["test_acc"] >= 0.99), None)
-    return {"seed": seed, "train99": train99["step"], "test99": test99 and test99["step"],
-            "test99_s": test99["wall_s"] if test99 else float("nan"), "total_s": total,
-            "final_test_acc": rows[-1]["test_acc"], "epochs": rows[-1]["step"]}
+    phases = grokking_phases(run_progress_measures(out, quiet=True))
+    return {
+        "seed": seed, "train99": train99 and train99["step"], "test99": test99 and test99["step"],
+        "test99_s": test99["wall_s"] if test99 else float("nan"), "total_s": total,
+        "final_test_acc": rows[-1]["test_acc"],
+        "phases": (phases.memorization_end, phases.circuit_formation_end, phases.cleanup_end),
+    }
 
 
-def grok_row(g: dict) -> str:
-    reached = (f"epoch {g['test99']}, **{g['test99_s']:.1f} s**" if g["test99"] is not None else
-               f"**not within the run's {g['epochs']:,} epochs** (test accuracy {g['final_test_acc']:.3f} at the end)")
-    return (f"| fast preset, seed {g['seed']}: train / test accuracy >= 99 % (target <= 120 s) | "
-            f"epoch {g['train99']} / {reached} (whole run {g['total_s']:.1f} s) |")
+def induction_figures(out: Path, seed: int) -> dict:
+    """One induction default run: prefix matching and second-copy loss at each repeat length."""
+    _, total = timed_run("induction", out, seed)
+    ckpts = list_checkpoints(out)
+    first, last = load_model(ckpts[0][1]), load_model(ckpts[-1][1])
+
+    def best(model, half_len):
+        scores = prefix_matching_scores(model, half_len=half_len)
+        return scores.loc[scores.layer == 1, "score"].max()
+
+    return {
+        "seed": seed, "total_s": total, "first_pm": best(first, None),
+        "pm": {n: best(last, n) for n in REPEATS},
+        "loss": {n: repeated_token_loss(last, half_len=n) for n in REPEATS},
+    }
+
+
+def grok_table(groks: list[dict]) -> str:
+    lines = ["| seed | train 99 % (epoch) | test 99 % (epoch) | test / train | seconds to test 99 % | phases: memorization, circuit formation, cleanup | whole run |",
+             "|---|---|---|---|---|---|---|"]
+    for g in groks:
+        ratio = g["test99"] / g["train99"] if g["test99"] and g["train99"] else float("nan")
+        reached = g["test99"] if g["test99"] is not None else f"not reached (test acc {g['final_test_acc']:.3f})"
+        phases = ", ".join("-" if p is None else str(p) for p in g["phases"])
+        lines.append(f"| {g['seed']} | {g['train99']} | {reached} | {ratio:.1f}x | {g['test99_s']:.1f} s | {phases} | {g['total_s']:.1f} s |")
+    return "\n".join(lines)
+
+
+def induction_table(runs: list[dict]) -> str:
+    heads = " | ".join(f"L = {n}" for n in REPEATS)
+    lines = [f"| seed | first checkpoint | {heads} | whole run |", "|---|---|" + "---|" * len(REPEATS) + "---|"]
+    for r in runs:
+        cells = " | ".join(f"{r['pm'][n]:.2f} / {r['loss'][n]:.2f}" for n in REPEATS)
+        lines.append(f"| {r['seed']} | {r['first_pm']:.2f} | {cells} | {r['total_s']:.1f} s |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="modadd runs with seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=10, help="modadd runs with seeds 0..N-1 (default 10)")
+    parser.add_argument("--induction-seeds", type=int, default=5, help="induction runs with seeds 0..M-1 (default 5)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    before = load_average()
+    busy = is_busy(before)
 
     fast, full = epoch_seconds(True), epoch_seconds(False)
     print(f"epoch: fast {fast * 1e3:.1f} ms, full {full * 1e3:.1f} ms ({full / fast:.2f}x)")
-
     with tempfile.TemporaryDirectory() as tmp:
+        inductions = []
+        for seed in range(args.induction_seeds):
+            inductions.append(induction_figures(Path(tmp) / f"induction{seed}", seed))
+            print("induction default:", inductions[-1])
         groks = []
         for seed in range(args.seeds):
             groks.append(grok_figures(Path(tmp) / f"modadd{seed}", seed))
             print("modadd default:", groks[-1])
+    after = load_average()
 
-        rows, ind_total = timed_run("induction", Path(tmp) / "induction")
-        wall = {r["step"]: r["wall_s"] for r in rows}
-        formed = None
-        for step, path in list_checkpoints(Path(tmp) / "induction"):
-            scores = prefix_matching_scores(load_model(path))
-            if scores.loc[scores.layer == 1, "score"].max() >= 0.8:
-                formed = step
-                break
-        print(f"induction: head formed at step {formed} ({formed is not None and wall[formed]:.1f} s); run {ind_total:.1f} s")
-
+    reached = [g for g in groks if g["test99"] is not None]
+    seconds = sorted(g["test99_s"] for g in reached)
+    median = statistics.median(seconds) if seconds else float("nan")
+    slowest = max(g["test99_s"] if g["test99"] is not None else float("inf") for g in groks)
+    grokking = all(g["test99"] is not None and g["train99"] and g["test99"] >= 2 * g["train99"] for g in groks)
+    phased = all(None not in g["phases"] for g in groks)
+    copies = all(r["pm"][n] >= 0.8 and r["loss"][n] <= 1.0 for r in inductions for n in REPEATS)
+    starts_low = all(r["first_pm"] < 0.3 for r in inductions)
+    ind_slowest = max(r["total_s"] for r in inductions)
     canonical = full * PAPER_EPOCHS
-    default = groks[0]
-    seed_rows = "\n".join(grok_row(g) for g in groks)
+
     text = f"""## Training (`python benchmarks/bench_training.py`)
 
-{machine()}. One process; the run times are real runs of the default presets
-({preset('modadd').steps:,} epochs for modadd, evaluations and checkpoints included).
+{machine()}. {load_note(before, after)} One process; real runs of the default presets
+({preset('modadd').steps:,} epochs for modadd, {preset('induction').steps} steps for induction), evaluations
+and checkpoints included.
 
-| what | figure |
-|---|---|
-| modadd epoch (3,830 pairs, forward + backward + AdamW), last-position forward | {fast * 1e3:.1f} ms |
-| same, full `HookedTransformer` forward | {full * 1e3:.1f} ms ({full / fast:.2f}x slower) |
-{seed_rows}
-| canonical recipe (`nanda2023`): full-forward epoch x ~{PAPER_EPOCHS:,} epochs to 99 % test | {canonical:.0f} s ({canonical / default['test99_s']:.0f}x the fast preset, seed 0) |
-| induction default: head formed (best layer-1 prefix matching >= 0.8; target <= 60 s) | step {formed}, **{formed is not None and wall[formed]:.1f} s** |
-| induction default: whole run ({preset('induction').steps:,} steps) | {ind_total:.1f} s |
+| what | figure | target |
+|---|---|---|
+| modadd epoch (3,830 pairs, forward + backward + AdamW), last-position forward | {fast * 1e3:.1f} ms | |
+| same, full `HookedTransformer` forward | {full * 1e3:.1f} ms ({full / fast:.2f}x slower) | |
+| modadd default: seeds reaching 99 % test accuracy within the run | {len(reached)} of {len(groks)} | all: {verdict(len(reached) == len(groks), busy)} |
+| modadd default: median seconds to 99 % test accuracy | {median:.1f} s | <= 60 s: {verdict(median <= 60, busy)} |
+| modadd default: slowest seed | {slowest:.1f} s | <= 120 s: {verdict(slowest <= 120, busy)} |
+| modadd default: test 99 % >= 2x train 99 % (grokking, not plain learning), every seed | {'yes' if grokking else 'no'} | {verdict(grokking, False)} |
+| modadd default: three phases located (`circuits.grokking_phases`), every seed | {'yes' if phased else 'no'} | {verdict(phased, False)} |
+| canonical recipe (`nanda2023`): full-forward epoch x ~{PAPER_EPOCHS:,} epochs to 99 % test | {canonical:.0f} s ({canonical / median:.0f}x the default's median) | |
+| induction default: best layer-1 prefix matching >= 0.8 and second-copy loss <= 1 nat at L = {', '.join(map(str, REPEATS))}, every seed | {'yes' if copies else 'no'} | {verdict(copies, False)} |
+| induction default: best prefix matching < 0.3 at the first checkpoint, every seed | {'yes' if starts_low else 'no'} | {verdict(starts_low, False)} |
+| induction default: slowest whole run | {ind_slowest:.1f} s | <= 60 s: {verdict(ind_slowest <= 60, busy)} |
+
+Modular addition, default preset, per seed (epochs; the phases from the progress measures of the
+run's checkpoints, `-` where not located):
+
+{grok_table(groks)}
+
+Induction, default preset, per seed: best layer-1 prefix-matching score / mean loss (nats) on the
+second copy (`circuits.repeated_token_loss`) of 64 `[BOS, r, r]` probes with repeats of L tokens,
+at the last checkpoint; "first checkpoint" is the best layer-1 prefix matching at step 0.
+
+{induction_table(inductions)}
 """
     print(text)
     if not args.no_write:

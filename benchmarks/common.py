@@ -33,6 +33,33 @@ def machine() -> str:
     )
 
 
+def load_average() -> tuple[float, float, float]:
+    """The 1-, 5- and 15-minute load averages (zeros where the platform has none)."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+
+
+def is_busy(before: tuple[float, float, float]) -> bool:
+    """True when the 1-minute load average before a run exceeded half the cores: its figures
+    are then recorded as measured but never mark a target as met."""
+    return before[0] > (os.cpu_count() or 1) / 2
+
+
+def load_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """One sentence with the load averages before and after a run, and whether it counts as idle."""
+    fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
+    note = f"Load average before {fmt(before)}, after {fmt(after)}"
+    if is_busy(before):
+        return note + f": **busy machine** (1-minute load above {(os.cpu_count() or 1) / 2:g}), so no target is marked met."
+    return note + "."
+
+
+def verdict(ok: bool, busy: bool) -> str:
+    """``ok`` / ``MISSED`` for a target; a target held on a busy machine is ``not judged (busy)``."""
+    if not ok:
+        return "MISSED (busy machine)" if busy else "MISSED"
+    return "not judged (busy)" if busy else "ok"
+
+
 def write_section(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -12,11 +12,12 @@ from circuits.progress import FourierReport, fourier_report, progress_measures
 
 # Previous-token and induction heads (Olsson et al. 2022; Elhage et al. 2021).
 from circuits.ablation import ablation_scores
-from circuits.attention import prefix_matching_scores, previous_token_scores
+from circuits.attention import attention_pattern, prefix_matching_scores, previous_token_scores
 from circuits.composition import composition_scores
 from circuits.copying import copying_scores, ov_copying_scores
 from circuits.induction import induction_heads
 from circuits.probes import repeated_tokens
+from circuits.repeat_loss import repeated_token_loss
 
 # Thread policy shared with interp: small CPU work on one intra-op thread.
 from circuits._parallel import one_thread
@@ -24,12 +25,14 @@ from circuits._parallel import one_thread
 __all__ = [
     # heads
     "ablation_scores",
+    "attention_pattern",
     "composition_scores",
     "copying_scores",
     "induction_heads",
     "ov_copying_scores",
     "prefix_matching_scores",
     "previous_token_scores",
+    "repeated_token_loss",
     "repeated_tokens",
     # Fourier
     "FourierReport",

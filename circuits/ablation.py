@@ -6,38 +6,18 @@ from collections.abc import Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame
 from circuits._parallel import threads_for
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
+from circuits.repeat_loss import second_copy_loss
 
 __all__ = ["ablation_scores"]
 
 #: Largest number of activations (batch copies x positions x width) per ablated forward pass.
 _CHUNK_ELEMENTS = 1 << 24
-
-
-def _repeated_loss(model: HookedTransformer, final_resid: torch.Tensor, tokens: torch.Tensor, half_len: int) -> torch.Tensor:
-    """Mean next-token loss on ``r_2..r_N`` of the second half, per copy of the batch.
-
-    ``final_resid``: ``(copies * batch, L, d_model)`` residual after the last block; returns
-    ``(copies,)``. Logits are computed only at the positions ``N+1..2N-1`` that predict them.
-    """
-    n = half_len
-    resid = final_resid[:, n + 1 : 2 * n]
-    if getattr(model, "ln_final", None) is not None and model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    logits = model.unembed(resid).float()
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
-    if cap is not None and cap > 0:
-        logits = cap * torch.tanh(logits / cap)
-    batch = tokens.shape[0]
-    targets = tokens[:, n + 2 :].repeat(logits.shape[0] // batch, 1)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return loss.view(-1, batch * (n - 1)).mean(dim=-1)
 
 
 def _ablated_losses(model: HookedTransformer, tokens: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +53,7 @@ def _ablated_losses(model: HookedTransformer, tokens: torch.Tensor, n: int) -> t
                 attention_mask=repeat(attention_mask, copies),
                 fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero_heads(h0, copies))],
             )
-            ablated[layer, h0 : h0 + copies] = _repeated_loss(model, final, tokens, n).cpu()
+            ablated[layer, h0 : h0 + copies] = second_copy_loss(model, final, tokens, n).cpu()
         resid = model(
             resid,
             start_at_layer=layer,
@@ -81,7 +61,7 @@ def _ablated_losses(model: HookedTransformer, tokens: torch.Tensor, n: int) -> t
             shortformer_pos_embed=shortformer,
             attention_mask=attention_mask,
         )
-    clean = _repeated_loss(model, resid, tokens, n).cpu()
+    clean = second_copy_loss(model, resid, tokens, n).cpu()
     return ablated, clean
 
 

@@ -6,6 +6,8 @@ Patterns are ``(batch, n_heads, q_pos, k_pos)`` with rows (queries) summing to 1
 - previous-token score: mean of ``A[q, q-1]`` over ``q = 1..L-1`` (and over the batch);
 - prefix-matching score: mean of ``A[N+k, k+1]`` over ``k = 1..N``, the attention a second-half
   query pays to the token right *after* the earlier copy of itself.
+
+:func:`attention_pattern` returns one head's whole pattern on one sequence, for pictures.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model
+from circuits._checks import check_model, check_tokens
 from circuits._hooks import head_frame, run_attention_hooks
-from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
+from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, repeated_tokens, resolve_probe
 
 __all__ = [
+    "attention_pattern",
     "prefix_matching_from_pattern",
     "prefix_matching_scores",
     "previous_token_from_pattern",
@@ -106,3 +109,42 @@ def prefix_matching_scores(
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
     scores = _pattern_scores(model, tokens, "prefix_matching", n)
     return head_frame(int(model.cfg.n_layers), int(model.cfg.n_heads), {"score": scores})
+
+
+@torch.inference_mode()
+def attention_pattern(
+    model: HookedTransformer,
+    layer: int,
+    head: int,
+    tokens: torch.Tensor | None = None,
+    *,
+    half_len: int | None = None,
+    seed: int = DEFAULT_SEED,
+) -> torch.Tensor:
+    """Attention pattern ``A[q, k]`` of head ``(layer, head)`` on one sequence: float32 ``(L, L)`` on the CPU.
+
+    Row ``q`` is the attention of query position ``q`` over key positions (each row sums to 1,
+    zero above the diagonal). ``tokens`` is one sequence, ``(L,)`` or ``(1, L)``; by default the
+    seeded probe ``repeated_tokens(model, 1, half_len, seed)``, on which a previous-token head
+    fills the diagonal ``q - k = 1`` and an induction head the diagonal ``q - k = N - 1`` of the
+    second half. Raises ``ValueError`` for a layer or head the model does not have.
+    """
+    model = check_model(model)
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise ValueError(f"no head L{layer}H{head} in a model of {n_layers} layers x {n_heads} heads")
+    if tokens is None:
+        tokens = repeated_tokens(model, n_seqs=1, half_len=half_len, seed=seed)
+    elif isinstance(tokens, torch.Tensor) and tokens.ndim == 1:
+        tokens = tokens[None]
+    tokens, _ = check_tokens(model, tokens, repeated=False)
+    if tokens.shape[0] != 1:
+        raise ValueError(f"tokens must be one sequence, got a batch of {tokens.shape[0]}")
+    found: list[torch.Tensor] = []
+
+    def callback(at: int, pattern: torch.Tensor, _z: torch.Tensor | None) -> None:
+        if at == layer:
+            found.append(pattern[0, head].float().cpu())
+
+    run_attention_hooks(model, tokens, callback, need_z=False)
+    return found[0]

@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from interp.runs import CHECKPOINT_DIR
+    from interp.runs import scored_checkpoint
     from interp.score_table import SUFFIXES
     from interp.scoring import check_detectors, score_to_file
 
@@ -45,8 +45,7 @@ def _score(args: argparse.Namespace) -> int:
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
-        path = Path(row["run"]) / CHECKPOINT_DIR / row["checkpoint"]
-        path = path if path.exists() else Path(row["run"]) / row["checkpoint"]
+        path = scored_checkpoint(row["run"], row["checkpoint"])
         print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from circuits.progress import fourier_report
 from circuits.progress import progress_measures as _progress_measures
 from interp.checkpoints import CheckpointError, load_model
+from interp.progress_bar import progress_bar
 from interp.runs import CHECKPOINT_DIR, list_checkpoints, run_train_mask, step_of
 
 __all__ = ["progress_measures", "run_progress_measures", "run_train_mask"]
@@ -82,7 +82,7 @@ def run_progress_measures(
         key_freqs = fourier_report(load_model(pairs[-1][1])).key_frequencies
 
     def stream() -> Iterator[tuple[int, torch.nn.Module]]:
-        for step, path in tqdm(pairs, desc="progress measures", unit="ckpt", disable=quiet):
+        for step, path in progress_bar(pairs, desc="progress measures", unit="ckpt", quiet=quiet):
             yield step, load_model(path)
 
     return _progress_measures(stream(), key_freqs=key_freqs, train_mask=train_mask)

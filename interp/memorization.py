@@ -242,7 +242,7 @@ def memorization_sweep(
     process, ``workers`` local processes, or a Dask scheduler. A cell that fails becomes a row
     with ``stopped_by="error"`` and the reason in ``error``.
     """
-    from tqdm.auto import tqdm
+    from interp.progress_bar import progress_bar
 
     done = []
     if existing is not None and not existing.empty:
@@ -255,7 +255,7 @@ def memorization_sweep(
     executor = make_executor(workers, scheduler)
     try:
         results = executor.map_unordered(_run_cell, todo, lost=_error_row)
-        for row in tqdm(results, total=len(todo), disable=quiet, desc="memorization"):
+        for row in progress_bar(results, total=len(todo), quiet=quiet, desc="memorization"):
             rows.append(row)
             if on_row is not None:
                 on_row(row)

@@ -8,14 +8,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp.detectors import ReportFigure
 from interp.files import atomic_write_text
 from interp.memorization import capacity_table, fit_bits_per_parameter
-from interp.report import html_page
+from interp.report import figure_html, html_page
 
 __all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_report"]
 
 #: Morris et al. 2025's estimate for GPT-style models (bits per parameter), drawn for reference.
 PUBLISHED_BITS_PER_PARAMETER = 3.6
+_BITS_CAPTION = ("Total bits each model memorised against the number of random sequences it was trained on; the "
+                 "dotted grey line is all there is to memorise. A model's curve follows that line while the data "
+                 "fit, then flattens at its capacity (dashed).")
+_FIT_CAPTION = ("Each model's capacity against its parameter count. The slope of the fitted line is the capacity in "
+                f"bits per parameter, to compare with Morris et al.'s {PUBLISHED_BITS_PER_PARAMETER}.")
 
 
 def plot_memorized_bits(cells: pd.DataFrame) -> go.Figure:
@@ -80,8 +86,8 @@ def write_memorization_report(cells: pd.DataFrame, path: str | Path) -> Path:
         "its total memorised bits as the data set grows (Morris et al. 2025, arXiv 2505.24832, who "
         "measure about 3.6 bits per parameter).</p>",
         f"<p>{fit_text}</p>",
-        plot_memorized_bits(cells).to_html(full_html=False, include_plotlyjs=True),
-        plot_capacity_fit(capacity).to_html(full_html=False, include_plotlyjs=False),
+        figure_html(ReportFigure("memorised bits", plot_memorized_bits(cells), _BITS_CAPTION), "bits", first=True),
+        figure_html(ReportFigure("capacity", plot_capacity_fit(capacity), _FIT_CAPTION), "capacity", first=False),
         "<h2>Capacity per model</h2>",
         capacity.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
         "<h2>Every cell</h2>",

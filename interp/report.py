@@ -1,11 +1,13 @@
 """A self-contained HTML report of a scores table (``interp report``).
 
-One page, plotly.js inlined once (works offline), one section per run, made of the sections of
-the detectors that scored it (:data:`interp.detectors.DETECTORS`): for head scores, the
-prefix-matching and previous-token scores of every head over training with the located phase
-change (:func:`interp.phase.locate_phase_change` on the best prefix-matching score) and a table
-of the heads at the final checkpoint; for Fourier rows, the progress measures of Nanda et al.
-2023 with the phases of :func:`circuits.grokking_phases` shaded; then the error rows.
+One page, plotly.js inlined once (works offline, no CDN, no MathJax), a short contents list, then
+one section per run made of the sections of the detectors that scored it
+(:data:`interp.detectors.DETECTORS`), then the run's error rows. For head scores: the attention
+patterns of the detected previous-token and induction heads at the final checkpoint, layer x head
+heatmaps around the located phase change, the score curves and the final head table; for
+Fourier rows: the final checkpoint's Fourier spectrum with its key frequencies, its neuron
+clusters and the progress measures of Nanda et al. 2023 with the grokking phases shaded. Every
+figure has a caption saying what to see (:class:`interp.detectors.ReportFigure`).
 """
 
 from __future__ import annotations
@@ -14,59 +16,78 @@ import html
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 
-from interp.detectors import DETECTORS
+from interp.detectors import DETECTORS, ReportFigure
 from interp.files import atomic_write_text
 from interp.score_table import ERROR_METRIC
 
-__all__ = ["build_report", "html_page", "write_report"]
+__all__ = ["build_report", "figure_html", "html_page", "write_report"]
 
 
-def _figure_html(fig: go.Figure, first: bool) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=True if first else False)
+def figure_html(item: ReportFigure, anchor: str, first: bool) -> str:
+    """``<figure>`` with the plotly figure (plotly.js inlined when ``first``) and its caption."""
+    plot = item.figure.to_html(full_html=False, include_plotlyjs=bool(first), include_mathjax=False,
+                               div_id=f"{anchor}-plot", config={"displaylogo": False})
+    return (f"<figure id='{anchor}'>{plot}<figcaption>{html.escape(item.caption)}</figcaption></figure>")
 
 
 def build_report(table: pd.DataFrame, title: str = "Circuit scores over training") -> str:
     """The report page as one HTML string (plotly.js inlined once; no external resources).
 
-    One section per run: a header, then the section of every detector of
-    :data:`interp.detectors.DETECTORS` that has rows for the run (its ``report``), then the
-    run's error rows.
+    A contents list (each run and its figures), then one section per run: a header, the section
+    of every detector of :data:`interp.detectors.DETECTORS` that has rows for the run (its
+    ``report``), then the run's error rows. Raises ``TypeError`` when a detector returns a figure
+    without a caption (anything but an HTML string or a :class:`ReportFigure`).
     """
     parts: list[str] = []
+    contents: list[str] = []
     figures = 0
-    for run, part in table.groupby("run", sort=True):
-        run = str(run)
+    for number, (run, part) in enumerate(table.groupby("run", sort=True), start=1):
+        run, anchor = str(run), f"run-{number}"
+        name = html.escape(Path(run).name or run)
         n_checkpoints = int(part["checkpoint"].nunique())
         errors = part[part["metric"] == ERROR_METRIC]
-        parts.append(f"<h2>{html.escape(Path(run).name or run)}</h2><p class='path'>{html.escape(run)} &middot; "
+        parts.append(f"<h2 id='{anchor}'>{name}</h2><p class='path'>{html.escape(run)} &middot; "
                      f"{n_checkpoints} checkpoints, {errors['checkpoint'].nunique()} with errors</p>")
-        for name, detector in DETECTORS.items():
-            rows = part[(part["detector"] == name) & (part["metric"] != ERROR_METRIC)]
+        links: list[str] = []
+        for detector_name, detector in DETECTORS.items():
+            rows = part[(part["detector"] == detector_name) & (part["metric"] != ERROR_METRIC)]
             if rows.empty:
                 continue
             for item in detector.report(rows):
-                if isinstance(item, go.Figure):
-                    item = _figure_html(item, figures == 0)
+                if isinstance(item, ReportFigure):
                     figures += 1
-                parts.append(item)
+                    figure_anchor = f"{anchor}-figure-{len(links) + 1}"
+                    parts.append(figure_html(item, figure_anchor, first=figures == 1))
+                    links.append(f"<a href='#{figure_anchor}'>{html.escape(item.title)}</a>")
+                elif isinstance(item, str):
+                    parts.append(item)
+                else:
+                    raise TypeError(f"detector {detector_name} returned a {type(item).__name__}; a report item "
+                                    "is an HTML string or a ReportFigure (a figure with its caption)")
         if not errors.empty:
-            parts.append("<h3>Errors</h3>")
+            parts.append(f"<h3 id='{anchor}-errors'>Errors</h3>")
             parts.append(errors[["checkpoint", "step", "detector", "error"]].to_html(index=False, classes="errors"))
+            links.append(f"<a href='#{anchor}-errors'>errors</a>")
+        contents.append(f"<li><a href='#{anchor}'>{name}</a>" + (": " + " &middot; ".join(links) if links else "")
+                        + "</li>")
     if not parts:
         parts.append("<p>The table has no rows.</p>")
-    return html_page(title, "\n".join(parts))
+    nav = f"<nav class='contents'><b>Contents</b><ol>{''.join(contents)}</ol></nav>\n" if contents else ""
+    return html_page(title, nav + "\n".join(parts))
 
 
 def html_page(title: str, body: str) -> str:
-    """A whole HTML page around ``body`` (already HTML), with the reports' plain table style."""
+    """A whole HTML page around ``body`` (already HTML), with the reports' plain style."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-        ".path{color:#666;font-size:90%}</style></head><body>"
+        ".path{color:#666;font-size:90%}.note{color:#8a4b00}"
+        "nav.contents{background:#f6f6f6;padding:.5em 1em;margin-bottom:1.5em}nav.contents ol{margin:.3em 0}"
+        "figure{margin:1.5em 0}figcaption{color:#333;max-width:900px;margin:.2em 0 0 1em}"
+        "</style></head><body>"
         f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
 

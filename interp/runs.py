@@ -41,6 +41,7 @@ __all__ = [
     "read_run_info",
     "run_of",
     "run_train_mask",
+    "scored_checkpoint",
     "step_of",
 ]
 
@@ -75,6 +76,12 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), entry))
     return sorted(found)
+
+
+def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
+    """The file of a scores-table row: ``RUN/checkpoints/FILE`` when it exists, else ``RUN/FILE`` (a loose file)."""
+    inside = Path(run) / CHECKPOINT_DIR / checkpoint
+    return inside if inside.exists() else Path(run) / checkpoint
 
 
 def step_of(path: str | Path) -> int | None:

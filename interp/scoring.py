@@ -215,7 +215,7 @@ def score_checkpoints(
     the new rows. ``table.attrs["skipped"]`` maps run -> {detector: reason} for detectors that
     did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
-    from tqdm.auto import tqdm
+    from interp.progress_bar import progress_bar
 
     detectors = check_detectors(detectors)
     refs = find_checkpoints(paths)
@@ -232,7 +232,7 @@ def score_checkpoints(
     n_failed = 0
     own = executor is None
     executor = executor or make_executor(workers, scheduler)
-    bar = tqdm(total=len(tasks), desc="score", unit="ckpt", disable=quiet)
+    bar = progress_bar(total=len(tasks), desc="score", unit="ckpt", quiet=quiet)
     try:
         for rows in executor.map_unordered(score_task, tasks, lost=_lost_rows):
             new.extend(rows)

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
 from interp.files import atomic_write_text
 from interp.models import build_model, config_to_dict
 from interp.presets import TrainOptions
+from interp.progress_bar import progress_bar
 from interp.runs import (
     METRICS_FILE,
     OPTIMIZER_FILE,
@@ -84,6 +84,8 @@ def train(
     elif steps is not None:
         options = dataclasses.replace(options, steps=steps)
     task = make_task(options)
+    if resume and has_run:
+        _check_same_data(out, task)
     model = build_model(task.model_config(), seed=options.seed)
     model.train()
     optimizer = torch.optim.AdamW(
@@ -98,7 +100,7 @@ def train(
         _write_run_json(out, options, task, model)
 
     ckpt_steps = set(checkpoint_steps(options.steps, options.checkpoint_every))
-    bar = tqdm(total=options.steps, initial=start, disable=quiet, desc=f"train {options.task}", unit="step")
+    bar = progress_bar(total=options.steps, initial=start, quiet=quiet, desc=f"train {options.task}", unit="step")
     for step in range(start, options.steps + 1):
         if step % options.eval_every == 0 or step in ckpt_steps or (step == start and start > 0):
             rows.append(_evaluate(task, model, step))
@@ -111,9 +113,9 @@ def train(
             save_optimizer(out / OPTIMIZER_FILE, optimizer, step, extra=grad_filter.state())
         if step == options.steps:
             break
-        warmup = min(1.0, (step + 1) / options.warmup_steps) if options.warmup_steps else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = options.lr * warmup
+            group["lr"] = options.lr_at(step)
+            group["weight_decay"] = options.weight_decay_at(step)
         loss = task.train_loss(model, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,6 +210,16 @@ def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> Tr
     if steps is not None:
         options = dataclasses.replace(options, steps=steps)
     return options
+
+
+def _check_same_data(out: Path, task) -> None:
+    """A run resumes only on the data it began with: its recorded task must be this version's."""
+    recorded = read_run_info(out).get("task")
+    if recorded != task.describe():
+        raise RunError(
+            f"{out} was trained on task data {recorded}, which this version no longer generates "
+            f"({task.describe()}); start a new run"
+        )
 
 
 def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int, list[dict[str, float]]]:

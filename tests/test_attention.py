@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from handbuilt_models import random_model
+from handbuilt_models import induction_circuit_model, random_model
 from transformer_lens.head_detector import (
     compute_head_attention_similarity_score,
     get_induction_head_detection_pattern,
     get_previous_token_head_detection_pattern,
 )
 
-from circuits import prefix_matching_scores, previous_token_scores, repeated_tokens
+from circuits import attention_pattern, prefix_matching_scores, previous_token_scores, repeated_tokens
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,31 @@ def test_parity_with_transformer_lens_head_detector(ln_model):
                 assert no_bos == pytest.approx(ours_ind_b * n / (n - bos_mass), rel=1e-5)
             assert previous[(layer, head)] == pytest.approx(np.mean(tl_prev), rel=1e-5)
             assert prefix[(layer, head)] == pytest.approx(np.mean(tl_ind), rel=1e-5)
+
+
+# --- one head's whole pattern (the report's picture) -------------------------------------------
+
+
+def test_attention_pattern_is_the_cached_pattern_and_shows_the_handbuilt_circuit():
+    model = induction_circuit_model()
+    tokens = repeated_tokens(model, n_seqs=1, half_len=8, seed=3)
+    _, cache = model.run_with_cache(tokens)
+    for layer, head in ((0, 0), (1, 0)):
+        pattern = attention_pattern(model, layer, head, tokens[0])  # one sequence, (L,) accepted
+        assert pattern.shape == (17, 17) and pattern.dtype == torch.float32
+        torch.testing.assert_close(pattern, cache["pattern", layer][0, head].float())
+        torch.testing.assert_close(pattern.sum(dim=1), torch.ones(17))
+    previous = attention_pattern(model, 0, 0, tokens)
+    assert previous.diagonal(offset=-1).min() > 0.99  # L0H0: every position attends to the one before
+    induction = attention_pattern(model, 1, 0, tokens)
+    assert induction.diagonal(offset=-(8 - 1))[2:].min() > 0.9  # second half: the token after the earlier copy
+    # default tokens: the seeded one-sequence probe
+    torch.testing.assert_close(attention_pattern(model, 1, 0, half_len=8, seed=3), induction)
+
+
+def test_attention_pattern_rejects_missing_heads_and_batches():
+    model = induction_circuit_model()
+    with pytest.raises(ValueError, match="no head L2H0"):
+        attention_pattern(model, 2, 0)
+    with pytest.raises(ValueError, match="one sequence"):
+        attention_pattern(model, 0, 0, repeated_tokens(model, n_seqs=2, half_len=4))

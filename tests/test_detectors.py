@@ -69,4 +69,4 @@ def test_report_sections_skip_detectors_without_rows():
                           "layer": [None], "head": [None], "metric": ["error"], "value": [float("nan")],
                           "error": ["corrupt"]})
     page = build_report(table)
-    assert "<h3>Errors</h3>" in page and "corrupt" in page and "Progress measures" not in page
+    assert ">Errors</h3>" in page and "corrupt" in page and "Progress measures" not in page

@@ -1,8 +1,10 @@
-"""Every notebook in notebooks/ runs top to bottom without error (nbclient), on the runs trained here.
+"""Every notebook in notebooks/ runs top to bottom without error (nbclient), on the runs trained here,
+and its nbconvert HTML export shows every figure in headless Chromium, offline.
 
 The notebooks train their own models when run by hand; here they get the session's trained runs
 through ``INTERP_INDUCTION_RUN`` / ``INTERP_MODADD_RUN`` so the suite trains each model once.
-They run in a temporary directory, so whatever they write stays out of the repository.
+They run in a temporary directory, so whatever they write stays out of the repository; each is
+executed once and shared by the two tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from chromium import inspect_page, problems
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -35,23 +38,65 @@ def test_every_notebook_is_listed_and_committed_without_outputs():
         assert code and all(not c.outputs and c.execution_count is None for c in code), name
 
 
+@pytest.fixture(scope="module")
+def execute(induction_run, modadd_run, tmp_path_factory):
+    """``execute(name, request)``: the notebook run top to bottom on the session's runs (once per name)."""
+    done: dict[str, nbformat.NotebookNode] = {}
+
+    def run(name: str, request: pytest.FixtureRequest) -> nbformat.NotebookNode:
+        if name not in done:
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("INTERP_INDUCTION_RUN", str(induction_run))
+                env.setenv("INTERP_MODADD_RUN", str(modadd_run))
+                if name in NEEDS_PUBLISHED:  # skips, with the reason, where ../shared/data/ is absent
+                    env.setenv("INTERP_PUBLISHED_MODEL", str(request.getfixturevalue("published_path")))
+                nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+                workdir = tmp_path_factory.mktemp(name.split("_")[0])
+                resources = {"metadata": {"path": str(workdir)}}
+                NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
+            done[name] = nb
+        return done[name]
+
+    return run
+
+
+def _figure_outputs(cell: nbformat.NotebookNode) -> list[dict]:
+    return [o for o in cell.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_notebook_runs(name, induction_run, modadd_run, tmp_path, monkeypatch, request):
-    monkeypatch.setenv("INTERP_INDUCTION_RUN", str(induction_run))
-    monkeypatch.setenv("INTERP_MODADD_RUN", str(modadd_run))
-    if name in NEEDS_PUBLISHED:  # skips, with the reason, where ../shared/data/ is absent
-        monkeypatch.setenv("INTERP_PUBLISHED_MODEL", str(request.getfixturevalue("published_path")))
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-
+def test_notebook_runs(name, execute, request):
+    nb = execute(name, request)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     for pattern in EXPECTED[name]:
         assert re.search(pattern, text), f"{name}: no output matches {pattern!r}"
-    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    figures = [o for c in nb.cells for o in _figure_outputs(c)]
     assert figures, f"{name}: no plotly figure"
-    # figures are mime bundles, drawn by the plotly extension that ships with the plotly package:
-    # nothing in the notebook loads a script from the network
+    # each figure: plotly JSON for Jupyter's and VS Code's renderers, and HTML for everything else;
+    # plotly.js is inlined once, and nothing loads a script from the network or asks for MathJax
+    assert all("Plotly.newPlot(" in o["data"].get("text/html", "") for o in figures), name
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert len(re.findall(r"plotly\.js v\d", html)) == 1
     assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
+    assert "mathjax" not in "\n".join(o["data"]["text/html"] for o in figures).lower()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_html_export_shows_every_figure(name, execute, request, tmp_path):
+    """``jupyter nbconvert --to html`` of the executed notebook, opened offline in headless Chromium."""
+    from nbconvert import HTMLExporter
+
+    nb = execute(name, request)
+    page = tmp_path / f"{name}.html"
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    page.write_text(body, encoding="utf-8")
+    drawn = inspect_page(page, tmp_path / "chromium")
+    assert problems(drawn) == []
+    expected = {i: len(_figure_outputs(c)) for i, c in enumerate(nb.cells) if _figure_outputs(c)}
+    shown: dict[int, int] = {}
+    for fig in drawn:
+        shown[fig.cell] = shown.get(fig.cell, 0) + 1
+    assert shown == expected, f"{name}: figures drawn per cell {shown}, figure outputs per cell {expected}"

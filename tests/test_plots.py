@@ -97,3 +97,42 @@ def test_every_annotation_has_text_and_each_head_one_colour():
     measures = pd.DataFrame({"step": [0, 1, 2, 3, 4], "train_loss": [4.0, 0.01, 0.01, 0.01, 0.01],
                              "weight_norm": [5.0, 5.0, 4.0, 3.0, 3.0]})
     assert all(a.text for a in plot_progress_measures(measures, phases).layout.annotations)
+
+
+def test_spectrum_names_each_key_frequency():
+    fig = plot_fourier_spectrum(_spectrum(), [4, 9])
+    assert [(a.x, a.text) for a in fig.layout.annotations] == [(4, "k = 4"), (9, "k = 9")]
+
+
+def test_head_heatmaps_put_each_score_in_its_cell():
+    from interp.plots import plot_head_heatmaps
+
+    rows = [{"step": s, "layer": la, "head": h, "metric": m,
+             "value": s / 1000 + la / 10 + h / 100 + (m == "prefix_matching")}
+            for s in (100, 200, 300) for la in (0, 1) for h in range(3) for m in ("previous_token", "prefix_matching")]
+    fig = plot_head_heatmaps(pd.DataFrame(rows), [(100, "before"), (300, "final")])
+    assert [t.name for t in fig.data] == ["previous_token step 100", "previous_token step 300",
+                                          "prefix_matching step 100", "prefix_matching step 300"]
+    z = np.asarray(fig.data[3].z)
+    assert z.shape == (2, 3) and z[1, 2] == pytest.approx(0.3 + 0.1 + 0.02 + 1)  # layer 1, head 2, step 300
+    assert list(fig.data[0].y) == ["L0", "L1"] and list(fig.data[0].x) == ["H0", "H1", "H2"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "previous token at step 100 (before)", "previous token at step 300 (final)",
+        "prefix matching at step 100 (before)", "prefix matching at step 300 (final)"]
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0, 1)
+    with pytest.raises(ValueError, match="no head rows"):
+        plot_head_heatmaps(pd.DataFrame(rows), [])
+
+
+def test_attention_patterns_side_by_side_with_the_copy_marked():
+    from interp.plots import plot_attention_patterns
+
+    eye = np.eye(5)
+    fig = plot_attention_patterns([("a", eye), ("b", np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None])], half_len=2)
+    assert [a.text for a in fig.layout.annotations] == ["a", "b"]
+    assert np.asarray(fig.data[1].z)[4].sum() == pytest.approx(1.0)
+    vertical = [s.x0 for s in fig.layout.shapes if s.x0 == s.x1]
+    horizontal = [s.y0 for s in fig.layout.shapes if s.y0 == s.y1]
+    assert vertical == horizontal == [2.5, 2.5]  # one of each per panel, where the copy starts (N + 0.5)
+    with pytest.raises(ValueError, match="square"):
+        plot_attention_patterns([("c", np.ones((2, 3)))])

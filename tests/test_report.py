@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import shutil
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+import pytest
 
 from interp.cli import main
+from interp.detectors import DETECTORS, ReportFigure
 from interp.detectors.fourier import fourier_measures
-from interp.detectors.heads import final_heads
+from interp.detectors.heads import ATTENTION_HALF_LEN, final_heads
 from interp.report import build_report
 from interp.score_table import canonical
 from interp.scoring import score_checkpoints
@@ -40,6 +46,85 @@ def test_report_is_self_contained_and_marks_the_phase_change():
     step = int(re.search(r"data-phase-change-step='(\d+)'", page).group(1))
     assert 275 <= step <= 325 and f"phase change ~ step {step}" in page
     assert "Heads at the final checkpoint (step 1000)" in page
+    # the checkpoints of this made-up table are nowhere: the page says so instead of drawing them
+    missing = "the checkpoint /runs/ind/step_001000.safetensors is not on this machine"
+    assert f"Attention patterns not drawn: {missing}" in page
+    assert "head scores by layer and head" in page and "before" in page and "after" in page
+
+
+def _captions_and_links(page: str) -> tuple[list[str], list[str], set[str]]:
+    captions = re.findall(r"<figure id='[^']+'>.*?<figcaption>(.*?)</figcaption></figure>", page, re.DOTALL)
+    nav = re.search(r"<nav class='contents'>(.*?)</nav>", page, re.DOTALL).group(1)
+    return captions, re.findall(r"href='#([^']+)'", nav), set(re.findall(r"id='([^']+)'", page))
+
+
+def test_every_figure_has_a_caption_and_a_contents_entry():
+    page = build_report(synthetic_heads_table(310))
+    captions, links, ids = _captions_and_links(page)
+    assert len(captions) == page.count("<figure ") == 2  # heatmaps and curves (no checkpoint for attention)
+    assert all(1 <= len(re.findall(r"[.!?](?:\s|$)", c)) <= 2 and len(c) > 40 for c in captions), captions
+    assert links == ["run-1", "run-1-figure-1", "run-1-figure-2"] and set(links) <= ids
+
+
+def test_a_figure_without_a_caption_is_refused(monkeypatch):
+    bare = dataclasses.replace(DETECTORS["heads"], report=lambda rows: [go.Figure()])
+    monkeypatch.setitem(DETECTORS, "heads", bare)
+    with pytest.raises(TypeError, match="ReportFigure"):
+        build_report(synthetic_heads_table())
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tiny_runs, tmp_path_factory):
+    """The tiny runs copied (so a test may alter them) and scored."""
+    root = tmp_path_factory.mktemp("report_runs")
+    ind, mod = (shutil.copytree(run, root / run.name) for run in tiny_runs)
+    return ind, mod, score_checkpoints([ind, mod])
+
+
+def test_the_report_draws_the_circuits_of_the_final_checkpoints(tiny_table):
+    from circuits import attention_pattern, fourier_report, repeated_tokens
+    from interp import load_model
+
+    ind, mod, table = tiny_table
+    items = DETECTORS["heads"].report(table[table["run"] == str(ind)])
+    figures = {i.title: i for i in items if isinstance(i, ReportFigure)}
+    assert list(figures) == ["attention of the detected heads", "head scores by layer and head",
+                             "head scores over training"]
+    attention = figures["attention of the detected heads"].figure
+    model = load_model(ind / "checkpoints" / "step_000020.safetensors")
+    tokens = repeated_tokens(model, n_seqs=1, half_len=ATTENTION_HALF_LEN)
+    heads = final_heads(table[table["run"] == str(ind)])
+    best_previous = heads.loc[heads["previous_token"].idxmax()]
+    expected = attention_pattern(model, int(best_previous["layer"]), int(best_previous["head"]), tokens).numpy()
+    np.testing.assert_allclose(np.asarray(attention.data[0].z), expected, rtol=1e-6)
+    assert f"L{int(best_previous['layer'])}H{int(best_previous['head'])}" in attention.layout.annotations[0].text
+    heatmaps = figures["head scores by layer and head"].figure
+    last = heads.set_index(["layer", "head"])
+    np.testing.assert_allclose(np.asarray(heatmaps.data[-1].z)[1, 3], last.loc[(1, 3), "prefix_matching"])
+
+    items = DETECTORS["fourier"].report(table[table["run"] == str(mod)])
+    figures = {i.title: i for i in items if isinstance(i, ReportFigure)}
+    assert list(figures) == ["Fourier spectrum", "neuron clusters", "progress measures"]
+    final = fourier_report(load_model(mod / "checkpoints" / "step_000010.safetensors"))
+    spectrum = figures["Fourier spectrum"].figure
+    np.testing.assert_allclose(np.asarray(spectrum.data[0].y), final.spectrum["embed"].to_numpy())
+    assert [a.text for a in spectrum.layout.annotations] == [f"k = {k}" for k in final.key_frequencies]
+    assert list(figures["neuron clusters"].figure.data[0].y) == list(final.spectrum["neurons"])
+
+
+def test_a_checkpoint_changed_since_scoring_is_not_drawn(tiny_table):
+    ind, _, table = tiny_table
+    rows = table[table["run"] == str(ind)]
+    last = ind / "checkpoints" / "step_000020.safetensors"
+    saved = last.read_bytes()
+    try:
+        shutil.copyfile(ind / "checkpoints" / "step_000010.safetensors", last)
+        items = DETECTORS["heads"].report(rows)
+    finally:
+        last.write_bytes(saved)
+    notes = [i for i in items if isinstance(i, str) and "not drawn" in i]
+    assert notes and "changed since it was scored" in notes[0]
+    assert "attention of the detected heads" not in [i.title for i in items if isinstance(i, ReportFigure)]
 
 
 def test_final_heads_table():
@@ -48,9 +133,8 @@ def test_final_heads_table():
     assert heads.loc[heads["is_induction"], ["layer", "head"]].values.tolist() == [[1, 1]]
 
 
-def test_report_of_scored_runs_with_fourier_phases(tiny_runs, tmp_path):
-    ind, mod = tiny_runs
-    table = score_checkpoints([ind, mod])
+def test_report_of_scored_runs_with_fourier_phases(tiny_table, tmp_path):
+    ind, mod, table = tiny_table
     measures = fourier_measures(table[table["run"] == str(mod.resolve())])
     assert {"step", "train_loss", "test_accuracy", "restricted_loss", "weight_norm"} <= set(measures.columns)
     assert len(measures) == table.loc[table["detector"] == "fourier", "step"].nunique()
@@ -61,3 +145,29 @@ def test_report_of_scored_runs_with_fourier_phases(tiny_runs, tmp_path):
     page = html_path.read_text()
     assert "Progress measures of grokking" in page and "Grokking phases" in page and "head scores" in page
     assert not re.search(r"<script[^>]+src=[\"']?https?:", page)
+    captions, links, ids = _captions_and_links(page)
+    assert len(captions) == page.count("<figure ") == 6 and set(links) <= ids
+    assert "not drawn" not in page  # both final checkpoints were read
+
+
+@pytest.mark.slow
+def test_the_chromium_check_finds_blank_figures_and_empty_annotations(tmp_path):
+    """The check the demo's report must pass, on a page with one good figure and three broken ones."""
+    from chromium import inspect_page, problems
+
+    from interp.report import figure_html, html_page
+
+    good = go.Figure(go.Bar(x=[1, 2, 3], y=[3.0, 1.0, 2.0]))
+    no_data = go.Figure(go.Scatter(x=[1, 2, 3], y=[float("nan")] * 3))
+    flat = go.Figure(go.Bar(x=[1, 2, 3], y=[0.0, 0.0, 0.0]))  # bars drawn, nothing to see
+    unlabelled = go.Figure(go.Bar(x=[1, 2], y=[1.0, 2.0]))
+    unlabelled.add_annotation(x=1, y=1, text="")
+    figures = [("good", good), ("no-data", no_data), ("flat", flat), ("unlabelled", unlabelled)]
+    body = "".join(figure_html(ReportFigure(name, fig, "A caption."), name, first=i == 0)
+                   for i, (name, fig) in enumerate(figures))
+    page = tmp_path / "page.html"
+    page.write_text(html_page("control", body), encoding="utf-8")
+    found = problems(inspect_page(page, tmp_path / "chromium", screenshot=True))
+    assert [p.split(":")[0] for p in found] == ["no-data-plot", "no-data-plot", "flat-plot", "unlabelled-plot"], found
+    assert "without data" in found[0] and "blank in the screenshot" in found[1] and "blank" in found[2]
+    assert "without text" in found[3]

@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from interp.checkpoints import list_checkpoints
 from interp.cli import main
@@ -117,3 +118,46 @@ def test_resume_keeps_the_recorded_length_unless_steps_extend_it(tmp_path):
 def test_steps_overrides_the_preset_on_a_fresh_run(tmp_path):
     train(preset("induction"), tmp_path / "run", quiet=True, steps=3)
     assert max(s for s, _ in list_checkpoints(tmp_path / "run")) == 3
+
+
+def test_learning_rate_schedules():
+    from interp.presets import TrainOptions
+
+    linear = TrainOptions(task="induction", lr=1.0, steps=100, warmup_steps=10, lr_schedule="linear")
+    assert linear.lr_at(0) == pytest.approx(0.1)  # warm-up, and decay already under way
+    assert linear.lr_at(50) == pytest.approx(0.5)
+    assert linear.lr_at(99) == pytest.approx(0.01)
+    constant = TrainOptions(task="induction", lr=1.0, steps=100, warmup_steps=10)
+    assert [constant.lr_at(s) for s in (0, 9, 50, 99)] == pytest.approx([0.1, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainOptions(task="induction", lr_schedule="cosine")
+
+
+def test_weight_decay_ramps_when_an_end_is_set(tmp_path):
+    from interp.presets import TrainOptions
+
+    ramp = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0)
+    assert [ramp.weight_decay_at(s) for s in (0, 50, 100)] == pytest.approx([2.0, 3.0, 4.0])
+    assert TrainOptions(task="modadd", weight_decay=1.5).weight_decay_at(999) == 1.5
+    # the loop applies it: from 0 at step 0 the runs agree; at step 1 the decay differs
+    from interp.checkpoints import read_checkpoint
+
+    weights = {}
+    for end in (0.0, 10.0):
+        out = tmp_path / f"end{end}"
+        train(preset("modadd", steps=2, weight_decay=0.0, weight_decay_end=end, grokfast_lambda=0.0), out, quiet=True)
+        weights[end] = {step: read_checkpoint(path)[0]["embed.W_E"] for step, path in list_checkpoints(out)}
+    assert torch.equal(weights[0.0][1], weights[10.0][1])
+    assert not torch.allclose(weights[0.0][2], weights[10.0][2])
+
+
+def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    train(preset("induction", steps=4), out, quiet=True)
+    info = json.loads((out / "run.json").read_text())
+    info["task"] = {"name": "induction", "d_vocab": 128, "n_ctx": 64, "min_span": 16, "bos": 0}  # an older generator
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="no longer generates"):
+        train(preset("induction"), out, resume=True, quiet=True, steps=8)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-__all__ = ["DETECTORS", "Detector", "Row"]
+__all__ = ["DETECTORS", "Detector", "ReportFigure", "Row"]
 
 #: One scored number: ``{"metric": str, "value": float}`` plus ``"layer"`` and ``"head"`` for a
 #: head metric (model-level metrics leave them out). Scoring adds run, checkpoint, step, detector.
@@ -40,8 +40,10 @@ class Detector:
             so it must pickle. Use it for what must be fixed across a run's checkpoints.
         score: ``score(model, context)`` -> the :data:`Row` list of one checkpoint.
         summary: ``summary(model, run_dir)`` -> the text ``interp inspect`` prints.
-        report: ``report(rows)`` -> HTML strings and plotly figures, in page order, from one
-            run's rows of this detector (error rows removed); the report's section for it.
+        report: ``report(rows)`` -> HTML strings and :class:`ReportFigure` items, in page
+            order, from one run's rows of this detector (error rows removed); the report's
+            section for it. It may read the run's files (the final checkpoint) and says in the
+            page why a figure is missing when they cannot be read.
     """
 
     name: str
@@ -52,6 +54,21 @@ class Detector:
     score: Callable[[HookedTransformer, Any], list[Row]]
     summary: Callable[[HookedTransformer, Path | None], str]
     report: Callable[[pd.DataFrame], list[Any]]
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure of the report, with its entry in the contents list and its caption.
+
+    Attributes:
+        title: a few words for the contents list.
+        figure: the plotly ``Figure``.
+        caption: one or two plain-text sentences saying what to see in it.
+    """
+
+    title: str
+    figure: Any
+    caption: str
 
 
 def _registry() -> dict[str, Detector]:

@@ -10,10 +10,14 @@ there is none). The definitions are in ``docs/scores.md``.
 
 Applies to one-layer models with an MLP whose output vocabulary p is odd and whose input
 vocabulary holds the ``=`` token (:func:`circuits.fourier.check_modadd_model`).
+
+Its report section reads the run's final checkpoint to draw the Fourier spectrum with the key
+frequencies and the neuron clusters, then the progress measures with the grokking phases.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,8 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.detectors import Detector, Row
+from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors._final import final_model
 from interp.runs import RunError, run_train_mask
 
 __all__ = ["DETECTOR", "METRICS", "fourier_measures"]
@@ -99,7 +104,7 @@ def fourier_measures(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def report(rows: pd.DataFrame) -> list[Any]:
-    """The grokking phases located on the progress measures, their curves, the final key frequencies."""
+    """The grokking phases, the final checkpoint's Fourier spectrum and neuron clusters, the progress measures."""
     from circuits import GrokkingPhases, grokking_phases
     from interp.plots import plot_progress_measures
 
@@ -114,16 +119,51 @@ def report(rows: pd.DataFrame) -> list[Any]:
         parts: list[Any] = ["<p class='phase'>Grokking phases not located (no train/test split).</p>"]
         ph = GrokkingPhases(None, None, None)
     else:
-        parts = ["<p class='phase'>Grokking phases: memorisation ends at step "
-                 f"{ph.memorization_end}, circuit formation at {ph.circuit_formation_end}, cleanup at "
-                 f"{ph.cleanup_end}; test accuracy reaches 0.5 at step {ph.grokking_step}.</p>"]
-    parts.append(plot_progress_measures(measures, ph))
+        at = [("step " + str(v)) if v is not None else "not reached" for v in
+              (ph.memorization_end, ph.circuit_formation_end, ph.cleanup_end, ph.grokking_step)]
+        parts = [f"<p class='phase'>Grokking phases: memorisation ends at {at[0]}, circuit formation at "
+                 f"{at[1]}, cleanup at {at[2]}; test accuracy reaches 0.5 at {at[3]}.</p>"]
+    parts += _circuit_figures(rows)
+    caption = ("Losses (top, log scale), the Gini sparsity of the embedding and neuron-logit Fourier spectra (middle) "
+               "and the sum of squared weights (bottom) over training, the located phases shaded. In a run that groks, "
+               "the restricted loss (key frequencies only) falls during circuit formation, before the test loss "
+               "falls in cleanup.")
+    parts.append(ReportFigure("progress measures", plot_progress_measures(measures, ph), caption))
     keys = rows[rows["metric"] == "key_frequency"]
     if not keys.empty:
         last = keys[keys["step"] == keys["step"].max()]
         freqs = ", ".join(str(int(v)) for v in sorted(last["value"]))
         parts.append(f"<p>Key frequencies at step {int(last['step'].iloc[0])}: {freqs}</p>")
     return parts
+
+
+def _circuit_figures(rows: pd.DataFrame) -> list[Any]:
+    """The Fourier spectrum with the key frequencies and the neuron clusters of the final checkpoint."""
+    from circuits import fourier_report
+    from interp.plots import plot_fourier_spectrum, plot_neuron_clusters
+
+    model, step, why = final_model(rows)
+    why = why or (applies(model) or "")
+    if why:
+        return [f"<p class='note'>Fourier spectrum and neuron clusters not drawn: {html.escape(why)}.</p>"]
+    result = fourier_report(model)
+    keys = ", ".join(map(str, result.key_frequencies)) or "none"
+    bands = (f"the labelled bands are the key frequencies ({keys})" if result.key_frequencies
+             else "no key frequency stands out yet")
+    spectrum = plot_fourier_spectrum(result)
+    spectrum.update_layout(title=f"Fourier spectrum at step {step} (key frequencies {keys})")
+    clusters = plot_neuron_clusters(result)
+    clusters.update_layout(title=f"MLP neuron clusters by frequency at step {step}")
+    return [
+        ReportFigure("Fourier spectrum", spectrum,
+                     f"Share of each frequency k in the squared Fourier norm of the embedding W_E and of the "
+                     f"neuron-logit map W_L; {bands}. A model that has grokked computes a + b mod p with a few "
+                     "such waves, so nearly all the norm sits on them."),
+        ReportFigure("neuron clusters", clusters,
+                     "MLP neurons counted by the one frequency that explains at least 85 % (or 50 %) of their "
+                     "activation variance over all input pairs. A grokked model has one cluster per key "
+                     "frequency: the neurons that compute cos and sin of that frequency times (a + b)."),
+    ]
 
 
 DETECTOR = Detector(

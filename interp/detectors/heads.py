@@ -13,6 +13,11 @@ Applies to models whose probe halves can hold at least :data:`MIN_HALF_LEN` toke
 to, and a probe of a few positions averages over too little to separate head types; halves of
 at least 4 tokens keep the prefix-matching offset 3 or more positions back. So the
 modular-addition model (n_ctx = 3) is skipped.
+
+Its report section reads the run's final checkpoint to draw the attention of the strongest
+flagged previous-token and induction heads on one repeated sequence
+(:func:`circuits.attention_pattern`), then layer x head heatmaps of the scores around the located
+phase change, the score curves and the final head table.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.detectors import Detector, Row
+from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors._final import final_model
 from interp.phase import best_head_curve, locate_phase_change
 
-__all__ = ["DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
+__all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
 
 METRICS = ("previous_token", "prefix_matching", "copying", "ov_copying", "is_previous_token", "is_induction")
 #: Shortest probe half (see the module docstring): needs ``n_ctx >= 2N + 1 = 9``.
 MIN_HALF_LEN = 4
 _FLAGS = ("is_previous_token", "is_induction")
+#: Half length N of the one repeated sequence whose attention the report draws (shorter contexts: less).
+ATTENTION_HALF_LEN = 20
 
 
 def applies(model: HookedTransformer) -> str | None:
@@ -74,6 +82,7 @@ def final_heads(rows: pd.DataFrame) -> pd.DataFrame:
     last = rows[rows["step"] == rows["step"].max()]
     wide = last.pivot_table(index=["layer", "head"], columns="metric", values="value", aggfunc="first")
     wide = wide[[m for m in METRICS if m in wide.columns]].reset_index()
+    wide.columns.name = None
     for col in _FLAGS:
         if col in wide:
             wide[col] = wide[col].astype(bool)
@@ -81,7 +90,7 @@ def final_heads(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def report(rows: pd.DataFrame) -> list[Any]:
-    """The phase-change sentence, the head scores over training and the final head table."""
+    """The phase-change sentence, the detected heads' attention, score heatmaps and curves, the final head table."""
     from interp.plots import plot_head_scores
 
     curve = best_head_curve(rows)
@@ -93,11 +102,69 @@ def report(rows: pd.DataFrame) -> list[Any]:
         parts = [f"<p class='phase' data-phase-change-step='{pc.step}'>Induction phase change at "
                  f"<b>step {pc.step}</b>: best prefix-matching score {pc.before:.3f} &rarr; "
                  f"{pc.after:.3f} between steps {pc.start_step} and {pc.end_step}.</p>"]
+    heads = final_heads(rows)
+    parts += _attention_figure(rows, heads)
+    parts.append(_heatmap_figure(rows, pc))
     name = html.escape(Path(str(rows["run"].iloc[0])).name)
-    parts.append(plot_head_scores(rows, pc, title=f"{name}: head scores over training"))
+    where = ("The dashed line and the shaded band mark the located phase change, the steepest rise of the best "
+             "prefix-matching score." if pc is not None else "No phase change was located on these checkpoints.")
+    curves = plot_head_scores(rows, pc, title=f"{name}: head scores over training")
+    parts.append(ReportFigure("head scores over training", curves,
+                              f"One line per head: its score at every scored checkpoint. {where}"))
     parts.append(f"<h3>Heads at the final checkpoint (step {int(rows['step'].max())})</h3>")
-    parts.append(final_heads(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="heads"))
+    parts.append(heads.to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="heads"))
     return parts
+
+
+def _pick(heads: pd.DataFrame, flag: str, metric: str) -> tuple[int, int, float, bool]:
+    """(layer, head, score, flagged) of the flagged head with the highest ``metric``, else of the best head."""
+    flagged = heads[heads[flag]] if flag in heads else heads.iloc[:0]
+    pool = flagged if not flagged.empty else heads
+    best = pool.loc[pool[metric].idxmax()]
+    return int(best["layer"]), int(best["head"]), float(best[metric]), not flagged.empty
+
+
+def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
+    """The attention of the strongest previous-token and induction heads on one repeated sequence."""
+    from circuits import attention_pattern, repeated_tokens
+    from interp.plots import plot_attention_patterns
+
+    if heads.empty or not {"previous_token", "prefix_matching"} <= set(heads.columns):
+        return ["<p class='note'>Attention patterns not drawn: no head scores at the final checkpoint.</p>"]
+    model, step, why = final_model(rows)
+    why = why or (applies(model) or "")
+    if why:
+        return [f"<p class='note'>Attention patterns not drawn: {html.escape(why)}.</p>"]
+    half = min(ATTENTION_HALF_LEN, (int(model.cfg.n_ctx) - 1) // 2)
+    tokens = repeated_tokens(model, n_seqs=1, half_len=half)
+    panels = []
+    for kind, flag, metric in (("previous-token", "is_previous_token", "previous_token"),
+                               ("induction", "is_induction", "prefix_matching")):
+        layer, head, value, flagged = _pick(heads, flag, metric)
+        label = f"{kind} head L{layer}H{head} ({metric.replace('_', ' ')} {value:.2f})"
+        panels.append((label if flagged else f"best {kind} candidate L{layer}H{head}, not flagged ({value:.2f})",
+                       attention_pattern(model, layer, head, tokens).numpy()))
+    figure = plot_attention_patterns(panels, half_len=half, title=f"Attention of the detected heads at step {step}")
+    caption = (f"Rows are query positions, columns key positions, on one sequence of {half} random tokens after BOS "
+               "repeated once (dotted lines: where the copy starts). A previous-token head fills the diagonal just "
+               f"below the main one; an induction head, in the second half, the diagonal {half - 1} positions back: "
+               "the token after the earlier copy of the current one.")
+    return [ReportFigure("attention of the detected heads", figure, caption)]
+
+
+def _heatmap_figure(rows: pd.DataFrame, pc: Any) -> ReportFigure:
+    """Layer x head score heatmaps just before and after the phase change and at the final checkpoint."""
+    from interp.plots import plot_head_heatmaps
+
+    last = int(rows["step"].max())
+    steps = [(pc.start_step, "before"), (pc.end_step, "after")] if pc is not None else []
+    steps = [(s, label) for s, label in steps if s != last] + [(last, "final")]
+    figure = plot_head_heatmaps(rows, steps, title="Head scores by layer and head")
+    when = ("at the checkpoints just before and just after the phase change and at the final one" if pc is not None
+            else "at the final checkpoint")
+    caption = (f"Each cell is one head's score (layers down, heads across) {when}. Previous-token heads light up "
+               "in the previous-token row, induction heads in the prefix-matching row.")
+    return ReportFigure("head scores by layer and head", figure, caption)
 
 
 DETECTOR = Detector(

@@ -1,0 +1,35 @@
+"""The model of a run's last scored checkpoint, for the report's pictures of the circuits."""
+
+from __future__ import annotations
+
+import pandas as pd
+from transformer_lens import HookedTransformer
+
+from interp.checkpoints import CheckpointError, load_model
+from interp.runs import RunError, fingerprint, scored_checkpoint
+
+__all__ = ["final_model"]
+
+
+def final_model(rows: pd.DataFrame) -> tuple[HookedTransformer | None, int | None, str]:
+    """``(model, step, why)`` for the last scored checkpoint of one run's rows.
+
+    ``model`` is None when the file is gone, unreadable, or no longer the checkpoint that was
+    scored (its content fingerprint differs from the table's); ``why`` then says which, so the
+    report can show the reason in place of the figures.
+    """
+    steps = rows["step"].dropna()
+    last = rows.loc[rows["step"] == steps.max()] if not steps.empty else rows
+    row = last.iloc[-1]
+    step = None if pd.isna(row["step"]) else int(row["step"])
+    path = scored_checkpoint(str(row["run"]), str(row["checkpoint"]))
+    if not path.is_file():
+        return None, step, f"the checkpoint {path} is not on this machine"
+    value = row["fingerprint"] if "fingerprint" in rows else None
+    scored = "" if value is None or pd.isna(value) else str(value)
+    if scored and fingerprint(path) != scored:
+        return None, step, f"{path} changed since it was scored (score the run again)"
+    try:
+        return load_model(path), step, ""
+    except (CheckpointError, RunError, OSError, ValueError) as exc:
+        return None, step, f"{path} could not be loaded ({exc})"
