@@ -42,7 +42,8 @@ def test_run_directory_layout(tmp_path):
     main(["train", "modadd", "--out", str(out), *TINY])
     info = json.loads((out / "run.json").read_text())
     assert info["task"] == {"name": "modadd", "p": 113, "frac_train": 0.3, "split_seed": 0}
-    assert info["training"]["weight_decay"] == 2.0 and info["model_config"]["d_mlp"] == 512
+    assert info["training"]["weight_decay"] == 1.0 and info["training"]["weight_decay_end"] == 8.0
+    assert info["model_config"]["d_mlp"] == 512
     assert [s for s, _ in list_checkpoints(out)] == checkpoint_steps(8, 4)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"train_loss", "test_loss", "train_acc", "test_acc"} <= set(metrics.columns)
