@@ -46,8 +46,8 @@ def is_busy(before: tuple[float, float, float]) -> bool:
 
 def load_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
     """One sentence with the load averages before and after a run, and whether it counts as idle."""
-    fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
-    note = f"Load average before {fmt(before)}, after {fmt(after)}"
+    before_text, after_text = (", ".join(f"{x:.1f}" for x in xs) for xs in (before, after))
+    note = f"Load average before {before_text}, after {after_text}"
     if is_busy(before):
         return note + f": **busy machine** (1-minute load above {(os.cpu_count() or 1) / 2:g}), so no target is marked met."
     return note + "."
