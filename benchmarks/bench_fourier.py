@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -34,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import interp  # noqa: E402
 from circuits import fourier_report, progress_measures  # noqa: E402
 from circuits.fourier import fourier_basis  # noqa: E402
-from common import best_of, write_section  # noqa: E402
+from common import best_of, load_average, load_note, machine, write_section  # noqa: E402
 
 PUBLISHED = ROOT.parent / "shared" / "data" / "nanda2023_modadd_p113_frac0.3.pth"
 
@@ -90,6 +88,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
+    before = load_average()
     model = interp.load_model(PUBLISHED)
     report = fourier_report(model)  # warm-up
     t_report = best_of(lambda: fourier_report(model), args.repeats)
@@ -97,14 +96,12 @@ def main() -> None:
     ckpts = perturbed_checkpoints(model, args.checkpoints)
     t_progress = best_of(lambda: progress_measures(ckpts), args.repeats)
     measures = progress_measures(ckpts)
-
-    threads = torch.get_num_threads()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    after = load_average()
     lines = [
         "## Fourier report and progress measures (`benchmarks/bench_fourier.py`)",
         "",
         f"Published p = 113 model of Nanda et al. 2023; best of {args.repeats}, wall clock, "
-        f"torch {torch.__version__}, {threads} threads, {platform.machine()}, load average {load}.",
+        f"{machine()}. {load_note(before, after)}",
         "",
         "| what | time |",
         "| --- | --- |",
@@ -120,7 +117,7 @@ def main() -> None:
         "input, so attention reduces to per-token tables) and from computing each neuron's 3x3-block "
         "energies from four p x d_mlp marginal sums (rows, columns, a+b and b-a diagonals) instead of a "
         "full 2D transform. The report runs on one intra-op thread; `progress_measures` scores checkpoints "
-        "on one single-threaded worker per core. The machine is shared, so wall-clock figures move with its load.",
+        "on one single-threaded worker per core.",
     ]
     text = "\n".join(lines)
     print(text)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, write_section  # noqa: E402
+from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
 
 from interp.cli import main as interp_main  # noqa: E402
 from interp.memorization import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, MemorizationCell, fit_bits_per_parameter  # noqa: E402
@@ -34,9 +34,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or Path(tmp) / "sweep")
+        before = load_average()
         start = time.perf_counter()
         status = interp_main(["memorization", "--out", str(out), "--workers", str(args.workers), "--quiet"])
         seconds = time.perf_counter() - start
+        after = load_average()
         cells = pd.read_csv(out / "cells.csv")
         capacity = pd.read_csv(out / "capacity.csv")
     slope = fit_bits_per_parameter(capacity)
@@ -45,7 +47,7 @@ def main() -> None:
                         "bits_per_parameter", "steps", "stopped_by", "seconds"]]
     text = f"""## Memorisation capacity (`python benchmarks/bench_memorization.py`)
 
-{machine()}. `interp memorization --workers {args.workers}` with its defaults: GPT-style models
+{machine()}. {load_note(before, after)} `interp memorization --workers {args.workers}` with its defaults: GPT-style models
 (pre-LayerNorm, heads of 8, GELU MLP 4x, untied embeddings; `interp.models.memorization_config`)
 of sizes {", ".join(f"d_model {d} x {n} layer(s)" for d, n in MEMORIZATION_SIZES)}, each trained on
 {", ".join(map(str, MEMORIZATION_DATASETS))} uniformly random sequences of {cell.seq_len} tokens over
@@ -54,7 +56,7 @@ growth over {cell.plateau_window} steps, then lr / 10, {cell.lr_drops} times). E
 
 | what | figure |
 |---|---|
-| whole default sweep, {len(cells)} cells (target <= 20 min) | **{seconds / 60:.1f} min** |
+| whole default sweep, {len(cells)} cells (target <= 20 min) | **{seconds / 60:.1f} min**: {verdict(seconds <= 1200, is_busy(before))} |
 | fitted capacity, bits per parameter (Morris et al. 2025, fp32: 2.86-4.23) | **{slope:.2f}** |
 
 Capacity per model (the largest total memorised bits over its data sets; `saturated` = that

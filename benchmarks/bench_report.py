@@ -14,14 +14,13 @@ Writes its section of BENCHMARKS.md between ``<!-- report:start -->`` and ``<!--
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import load_average, load_note, machine, write_section  # noqa: E402
 
 from interp.demo import run_demo  # noqa: E402
 
@@ -35,24 +34,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "demo"
         resumed = [task for task in ("induction", "modadd") if (out / task / "run.json").exists()]
-        load_before = os.getloadavg()
+        load_before = load_average()
         result = run_demo(out, quiet=True)
-        load_after = os.getloadavg()
+        load_after = load_average()
         page = result.report.read_text(encoding="utf-8")
     size = len(page.encode("utf-8"))
     plotly_js = re.search(r"<script[^>]*>/\*\*\s*\* plotly\.js v[\d.]+.*?</script>", page, re.DOTALL)
     js_bytes = len(plotly_js.group(0).encode("utf-8")) if plotly_js else 0
     captions = re.findall(r"<figcaption>", page)
     external = re.findall(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']?https?:", page)
-    fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
     verdict = "ok" if size < TARGET_BYTES and not external else "MISSED"
     stages = ", ".join(f"{stage} {secs:.0f} s" for stage, secs in result.seconds.items())
     if resumed:
         stages += f" ({' and '.join(resumed)} already trained in the demo directory: resumed, not retrained)"
     text = (
         "## Demo report (`python benchmarks/bench_report.py`)\n\n"
-        f"`interp demo` with its defaults; {machine()}; load average before {fmt(load_before)}, after "
-        f"{fmt(load_after)}. Stages: {stages}.\n\n"
+        f"`interp demo` with its defaults; {machine()}. {load_note(load_before, load_after)} Stages: {stages}.\n\n"
         "| what | measured | target | |\n|---|---|---|---|\n"
         f"| `report.html`, one self-contained file | {size / 1e6:.2f} MB | < {TARGET_BYTES / 1e6:.0f} MB "
         f"| {verdict} |\n"

@@ -16,21 +16,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     """Best wall-clock seconds of ``repeats`` calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return best_of_each({"fn": fn}, repeats)["fn"]
+
+
+def best_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
+    """Best wall-clock seconds of each function over ``repeats`` rounds, the functions interleaved
+    within each round (so a change in the machine's load hits all of them alike), after one
+    warm-up call each."""
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - start)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
 def machine() -> str:
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
-        f"{os.cpu_count()} cores, load average {load}"
-    )
+    """torch version, threads, architecture and cores (the load goes in :func:`load_note`)."""
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} cores"
 
 
 def load_average() -> tuple[float, float, float]:

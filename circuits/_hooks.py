@@ -1,7 +1,15 @@
-"""One batched forward pass that hands each layer's attention pattern (and z) to a callback.
+"""Each layer's attention pattern (and z) on a batch of tokens, reduced on the spot.
 
-Nothing is cached beyond the current layer: the callback reduces what it needs on the spot, so
-memory stays at one layer's pattern however many layers the model has.
+:func:`layer_means` is the one entry point of the head scores: it hands every layer's pattern
+to a reduction and returns its batch mean per layer. Nothing is cached beyond the current
+layer, so memory stays at one layer's pattern of one chunk of the batch.
+
+Two paths compute the patterns. The fused path (:mod:`circuits._fused`) computes them straight
+from the weights, for the architectures it reproduces, in fixed chunks of the batch that run on
+single-threaded workers in parallel (:func:`circuits._parallel.parallel_map`); the chunks
+depend only on the batch and model shape, never on the thread count, so the scores are the same
+bit for bit however many threads run them. Every other model takes its hooked forward
+(:func:`run_attention_hooks`) on the whole batch.
 """
 
 from __future__ import annotations
@@ -13,13 +21,54 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._parallel import threads_for
+from circuits._fused import fused_attention_layers, fused_supported
+from circuits._parallel import parallel_map, threads_for
 
-__all__ = ["LayerCallback", "head_frame", "run_attention_hooks"]
+__all__ = ["LayerCallback", "LayerReduce", "head_frame", "layer_means", "run_attention_hooks"]
 
 #: ``callback(layer, pattern, z)``: pattern ``(batch, n_heads, q_pos, k_pos)``;
 #: z ``(batch, pos, n_heads, d_head)`` or ``None`` when it was not asked for.
 LayerCallback = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
+#: ``reduce(layer, pattern, z, tokens)`` -> a tensor that is a mean over the sequences of
+#: ``tokens`` (a chunk of the batch), e.g. ``(n_heads,)`` scores; arguments as in LayerCallback.
+LayerReduce = Callable[[int, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
+
+#: Attention-pattern numbers per chunk of the fused path (2 MiB of float32).
+CHUNK_PATTERN_ELEMENTS = 1 << 19
+
+
+def layer_means(
+    model: HookedTransformer, tokens: torch.Tensor, reduce: LayerReduce, *, need_z: bool
+) -> list[torch.Tensor]:
+    """Per layer, the batch mean of ``reduce`` over ``tokens``: a list of ``n_layers`` CPU tensors.
+
+    ``reduce`` returns a mean over the sequences it is given; on the fused path it sees chunks
+    of the batch and the chunk means are combined weighted by chunk size, in chunk order.
+    """
+    n_layers = int(model.cfg.n_layers)
+    if not fused_supported(model):
+        out: list[torch.Tensor | None] = [None] * n_layers
+
+        def keep(layer: int, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
+            out[layer] = reduce(layer, pattern, z, tokens).cpu()
+
+        run_attention_hooks(model, tokens, keep, need_z=need_z)
+        return out  # type: ignore[return-value]
+
+    def run(chunk: torch.Tensor) -> list[torch.Tensor]:
+        found: list[torch.Tensor] = []
+        with threads_for(model.cfg, chunk):
+            fused_attention_layers(
+                model, chunk, lambda layer, pattern, z: found.append(reduce(layer, pattern, z, chunk)), need_z=need_z
+            )
+        return [value * len(chunk) for value in found]
+
+    batch, length = tokens.shape
+    per_seq = int(model.cfg.n_heads) * length * length
+    n_chunks = max(1, min(batch, -(-batch * per_seq // CHUNK_PATTERN_ELEMENTS)))
+    chunks = tokens.tensor_split(n_chunks)
+    sums = parallel_map(run, chunks, device=tokens.device)
+    return [sum(chunk[layer] for chunk in sums).cpu() / batch for layer in range(n_layers)]
 
 
 class _Done(Exception):
@@ -29,11 +78,12 @@ class _Done(Exception):
 def run_attention_hooks(
     model: HookedTransformer, tokens: torch.Tensor, callback: LayerCallback, *, need_z: bool
 ) -> None:
-    """Run ``model`` once on ``tokens`` calling ``callback`` for every layer, in layer order.
+    """Run ``model``'s hooked forward once on ``tokens`` calling ``callback`` for every layer, in order.
 
-    Small passes run on one intra-op thread (see :mod:`circuits._parallel`). The pass stops right after the last layer's attention (its MLP, the final norm and the
-    unembedding are skipped). Hooks are temporary (``run_with_hooks`` removes them, also when the
-    pass is cut short or fails); the model is unchanged.
+    Small passes run on one intra-op thread (see :mod:`circuits._parallel`). The pass stops
+    right after the last layer's attention (its MLP, the final norm and the unembedding are
+    skipped). Hooks are temporary (``run_with_hooks`` removes them, also when the pass is cut
+    short or fails); the model is unchanged.
     """
     n_layers = int(model.cfg.n_layers)
     patterns: dict[int, torch.Tensor] = {}

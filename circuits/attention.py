@@ -17,7 +17,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, check_tokens
-from circuits._hooks import head_frame, run_attention_hooks
+from circuits._hooks import head_frame, layer_means
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, repeated_tokens, resolve_probe
 
 __all__ = [
@@ -52,17 +52,12 @@ def prefix_matching_from_pattern(pattern: torch.Tensor, half_len: int) -> torch.
 
 
 def _pattern_scores(model: HookedTransformer, tokens: torch.Tensor, score: str, half_len: int) -> torch.Tensor:
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    out = torch.zeros(n_layers, n_heads)
-
-    def callback(layer: int, pattern: torch.Tensor, _z: torch.Tensor | None) -> None:
+    def reduce(layer: int, pattern: torch.Tensor, _z: torch.Tensor | None, _tokens: torch.Tensor) -> torch.Tensor:
         if score == "previous_token":
-            out[layer] = previous_token_from_pattern(pattern).cpu()
-        else:
-            out[layer] = prefix_matching_from_pattern(pattern, half_len).cpu()
+            return previous_token_from_pattern(pattern)
+        return prefix_matching_from_pattern(pattern, half_len)
 
-    run_attention_hooks(model, tokens, callback, need_z=False)
-    return out
+    return torch.stack(layer_means(model, tokens, reduce, need_z=False))
 
 
 @torch.inference_mode()
@@ -140,11 +135,7 @@ def attention_pattern(
     tokens, _ = check_tokens(model, tokens, repeated=False)
     if tokens.shape[0] != 1:
         raise ValueError(f"tokens must be one sequence, got a batch of {tokens.shape[0]}")
-    found: list[torch.Tensor] = []
+    def reduce(at: int, pattern: torch.Tensor, _z: torch.Tensor | None, _tokens: torch.Tensor) -> torch.Tensor:
+        return pattern[0, head].float() if at == layer else pattern.new_zeros(())
 
-    def callback(at: int, pattern: torch.Tensor, _z: torch.Tensor | None) -> None:
-        if at == layer:
-            found.append(pattern[0, head].float().cpu())
-
-    run_attention_hooks(model, tokens, callback, need_z=False)
-    return found[0]
+    return layer_means(model, tokens, reduce, need_z=False)[layer]

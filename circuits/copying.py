@@ -14,7 +14,7 @@ from transformer_lens import FactoredMatrix, HookedTransformer
 from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm
 
 from circuits._checks import check_model, vocab_out
-from circuits._hooks import head_frame, run_attention_hooks
+from circuits._hooks import head_frame, layer_means
 from circuits._parallel import parallel_map
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
@@ -83,13 +83,13 @@ def copying_from_layer(
     vocab = w_u.shape[1]
     rows = batch * n
     device = z.device
-    # (n_heads, batch, N, L) attention of the second-half queries, (n_heads, batch, N, d_head) their z.
-    attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float()
-    zq = z[:, n + 1 :].permute(2, 0, 1, 3).float().contiguous()
-    keys = tokens.reshape(-1)
-    if bool((keys >= vocab).any()):
-        attn = attn * (tokens < vocab)[None, :, None, :]
-        keys = keys.clamp(max=vocab - 1)
+    # (n_heads, rows, L) attention and (n_heads, rows, d_head) z of the second-half queries.
+    attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float().reshape(n_heads, rows, length)
+    zq = z[:, n + 1 :].permute(2, 0, 1, 3).float().reshape(n_heads, rows, -1)
+    if bool((tokens >= vocab).any()):
+        attn = attn * (tokens < vocab).repeat_interleave(n, dim=0)[None]
+        tokens = tokens.clamp(max=vocab - 1)
+    keys = tokens.repeat_interleave(n, dim=0)  # (rows, L): the key tokens each query row sees
     # Small layers: all heads in one batched chunk. Large layers on the CPU: one head per task, in
     # cache-sized chunks, on single-threaded workers. Elsewhere: all heads, in large chunks.
     d_head = zq.shape[-1]
@@ -104,21 +104,19 @@ def copying_from_layer(
     def heads_total(heads: slice) -> torch.Tensor:
         w_ou = w_o[heads].float() @ w_u  # (hc, d_head, V): centred logits per unit of z
         hc = w_ou.shape[0]
-        # Numerator: ReLU'd logits of the key tokens only, from the key columns of w_ou.
-        w_keys = w_ou[:, :, keys].view(hc, -1, batch, length).transpose(1, 2)  # (hc, batch, d_head, L)
-        at_keys = torch.matmul(zq[heads], w_keys).relu_()  # (hc, batch, N, L)
-        copied = (at_keys * attn[heads]).sum(dim=-1).reshape(hc, rows)
-        # Denominator: sum of the ReLU'd logits over the whole vocabulary, in chunks of rows.
-        z_rows = zq[heads].reshape(hc, rows, -1)
-        positive = torch.empty(hc, rows, dtype=torch.float32, device=device)
+        total = torch.zeros(hc, dtype=torch.float32, device=device)
         row_chunk = max(1, min(rows, int(chunk_elements) // (hc * vocab)))
         buf = torch.empty(hc * row_chunk * vocab, dtype=torch.float32, device=device)
         for r0 in range(0, rows, row_chunk):
             r1 = min(rows, r0 + row_chunk)
             logits = buf[: hc * (r1 - r0) * vocab].view(hc, r1 - r0, vocab)
-            torch.bmm(z_rows[:, r0:r1], w_ou, out=logits)
-            positive[:, r0:r1] = logits.relu_().sum(dim=-1)
-        return torch.where(positive > 0, copied / positive.clamp_min(tiny), 0.0).sum(dim=-1)
+            torch.bmm(zq[heads, r0:r1], w_ou, out=logits)
+            logits.relu_()
+            positive = logits.sum(dim=-1)  # (hc, r): the ReLU'd logits over the whole vocabulary
+            at_keys = logits.gather(-1, keys[None, r0:r1].expand(hc, -1, -1))  # (hc, r, L)
+            copied = (at_keys * attn[heads, r0:r1]).sum(dim=-1)
+            total += torch.where(positive > 0, copied / positive.clamp_min(tiny), 0.0).sum(dim=-1)
+        return total
 
     groups = [slice(h, h + 1) for h in range(n_heads)] if per_head else [slice(0, n_heads)]
     totals = parallel_map(heads_total, groups, device=device)
@@ -150,14 +148,13 @@ def copying_scores(
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     w_u = unembed_directions(model)
-    out = torch.zeros(n_layers, n_heads)
 
-    def callback(layer: int, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
+    def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None
         w_o = model.blocks[layer].attn.W_O.detach()
-        out[layer] = copying_from_layer(pattern, z, w_o, w_u, tokens, n, chunk_elements).cpu()
+        return copying_from_layer(pattern, z, w_o, w_u, chunk, n, chunk_elements)
 
-    run_attention_hooks(model, tokens, callback, need_z=True)
+    out = torch.stack(layer_means(model, tokens, reduce, need_z=True))
     return head_frame(n_layers, n_heads, {"score": out})
 
 

@@ -12,7 +12,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, vocab_out
-from circuits._hooks import head_frame, run_attention_hooks
+from circuits._hooks import head_frame, layer_means
 from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
 from circuits.copying import copying_from_layer, ov_copying_tensor, unembed_directions
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
@@ -66,8 +66,12 @@ def induction_heads(
       ``copying >= copying_threshold`` (default ``2 / d_vocab_out``, twice the chance level, so
       that an anti-copying or non-writing head, which scores about 0, is excluded).
 
-    Patterns and ``z`` are read with temporary hooks one layer at a time (no activation cache), the
-    copying logits in bounded chunks of ``chunk_elements`` per worker. Runs under ``inference_mode`` and
+    Patterns and ``z`` come one layer at a time (no activation cache): computed straight from the
+    weights by the fused path on the architectures it reproduces (pre-LayerNorm or none, learned
+    positions, ReLU/GELU MLPs or none; ``docs/scores.md``, "How the head scores are computed"),
+    in chunks of the batch on parallel single-threaded workers, else read with temporary hooks
+    from the model's own forward. The copying logits are computed in bounded chunks of
+    ``chunk_elements`` per worker. Runs under ``inference_mode`` and
     leaves the model unchanged. Olsson et al. 2022, "In-context learning and induction heads";
     Elhage et al. 2021, "A mathematical framework for transformer circuits".
     """
@@ -77,18 +81,14 @@ def induction_heads(
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
     w_u = unembed_directions(model)
-    previous = torch.zeros(n_layers, n_heads)
-    prefix = torch.zeros(n_layers, n_heads)
-    copying = torch.zeros(n_layers, n_heads)
 
-    def callback(layer: int, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
+    def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None
-        previous[layer] = previous_token_from_pattern(pattern).cpu()
-        prefix[layer] = prefix_matching_from_pattern(pattern, n).cpu()
         w_o = model.blocks[layer].attn.W_O.detach()
-        copying[layer] = copying_from_layer(pattern, z, w_o, w_u, tokens, n, chunk_elements).cpu()
+        copying = copying_from_layer(pattern, z, w_o, w_u, chunk, n, chunk_elements)
+        return torch.stack([previous_token_from_pattern(pattern), prefix_matching_from_pattern(pattern, n), copying])
 
-    run_attention_hooks(model, tokens, callback, need_z=True)
+    previous, prefix, copying = torch.stack(layer_means(model, tokens, reduce, need_z=True)).unbind(1)
     ov = ov_copying_tensor(model).cpu()
     return head_frame(
         n_layers,

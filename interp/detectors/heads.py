@@ -63,8 +63,10 @@ def score(model: HookedTransformer, tokens: torch.Tensor) -> list[Row]:
     from circuits import induction_heads
 
     table = induction_heads(model, tokens=tokens)
-    return [{"layer": int(rec["layer"]), "head": int(rec["head"]), "metric": metric, "value": float(rec[metric])}
-            for rec in table.to_dict("records") for metric in METRICS]
+    values = table[list(METRICS)].to_numpy(dtype=float).tolist()
+    return [{"layer": layer, "head": head, "metric": metric, "value": value}
+            for layer, head, row in zip(table["layer"].tolist(), table["head"].tolist(), values)
+            for metric, value in zip(METRICS, row)]
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:

@@ -1,0 +1,143 @@
+"""The fused head-score path equals the hooked one (circuits._fused, circuits._hooks.layer_means)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from circuits import attention_pattern, copying_scores, induction_heads, prefix_matching_scores, repeated_tokens
+from circuits import _hooks
+from circuits._fused import fused_supported, hooked_only
+from interp.checkpoints import load_model
+from interp.runs import list_checkpoints
+from tests.handbuilt_models import induction_circuit_model, random_model
+
+SCORES = ["previous_token", "prefix_matching", "copying", "ov_copying"]
+
+
+def _randomise(model, seed: int = 0, scale: float = 0.3):
+    """Every parameter random (TransformerLens initialises biases and LayerNorms to constants)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return model
+
+
+def _both_paths(model, tokens) -> tuple[pd.DataFrame, pd.DataFrame]:
+    assert fused_supported(model)
+    fused = induction_heads(model, tokens)
+    with hooked_only():
+        assert not fused_supported(model)
+        hooked = induction_heads(model, tokens)
+    return fused, hooked
+
+
+def _max_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    assert a[["layer", "head"]].equals(b[["layer", "head"]])
+    return float((a[SCORES] - b[SCORES]).abs().to_numpy().max())
+
+
+ARCHITECTURES = {
+    "attn-only, no norm": dict(attn_only=True, normalization_type=None),
+    "attn-only, LN": dict(attn_only=True, normalization_type="LN"),
+    "gelu MLP, LN": dict(normalization_type="LN"),
+    "relu MLP, no norm": dict(normalization_type=None, act_fn="relu"),
+    "3 layers, 5 heads, d_vocab_out < d_vocab": dict(n_layers=3, n_heads=5, d_head=6, d_vocab_out=40),
+}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_fused_equals_hooked_on_random_models(name):
+    options = dict(ARCHITECTURES[name])
+    act = options.pop("act_fn", None)
+    model = random_model(seed=1, **options)
+    if act:
+        model.cfg.act_fn = act
+        for block in model.blocks:
+            block.mlp.act_fn = torch.nn.functional.relu
+    _randomise(model, seed=2)
+    tokens = repeated_tokens(model, n_seqs=16, half_len=12, seed=3)
+    fused, hooked = _both_paths(model, tokens)
+    assert _max_difference(fused, hooked) < 1e-5
+    assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
+
+
+def test_fused_equals_hooked_in_float64():
+    model = _randomise(random_model(seed=4).double(), seed=5)
+    tokens = repeated_tokens(model, n_seqs=8, half_len=10)
+    fused, hooked = _both_paths(model, tokens)
+    assert _max_difference(fused, hooked) < 1e-10
+
+
+def test_fused_equals_hooked_on_the_handbuilt_circuit():
+    model = induction_circuit_model()
+    tokens = repeated_tokens(model, n_seqs=32, half_len=10, seed=1)
+    fused, hooked = _both_paths(model, tokens)
+    assert _max_difference(fused, hooked) < 1e-5
+    induction = fused.set_index(["layer", "head"]).loc[(1, 0)]
+    assert induction["prefix_matching"] > 0.95 and bool(induction["is_induction"])
+
+
+def test_fused_equals_hooked_on_trained_checkpoints(tiny_runs):
+    run = tiny_runs[0]
+    for _, path in list_checkpoints(run)[::3]:
+        model = load_model(path)
+        tokens = repeated_tokens(model)
+        fused, hooked = _both_paths(model, tokens)
+        assert _max_difference(fused, hooked) < 1e-5
+        pattern = attention_pattern(model, 1, 0)
+        with hooked_only():
+            assert (pattern - attention_pattern(model, 1, 0)).abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_fused_equals_hooked_on_the_default_trained_run(induction_run):
+    model = load_model(list_checkpoints(induction_run)[-1][1])
+    fused, hooked = _both_paths(model, repeated_tokens(model))
+    assert _max_difference(fused, hooked) < 1e-5
+    assert fused["prefix_matching"].max() > 0.8  # a real induction head, scored the same both ways
+
+
+def test_chunks_and_threads_do_not_change_the_scores(monkeypatch):
+    model = _randomise(random_model(seed=6), seed=7)
+    tokens = repeated_tokens(model, n_seqs=12, half_len=12)
+    whole = induction_heads(model, tokens)
+    monkeypatch.setattr(_hooks, "CHUNK_PATTERN_ELEMENTS", 3 * 25 * 25 * 4)  # chunks of 4 sequences
+    chunked = induction_heads(model, tokens)
+    assert _max_difference(whole, chunked) < 1e-6
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = induction_heads(model, tokens)
+        torch.set_num_threads(2)
+        parallel = induction_heads(model, tokens)
+    finally:
+        torch.set_num_threads(previous)
+    assert serial[SCORES].equals(parallel[SCORES])  # same chunks, same order: bit for bit
+
+
+def _uniform_attention(pattern: torch.Tensor, hook) -> torch.Tensor:
+    causal = torch.ones_like(pattern).tril()
+    return causal / causal.sum(dim=-1, keepdim=True)
+
+
+def test_models_outside_the_fused_path_take_the_hooked_forward():
+    rotary = random_model(seed=8, positional_embedding_type="rotary", rotary_dim=8)
+    assert not fused_supported(rotary)
+    tokens = repeated_tokens(rotary, n_seqs=4, half_len=8)
+    assert prefix_matching_scores(rotary, tokens)["score"].between(0, 1).all()
+
+    model = induction_circuit_model()
+    tokens = repeated_tokens(model, n_seqs=8, half_len=10)
+    clean = copying_scores(model, tokens)
+    # A permanent hook changes what the heads see; only the hooked forward runs it.
+    model.blocks[1].attn.hook_pattern.add_hook(_uniform_attention)
+    try:
+        assert not fused_supported(model)
+        uniform = copying_scores(model, tokens)
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert fused_supported(model)
+    assert uniform.loc[2, "score"] < clean.loc[2, "score"] - 0.3  # L1H0 no longer attends to its copy
