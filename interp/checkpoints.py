@@ -241,9 +241,15 @@ def _weight_shapes(model: HookedTransformer) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if _is_weight(k)}
 
 
-def _check_shapes(path: Path, model: HookedTransformer, state: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` holds exactly the model's weights, shape for shape."""
-    expected = _weight_shapes(model)
+def _check_shapes(
+    path: Path, model: HookedTransformer, state: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]] | None = None,
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds exactly the model's weights, shape for shape.
+
+    ``expected``: the model's :func:`_weight_shapes`, when the caller has them already.
+    """
+    expected = _weight_shapes(model) if expected is None else expected
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {k for k in state if not _is_weight(k)})
     if missing or unexpected:
@@ -259,14 +265,16 @@ class ModelCache:
     """Loads checkpoints into one model instance, rebuilt only when the model config changes.
 
     Scoring a run loads dozens of checkpoints of one config; building a ``HookedTransformer``
-    costs more than loading its weights, so our safetensors checkpoints are loaded with
-    ``load_state_dict`` into the model of the previous one. Other formats go through
+    costs more than loading its weights, so our safetensors checkpoints are copied into the
+    parameters of the model of the previous one (their shapes checked first). Other formats go through
     :func:`load_model`. The returned model is shared: the next :meth:`load` overwrites it.
     """
 
     def __init__(self) -> None:
         self._key: str | None = None
         self._model: HookedTransformer | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._params: dict[str, torch.Tensor] = {}
 
     def load(self, path: str | Path) -> tuple[HookedTransformer, int | None]:
         """(model, step) of a checkpoint (step None for foreign files). Raises like :func:`load_model`."""
@@ -280,11 +288,16 @@ class ModelCache:
         _check_run(path, cfg)
         key = json.dumps(cfg, sort_keys=True)
         if self._model is not None and key == self._key:
-            _check_shapes(path, self._model, state)
-            self._model.load_state_dict({k: state[k] for k in _weight_shapes(self._model)}, strict=False)
+            _check_shapes(path, self._model, state, self._shapes)
+            with torch.no_grad():
+                for name, param in self._params.items():
+                    param.copy_(state[name])
         else:
             self._key = None  # a failed build leaves no stale model behind
-            self._model, self._key = _instantiate(path, cfg, state), key
+            self._model = _instantiate(path, cfg, state)
+            self._shapes = _weight_shapes(self._model)
+            self._params = {k: v for k, v in self._model.state_dict(keep_vars=True).items() if k in self._shapes}
+            self._key = key
         return self._model, step
 
 
