@@ -5,10 +5,9 @@ to a reduction and returns its batch mean per layer. Nothing is cached beyond th
 layer, so memory stays at one layer's pattern of one chunk of the batch.
 
 Two paths compute the patterns. The fused path (:mod:`circuits._fused`) computes them straight
-from the weights, for the architectures it reproduces, in fixed chunks of the batch that run on
-single-threaded workers in parallel (:func:`circuits._parallel.parallel_map`); the chunks
-depend only on the batch and model shape, never on the thread count, so the scores are the same
-bit for bit however many threads run them. Every other model takes its hooked forward
+from the weights, for the architectures it reproduces, in chunks of the batch that bound the
+pattern's memory; the chunks depend only on the batch and model shape, never on the thread
+count. Every other model takes its hooked forward
 (:func:`run_attention_hooks`) on the whole batch.
 """
 
@@ -22,7 +21,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._fused import fused_attention_layers, fused_supported
-from circuits._parallel import parallel_map, threads_for
+from circuits._parallel import threads_for
 
 __all__ = ["LayerCallback", "LayerReduce", "head_frame", "layer_means", "run_attention_hooks"]
 
@@ -33,8 +32,8 @@ LayerCallback = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
 #: ``tokens`` (a chunk of the batch), e.g. ``(n_heads,)`` scores; arguments as in LayerCallback.
 LayerReduce = Callable[[int, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
-#: Attention-pattern numbers per chunk of the fused path (2 MiB of float32).
-CHUNK_PATTERN_ELEMENTS = 1 << 19
+#: Attention-pattern numbers per chunk of the fused path (16 MiB of float32).
+CHUNK_PATTERN_ELEMENTS = 1 << 22
 
 
 def layer_means(
@@ -43,7 +42,9 @@ def layer_means(
     """Per layer, the batch mean of ``reduce`` over ``tokens``: a list of ``n_layers`` CPU tensors.
 
     ``reduce`` returns a mean over the sequences it is given; on the fused path it sees chunks
-    of the batch and the chunk means are combined weighted by chunk size, in chunk order.
+    of the batch and the chunk means are combined weighted by chunk size, in chunk order. (Running
+    the chunks on parallel threads was measured no faster on 2 cores: the ops are small and
+    hold the interpreter between them.)
     """
     n_layers = int(model.cfg.n_layers)
     if not fused_supported(model):
@@ -55,20 +56,19 @@ def layer_means(
         run_attention_hooks(model, tokens, keep, need_z=need_z)
         return out  # type: ignore[return-value]
 
-    def run(chunk: torch.Tensor) -> list[torch.Tensor]:
-        found: list[torch.Tensor] = []
-        with threads_for(model.cfg, chunk):
-            fused_attention_layers(
-                model, chunk, lambda layer, pattern, z: found.append(reduce(layer, pattern, z, chunk)), need_z=need_z
-            )
-        return [value * len(chunk) for value in found]
-
     batch, length = tokens.shape
     per_seq = int(model.cfg.n_heads) * length * length
     n_chunks = max(1, min(batch, -(-batch * per_seq // CHUNK_PATTERN_ELEMENTS)))
-    chunks = tokens.tensor_split(n_chunks)
-    sums = parallel_map(run, chunks, device=tokens.device)
-    return [sum(chunk[layer] for chunk in sums).cpu() / batch for layer in range(n_layers)]
+    sums: dict[int, torch.Tensor] = {}
+    for chunk in tokens.tensor_split(n_chunks):
+
+        def add(layer: int, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
+            value = reduce(layer, pattern, z, chunk) * len(chunk)
+            sums[layer] = value if layer not in sums else sums[layer] + value
+
+        with threads_for(model.cfg, chunk):
+            fused_attention_layers(model, chunk, add, need_z=need_z)
+    return [sums[layer].cpu() / batch for layer in range(n_layers)]
 
 
 class _Done(Exception):

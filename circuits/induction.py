@@ -69,7 +69,7 @@ def induction_heads(
     Patterns and ``z`` come one layer at a time (no activation cache): computed straight from the
     weights by the fused path on the architectures it reproduces (pre-LayerNorm or none, learned
     positions, ReLU/GELU MLPs or none; ``docs/scores.md``, "How the head scores are computed"),
-    in chunks of the batch on parallel single-threaded workers, else read with temporary hooks
+    in memory-bounded chunks of the batch, else read with temporary hooks
     from the model's own forward. The copying logits are computed in bounded chunks of
     ``chunk_elements`` per worker. Runs under ``inference_mode`` and
     leaves the model unchanged. Olsson et al. 2022, "In-context learning and induction heads";

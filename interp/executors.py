@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from circuits import one_thread
+from interp.allocator import reuse_freed_memory
 
 __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
 
@@ -68,6 +69,7 @@ class SerialExecutor:
 def _init_worker() -> None:
     # One intra-op thread per worker: N workers on N cores, no OpenMP oversubscription.
     torch.set_num_threads(1)
+    reuse_freed_memory()
 
 
 class ProcessExecutor:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from interp.allocator import reuse_freed_memory
 from interp.checkpoints import CheckpointError, load_cached, nonfinite_weights
 from interp.detectors import DETECTORS
 from interp.executors import Executor, make_executor
@@ -217,6 +218,7 @@ def score_checkpoints(
     """
     from interp.progress_bar import progress_bar
 
+    reuse_freed_memory()
     detectors = check_detectors(detectors)
     refs = find_checkpoints(paths)
     if not refs:
