@@ -12,11 +12,12 @@ from interp.detectors import ReportFigure
 from interp.files import atomic_write_text
 from interp.memorization import capacity_table, fit_bits_per_parameter
 from interp.report import figure_html, html_page
+from interp.split_memorization import PAPER_BITS_PER_PARAMETER
 
 __all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_report"]
 
 #: Morris et al. 2025's estimate for GPT-style models (bits per parameter), drawn for reference.
-PUBLISHED_BITS_PER_PARAMETER = 3.6
+PUBLISHED_BITS_PER_PARAMETER = PAPER_BITS_PER_PARAMETER
 _BITS_CAPTION = ("Total bits each model memorised against the number of random sequences it was trained on; the "
                  "dotted grey line is all there is to memorise. A model's curve follows that line while the data "
                  "fit, then flattens at its capacity (dashed).")

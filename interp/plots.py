@@ -105,19 +105,51 @@ def plot_progress_measures(measures: pd.DataFrame, phases: GrokkingPhases | None
     if "weight_norm" in measures:
         fig.add_scatter(x=x, y=measures["weight_norm"], name="weights", mode="lines", row=3, col=1)
     fig.update_yaxes(type="log", row=1, col=1)
-    start = float(x.min())
+    _shade_phases(fig, float(x.min()), phases, rows=(1, 2, 3))
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    fig.update_layout(title="Progress measures of grokking", height=800)
+    return fig
+
+
+def _shade_phases(fig: go.Figure, start: float, phases: GrokkingPhases, rows: Sequence[int] | None) -> None:
+    """Shade memorisation, circuit formation and cleanup from ``start``; ``rows`` None: a figure without subplots."""
     bounds = (phases.memorization_end, phases.circuit_formation_end, phases.cleanup_end)
     labels = ("memorisation", "circuit formation", "cleanup")
+    panels = [{"row": row, "col": 1} for row in rows] if rows else [{}]
     for end, label, colour in zip(bounds, labels, _FOURIER_PHASE_COLOURS):
         if end is None:
             break
-        for row in (1, 2, 3):  # the label once, on the top panel (an annotation without text shows "new text")
-            label_args = {"annotation_text": label, "annotation_position": "top left"} if row == 1 else {}
-            fig.add_vrect(x0=start, x1=end, fillcolor=colour, line_width=0, layer="below", row=row, col=1,
-                          **label_args)
+        # the label once, on the top panel (an annotation without text shows "new text")
+        for i, where in enumerate(panels):
+            label_args = {"annotation_text": label, "annotation_position": "top left"} if i == 0 else {}
+            fig.add_vrect(x0=start, x1=end, fillcolor=colour, line_width=0, layer="below", **where, **label_args)
         start = end
-    fig.update_xaxes(title_text="step", row=3, col=1)
-    fig.update_layout(title="Progress measures of grokking", height=800)
+
+
+def plot_memorized_bits(measures: pd.DataFrame, phases: GrokkingPhases | None = None,
+                        capacities: Sequence[tuple[str, float]] = ()) -> go.Figure:
+    """Memorised bits over training steps, the grokking phases shaded, with reference lines.
+
+    ``measures`` has ``step`` and ``memorized_bits`` columns (and ``dataset_bits``, drawn dotted:
+    everything the training labels hold), as :func:`interp.detectors.fourier.fourier_measures`
+    gives for a run with a split; ``capacities`` are ``(label, bits)`` pairs drawn as dashed
+    horizontal lines (:func:`interp.split_memorization.capacity_bits`).
+    """
+    if "step" not in measures or "memorized_bits" not in measures or measures.empty:
+        raise ValueError("measures must be a non-empty DataFrame with 'step' and 'memorized_bits' columns")
+    fig = go.Figure()
+    x = measures["step"]
+    fig.add_scatter(x=x, y=measures["memorized_bits"], mode="lines+markers", name="memorised bits")
+    if "dataset_bits" in measures and measures["dataset_bits"].notna().any():
+        fig.add_hline(y=float(measures["dataset_bits"].dropna().iloc[-1]), line_dash="dot", line_color="#888",
+                      annotation_text="bits in the training labels", annotation_position="top left")
+    for (label, bits), colour in zip(capacities, ("#d62728", "#9467bd", "#8c564b")):
+        fig.add_hline(y=bits, line_dash="dash", line_color=colour, annotation_text=label,
+                      annotation_position="bottom right")
+    if phases is not None:
+        _shade_phases(fig, float(x.min()), phases, rows=None)
+    fig.update_layout(title="Memorised bits over training", xaxis_title="step", yaxis_title="bits",
+                      template="plotly_white", height=450)
     return fig
 
 

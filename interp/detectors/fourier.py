@@ -6,13 +6,16 @@ gini_embed, gini_unembed, weight_norm, n_key_frequencies`` and one ``key_frequen
 frequency of the checkpoint (``head`` = value = k, so each has its own key). As in Nanda et al. 2023 the restricted and excluded
 losses of every checkpoint use the key frequencies of the run's *latest readable* checkpoint,
 and the train/test split is rebuilt from ``RUN/run.json`` (all pairs count as training when
-there is none). The definitions are in ``docs/scores.md``.
+there is none). With a split it also writes ``dataset_bits`` and ``memorized_bits``
+(:mod:`interp.split_memorization`, Morris et al. 2025) from the same train and test losses, at
+no extra cost. The definitions are in ``docs/scores.md``.
 
 Applies to one-layer models with an MLP whose output vocabulary p is odd and whose input
 vocabulary holds the ``=`` token (:func:`circuits.fourier.check_modadd_model`).
 
 Its report section reads the run's final checkpoint to draw the Fourier spectrum with the key
-frequencies and the neuron clusters, then the progress measures with the grokking phases.
+frequencies and the neuron clusters, then the progress measures with the grokking phases, then
+the memorised bits over training beside the phases, against the model's capacity.
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ from transformer_lens import HookedTransformer
 from interp.detectors import Detector, ReportFigure, Row
 from interp.detectors._final import final_model
 from interp.runs import RunError, run_train_mask
+from interp.split_memorization import (
+    CAPACITY_SOURCES,
+    MEASURED_BITS_PER_PARAMETER,
+    PAPER_BITS_PER_PARAMETER,
+    capacity_bits,
+    dataset_bits,
+    memorized_bits,
+)
 
 __all__ = ["DETECTOR", "METRICS", "fourier_measures"]
 
 _SCALARS = ("loss", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "restricted_loss",
             "excluded_loss", "gini_embed", "gini_unembed", "weight_norm", "n_key_frequencies")
-METRICS = (*_SCALARS, "key_frequency")
+#: Written only for a run with a train/test split (interp.split_memorization).
+_BITS = ("dataset_bits", "memorized_bits")
+METRICS = (*_SCALARS, "key_frequency", *_BITS)
 
 
 def applies(model: HookedTransformer) -> str | None:
@@ -76,7 +89,16 @@ def score(model: HookedTransformer, context: tuple[torch.Tensor | None, tuple[in
     rows = [{"metric": name, "value": float(value)} for name, value in result.scalars().items()]
     # each frequency its own key: k in ``head`` (the table's key is unique outside error rows)
     rows += [{"metric": "key_frequency", "head": int(k), "value": float(k)} for k in result.key_frequencies]
-    return rows
+    return rows + _bits_rows(result, mask)
+
+
+def _bits_rows(result, mask: torch.Tensor | None) -> list[Row]:
+    """``dataset_bits`` and ``memorized_bits`` of one checkpoint; none without a held-out split."""
+    if mask is None or bool(mask.all()):
+        return []
+    n_train = int(mask.sum())
+    return [{"metric": "dataset_bits", "value": dataset_bits(n_train, result.p)},
+            {"metric": "memorized_bits", "value": memorized_bits(result.train_loss, result.test_loss, n_train)}]
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
@@ -85,16 +107,18 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
     result = fourier_report(model, train_mask=_train_mask(run_dir))
     lines = [f"Fourier (p = {result.p}): key frequencies {result.key_frequencies or 'none'}"]
     lines += [f"  {name:<18} {value:.4g}" for name, value in result.scalars().items()]
+    lines += [f"  {row['metric']:<18} {row['value']:.4g}" for row in _bits_rows(result, _train_mask(run_dir))]
     return "\n".join(lines)
 
 
 def fourier_measures(rows: pd.DataFrame) -> pd.DataFrame:
     """The progress-measure frame (``step`` + one column per scalar) from one run's Fourier rows.
 
-    Same columns as :func:`circuits.progress_measures`, so :func:`circuits.grokking_phases` and
+    Same columns as :func:`circuits.progress_measures` (plus ``dataset_bits`` and
+    ``memorized_bits`` for a run with a split), so :func:`circuits.grokking_phases` and
     :func:`interp.plots.plot_progress_measures` take it.
     """
-    rows = rows[(rows["detector"] == "fourier") & rows["layer"].isna() & rows["metric"].isin(_SCALARS)]
+    rows = rows[(rows["detector"] == "fourier") & rows["layer"].isna() & rows["metric"].isin((*_SCALARS, *_BITS))]
     rows = rows.dropna(subset=["step"])
     if rows.empty:
         return pd.DataFrame()
@@ -104,7 +128,8 @@ def fourier_measures(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def report(rows: pd.DataFrame) -> list[Any]:
-    """The grokking phases, the final checkpoint's Fourier spectrum and neuron clusters, the progress measures."""
+    """The grokking phases, the final checkpoint's Fourier spectrum and neuron clusters, the progress
+    measures, the memorised bits against capacity."""
     from circuits import GrokkingPhases, grokking_phases
     from interp.plots import plot_progress_measures
 
@@ -123,7 +148,8 @@ def report(rows: pd.DataFrame) -> list[Any]:
               (ph.memorization_end, ph.circuit_formation_end, ph.cleanup_end, ph.grokking_step)]
         parts = [f"<p class='phase'>Grokking phases: memorisation ends at {at[0]}, circuit formation at "
                  f"{at[1]}, cleanup at {at[2]}; test accuracy reaches 0.5 at {at[3]}.</p>"]
-    parts += _circuit_figures(rows)
+    model, step, why = final_model(rows)
+    parts += _circuit_figures(model, step, why)
     caption = ("Losses (top, log scale), the Gini sparsity of the embedding and neuron-logit Fourier spectra (middle) "
                "and the sum of squared weights (bottom) over training, the located phases shaded. In a run that groks, "
                "the restricted loss (key frequencies only) falls during circuit formation, before the test loss "
@@ -134,15 +160,36 @@ def report(rows: pd.DataFrame) -> list[Any]:
         last = keys[keys["step"] == keys["step"].max()]
         freqs = ", ".join(str(int(v)) for v in sorted(last["value"]))
         parts.append(f"<p>Key frequencies at step {int(last['step'].iloc[0])}: {freqs}</p>")
-    return parts
+    return parts + _bits_figure(measures, ph, model)
 
 
-def _circuit_figures(rows: pd.DataFrame) -> list[Any]:
+def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer | None) -> list[Any]:
+    """Memorised bits over training, the phases shaded, with the data's bits and the capacity lines."""
+    from interp.plots import plot_memorized_bits
+
+    if "memorized_bits" not in measures or measures["memorized_bits"].isna().all():
+        return []
+    lines, said = [], "no capacity line: the final checkpoint could not be read"
+    if model is not None:
+        params = sum(p.numel() for p in model.parameters())
+        for bpp in (MEASURED_BITS_PER_PARAMETER, PAPER_BITS_PER_PARAMETER):
+            lines.append((f"capacity at {bpp} bits/param ({CAPACITY_SOURCES[bpp]})", capacity_bits(params, bpp)))
+        said = (f"dashed: the capacity of its {params:,} parameters at {MEASURED_BITS_PER_PARAMETER} bits each "
+                f"(measured by interp memorization, BENCHMARKS.md) and at {PAPER_BITS_PER_PARAMETER} "
+                "(Morris et al. 2025)")
+    caption = ("Bits the model holds about its training pairs beyond what it generalises, N_train (test loss - train "
+               "loss) / ln 2, over training with the phases shaded; dotted: all the bits in the training labels; "
+               f"{said}. "
+               "If memorisation filling capacity triggered grokking, the curve would flatten at a capacity line "
+               "before it falls in cleanup.")
+    return [ReportFigure("memorised bits", plot_memorized_bits(measures, phases, lines), caption)]
+
+
+def _circuit_figures(model: HookedTransformer | None, step: int | None, why: str) -> list[Any]:
     """The Fourier spectrum with the key frequencies and the neuron clusters of the final checkpoint."""
     from circuits import fourier_report
     from interp.plots import plot_fourier_spectrum, plot_neuron_clusters
 
-    model, step, why = final_model(rows)
     why = why or (applies(model) or "")
     if why:
         return [f"<p class='note'>Fourier spectrum and neuron clusters not drawn: {html.escape(why)}.</p>"]

@@ -34,12 +34,14 @@ class ModAddTask:
     """a + b mod p, full batch on a seeded ``frac_train`` split, answer read at the last position."""
 
     name = "modadd"
+    #: The task-specific fields of ``TrainOptions`` it reads (``interp sweep`` checks grid keys against them).
+    option_names = ("p", "frac_train", "d_model", "float64_loss")
 
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
         self.options = options
         self.p = options.p or 113
         self.frac_train = options.frac_train or 0.3
-        self.cfg = modadd_config(self.p)
+        self.cfg = modadd_config(self.p, d_model=options.d_model or 128)
         x, y = all_pairs(self.p), answers(self.p)
         self.mask = train_mask(self.p, self.frac_train, options.seed)
         self.x_train, self.y_train = x[self.mask], y[self.mask]

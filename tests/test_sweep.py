@@ -1,0 +1,219 @@
+"""interp/sweep.py and interp/sweep_report.py: grids, restart after a kill, failed cells, the shared table."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+import interp.sweep as sweep_module
+from interp.cli import main
+from interp.runs import list_checkpoints
+from interp.sweep import _merge_row, parse_grid, read_sweep, sweep, sweep_cells
+
+#: Two tiny modadd cells: p = 7 (49 pairs), 12 full-batch steps, widths 4 and 8.
+TINY = {"p": [7], "steps": [12], "d_model": [4, 8]}
+CELLS = ("d_model=4,p=7,steps=12,seed=0", "d_model=8,p=7,steps=12,seed=0")
+
+
+def spy_on(train, calls: list[str]):
+    """``train`` that first notes the cell it trains in ``calls``."""
+
+    def spy(options, out, **kwargs):
+        calls.append(out.name)
+        return train(options, out, **kwargs)
+
+    return spy
+
+
+def test_killed_sweep_resumes_keeping_finished_cells(tmp_path, monkeypatch):
+    real, trained = sweep_module.train, []
+    done, killed = CELLS[1], CELLS[0]  # the biggest cell trains first
+
+    def killed_in_the_second_cell(options, out, **kwargs):
+        trained.append(out.name)
+        if out.name != killed:
+            return real(options, out, **kwargs)
+
+        def stop(row):
+            if row["step"] >= 6:
+                raise KeyboardInterrupt  # Ctrl-C (or a kill) half way through the cell
+
+        return real(options, out, on_eval=stop, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train", killed_in_the_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        sweep("modadd", "default", TINY, [0], tmp_path)
+    table = read_sweep(tmp_path)
+    assert trained == [done, killed] and list(table["cell"]) == [done] and table["error"].iloc[0] == ""
+    assert list_checkpoints(tmp_path / "runs" / killed)  # a partial run was left behind
+    first = {p.name: p.stat().st_mtime_ns for _, p in list_checkpoints(tmp_path / "runs" / done)}
+
+    trained.clear()
+    monkeypatch.setattr(sweep_module, "train", spy_on(real, trained))
+    result = sweep("modadd", "default", TINY, [0], tmp_path)
+    assert trained == [killed] and result.n_trained == 1 and result.n_failed == 0  # the finished cell is kept
+    assert {p.name: p.stat().st_mtime_ns for _, p in list_checkpoints(tmp_path / "runs" / done)} == first
+    table = result.table
+    assert list(table["cell"]) == list(CELLS) and list(table["d_model"]) == [4, 8] and (table["error"] == "").all()
+    assert (table["steps"] == 12).all() and (table["params"] > 0).all()
+    assert (table["capacity_bits"] == 2.37 * table["params"]).all()
+    assert (table["dataset_bits"] > 0).all() and (table["peak_memorized_bits"] >= 0).all()
+    metrics = pd.read_csv(tmp_path / "runs" / killed / "metrics.csv")
+    assert metrics["step"].iloc[-1] == 12 and metrics["step"].is_unique  # resumed to the end, no row twice
+    page = result.page.read_text()
+    assert "Steps to grokking" in page and "Peak memorised bits against capacity" in page
+    assert "2.37 bits per parameter (measured by interp memorization" in page and page.count("<figcaption>") == 2
+
+
+def test_a_failing_cell_is_an_error_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = sweep_module.train
+
+    def fails_on_width_4(options, out, **kwargs):
+        if options.d_model == 4:
+            raise RuntimeError("out of luck\nsecond line")
+        return real(options, out, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train", fails_on_width_4)
+    result = sweep("modadd", "default", TINY, [0], tmp_path)
+    table = result.table.set_index("cell")
+    assert result.n_failed == 1 and table.loc[CELLS[0], "error"] == "RuntimeError: out of luck"
+    assert pd.isna(table.loc[CELLS[0], "params"]) and table.loc[CELLS[1], "error"] == ""
+    assert "Errors" in result.page.read_text()
+
+    monkeypatch.setattr(sweep_module, "train", real)  # the failed cell is tried again, the other kept
+    result = sweep("modadd", "default", TINY, [0], tmp_path)
+    assert result.n_trained == 1 and result.n_failed == 0 and (result.table["error"] == "").all()
+
+
+def test_bad_grid_keys_and_values_are_named():
+    cases = {
+        "bogus=1": "bad grid key 'bogus': not a training option; modadd takes",
+        "batch_size=2": "bad grid key 'batch_size': not an option the modadd task or the training loop reads",
+        "seed=1": "give the seeds with --seeds",
+        "betas=1": "bad grid key 'betas'",
+        "d_model": "expected KEY=VALUE",
+        "d_model=": "expected KEY=VALUE",
+        "d_model=x": "bad grid value d_model=x: expected an integer",
+        "lr=fast": "bad grid value lr=fast: expected a number",
+        "lr=0": "bad grid value lr=0: must be positive",
+        "weight_decay=-1": "bad grid value weight_decay=-1: must not be negative",
+        "float64_loss=maybe": "expected true or false",
+        "d_model=8,8": "repeats a value",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            parse_grid("modadd", [spec])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_grid("modadd", ["d_model=8", "d_model=16"])
+    assert parse_grid("modadd", ["d_model=8,16", "frac_train=0.3", "lr_schedule=linear"]) == \
+        {"d_model": [8, 16], "frac_train": [0.3], "lr_schedule": ["linear"]}
+    assert parse_grid("induction", ["batch_size=32"]) == {"batch_size": [32]}
+    # values that parse but do not fit the task or the model
+    with pytest.raises(ValueError, match="bad grid value d_model=18: d_model must be a positive multiple of 4"):
+        sweep_cells("modadd", "default", {"d_model": [16, 18]}, [0])
+    with pytest.raises(ValueError, match=r"bad grid value frac_train=1.5: frac_train must be in \(0, 1\)"):
+        sweep_cells("modadd", "default", {"frac_train": ["1.5"]}, [0])
+    with pytest.raises(ValueError, match="bad grid value lr_schedule=cosine: unknown lr_schedule"):
+        sweep_cells("modadd", "default", {"lr_schedule": ["cosine"]}, [0])
+    with pytest.raises(ValueError, match="unknown preset"):
+        sweep_cells("modadd", "fastest", {}, [0])
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        sweep_cells("modadd", "default", {}, [0, 0])
+    cells = sweep_cells("modadd", "default", {"frac_train": [0.5, 0.3], "d_model": [8]}, [1, 0])
+    assert [c.name for c in cells] == ["d_model=8,frac_train=0.5,seed=1", "d_model=8,frac_train=0.5,seed=0",
+                                       "d_model=8,frac_train=0.3,seed=1", "d_model=8,frac_train=0.3,seed=0"]
+    assert cells[0].options().d_model == 8 and cells[0].options().seed == 1
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["sweep", "modadd", "--grid", "bogus=1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad grid key 'bogus'" in err
+    assert not (tmp_path / "s").exists()  # nothing written before the grid is checked
+    assert main(["sweep", "induction", "--out", str(tmp_path / "s")]) == 2
+    assert "no default grid for induction" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["sweep", "modadd", "--grid", "steps=2", "--grid", "p=7", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_a_run_of_other_options_is_refused(tmp_path):
+    sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
+    with pytest.raises(ValueError, match="trained with other options.*preset 'default' not 'nanda2023'"):
+        sweep("modadd", "nanda2023", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
+
+
+def test_two_writers_of_one_table_keep_every_row(tmp_path):
+    path = tmp_path / "runs.csv"
+
+    def write(width: int) -> None:
+        for seed in range(12):
+            cell = f"d_model={width},seed={seed}"
+            _merge_row(path, {"cell": cell, "task": "modadd", "preset": "default", "d_model": width, "seed": seed,
+                              "params": 10 * seed, "seconds": 0.1, "error": ""})
+
+    threads = [threading.Thread(target=write, args=(width,)) for width in (8, 16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    table = read_sweep(path)
+    assert len(table) == 24 and table["cell"].is_unique
+    assert list(table.columns[:5]) == ["cell", "task", "preset", "d_model", "seed"]
+    assert str(table["d_model"].dtype) == "Int64" and table["test99_step"].isna().all()
+
+
+def test_report_of_a_sweep_directory(tmp_path, capsys):
+    table = pd.DataFrame([
+        {"cell": "a", "task": "modadd", "preset": "default", "d_model": 8, "seed": 0, "params": 2793,
+         "dataset_bits": 43500.0, "capacity_bits": 6619.4, "bits_per_parameter": 2.37, "peak_memorized_bits": 6000.0,
+         "peak_step": 200, "train99_step": 300, "test99_step": None, "steps": 1500, "seconds": 40.0, "error": ""},
+        {"cell": "b", "task": "modadd", "preset": "default", "d_model": 64, "seed": 0, "params": 64561,
+         "dataset_bits": 26128.1, "capacity_bits": 153009.6, "bits_per_parameter": 2.37, "peak_memorized_bits": 20000.0,
+         "peak_step": 140, "train99_step": 140, "test99_step": 700, "steps": 1500, "seconds": 130.0, "error": ""},
+    ])
+    (tmp_path / "sweep").mkdir()
+    table.to_csv(tmp_path / "sweep" / "runs.csv", index=False)
+    assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "page.html"), "--quiet"]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "2 cells, 1 grokked" in page and page.count("<figure ") == 2
+    from interp.sweep_report import plot_grokking_against_bits
+
+    figure = plot_grokking_against_bits(read_sweep(tmp_path / "sweep"))
+    not_grokked = figure.data[2]
+    assert list(not_grokked.y) == [1500] and list(not_grokked.x) == pytest.approx([43500.0 / 6619.4])
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a sweep table"):
+        read_sweep(tmp_path / "other.csv")
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_sigkill_resumes(tmp_path, monkeypatch):
+    """``interp sweep`` in its own process, killed (SIGKILL) once the first cell is in runs.csv."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    args = ["--grid", "d_model=4,8", "--grid", "p=7", "--grid", "steps=600", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "interp", "sweep", "modadd", *args], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "runs.csv").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    finished = set(read_sweep(out)["cell"])
+    assert len(finished) == 1
+    trained: list[str] = []
+    monkeypatch.setattr(sweep_module, "train", spy_on(sweep_module.train, trained))
+    assert main(["sweep", "modadd", *args]) == 0
+    assert not set(trained) & finished and len(trained) == 1
+    table = read_sweep(out)
+    assert len(table) == 2 and (table["error"] == "").all() and (table["steps"] == 600).all()
