@@ -14,12 +14,22 @@ included), with the load average before and after:
    checkpoint, best prefix matching at the first checkpoint, and the run's seconds. Targets:
    prefix matching >= 0.8 and loss <= 1 nat at every L, < 0.3 at the first checkpoint, <= 60 s.
 
-Usage: python benchmarks/bench_training.py [--seeds N] [--induction-seeds M] [--no-write]
+4. text `default` (`--only text` runs this part alone and writes only its own section,
+   `training-text`), seeds 0..K-1: the run's seconds; every checkpoint scored with the heads and
+   text detectors; best prefix matching and the in-context learning score at the last checkpoint;
+   the change points of both curves (same rule) and their distance as a share of the run; the
+   late- and early-token loss rise when the flagged induction heads are ablated. Targets (issue
+   18): <= 600 s a run (goal 240), prefix matching >= 0.6, score <= -0.2 nats, change points
+   within 15 % of the run's steps.
+
+Usage: python benchmarks/bench_training.py [--seeds N] [--induction-seeds M] [--text-seeds K]
+       [--only text] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,6 +114,93 @@ def induction_figures(out: Path, seed: int) -> dict:
     }
 
 
+def text_figures(out: Path, seed: int, keep: Path | None = None) -> dict:
+    """One text default run: seconds, final scores, both change points, the ablation.
+
+    With ``keep``, the run's scores table and metrics go to ``keep/text<seed>.csv`` and
+    ``keep/text<seed>-metrics.csv`` (the curves behind docs/training.md).
+    """
+    from circuits import per_token_loss
+    from interp.detectors.text import EARLY, LATE, change_points, induction_heads_of, run_corpus_tokens
+    from interp.scoring import score_checkpoints
+
+    _, total = timed_run("text", out, seed)
+    start = time.perf_counter()
+    table = score_checkpoints([out], detectors=("heads", "text"))
+    scoring = time.perf_counter() - start
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        table.to_csv(keep / f"text{seed}.csv", index=False)
+        shutil.copy(out / "metrics.csv", keep / f"text{seed}-metrics.csv")
+    heads, curve, pm, icl = change_points(table)
+    flagged = induction_heads_of(table)
+    rise = (float("nan"), float("nan"))
+    if flagged:
+        model, tokens = load_model(out), run_corpus_tokens(out)
+        clean, ablated = per_token_loss(model, tokens), per_token_loss(model, tokens, ablate=flagged)
+        rise = tuple(float(ablated[:, t - 1].mean() - clean[:, t - 1].mean()) for t in (EARLY, LATE))
+    steps = int(curve["step"].max())
+    return {"seed": seed, "total_s": total, "score_s": scoring, "steps": steps, "pm": float(heads["score"].iloc[-1]),
+            "icl": float(curve["icl_score"].iloc[-1]), "test_loss": float(curve["test_loss"].iloc[-1]),
+            "pm_step": pm and pm.step, "icl_step": icl and icl.step,
+            "gap": abs(pm.step - icl.step) / steps if pm and icl else float("nan"),
+            "heads": ", ".join(f"L{la}H{h}" for la, h in flagged) or "none", "rise": rise}
+
+
+def text_table(runs: list[dict]) -> str:
+    lines = ["| seed | training | best prefix matching | in-context learning score | held-out loss | change points: heads, score (gap) | ablated induction heads: loss rise at token 50 / 500 | scoring |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        gap = f"{r['pm_step']}, {r['icl_step']} ({100 * r['gap']:.0f} %)"
+        lines.append(f"| {r['seed']} | {r['total_s']:.0f} s | {r['pm']:.2f} | {r['icl']:.3f} | {r['test_loss']:.3f} | {gap} | "
+                     f"{r['heads']}: {r['rise'][0]:+.2f} / {r['rise'][1]:+.2f} | {r['score_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def text_section(seeds: int, write: bool, keep: Path | None = None) -> None:
+    before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        for seed in range(seeds):
+            runs.append(text_figures(Path(tmp) / f"text{seed}", seed, keep))
+            print("text default:", runs[-1])
+    text = text_markdown(runs, before, load_average())
+    print(text)
+    if write:
+        write_section("training-text", text)
+
+
+def text_markdown(runs: list[dict], before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """The `training-text` section of BENCHMARKS.md from the per-seed figures of :func:`text_figures`."""
+    busy = is_busy(before)
+    slowest = max(r["total_s"] for r in runs)
+    pm_ok = all(r["pm"] >= 0.6 for r in runs)
+    icl_ok = all(r["icl"] <= -0.2 for r in runs)
+    gap_ok = all(r["gap"] <= 0.15 for r in runs)
+    options = preset("text")
+    text = f"""## Training on text (`python benchmarks/bench_training.py --only text`)
+
+{machine()}. {load_note(before, after)} One process; real runs of the text `default` preset
+({options.steps:,} steps of {options.batch_size} contexts of 512 bytes of the standard library), evaluations and
+checkpoints included; then every checkpoint scored with the `heads` and `text` detectors.
+
+| what | figure | target |
+|---|---|---|
+| slowest whole run | {slowest:.0f} s | <= 600 s (goal 240): {verdict(slowest <= 600, busy)} |
+| best prefix matching at the last checkpoint >= 0.6, every seed | {'yes' if pm_ok else 'no'} | {verdict(pm_ok, False)} |
+| in-context learning score at the last checkpoint <= -0.2 nats, every seed | {'yes' if icl_ok else 'no'} | {verdict(icl_ok, False)} |
+| change points of prefix matching and of the score within 15 % of the run, every seed | {'yes' if gap_ok else 'no'} | {verdict(gap_ok, False)} |
+
+Per seed (the change points by `interp.detectors.text.change_points`: steepest rise of the best
+prefix-matching score, steepest fall of the in-context learning score, both by
+`interp.locate_phase_change` on the checkpoints from 5 % of the run on; the ablation zeroes the
+heads flagged `is_induction` at the last checkpoint):
+
+{text_table(runs)}
+"""
+    return text
+
+
 def grok_table(groks: list[dict]) -> str:
     lines = ["| seed | train 99 % (epoch) | test 99 % (epoch) | test / train | seconds to test 99 % | phases: memorization, circuit formation, cleanup | whole run |",
              "|---|---|---|---|---|---|---|"]
@@ -128,8 +225,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="modadd runs with seeds 0..N-1 (default 10)")
     parser.add_argument("--induction-seeds", type=int, default=5, help="induction runs with seeds 0..M-1 (default 5)")
+    parser.add_argument("--text-seeds", type=int, default=3, help="text runs with seeds 0..K-1 (default 3)")
+    parser.add_argument("--only", choices=("text",), default=None, help="run only this part (writes only its section)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each text run's scores and metrics here")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if args.only == "text":
+        text_section(args.text_seeds, not args.no_write, args.keep)
+        return
     before = load_average()
     busy = is_busy(before)
 
@@ -191,6 +294,7 @@ at the last checkpoint; "first checkpoint" is the best layer-1 prefix matching a
     print(text)
     if not args.no_write:
         write_section("training", text)
+    text_section(args.text_seeds, not args.no_write, args.keep)
 
 
 if __name__ == "__main__":

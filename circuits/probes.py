@@ -52,6 +52,9 @@ def repeated_tokens(
     n_seqs: int = DEFAULT_N_SEQS,
     half_len: int | None = None,
     seed: int = DEFAULT_SEED,
+    *,
+    bos: int | None = None,
+    ids: torch.Tensor | list[int] | None = None,
 ) -> torch.Tensor:
     """Probe batch ``[x0, r_1..r_N, r_1..r_N]`` of shape ``(n_seqs, 2N + 1)``, int64, on the model's device.
 
@@ -64,15 +67,27 @@ def repeated_tokens(
     ``seed`` makes the batch identical between calls. ``half_len=None`` picks
     ``min(32, (n_ctx - 1) // 2, ordinary vocabulary size)``.
 
+    ``bos`` sets ``x0`` (for models whose BOS is not id 0 and that have no tokenizer, such as the
+    byte-level text model, BOS 256) and ``ids`` restricts the halves to those token ids (for
+    a vocabulary with ids never seen in training, such as the bytes outside the text a model was
+    trained on); ``x0`` and ids the model cannot predict are still left out.
+
     Raises ``ValueError`` when ``2 * half_len + 1 > n_ctx``, when the ordinary vocabulary has fewer
-    than 2 tokens, or for non-positive ``n_seqs``/``half_len``. Probe of Olsson et al. 2022,
-    "In-context learning and induction heads".
+    than 2 tokens, or for non-positive ``n_seqs``/``half_len``, a ``bos`` outside the vocabulary.
+    Probe of Olsson et al. 2022, "In-context learning and induction heads".
     """
     model = check_model(model)
     if isinstance(n_seqs, bool) or not isinstance(n_seqs, int) or n_seqs < 1:
         raise ValueError(f"n_seqs must be a positive int, got {n_seqs!r}")
-    bos = probe_bos(model)
+    if bos is None:
+        bos = probe_bos(model)
+    elif not 0 <= int(bos) < int(model.cfg.d_vocab):
+        raise ValueError(f"bos={bos} is outside the vocabulary [0, {model.cfg.d_vocab})")
+    bos = int(bos)
     candidates = _candidates(model, bos)
+    if ids is not None:
+        allowed = torch.as_tensor(ids, dtype=torch.long).flatten()
+        candidates = candidates[torch.isin(candidates, allowed)]
     if candidates.numel() < 2:
         raise ValueError(
             f"vocabulary too small for a repeated-token probe: {candidates.numel()} ordinary token(s) "

@@ -47,6 +47,7 @@ def locate_phase_change(
     *,
     min_rise: float = MIN_RISE,
     min_segment_share: float = MIN_SEGMENT_SHARE,
+    falling: bool = False,
 ) -> PhaseChange | None:
     """The step of the steepest rise of ``scores`` over ``steps``, or None when the curve does not rise.
 
@@ -58,6 +59,11 @@ def locate_phase_change(
     its ``step`` is the segment's midpoint. Returns None when the range is below ``min_rise``
     (default 0.1, for scores in [0, 1]) or fewer than two points remain.
 
+    With ``falling=True`` the same rule finds the steepest *fall* (the rule applied to
+    ``-scores``; ``before``, ``after`` and ``slope`` stay in the curve's own units, the slope
+    negative): the change point of the in-context learning score, which falls as induction
+    heads form (``interp/detectors/text.py``; ``docs/scores.md``).
+
     For the induction phase change pass the best prefix-matching score per checkpoint
     (:func:`best_head_curve`).
     """
@@ -66,6 +72,8 @@ def locate_phase_change(
     if len(frame) < 2:
         return None
     x, y = frame["step"].to_numpy(), frame["score"].to_numpy()
+    sign = -1.0 if falling else 1.0
+    y = sign * y
     span = float(y.max() - y.min())
     if span < min_rise:
         return None
@@ -79,9 +87,9 @@ def locate_phase_change(
         step=int((x[i] + x[i + 1]) // 2),
         start_step=int(x[i]),
         end_step=int(x[i + 1]),
-        before=float(y[i]),
-        after=float(y[i + 1]),
-        slope=float(slope[i]),
+        before=float(sign * y[i]),
+        after=float(sign * y[i + 1]),
+        slope=float(sign * slope[i]),
     )
 
 

@@ -54,6 +54,9 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
             rows = part[(part["detector"] == detector_name) & (part["metric"] != ERROR_METRIC)]
             if rows.empty:
                 continue
+            if detector.report_rows:  # with the rows of the other detectors its section draws on
+                rows = part[part["detector"].isin((detector_name, *detector.report_rows))
+                            & (part["metric"] != ERROR_METRIC)]
             for item in detector.report(rows):
                 if isinstance(item, ReportFigure):
                     figures += 1

@@ -104,6 +104,8 @@ class InductionTask:
     """Next-token prediction on :class:`CopiedSpans`, for the 2-layer attention-only model."""
 
     name = "induction"
+    #: The task-specific fields of ``TrainOptions`` it reads (``interp sweep`` checks grid keys against them).
+    option_names = ("batch_size",)
     eval_seqs = 256
 
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
