@@ -16,8 +16,13 @@ from circuits.attention import attention_pattern, prefix_matching_scores, previo
 from circuits.composition import composition_scores
 from circuits.copying import copying_scores, ov_copying_scores
 from circuits.induction import induction_heads
+from circuits.in_context import icl_score_from_losses, in_context_learning_score, per_token_loss
 from circuits.probes import repeated_tokens
 from circuits.repeat_loss import repeated_token_loss
+
+# Implicit reasoning (Wang et al. 2024): logit lens (nostalgebraist 2020), causal tracing (Meng et al. 2022).
+from circuits.causal_tracing import CausalTrace, causal_trace
+from circuits.logit_lens import LogitLens, logit_lens
 
 # Thread policy shared with interp: small CPU work on one intra-op thread.
 from circuits._parallel import one_thread
@@ -28,8 +33,11 @@ __all__ = [
     "attention_pattern",
     "composition_scores",
     "copying_scores",
+    "icl_score_from_losses",
+    "in_context_learning_score",
     "induction_heads",
     "ov_copying_scores",
+    "per_token_loss",
     "prefix_matching_scores",
     "previous_token_scores",
     "repeated_token_loss",
@@ -46,6 +54,11 @@ __all__ = [
     "modadd_inputs",
     "neuron_frequencies",
     "progress_measures",
+    # reasoning
+    "CausalTrace",
+    "LogitLens",
+    "causal_trace",
+    "logit_lens",
     # thread policy
     "one_thread",
 ]

@@ -24,7 +24,16 @@ def _train(args: argparse.Namespace) -> int:
     from interp.training import train
 
     steps = args.steps if args.steps is not None else args.epochs
-    options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every)
+    corpus = getattr(args, "corpus", None)
+    if corpus is not None:
+        if args.task != "text":
+            raise UsageError(f"--corpus is for the text task, not {args.task}")
+        corpus = str(Path(corpus).expanduser().resolve())
+        from interp.tasks.text import load_corpus
+
+        load_corpus(corpus)  # a missing folder or one without text files: one line, before anything is written
+    options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every,
+                     corpus=corpus)
     out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps)
     if not args.quiet:
         print(f"run written to {out}")
@@ -59,8 +68,12 @@ def _report(args: argparse.Namespace) -> int:
     from interp.report import write_report
     from interp.score_table import read_table
 
-    table = read_table(args.table)
-    path = write_report(table, args.out)
+    if Path(args.table).is_dir():  # a sweep directory (interp sweep): its page
+        from interp.sweep_report import write_sweep_report
+
+        path = write_sweep_report(args.table, args.out)
+    else:
+        path = write_report(read_table(args.table), args.out)
     if not args.quiet:
         print(f"report written to {path}")
     return 0
@@ -100,9 +113,30 @@ def _memorization(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if len(failed) else 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from interp.presets import SWEEP_GRIDS
+    from interp.sweep import parse_grid, sweep
+
+    if args.grid:
+        grid = parse_grid(args.task, args.grid)
+    elif args.task in SWEEP_GRIDS:
+        grid = SWEEP_GRIDS[args.task]
+    else:
+        raise UsageError(f"no default grid for {args.task}; give --grid KEY=V1,V2")
+    result = sweep(args.task, args.preset, grid, args.seeds, args.out, workers=args.workers,
+                   scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet)
+    failed = result.table[result.table["error"] != ""]
+    for row in failed.head(MAX_ERRORS_SHOWN).itertuples():
+        print(f"interp: cell {row.cell} failed: {row.error}", file=sys.stderr)
+    if not args.quiet:
+        print(f"trained {result.n_trained} cell(s), {result.n_failed} failed; table: {result.path}; page: {result.page}")
+    return EXIT_SOME_FAILED if len(failed) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from interp.detectors import DETECTORS
-    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS
+    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
+    from interp.split_memorization import MEASURED_BITS_PER_PARAMETER
     from interp.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
@@ -118,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--steps", type=_positive, default=None, help="optimiser steps")
     group.add_argument("--epochs", type=_positive, default=None, help="same as --steps (modadd is full batch)")
     p.add_argument("--checkpoint-every", type=_positive, default=None)
+    p.add_argument("--corpus", default=None, metavar="DIR",
+                   help="text: train on the text files under DIR instead of the standard library's .py files")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
@@ -134,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("report", help="turn a scores table into a self-contained HTML page")
-    p.add_argument("table", help="table written by interp score (.parquet or .csv)")
+    p = sub.add_parser("report", help="turn a scores table (or a sweep directory) into a self-contained HTML page")
+    p.add_argument("table", help="table written by interp score (.parquet or .csv), or a directory of interp sweep")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_report)
@@ -167,7 +203,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_memorization)
+
+    p = sub.add_parser("sweep", help="train a grid of runs of one task (restartable): grokking against capacity",
+                       epilog="default grids: " + "; ".join(
+                           f"{task}: " + " ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items())
+                           for task, grid in SWEEP_GRIDS.items()))
+    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a training option and its values, one --grid per option, e.g. "
+                        "--grid d_model=16,32 --grid frac_train=0.3,0.5 (default: the task's default grid)")
+    p.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--preset", default="default", help="the recipe every cell starts from")
+    p.add_argument("--out", required=True, help="directory for runs/, runs.csv and sweep.html; finished cells are kept")
+    p.add_argument("--bits-per-parameter", type=float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
+                   help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}, measured by interp memorization, "
+                        "BENCHMARKS.md; Morris et al. 2025: 3.6)")
+    p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_sweep)
     return parser
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds (integers >= 0), got {text!r}")
+    return values
 
 
 def _positive_list(text: str) -> list[int]:

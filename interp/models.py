@@ -14,6 +14,9 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 #: Token id that starts every sequence of the induction task (the model has no tokenizer).
 INDUCTION_BOS = 0
+#: The text task's byte-level vocabulary: token id = byte value, BOS = 256 (``interp.tasks.text``).
+TEXT_BOS = 256
+TEXT_VOCAB = 257
 
 
 def induction_config(
@@ -47,28 +50,31 @@ def induction_config(
     )
 
 
-def modadd_config(p: int = 113) -> HookedTransformerConfig:
-    """One-layer transformer for a + b mod p, exactly as in Nanda et al. 2023.
+def modadd_config(p: int = 113, d_model: int = 128) -> HookedTransformerConfig:
+    """One-layer transformer for a + b mod p, exactly as in Nanda et al. 2023 by default.
 
     Inputs are ``[a, b, =]`` with ``=`` the token id ``p`` (so ``d_vocab = p + 1``); the answer is
     read at the last position over ``d_vocab_out = p`` classes. d_model 128, 4 heads of 32,
     d_mlp 512, ReLU, no LayerNorm ("Progress measures for grokking via mechanistic
-    interpretability", section 4).
+    interpretability", section 4). Another ``d_model`` (a multiple of 4) scales the rest with
+    it: 4 heads of ``d_model / 4``, ``d_mlp = 4 d_model`` (``interp sweep`` over width).
     """
+    if d_model < 4 or d_model % 4:
+        raise ValueError(f"d_model must be a positive multiple of 4 (4 heads), got {d_model}")
     return HookedTransformerConfig(
         n_layers=1,
-        d_model=128,
+        d_model=d_model,
         n_ctx=3,
-        d_head=32,
+        d_head=d_model // 4,
         n_heads=4,
-        d_mlp=512,
+        d_mlp=4 * d_model,
         d_vocab=p + 1,
         d_vocab_out=p,
         act_fn="relu",
         normalization_type=None,
         positional_embedding_type="standard",
         default_prepend_bos=False,
-        model_name=f"modadd-p{p}-1l",
+        model_name=f"modadd-p{p}-1l" + (f"-d{d_model}" if d_model != 128 else ""),
     )
 
 
@@ -100,7 +106,66 @@ def memorization_config(d_model: int = 32, n_layers: int = 1, vocab: int = 64, s
     )
 
 
-FAMILIES = {"induction": induction_config, "modadd": modadd_config, "memorization": memorization_config}
+def text_config(n_ctx: int = 512, d_model: int = 64, n_heads: int = 4, d_head: int = 16, n_layers: int = 2,
+                d_mlp: int | None = None) -> HookedTransformerConfig:
+    """Transformer for byte-level text (``interp.tasks.text``): 2 layers, attention only by default.
+
+    Vocabulary 257 (bytes 0-255 and BOS = 256), context 512, d_model 64, 4 heads of 16 per
+    layer, learned positions (started as sinusoids by the text task), no LayerNorm; ``d_mlp``
+    adds a ReLU MLP of that width to every layer. The recipe and the measurements behind the
+    shape are in ``docs/training.md``.
+    """
+    return HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        d_head=d_head,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        d_vocab=TEXT_VOCAB,
+        attn_only=d_mlp is None,
+        act_fn=None if d_mlp is None else "relu",
+        normalization_type=None,
+        positional_embedding_type="standard",
+        default_prepend_bos=False,
+        model_name=f"text-bytes-{n_layers}l" + ("" if d_mlp is None else "-mlp"),
+    )
+
+
+def reasoning_config(d_vocab: int, d_model: int = 128, n_layers: int = 4, n_heads: int = 4, n_ctx: int = 3,
+                     name: str = "reasoning") -> HookedTransformerConfig:
+    """GPT-2-style transformer for the fact tasks (``interp.tasks.composition``, ``comparison``).
+
+    Pre-LayerNorm blocks with ``n_heads`` heads of ``d_model / n_heads`` and a GELU MLP of width
+    ``4 d_model``, learned positions, untied embeddings; one vocabulary in and out
+    (``d_vocab_out = d_vocab``), context 3 (the longest query). Wang et al. 2024 ("Grokked
+    transformers are implicit reasoners") train GPT-2's architecture with 8 layers of 768; the
+    defaults here (4 layers of 128, 4 heads) are the scale that trains on 2 CPU cores
+    (``docs/training.md``).
+    """
+    if d_model < n_heads or d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})")
+    if d_vocab < 2 or n_layers < 1:
+        raise ValueError(f"need d_vocab >= 2 and n_layers >= 1, got d_vocab={d_vocab}, n_layers={n_layers}")
+    return HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        d_mlp=4 * d_model,
+        d_vocab=d_vocab,
+        d_vocab_out=d_vocab,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        default_prepend_bos=False,
+        model_name=f"{name}-{n_layers}l-d{d_model}",
+    )
+
+
+FAMILIES = {"induction": induction_config, "modadd": modadd_config, "memorization": memorization_config,
+            "text": text_config, "reasoning": reasoning_config}
 
 
 def build_model(cfg: HookedTransformerConfig | dict[str, Any], seed: int | None = None) -> HookedTransformer:

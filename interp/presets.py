@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
-LR_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "linear", "cooldown")
+#: Share of the run over which the ``cooldown`` schedule decays the learning rate to 0.
+COOLDOWN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -16,8 +18,9 @@ class TrainOptions:
 
     ``steps`` are optimiser steps; for modular addition, which trains full-batch, a step is an
     epoch. The learning rate warms up linearly over ``warmup_steps``; ``lr_schedule`` is
-    ``"constant"`` after that, or ``"linear"``: decaying linearly to 0 at the last step
-    (:meth:`lr_at`). Weight decay is ``weight_decay`` throughout, or, with ``weight_decay_end``
+    ``"constant"`` after that, ``"linear"``: decaying linearly to 0 at the last step, or
+    ``"cooldown"``: constant, then decaying linearly to 0 over the last quarter (:meth:`lr_at`).
+    Weight decay is ``weight_decay`` throughout, or, with ``weight_decay_end``
     set, rises (or falls) linearly to it at the last step (:meth:`weight_decay_at`); both
     schedules run over ``steps``, so a shorter run moves through them faster.
     ``grokfast_lambda`` > 0 turns on the Grokfast-EMA gradient filter (Lee et al. 2024,
@@ -34,15 +37,26 @@ class TrainOptions:
     weight_decay_end: float | None = None  # None: constant weight decay
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # or "linear"
+    lr_schedule: str = "constant"  # or "linear", "cooldown"
     batch_size: int | None = None  # None: full batch (modular addition)
     frac_train: float | None = None  # modular addition: share of the p^2 pairs to train on
     p: int | None = None  # modular addition: the modulus
+    d_model: int | None = None  # modular addition: residual width (None: 128); heads and MLP scale with it
     grokfast_alpha: float = 0.98
     grokfast_lambda: float = 0.0
     eval_every: int = 50
     checkpoint_every: int | None = None  # None: steps // 20
     float64_loss: bool = False
+    corpus: str | None = None  # text: folder of text files (None: the standard library, interp.tasks.text)
+    # composition / comparison (interp.tasks.composition, interp.tasks.comparison); None: the task's default
+    n_entities: int | None = None
+    n_relations: int | None = None  # composition
+    facts_per_entity: int | None = None  # composition: relations (atomic facts) per entity
+    n_attributes: int | None = None  # comparison
+    n_values: int | None = None  # comparison: values 0..n_values-1
+    ood_share: float | None = None  # share of atomic facts (composition) / entities per attribute (comparison)
+    phi: float | None = None  # inferred/atomic ratio of the training set (Wang et al. 2024)
+    n_layers: int | None = None  # composition / comparison: model depth (None: 4)
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -57,6 +71,8 @@ class TrainOptions:
         lr = self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
         if self.lr_schedule == "linear":
             lr *= 1.0 - step / self.steps
+        elif self.lr_schedule == "cooldown":  # constant, then linear to 0 over the last COOLDOWN_SHARE
+            lr *= min(1.0, (1.0 - step / self.steps) / COOLDOWN_SHARE)
         return lr
 
     def weight_decay_at(self, step: int) -> float:
@@ -95,6 +111,25 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
             lr_schedule="linear", batch_size=64, eval_every=20,
         ),
     },
+    "text": {
+        # Contexts of 512 bytes of the standard library (interp.tasks.text), 4 per step, on the
+        # 2-layer attention-only model with sinusoid-started positions. At lr 1e-2 the
+        # previous-token heads form over the first ~2,000 steps and the induction heads and the
+        # in-context learning score follow together (seed 0, constant lr: best prefix matching
+        # 0.10 at step 1,600, 0.56 at 2,600; score -0.10 -> -0.45 nats); the cooldown settles
+        # them: seeds 0-2 end at prefix matching 0.70-0.81, score -0.50 to -0.56, the two change
+        # points 5-10 % of the run apart. Random positions: no previous-token head in 1,000 steps.
+        # docs/training.md has the curves; BENCHMARKS.md the seeds of the preset itself.
+        "default": TrainOptions(
+            task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
+            batch_size=4, eval_every=100, checkpoint_every=200,
+        ),
+        # The same with a ReLU MLP of width 256 in both layers (interp.tasks.text.PRESET_MODELS).
+        "mlp": TrainOptions(
+            task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
+            batch_size=4, eval_every=100, checkpoint_every=200,
+        ),
+    },
     "modadd": {
         # Nanda et al. 2023, unchanged: AdamW lr 1e-3, weight decay 1, betas (0.9, 0.98),
         # full batch, 30 % train, float64 loss, 40k epochs (10-step linear warm-up as in their code).
@@ -113,6 +148,27 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
             task="modadd", preset="default", steps=1500, lr=3e-3, weight_decay=1.0, weight_decay_end=8.0,
             warmup_steps=10, frac_train=0.3, p=113, eval_every=20, float64_loss=True,
             grokfast_alpha=0.98, grokfast_lambda=2.0,
+        ),
+    },
+    "composition": {
+        # Wang et al. 2024 scaled down; the issue's pilot recipe, NOT yet tuned (docs/training.md):
+        # 200 entities, 20 relations, 10 per entity, 5 % OOD, phi 9 (nearly all ID chains),
+        # GPT-2-style 4 layers of 128. Measured (seed 0): ID 0.9 at step 3,300, 0.94 at 4,000, OOD
+        # <= 0.024 throughout, but train accuracy peaks at 0.986 and rises with the ID accuracy (no
+        # grokking delay), and 4,000 steps took ~15 min on one busy core. Left: a rising weight
+        # decay or smaller phi (memorise first, generalise later), a decaying lr, a shorter run.
+        "default": TrainOptions(
+            task="composition", steps=4000, lr=1e-3, weight_decay=1.0, warmup_steps=100, batch_size=512,
+            eval_every=100, n_entities=200, n_relations=20, facts_per_entity=10, ood_share=0.05, phi=9.0,
+        ),
+    },
+    "comparison": {
+        # Wang et al. 2024 scaled down; the issue's pilot recipe, NOT yet tuned (docs/training.md):
+        # 200 entities, 5 attributes, values 0-19, 10 % OOD entities per attribute, phi 20 (18,000
+        # comparisons), GPT-2-style 4 layers of 128.
+        "default": TrainOptions(
+            task="comparison", steps=4000, lr=1e-3, weight_decay=1.0, warmup_steps=100, batch_size=512,
+            eval_every=100, n_entities=200, n_attributes=5, n_values=20, ood_share=0.1, phi=20.0,
         ),
     },
 }
@@ -134,3 +190,12 @@ def preset(task: str, name: str = "default", **overrides: Any) -> TrainOptions:
 #: BENCHMARKS.md has the figures and the time.
 MEMORIZATION_SIZES: list[tuple[int, int]] = [(8, 1), (16, 1), (24, 1)]
 MEMORIZATION_DATASETS: list[int] = [32, 64, 128, 256, 512]
+
+#: ``interp sweep`` defaults: the grid of each task (with its default preset and seed 0). For
+#: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.6k-153k bits at 2.37 bits/parameter)
+#: x training fractions 0.1-0.5 (8.7k-43.5k bits of labels, 3,831 x log2 113 = 26k at 0.3): the
+#: labels' bits run from 0.06x to 6.6x the capacity. About 15 minutes on one core, 8 on two
+#: workers (docs/training.md, "Sweeps"); --seeds 0,1 doubles it.
+SWEEP_GRIDS: dict[str, dict[str, list]] = {
+    "modadd": {"d_model": [8, 16, 32, 64], "frac_train": [0.1, 0.3, 0.5]},
+}

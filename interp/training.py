@@ -10,7 +10,6 @@ it. Batches depend only on (seed, step), so a resumed run reproduces an uninterr
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import io
 import json
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from interp.allocator import reuse_freed_memory
 from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
 from interp.files import atomic_write_text
 from interp.models import build_model, config_to_dict
@@ -73,7 +73,7 @@ def train(
     ``resume`` is False, or when a resume finds no usable state; :class:`CheckpointError` when a
     checkpoint to resume from is corrupt.
     """
-    _reuse_freed_memory()
+    reuse_freed_memory()
     out = Path(out)
     has_run = (out / RUN_FILE).exists()
     if resume and has_run:
@@ -87,6 +87,8 @@ def train(
     if resume and has_run:
         _check_same_data(out, task)
     model = build_model(task.model_config(), seed=options.seed)
+    if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
+        task.init_model(model)
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.lr, weight_decay=options.weight_decay, betas=options.betas
@@ -105,7 +107,7 @@ def train(
         if step % options.eval_every == 0 or step in ckpt_steps or (step == start and start > 0):
             rows.append(_evaluate(task, model, step))
             _write_metrics(out, rows)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("train_loss", "test_loss", "test_acc")})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in _SHOWN})
             if on_eval is not None:
                 on_eval(rows[-1])
         if step in ckpt_steps and not (step == start and start > 0):  # a resume's own checkpoint exists
@@ -126,21 +128,8 @@ def train(
     return out
 
 
-def _reuse_freed_memory() -> None:
-    """Let glibc keep freed tensor memory for reuse instead of unmapping it (Linux only).
-
-    A training step allocates and frees the same multi-MB activations every step. By default
-    glibc serves those from fresh ``mmap``s and returns them on free, so every step pays page
-    faults to zero new pages: ~20 % of a modular-addition epoch on 2 cores (89 -> 69 ms).
-    Raising the mmap and trim thresholds makes freed blocks reusable. Process-wide and harmless
-    elsewhere; a no-op where there is no glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+#: Metrics shown beside the progress bar (those a task reports).
+_SHOWN = ("train_loss", "test_loss", "test_acc", "train_acc", "test_id_acc", "test_ood_acc")
 
 
 class _GradFilter:

@@ -60,7 +60,7 @@ def test_demo_report_draws_every_figure_in_chromium(demo, tmp_path):
     assert page.stat().st_size < 8_000_000  # one offline file under 8 MB (BENCHMARKS.md)
     figures = inspect_page(page, tmp_path, screenshot=True)
     assert problems(figures) == []
-    assert len(figures) == 6  # attention, heatmaps, head curves; spectrum, clusters, progress measures
+    assert len(figures) == 7  # attention, heatmaps, head curves; spectrum, clusters, progress measures, memorised bits
     texts = [t for fig in figures for t in fig.texts]
     assert any(t.startswith("induction head L1H") for t in texts)  # a detected head, not a fallback
     assert any(re.fullmatch(r"k = \d+", t) for t in texts)  # key frequencies named on the spectrum

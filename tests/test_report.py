@@ -104,7 +104,12 @@ def test_the_report_draws_the_circuits_of_the_final_checkpoints(tiny_table):
 
     items = DETECTORS["fourier"].report(table[table["run"] == str(mod)])
     figures = {i.title: i for i in items if isinstance(i, ReportFigure)}
-    assert list(figures) == ["Fourier spectrum", "neuron clusters", "progress measures"]
+    assert list(figures) == ["Fourier spectrum", "neuron clusters", "progress measures", "memorised bits"]
+    bits = table[(table["run"] == str(mod)) & (table["metric"] == "memorized_bits")].sort_values("step")
+    np.testing.assert_allclose(np.asarray(figures["memorised bits"].figure.data[0].y), bits["value"].to_numpy())
+    params = sum(p.numel() for p in load_model(mod).parameters())
+    capacity = [s.y0 for s in figures["memorised bits"].figure.layout.shapes if s.line.dash == "dash"]
+    assert capacity == pytest.approx([2.37 * params, 3.6 * params])
     final = fourier_report(load_model(mod / "checkpoints" / "step_000010.safetensors"))
     spectrum = figures["Fourier spectrum"].figure
     np.testing.assert_allclose(np.asarray(spectrum.data[0].y), final.spectrum["embed"].to_numpy())
@@ -146,7 +151,8 @@ def test_report_of_scored_runs_with_fourier_phases(tiny_table, tmp_path):
     assert "Progress measures of grokking" in page and "Grokking phases" in page and "head scores" in page
     assert not re.search(r"<script[^>]+src=[\"']?https?:", page)
     captions, links, ids = _captions_and_links(page)
-    assert len(captions) == page.count("<figure ") == 6 and set(links) <= ids
+    assert len(captions) == page.count("<figure ") == 7 and set(links) <= ids
+    assert "Memorised bits over training" in page and "Morris et al. 2025" in page
     assert "not drawn" not in page  # both final checkpoints were read
 
 

@@ -44,6 +44,8 @@ class Detector:
             order, from one run's rows of this detector (error rows removed); the report's
             section for it. It may read the run's files (the final checkpoint) and says in the
             page why a figure is missing when they cannot be read.
+        report_rows: other detectors whose rows of the same run ``report`` also receives (the
+            ``text`` section sets its curve beside the ``heads`` scores); default none.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Detector:
     score: Callable[[HookedTransformer, Any], list[Row]]
     summary: Callable[[HookedTransformer, Path | None], str]
     report: Callable[[pd.DataFrame], list[Any]]
+    report_rows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ class ReportFigure:
 
 
 def _registry() -> dict[str, Detector]:
-    from interp.detectors import fourier, heads
+    from interp.detectors import fourier, heads, text
 
-    return {d.name: d for d in (heads.DETECTOR, fourier.DETECTOR)}
+    return {d.name: d for d in (heads.DETECTOR, fourier.DETECTOR, text.DETECTOR)}
 
 
 #: Every detector, by name, in the order scoring runs them and the report shows them.

@@ -4,7 +4,9 @@
 :data:`METRICS` (``is_previous_token`` and ``is_induction`` as 0/1). The probe is built once per
 run (``circuits.repeated_tokens(model)`` with its defaults: 64 sequences, seed 0) and the same
 tensor is used for every checkpoint of the run, so the scores of a checkpoint equal
-``circuits.prefix_matching_scores(model)`` etc. with default arguments. The definitions are in
+``circuits.prefix_matching_scores(model)`` etc. with default arguments. A run whose task records
+its own probe alphabet in ``run.json`` (``task.probe``: the text task's BOS 256 and printable
+ASCII) gets ``repeated_tokens(model, bos=..., ids=...)`` instead (:func:`probe_options`). The definitions are in
 ``docs/scores.md``.
 
 Applies to models whose probe halves can hold at least :data:`MIN_HALF_LEN` tokens
@@ -33,6 +35,7 @@ from transformer_lens import HookedTransformer
 from interp.detectors import Detector, ReportFigure, Row
 from interp.detectors._final import final_model
 from interp.phase import best_head_curve, locate_phase_change
+from interp.runs import read_run_info
 
 __all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
 
@@ -53,10 +56,21 @@ def applies(model: HookedTransformer) -> str | None:
     return None
 
 
+def probe_options(run_dir: str | Path | None) -> dict[str, Any]:
+    """``bos`` and ``ids`` of the probe when the run's task records its own (``run.json``:
+    ``task.probe``, e.g. the text task: BOS 256 and the printable-ASCII bytes); else none."""
+    info = read_run_info(run_dir) if run_dir is not None else None
+    task = info.get("task") if isinstance(info, dict) else None
+    probe = task.get("probe") if isinstance(task, dict) else None
+    if not isinstance(probe, dict):
+        return {}
+    return {"bos": int(probe["bos"]), "ids": [i for lo, hi in probe["ids"] for i in range(int(lo), int(hi) + 1)]}
+
+
 def prepare(model: HookedTransformer, run_dir: Path | None) -> torch.Tensor:
     from circuits import repeated_tokens
 
-    return repeated_tokens(model)
+    return repeated_tokens(model, **probe_options(run_dir))
 
 
 def score(model: HookedTransformer, tokens: torch.Tensor) -> list[Row]:
@@ -138,7 +152,7 @@ def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
     if why:
         return [f"<p class='note'>Attention patterns not drawn: {html.escape(why)}.</p>"]
     half = min(ATTENTION_HALF_LEN, (int(model.cfg.n_ctx) - 1) // 2)
-    tokens = repeated_tokens(model, n_seqs=1, half_len=half)
+    tokens = repeated_tokens(model, n_seqs=1, half_len=half, **probe_options(str(rows["run"].iloc[0])))
     panels = []
     for kind, flag, metric in (("previous-token", "is_previous_token", "previous_token"),
                                ("induction", "is_induction", "prefix_matching")):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from interp.tasks.comparison import ComparisonTask
+from interp.tasks.composition import CompositionTask
 from interp.tasks.induction import InductionTask
 from interp.tasks.modular import ModAddTask
+from interp.tasks.text import TextTask
 
-TASKS = {"induction": InductionTask, "modadd": ModAddTask}
+TASKS = {"induction": InductionTask, "modadd": ModAddTask, "text": TextTask, "composition": CompositionTask,
+         "comparison": ComparisonTask}
 
 
 def make_task(options):
