@@ -98,9 +98,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _memorization(args: argparse.Namespace) -> int:
-    from interp.memorization import memorization_sweep_to_dir, sweep_cells
+    from interp.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
 
-    cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed)
+    default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
+    cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed,
+                        max_steps=round(default.max_steps * args.budget),
+                        plateau_window=round(default.plateau_window * args.budget))
     result = memorization_sweep_to_dir(cells, args.out, workers=args.workers, scheduler=args.scheduler,
                                        quiet=args.quiet)
     failed = result.cells[result.cells["stopped_by"] == "error"]
@@ -197,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=_positive, default=32, help="tokens per sequence (default 32)")
     p.add_argument("--vocab", type=_positive, default=64, help="vocabulary size (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=_positive_float, default=1.0,
+                   help="multiply each cell's step budget and plateau window (default 1; 4: the convergence "
+                        "check of BENCHMARKS.md)")
     p.add_argument("--out", required=True, help="directory for cells.csv, capacity.csv and memorization.html; "
                                                 "cells already in it are kept (restartable)")
     p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
@@ -251,6 +257,16 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     if not sizes:
         raise argparse.ArgumentTypeError(f"expected sizes such as 32x1,64x2, got {text!r}")
     return sizes
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -79,9 +79,10 @@ __all__ = [
 #: Columns of the per-cell table (one row per cell). ``entropy_bits``: N S log2 V of the data set;
 #: ``reachable_bits``: the most a causal model can memorise of it; ``memorized_bits``: total
 #: mem(x) at the end; ``fraction``: memorized / reachable; ``bits_per_parameter``: memorized /
-#: params; ``stopped_by``: complete, plateau, max_steps or error (the reason then in ``error``).
+#: params; ``stopped_by``: complete, plateau, max_steps or error (the reason then in ``error``);
+#: ``max_steps`` and ``plateau_window``: the cell's budget (``interp memorization --budget``).
 CELL_COLUMNS = (
-    "model", "d_model", "n_layers", "params", "n_sequences", "seq_len", "vocab", "seed",
+    "model", "d_model", "n_layers", "params", "n_sequences", "seq_len", "vocab", "seed", "max_steps", "plateau_window",
     "entropy_bits", "reachable_bits", "memorized_bits", "fraction", "bits_per_parameter", "steps", "stopped_by",
     "seconds", "error",
 )
@@ -182,7 +183,7 @@ def train_to_saturation(cell: MemorizationCell, on_eval: Callable[[int, torch.Te
     return {
         "model": cell.model, "d_model": cell.d_model, "n_layers": cell.n_layers, "params": params,
         "n_sequences": cell.n_sequences, "seq_len": cell.seq_len, "vocab": cell.vocab, "seed": cell.seed,
-        "entropy_bits": entropy, "reachable_bits": reachable, "memorized_bits": memorized, "fraction": memorized / reachable,
+        "max_steps": cell.max_steps, "plateau_window": cell.plateau_window, "entropy_bits": entropy, "reachable_bits": reachable, "memorized_bits": memorized, "fraction": memorized / reachable,
         "bits_per_parameter": memorized / params, "steps": step, "stopped_by": stopped_by,
         "seconds": time.perf_counter() - start, "error": "",
     }
@@ -212,7 +213,8 @@ def _run_cell(cell: MemorizationCell) -> dict[str, Any]:
 def _error_row(cell: MemorizationCell, exc: BaseException) -> dict[str, Any]:
     row = {c: None for c in CELL_COLUMNS}
     row.update(model=cell.model, d_model=cell.d_model, n_layers=cell.n_layers, n_sequences=cell.n_sequences,
-               seq_len=cell.seq_len, vocab=cell.vocab, seed=cell.seed, stopped_by="error",
+               seq_len=cell.seq_len, vocab=cell.vocab, seed=cell.seed, max_steps=cell.max_steps,
+               plateau_window=cell.plateau_window, stopped_by="error",
                error=f"{type(exc).__name__}: {exc}")
     return row
 
@@ -224,8 +226,8 @@ def sweep_cells(sizes: Iterable[tuple[int, int]], datasets: Iterable[int], **cel
 
 
 def _key(row: dict[str, Any] | pd.Series) -> tuple:
-    return (int(row["d_model"]), int(row["n_layers"]), int(row["n_sequences"]), int(row["seq_len"]),
-            int(row["vocab"]), int(row["seed"]))
+    return tuple(int(row[c]) for c in ("d_model", "n_layers", "n_sequences", "seq_len", "vocab", "seed", "max_steps",
+                                        "plateau_window"))
 
 
 def memorization_sweep(
@@ -320,6 +322,11 @@ def read_cells(path: str | Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     table = pd.read_csv(path, keep_default_na=False, na_values={"memorized_bits": [""]})
+    budget = ("max_steps", "plateau_window")
+    if list(table.columns) == [c for c in CELL_COLUMNS if c not in budget]:  # written before the budget columns
+        default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
+        for column in budget:
+            table.insert(CELL_COLUMNS.index(column), column, getattr(default, column))
     if list(table.columns) != list(CELL_COLUMNS):
         raise ValueError(f"{path} is not a memorization table; choose another --out")
     return table

@@ -168,6 +168,25 @@ def test_cli_writes_table_capacity_and_page_and_resumes(tmp_path, capsys):
     assert pd.read_csv(out / "cells.csv")["seconds"].tolist() == before
 
 
+def test_budget_scales_steps_and_window_and_is_part_of_a_cell(tmp_path):
+    from interp.cli import main
+    from interp.memorization import CELL_COLUMNS, read_cells
+
+    out = tmp_path / "mem"
+    args = ["memorization", "--sizes", "16x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert main(args + ["--budget", "2"]) == 0  # not taken for the cell already trained on budget 1
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(zip(cells["max_steps"], cells["plateau_window"])) == [(20_000, 500), (40_000, 1000)]
+    old = cells[cells["max_steps"] == 20_000].drop(columns=["max_steps", "plateau_window"])
+    old.to_csv(tmp_path / "old.csv", index=False)  # a table written before the budget columns
+    again = read_cells(tmp_path / "old.csv")
+    assert list(again.columns) == list(CELL_COLUMNS) and again["plateau_window"].tolist() == [500]
+    with pytest.raises(SystemExit):
+        main(args + ["--budget", "0"])
+
+
 def test_cli_usage_errors(tmp_path, capsys):
     from interp.cli import main
 
