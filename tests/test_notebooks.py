@@ -24,6 +24,12 @@ EXPECTED = {
     "02_grokking_fourier.ipynb": [r"key frequencies: \[3, 6, 23, 39\]", r"test accuracy 99 % at epoch \d+",
                                   r"peak memorised bits [\d,]+ at epoch \d+"],
     "03_scoring_checkpoints.ipynb": [r"the same as in Python: True", r"0 failed"],
+    # short runs (REASONING_STEPS): the findings it prints are worded from whatever they show
+    "04_grokked_reasoning.ipynb": [r"composition at step \d+: train \d\.\d+, ID \d\.\d+, OOD \d\.\d+",
+                                   r"detector accuracies equal metrics\.csv: True",
+                                   r"bridge entity at r1, mean reciprocal rank by state: OOD( \d\.\d\d)+",
+                                   r"Composition (generalises|is ahead|has not generalised)",
+                                   r"Comparison (generalises|reaches ID)"],
     # a short run (TEXT_STEPS): too short for the phase change, so only what any run prints
     "05_induction_on_text.ipynb": [r"corpus: stdlib \(Python 3\.\d+",
                                    r"in-context learning score at step \d+: -?\d\.\d+ nats",
@@ -33,6 +39,8 @@ EXPECTED = {
 
 #: Steps of the text run notebook 05 trains when the suite runs it (the default recipe takes minutes).
 TEXT_STEPS = 40
+#: Steps of each fact-task run notebook 04 trains when the suite runs it (its own take ~2.5 minutes).
+REASONING_STEPS = 200
 
 #: Notebooks that read the published grokking model (tests/conftest.py: published_path).
 NEEDS_PUBLISHED = {"02_grokking_fourier.ipynb"}
@@ -58,6 +66,7 @@ def execute(induction_run, modadd_run, tmp_path_factory):
                 env.setenv("INTERP_INDUCTION_RUN", str(induction_run))
                 env.setenv("INTERP_MODADD_RUN", str(modadd_run))
                 env.setenv("INTERP_TEXT_STEPS", str(TEXT_STEPS))  # notebook 05 trains a short text run
+                env.setenv("INTERP_REASONING_STEPS", str(REASONING_STEPS))  # notebook 04: shorter fact-task runs
                 if name in NEEDS_PUBLISHED:  # skips, with the reason, where ../shared/data/ is absent
                     env.setenv("INTERP_PUBLISHED_MODEL", str(request.getfixturevalue("published_path")))
                 nb = nbformat.read(NOTEBOOKS / name, as_version=4)

@@ -75,9 +75,9 @@ class ReportFigure:
 
 
 def _registry() -> dict[str, Detector]:
-    from interp.detectors import fourier, heads, text
+    from interp.detectors import fourier, heads, reasoning, text
 
-    return {d.name: d for d in (heads.DETECTOR, fourier.DETECTOR, text.DETECTOR)}
+    return {d.name: d for d in (heads.DETECTOR, fourier.DETECTOR, text.DETECTOR, reasoning.DETECTOR)}
 
 
 #: Every detector, by name, in the order scoring runs them and the report shows them.

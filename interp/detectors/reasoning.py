@@ -1,0 +1,355 @@
+"""The ``reasoning`` detector: ID and OOD generalisation of a composition or comparison run.
+
+Wang et al. 2024 ("Grokked transformers are implicit reasoners", arXiv 2405.15071) train a
+transformer on atomic facts and on facts inferred from them; two-hop composition generalises to
+held-out inferred facts of trained atoms (ID) but not to those whose atoms never took part in a
+trained inference (OOD), and the bridge entity of an ID query is decodable at the ``r1`` position
+from the middle layers (logit lens, their section 5); comparison generalises OOD too.
+
+Per checkpoint, on the run's own evaluation sets (``interp/tasks/_facts.py``: the fixed seeded
+samples of at most 4,096 queries that ``metrics.csv`` is computed on, rebuilt from ``run.json``
+by the seeded generator), model-level rows ``train_acc``, ``test_id_acc``, ``test_ood_acc``
+(the same definitions and numbers as the run's ``metrics.csv`` at that step) and, for
+composition, ``bridge_rr_id`` and ``bridge_rr_ood`` with ``layer`` = residual state ``l = 0..L``
+(0: embeddings; ``L``: after the last block): the mean over the ID / OOD test chains ``h r1 r2``
+of the reciprocal rank of the bridge entity ``b`` read through the final norm and unembedding at
+the ``r1`` position (:func:`circuits.logit_lens`), in ``[1/d_vocab, 1]``. Comparison gets the
+accuracies only: the analogous read-out (each entity's attribute value at its own position of
+``a e1 e2``) stays at 0.07-0.30 ID and OOD alike on the default run (``docs/training.md``), so
+the values are not decodable there through the unembedding and the curve would say nothing.
+The definitions are in ``docs/scores.md`` ("Reasoning detector").
+
+Applies to models named by ``interp.models.reasoning_config`` for the two tasks
+(``composition-4l-d128``, ``comparison-...``); the test sets come from the run's ``run.json``,
+so a checkpoint outside a run gets error rows saying the detector cannot apply there.
+
+Its report section draws the three accuracies over training, for composition the bridge
+entity's reciprocal rank per residual state over training (ID beside OOD), and for the final
+checkpoint the logit-lens heatmap (composition) and the causal-tracing heatmap
+(:func:`circuits.causal_trace`: one state of the clean query replaced by that of a query with
+another head entity, or first entity, and the rank change of the clean answer).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors._final import final_model
+from interp.runs import RunError, read_run_info
+
+__all__ = ["DETECTOR", "METRICS", "POSITIONS", "ReasoningContext", "accuracy_curve", "bridge_lens",
+           "first_step_at", "rank_curves", "run_context", "trace", "trace_inputs"]
+
+ACCURACIES = ("train_acc", "test_id_acc", "test_ood_acc")
+RANKS = ("bridge_rr_id", "bridge_rr_ood")
+METRICS = (*ACCURACIES, *RANKS)
+TASKS = ("composition", "comparison")
+#: Names of the three query positions of each task.
+POSITIONS = {"composition": ("h", "r1", "r2"), "comparison": ("a", "e1", "e2")}
+#: Queries of a split used by the report's causal trace (a fixed seeded sample).
+TRACE_QUERIES = 256
+_NAME = re.compile(r"^(composition|comparison)-\d+l-d\d+$")
+
+
+@dataclass(frozen=True)
+class ReasoningContext:
+    """What a run's checkpoints are scored on, rebuilt once from its ``run.json`` (it pickles).
+
+    ``task``: ``"composition"`` or ``"comparison"``; ``sets``: the evaluation samples
+    ``train_atomic``, ``train_inferred``, ``test_id``, ``test_ood`` (:class:`interp.tasks._facts.Facts`)
+    of the training loop; ``shares``: the atomic and inferred shares of the training set (the
+    weights of ``train_acc``); ``bridge``: composition only, ``"id"``/``"ood"`` -> the bridge entity of
+    each query of ``test_id`` / ``test_ood``; ``n_entities``; ``values``: comparison only, the (E, A)
+    attribute values.
+    """
+
+    task: str
+    sets: dict[str, Any]
+    shares: tuple[float, float]
+    n_entities: int
+    bridge: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: torch.Tensor | None = None
+
+    def split(self, split: str):
+        """The test queries of ``split`` (``"id"`` or ``"ood"``)."""
+        if split not in ("id", "ood"):
+            raise ValueError(f"split must be 'id' or 'ood', got {split!r}")
+        return self.sets[f"test_{split}"]
+
+
+def applies(model: HookedTransformer) -> str | None:
+    name = str(model.cfg.model_name or "")
+    if not _NAME.match(name):
+        return (f"model {name!r} is not a composition or comparison model (interp train composition / comparison "
+                "name theirs composition-<L>l-d<D> / comparison-<L>l-d<D>)")
+    if int(model.cfg.n_ctx) < 3:
+        return f"context n_ctx={model.cfg.n_ctx} is shorter than the 3-token queries"
+    return None
+
+
+def run_context(run_dir: str | Path | None) -> ReasoningContext:
+    """The evaluation sets of a composition or comparison run, rebuilt from its ``run.json``.
+
+    The task is built again from the recorded training options (seeded generator); its
+    description must equal the recorded one, so the sets are those ``metrics.csv`` was computed
+    on. Raises :class:`interp.RunError` (one line) for a checkpoint outside a run, a run of
+    another task, or data this version no longer generates.
+    """
+    from interp.presets import TrainOptions
+    from interp.tasks import make_task
+
+    info = read_run_info(run_dir) if run_dir is not None else None
+    if info is None:
+        raise RunError("not applicable: the checkpoint is not inside a run with a run.json, from which the task's "
+                       "ID and OOD test sets are rebuilt")
+    task_info = info.get("task")
+    name = task_info.get("name") if isinstance(task_info, dict) else task_info
+    if name not in TASKS:
+        raise RunError(f"not applicable: {run_dir} is a run of task {name!r}, not composition or comparison")
+    try:
+        options = TrainOptions.from_dict(info["training"])
+        task = make_task(options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{run_dir}/run.json: cannot rebuild the {name} task ({exc})") from exc
+    if task.describe() != task_info:
+        raise RunError(f"{run_dir} was trained on task data {task_info}, which this version no longer generates "
+                       f"({task.describe()})")
+    sets = {k: task.eval_sets[k] for k in ("train_atomic", "train_inferred", "test_id", "test_ood")}
+    data = task.data
+    n = len(data.train)
+    shares = (data.n_atomic / n, (n - data.n_atomic) / n)  # the weights of FactsTask.evaluate, computed alike
+    if name == "composition":
+        return ReasoningContext(name, sets, shares, data.n_entities,
+                                bridge={s: _bridges(data, sets[f"test_{s}"].tokens) for s in ("id", "ood")})
+    return ReasoningContext(name, sets, shares, data.n_entities, values=data.values.clone())
+
+
+def _bridges(data, tokens: torch.Tensor) -> torch.Tensor:
+    """The bridge entity of each query ``h r1 r2``: the tail of the atomic fact ``(h, r1)``."""
+    E = data.n_entities
+    table = torch.full((E, data.n_relations), -1, dtype=torch.long)
+    table[data.atomic[:, 0], data.atomic[:, 1] - E] = data.atomic[:, 2]
+    bridge = table[tokens[:, 0], tokens[:, 1] - E]
+    if bool((bridge < 0).any()):  # cannot happen for chains the generator built
+        raise RunError("a test chain's first hop is not an atomic fact of the run")
+    return bridge
+
+
+def prepare(model: HookedTransformer, run_dir: Path | None) -> ReasoningContext | str:
+    try:
+        return run_context(run_dir)
+    except (RunError, OSError, ValueError) as exc:  # each checkpoint becomes an error row with the reason
+        return str(exc)
+
+
+def _accuracies(model: HookedTransformer, context: ReasoningContext) -> dict[str, float]:
+    from interp.tasks._facts import loss_and_accuracy
+
+    with torch.inference_mode():
+        acc = {name: loss_and_accuracy(model, facts)[1] for name, facts in context.sets.items()}
+    wa, wi = context.shares
+    return {"train_acc": wa * acc["train_atomic"] + wi * acc["train_inferred"],
+            "test_id_acc": acc["test_id"], "test_ood_acc": acc["test_ood"]}
+
+
+def bridge_lens(model: HookedTransformer, context: ReasoningContext, split: str):
+    """:func:`circuits.logit_lens` of the bridge entity on a composition run's ``split`` test chains.
+
+    Ranks at every residual state and all three positions (``h, r1, r2``); the ``r1`` column of
+    ``mean_reciprocal_rank()`` is the detector's ``bridge_rr_<split>`` curve.
+    """
+    from circuits import logit_lens
+
+    if context.task != "composition":
+        raise ValueError(f"the bridge entity is a composition query's; this is a {context.task} run")
+    return logit_lens(model, context.split(split).tokens, context.bridge[split])
+
+
+def score(model: HookedTransformer, context: ReasoningContext | str) -> list[Row]:
+    if isinstance(context, str):
+        raise RunError(context)
+    rows: list[Row] = [{"metric": k, "value": v} for k, v in _accuracies(model, context).items()]
+    if context.task == "composition":
+        for split in ("id", "ood"):
+            rr = bridge_lens(model, context, split).mean_reciprocal_rank()[:, 1]  # the r1 position
+            rows += [{"metric": f"bridge_rr_{split}", "layer": state, "value": float(v)}
+                     for state, v in enumerate(rr.tolist())]
+    return rows
+
+
+def summary(model: HookedTransformer, run_dir: Path | None) -> str:
+    try:
+        context = run_context(run_dir)
+    except RunError as exc:
+        return f"reasoning: {exc}"
+    acc = _accuracies(model, context)
+    lines = [f"reasoning ({context.task}): train {acc['train_acc']:.3f}, ID test {acc['test_id_acc']:.3f} "
+             f"({len(context.sets['test_id'])} queries), OOD test {acc['test_ood_acc']:.3f} "
+             f"({len(context.sets['test_ood'])} queries)"]
+    if context.task == "composition":
+        lines.append("  bridge entity at r1, mean reciprocal rank by residual state 0..L (logit lens):")
+        for split in ("id", "ood"):
+            rr = bridge_lens(model, context, split).mean_reciprocal_rank()[:, 1]
+            lines.append(f"    {split.upper():<4}" + " ".join(f"{v:.3f}" for v in rr.tolist()))
+    return "\n".join(lines)
+
+
+def accuracy_curve(rows: pd.DataFrame) -> pd.DataFrame:
+    """``step, train_acc, test_id_acc, test_ood_acc`` per checkpoint from one run's reasoning rows."""
+    rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(ACCURACIES)].dropna(subset=["step", "value"])
+    if rows.empty:
+        return pd.DataFrame(columns=["step", *ACCURACIES])
+    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
+    wide.columns.name = None
+    return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)
+
+
+def rank_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """``step, split ("id"/"ood"), layer (residual state), value``: the bridge reciprocal ranks of one run."""
+    rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(RANKS)].dropna(subset=["step", "layer"])
+    out = pd.DataFrame({"step": rows["step"].astype("int64"), "split": rows["metric"].str.rsplit("_", n=1).str[-1],
+                        "layer": rows["layer"].astype("int64"), "value": rows["value"].astype(float)})
+    return out.sort_values(["split", "layer", "step"], ignore_index=True)
+
+
+def first_step_at(curve: pd.DataFrame, column: str, level: float) -> int | None:
+    """The first step at which ``curve[column] >= level``; None when never reached."""
+    if column not in curve:
+        return None
+    hit = curve[curve[column] >= level]
+    return int(hit["step"].min()) if not hit.empty else None
+
+
+def trace_inputs(context: ReasoningContext, split: str, n: int = TRACE_QUERIES, seed: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(tokens, corrupted, answer)`` of a seeded sample of at most ``n`` ``split`` test queries.
+
+    Composition: the head entity ``h`` replaced by another entity drawn uniformly (so the bridge,
+    and nearly always the answer, changes). Comparison: the first entity ``e1`` replaced by one
+    whose value of the attribute compares differently with ``e2``'s (the label changes).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    facts = context.split(split)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(facts), generator=g)[:n].sort().values
+    tokens, answer = facts.tokens[pick], facts.answer[pick]
+    corrupted = tokens.clone()
+    E = context.n_entities
+    if context.task == "composition":
+        corrupted[:, 0] = (tokens[:, 0] + torch.randint(1, E, (len(pick),), generator=g)) % E
+    else:
+        values = context.values  # (E, A)
+        attr = tokens[:, 0] - E
+        v2 = values[tokens[:, 2], attr]
+        other = values[:, attr].T  # (n, E): each entity's value of the query's attribute
+        current = torch.sign(values[tokens[:, 1], attr] - v2)
+        differs = torch.sign(other - v2[:, None]) != current[:, None]
+        if not bool(differs.any(1).all()):
+            raise ValueError("a comparison query has no entity that would change its label")
+        draw = torch.rand(other.shape, generator=g).masked_fill(~differs, -1.0)
+        corrupted[:, 1] = draw.argmax(1)
+    return tokens, corrupted, answer
+
+
+def trace(model: HookedTransformer, context: ReasoningContext, split: str, n: int = TRACE_QUERIES, seed: int = 0):
+    """:func:`circuits.causal_trace` of the clean answer's rank at the last position, on :func:`trace_inputs`.
+
+    ``trace(...).mean_change()`` is the (residual state x position) heatmap: how far the answer
+    falls in rank when that one state is taken from the corrupted query.
+    """
+    from circuits import causal_trace
+
+    tokens, corrupted, answer = trace_inputs(context, split, n, seed)
+    return causal_trace(model, tokens, corrupted, answer, read_position=2, metric="rank")
+
+
+def report(rows: pd.DataFrame) -> list[Any]:
+    """Accuracies over training, the bridge entity's logit lens over training, the final heatmaps."""
+    from interp.reasoning_plots import plot_rank_curves, plot_reasoning_accuracy
+
+    curve = accuracy_curve(rows)
+    if curve.empty:
+        return []
+    parts: list[Any] = [_sentence(curve)]
+    caption = ("Accuracy on the training set (atomic and inferred facts), on held-out inferred facts of trained "
+               "atoms (ID test) and on inferred facts whose atoms never took part in a trained inference (OOD "
+               "test). In Wang et al. 2024 composition reaches high ID but stays near 0 OOD; comparison "
+               "generalises to both.")
+    parts.append(ReportFigure("accuracy: train, ID, OOD", plot_reasoning_accuracy(curve), caption))
+    ranks = rank_curves(rows)
+    if not ranks.empty:
+        caption = ("Mean reciprocal rank of the bridge entity b of h r1 r2, read through the final norm and "
+                   "unembedding at the r1 position, for each residual state (0: embeddings; the last: the r1 "
+                   "position's own output, its atomic fact h r1 -> b). A bridge decodable from a middle state "
+                   "on ID but not OOD chains is the paper's picture.")
+        parts.append(ReportFigure("bridge entity by layer (logit lens)", plot_rank_curves(ranks), caption))
+    return parts + _final_figures(rows)
+
+
+def _sentence(curve: pd.DataFrame) -> str:
+    last = curve.iloc[-1]
+    said = [f"{label} {last[col]:.3f}" for col, label in zip(ACCURACIES, ("train", "ID test", "OOD test"))
+            if col in curve and pd.notna(last[col])]
+    reached = []
+    for col, level, label in (("train_acc", 0.99, "train"), ("test_id_acc", 0.9, "ID"), ("test_ood_acc", 0.9, "OOD")):
+        step = first_step_at(curve, col, level)
+        reached.append(f"{label} {level:g} " + (f"at <b>step {step}</b>" if step is not None else "not reached"))
+    return (f"<p class='phase'>At step {int(last['step'])}: accuracy {', '.join(said)}. "
+            f"{'; '.join(reached)}.</p>")
+
+
+def _final_figures(rows: pd.DataFrame) -> list[Any]:
+    """Logit-lens (composition) and causal-tracing heatmaps of the final checkpoint, ID beside OOD."""
+    from interp.reasoning_plots import plot_state_heatmaps
+
+    model, step, why = final_model(rows)
+    context = None
+    if not why:
+        try:
+            context = run_context(str(rows["run"].iloc[0]))
+        except (RunError, OSError, ValueError) as exc:
+            why = str(exc)
+    if why:
+        return [f"<p class='note'>Heatmaps of the final checkpoint not drawn: {html.escape(why)}.</p>"]
+    labels = POSITIONS[context.task]
+    parts: list[Any] = []
+    if context.task == "composition":
+        grids = {f"{s.upper()} test chains": bridge_lens(model, context, s).mean_reciprocal_rank()
+                 for s in ("id", "ood")}
+        fig = plot_state_heatmaps(grids, labels, "mean RR", f"Logit lens of the bridge entity at step {step}")
+        parts.append(ReportFigure("bridge entity heatmap (logit lens)", fig,
+                                  "Mean reciprocal rank of the bridge entity at every residual state and position "
+                                  "of h r1 r2 at the final checkpoint; the r1 column is the last point of the "
+                                  "curves above."))
+    grids = {f"{s.upper()} test queries": trace(model, context, s).mean_change() for s in ("id", "ood")}
+    corrupt = "the head entity h" if context.task == "composition" else "the first entity e1"
+    fig = plot_state_heatmaps(grids, labels, "rank change", f"Causal tracing at step {step}", diverging=True)
+    parts.append(ReportFigure("causal tracing heatmap", fig,
+                              f"Mean rise of the clean answer's rank at the last position when one residual state "
+                              f"of the query is taken from the same query with {corrupt} replaced "
+                              f"({TRACE_QUERIES} test queries at most). Large values mark the states that carry "
+                              "what the answer depends on."))
+    return parts
+
+
+DETECTOR = Detector(
+    name="reasoning",
+    help="train / ID / OOD accuracy of a composition or comparison run and the bridge entity's logit lens "
+         "(Wang et al. 2024)",
+    metrics=METRICS,
+    applies=applies,
+    prepare=prepare,
+    score=score,
+    summary=summary,
+    report=report,
+)
