@@ -43,6 +43,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model
 from interp.runs import RunError, read_run_info
 
@@ -205,12 +206,7 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
 
 def accuracy_curve(rows: pd.DataFrame) -> pd.DataFrame:
     """``step, train_acc, test_id_acc, test_ood_acc`` per checkpoint from one run's reasoning rows."""
-    rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(ACCURACIES)].dropna(subset=["step", "value"])
-    if rows.empty:
-        return pd.DataFrame(columns=["step", *ACCURACIES])
-    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
-    wide.columns.name = None
-    return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)
+    return metric_curves(rows, "reasoning", ACCURACIES)
 
 
 def rank_curves(rows: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model
 from interp.phase import best_head_curve, locate_phase_change
 from interp.runs import RunError, read_run_info
@@ -100,12 +101,7 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
 
 def icl_curve(rows: pd.DataFrame) -> pd.DataFrame:
     """``step, icl_score, loss_early, loss_late, test_loss`` per checkpoint from one run's text rows."""
-    rows = rows[(rows["detector"] == "text") & rows["metric"].isin(METRICS)].dropna(subset=["step", "value"])
-    if rows.empty:
-        return pd.DataFrame(columns=["step", *METRICS])
-    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
-    wide.columns.name = None
-    return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)
+    return metric_curves(rows, "text", METRICS)
 
 
 def change_points(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, Any, Any]:
