@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 from transformer_lens import HookedTransformer
 
 from interp.checkpoints import CheckpointError, load_model
 from interp.runs import RunError, fingerprint, scored_checkpoint
 
-__all__ = ["final_model"]
+__all__ = ["final_model", "final_model_with"]
 
 
 def final_model(rows: pd.DataFrame) -> tuple[HookedTransformer | None, int | None, str]:
@@ -33,3 +36,16 @@ def final_model(rows: pd.DataFrame) -> tuple[HookedTransformer | None, int | Non
         return load_model(path), step, ""
     except (CheckpointError, RunError, OSError, ValueError) as exc:
         return None, step, f"{path} could not be loaded ({exc})"
+
+
+def final_model_with(rows: pd.DataFrame, read_run: Callable[[str], Any]) -> tuple[HookedTransformer | None, int | None, Any, str]:
+    """:func:`final_model` and ``read_run(run)`` of the same run (e.g. its data rebuilt from
+    ``run.json``): ``(model, step, value, why)``; ``why`` says what could not be read, else ""."""
+    model, step, why = final_model(rows)
+    value = None
+    if not why:
+        try:
+            value = read_run(str(rows["run"].iloc[0]))
+        except (RunError, OSError, ValueError) as exc:
+            why = str(exc)
+    return model, step, value, why

@@ -44,7 +44,7 @@ from transformer_lens import HookedTransformer
 
 from interp.detectors import Detector, ReportFigure, Row
 from interp.detectors._curves import metric_curves
-from interp.detectors._final import final_model
+from interp.detectors._final import final_model_with
 from interp.runs import RunError, read_run_info
 
 __all__ = ["DETECTOR", "METRICS", "POSITIONS", "ReasoningContext", "accuracy_curve", "bridge_lens",
@@ -308,13 +308,7 @@ def _final_figures(rows: pd.DataFrame) -> list[Any]:
     """Logit-lens (composition) and causal-tracing heatmaps of the final checkpoint, ID beside OOD."""
     from interp.reasoning_plots import plot_state_heatmaps
 
-    model, step, why = final_model(rows)
-    context = None
-    if not why:
-        try:
-            context = run_context(str(rows["run"].iloc[0]))
-        except (RunError, OSError, ValueError) as exc:
-            why = str(exc)
+    model, step, context, why = final_model_with(rows, run_context)
     if why:
         return [f"<p class='note'>Heatmaps of the final checkpoint not drawn: {html.escape(why)}.</p>"]
     labels = POSITIONS[context.task]

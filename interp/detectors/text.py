@@ -29,7 +29,7 @@ from transformer_lens import HookedTransformer
 
 from interp.detectors import Detector, ReportFigure, Row
 from interp.detectors._curves import metric_curves
-from interp.detectors._final import final_model
+from interp.detectors._final import final_model_with
 from interp.phase import best_head_curve, locate_phase_change
 from interp.runs import RunError, read_run_info
 
@@ -177,12 +177,7 @@ def _ablation_figure(rows: pd.DataFrame) -> list[Any]:
     if not heads:
         return ["<p class='note'>Ablation not drawn: no head is flagged as an induction head at the final "
                 "checkpoint (score the run with the heads detector too).</p>"]
-    model, step, why = final_model(rows)
-    if not why:
-        try:
-            tokens = run_corpus_tokens(str(rows["run"].iloc[0]))
-        except (RunError, OSError, ValueError) as exc:
-            why = str(exc)
+    model, step, tokens, why = final_model_with(rows, run_corpus_tokens)
     if why:
         return [f"<p class='note'>Ablation not drawn: {html.escape(why)}.</p>"]
     clean, ablated = per_token_loss(model, tokens), per_token_loss(model, tokens, ablate=heads)
