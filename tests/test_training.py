@@ -42,7 +42,7 @@ def test_run_directory_layout(tmp_path):
     main(["train", "modadd", "--out", str(out), *TINY])
     info = json.loads((out / "run.json").read_text())
     assert info["task"] == {"name": "modadd", "p": 113, "frac_train": 0.3, "split_seed": 0}
-    assert info["training"]["weight_decay"] == 1.0 and info["training"]["weight_decay_end"] == 8.0
+    assert info["training"]["weight_decay"] == 1.0 and info["training"]["weight_decay_end"] == 14.0
     assert info["model_config"]["d_mlp"] == 512
     assert [s for s, _ in list_checkpoints(out)] == checkpoint_steps(8, 4)
     metrics = pd.read_csv(out / "metrics.csv")
@@ -140,6 +140,10 @@ def test_weight_decay_ramps_when_an_end_is_set(tmp_path):
     ramp = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0)
     assert [ramp.weight_decay_at(s) for s in (0, 50, 100)] == pytest.approx([2.0, 3.0, 4.0])
     assert TrainOptions(task="modadd", weight_decay=1.5).weight_decay_at(999) == 1.5
+    late = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0, weight_decay_ramp_from=60)
+    assert [late.weight_decay_at(s) for s in (0, 60, 80, 100)] == pytest.approx([2.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="weight_decay_ramp_from"):
+        TrainOptions(task="modadd", weight_decay_ramp_from=-1)
     # the loop applies it: from 0 at step 0 the runs agree; at step 1 the decay differs
     from interp.checkpoints import read_checkpoint
 
