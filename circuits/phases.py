@@ -133,9 +133,10 @@ def grokking_phases(
       held-out ones included). On the two grokking runs we first measured (p = 113, 30 % split:
       the first fast preset of ``interp train modadd``, constant weight decay 2, and plain AdamW
       at lr 3e-3) the restricted loss crossed 0.3 while test accuracy was still 0.25-0.36, before
-      the grokking step. With the current default (weight decay rising from 1 to 8), where the
-      test-accuracy jump takes under 100 epochs, it crossed one checkpoint *after* the grokking
-      step on seed 0 (675 vs 600, checkpoints every 75 epochs), before 99 % test accuracy.
+      the grokking step. With a weight decay rising from 1 to 8 (the default before the ramp to
+      14), where the test-accuracy jump takes under 100 epochs, it crossed one checkpoint *after*
+      the grokking step on seed 0 (675 vs 600, checkpoints every 75 epochs), before 99 % test
+      accuracy.
     - ``grokking_step``: first step with ``test_accuracy >= grokked_accuracy`` (default 0.5),
       the middle of the test-accuracy jump.
     - ``cleanup_end``: first step at or after the grokking step where (a) ``test_accuracy >=

@@ -126,12 +126,7 @@ class ProcessExecutor:
                 refill()
 
     def close(self) -> None:
-        """Stop the workers without waiting for them to exit.
-
-        Every result has been handed out by then; a worker's exit (tearing down a process that
-        forked from one holding torch) takes 10-30 ms that the caller need not wait for.
-        """
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DaskExecutor:
