@@ -64,7 +64,7 @@ RUNS_DIR = "runs"
 #: Accuracy that counts as reached for ``train99_step`` and ``test99_step``.
 REACHED_ACCURACY = 0.99
 #: ``TrainOptions`` fields the training loop itself reads, so every task takes them in a grid.
-LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay_ramp_from", "warmup_steps",
+LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay_ramp_start", "warmup_steps",
                 "lr_schedule", "grokfast_alpha", "grokfast_lambda", "eval_every", "checkpoint_every")
 #: Grid keys whose values must be positive.
 _POSITIVE = {"steps", "lr", "eval_every", "checkpoint_every", "batch_size", "p", "d_model"}

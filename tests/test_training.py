@@ -140,10 +140,11 @@ def test_weight_decay_ramps_when_an_end_is_set(tmp_path):
     ramp = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0)
     assert [ramp.weight_decay_at(s) for s in (0, 50, 100)] == pytest.approx([2.0, 3.0, 4.0])
     assert TrainOptions(task="modadd", weight_decay=1.5).weight_decay_at(999) == 1.5
-    late = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0, weight_decay_ramp_from=60)
+    late = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0, weight_decay_ramp_start=0.6)
     assert [late.weight_decay_at(s) for s in (0, 60, 80, 100)] == pytest.approx([2.0, 2.0, 3.0, 4.0])
-    with pytest.raises(ValueError, match="weight_decay_ramp_from"):
-        TrainOptions(task="modadd", weight_decay_ramp_from=-1)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="weight_decay_ramp_start"):
+            TrainOptions(task="modadd", weight_decay_ramp_start=bad)
     # the loop applies it: from 0 at step 0 the runs agree; at step 1 the decay differs
     from interp.checkpoints import read_checkpoint
 
