@@ -95,9 +95,12 @@ def test_modadd_key_frequencies_match_neuron_clusters_and_phases_are_ordered(mod
     spectrum = report.spectrum.set_index("freq")
     assert set(spectrum.index[spectrum.neurons >= 11]) <= set(keys)
     assert (spectrum.loc[keys, "neurons_majority"] >= 11).all()
-    # The key frequencies alone carry the function (chance is ln 113 = 4.7). Not "<= 2x the
-    # model's loss": a freshly grokked model's loss is ~1e-4 and the harmonics 2k still hold part of it.
-    assert report.restricted_loss < 0.05
+    # The key frequencies alone carry the function (chance is ln 113 = 4.7): within 0.05 nats, or
+    # within 2x the model's own loss where that is larger. Not 2x alone: a freshly grokked model's
+    # loss is ~1e-4 and the harmonics 2k still hold part of it. Not 0.05 alone: the default's
+    # weight decay, rising to 14, ends with small logits (loss 0.07-0.08 at 100 % accuracy; seen on
+    # seed 0: 2 key frequencies, restricted loss 0.134 against the model's 0.084).
+    assert report.restricted_loss < max(0.05, 2 * report.loss)
     for k in keys:
         without = fourier_report(model, key_freqs=[f for f in keys if f != k]).restricted_loss
         assert without >= 2 * report.restricted_loss, k
