@@ -20,8 +20,10 @@ from circuits.in_context import icl_score_from_losses, in_context_learning_score
 from circuits.probes import repeated_tokens
 from circuits.repeat_loss import repeated_token_loss
 
-# Implicit reasoning (Wang et al. 2024): logit lens (nostalgebraist 2020), causal tracing (Meng et al. 2022).
+# Implicit reasoning (Wang et al. 2024): logit lens (nostalgebraist 2020), causal tracing (Meng et al. 2022),
+# linear probes (Alain & Bengio 2016).
 from circuits.causal_tracing import CausalTrace, causal_trace
+from circuits.linear_probe import LinearProbe, fit_linear_probe, probe_score, residual_states_at
 from circuits.logit_lens import LogitLens, logit_lens
 
 # Thread policy shared with interp: small CPU work on one intra-op thread.
@@ -56,9 +58,13 @@ __all__ = [
     "progress_measures",
     # reasoning
     "CausalTrace",
+    "LinearProbe",
     "LogitLens",
     "causal_trace",
+    "fit_linear_probe",
     "logit_lens",
+    "probe_score",
+    "residual_states_at",
     # thread policy
     "one_thread",
 ]

@@ -39,12 +39,12 @@ def plot_reasoning_accuracy(curve: pd.DataFrame, title: str = "Accuracy over tra
     return fig
 
 
-def plot_rank_curves(ranks: pd.DataFrame, target: str = "bridge entity",
+def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of the bridge entity",
                      title: str = "Logit lens of the bridge entity over training") -> go.Figure:
-    """Mean reciprocal rank of the target per residual state over training, ID and OOD side by side.
+    """A per-state score over training (by default the bridge's mean reciprocal rank), ID and OOD side by side.
 
     ``ranks``: ``step, split ("id"/"ood"), layer (residual state 0..L), value`` (the detector's
-    ``rank_curves``); one line per state in each panel.
+    ``rank_curves``); one line per state in each panel; values in [0, 1].
     """
     if ranks.empty:
         raise ValueError("no reciprocal ranks to plot")
@@ -64,7 +64,7 @@ def plot_rank_curves(ranks: pd.DataFrame, target: str = "bridge entity",
                             name=label, legendgroup=label, showlegend=col == 1,
                             line={"color": palette[s % len(palette)]}, row=1, col=col)
         fig.update_xaxes(title_text="step", row=1, col=col)
-    fig.update_yaxes(title_text=f"mean reciprocal rank of the {target}", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text=ylabel, range=[0, 1.02], row=1, col=1)
     fig.update_layout(title=title, height=440)
     return fig
 

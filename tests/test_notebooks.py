@@ -30,7 +30,9 @@ EXPECTED = {
                                    r"detector accuracies equal metrics\.csv: True",
                                    r"bridge entity at r1, mean reciprocal rank by state: OOD( \d\.\d\d)+",
                                    r"Composition (generalises|is ahead|has not generalised)",
-                                   r"Comparison (generalises|reaches ID)"],
+                                   r"Comparison (generalises|reaches ID)",
+                                   r"attribute value R\^2 by state, OOD facts \(e1/e2\):( -?\d\.\d\d/-?\d\.\d\d)+",
+                                   r"(A linear probe reads|No residual state holds)"],
     # a short run (TEXT_STEPS): too short for the phase change, so only what any run prints
     "05_induction_on_text.ipynb": [r"corpus: stdlib \(Python 3\.\d+",
                                    r"in-context learning score at step \d+: -?\d\.\d+ nats",

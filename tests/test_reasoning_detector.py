@@ -13,7 +13,8 @@ from circuits import one_thread
 from interp import load_model
 from interp.cli import main
 from interp.detectors import DETECTORS
-from interp.detectors.reasoning import accuracy_curve, bridge_lens, rank_curves, run_context, trace_inputs
+from interp.detectors.reasoning import ACCURACIES, RANKS, VALUES, accuracy_curve, bridge_lens, rank_curves, \
+    run_context, trace_inputs
 from interp.inspection import inspect_checkpoint
 from interp.presets import preset
 from interp.report import build_report
@@ -71,10 +72,14 @@ def test_bridge_reciprocal_rank_rows_per_residual_state(fact_runs):
         assert sorted(part["layer"]) == list(range(N_LAYERS + 1)), (step, split)
     d_vocab = load_model(runs["composition"]).cfg.d_vocab
     assert (ranks["value"] >= 1 / d_vocab).all() and (ranks["value"] <= 1).all()
-    assert set(comp["metric"]) == set(DETECTOR.metrics)
-    # comparison: the accuracies only
+    assert set(comp["metric"]) == {*ACCURACIES, *RANKS}
+    # comparison: the accuracies and the value probes' R^2 per residual state
     comp_rows = table[table["run"] == str(runs["comparison"])]
-    assert set(comp_rows["metric"]) == {"train_acc", "test_id_acc", "test_ood_acc"}
+    assert set(comp_rows["metric"]) == {*ACCURACIES, *VALUES}
+    values = rank_curves(comp_rows, VALUES)
+    for (step, split), part in values.groupby(["step", "split"]):
+        assert sorted(part["layer"]) == list(range(N_LAYERS + 1)), (step, split)
+    assert (values["value"] <= 1).all()
 
 
 def test_known_answer_on_a_model_that_outputs_its_bias(fact_runs):
@@ -101,6 +106,27 @@ def test_known_answer_on_a_model_that_outputs_its_bias(fact_runs):
     chains = {tuple(c[[0, 1, 3]].tolist()): int(c[2]) for c in data.test_id_chains}
     got = [chains[tuple(t.tolist())] for t in context.sets["test_id"].tokens]
     assert got == context.bridge["id"].tolist()
+
+
+def test_value_probes_know_a_model_whose_states_are_all_zero(fact_runs):
+    """Every residual state 0: a scalar probe predicts the fit facts' mean value for every query, so its
+    R^2 on a split is 1 - sum (v - mean_fit)^2 / sum (v - mean v)^2 (at most 0), at every state."""
+    runs, _ = fact_runs
+    context = run_context(runs["comparison"])
+    model = load_model(runs["comparison"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    rows = {(r["metric"], r.get("layer")): r["value"] for r in DETECTOR.score(model, context)}
+    for split in ("id", "ood"):
+        expected = []
+        for position in ("e1", "e2"):
+            v = context.probes[(position, split)].labels.double()
+            fit_mean = context.probes[(position, "fit")].labels.double().mean()
+            expected.append(1 - float(((v - fit_mean) ** 2).sum() / ((v - v.mean()) ** 2).sum()))
+        for state in range(N_LAYERS + 1):
+            assert rows[(f"value_r2_{split}", state)] == pytest.approx(sum(expected) / 2, rel=1e-9)
+            assert rows[(f"value_r2_{split}", state)] <= 0
 
 
 def test_context_pickles_and_trace_inputs_change_the_answer(fact_runs):

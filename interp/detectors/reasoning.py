@@ -13,19 +13,21 @@ by the seeded generator), model-level rows ``train_acc``, ``test_id_acc``, ``tes
 composition, ``bridge_rr_id`` and ``bridge_rr_ood`` with ``layer`` = residual state ``l = 0..L``
 (0: embeddings; ``L``: after the last block): the mean over the ID / OOD test chains ``h r1 r2``
 of the reciprocal rank of the bridge entity ``b`` read through the final norm and unembedding at
-the ``r1`` position (:func:`circuits.logit_lens`), in ``[1/d_vocab, 1]``. Comparison gets the
-accuracies only: the analogous read-out (each entity's attribute value at its own position of
-``a e1 e2``) stays at 0.07-0.30 ID and OOD alike on the default run (``docs/training.md``), so
-the values are not decodable there through the unembedding and the curve would say nothing.
-The definitions are in ``docs/scores.md`` ("Reasoning detector").
+the ``r1`` position (:func:`circuits.logit_lens`), in ``[1/d_vocab, 1]``. For comparison,
+whose attribute values are not decodable through the unembedding, ``value_r2_id`` and
+``value_r2_ood`` per residual state instead: the ``R^2`` of linear probes reading each entity's
+value at its own position of ``a e1 e2``, fitted on most ID facts and scored on the held-out ID
+facts and on the OOD facts (:mod:`interp.comparison_probe`; mean of the ``e1`` and ``e2``
+positions), in ``(-inf, 1]``. The definitions are in ``docs/scores.md`` ("Reasoning detector").
 
 Applies to models named by ``interp.models.reasoning_config`` for the two tasks
 (``composition-4l-d128``, ``comparison-...``); the test sets come from the run's ``run.json``,
 so a checkpoint outside a run gets error rows saying the detector cannot apply there.
 
-Its report section draws the three accuracies over training, for composition the bridge
-entity's reciprocal rank per residual state over training (ID beside OOD), and for the final
-checkpoint the logit-lens heatmap (composition) and the causal-tracing heatmap
+Its report section draws the three accuracies over training, the bridge entity's reciprocal rank
+(composition) or the value probes' ``R^2`` (comparison) per residual state over training (ID
+beside OOD), and for the final checkpoint the logit-lens heatmap (composition) or the probes'
+heatmap over states and positions (comparison), and the causal-tracing heatmap
 (:func:`circuits.causal_trace`: one state of the clean query replaced by that of a query with
 another head entity, or first entity, and the rank change of the clean answer).
 """
@@ -42,17 +44,19 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from interp.comparison_probe import POSITIONS as PROBE_POSITIONS, ProbeSet, label_probes, probe_sets, value_probes
 from interp.detectors import Detector, ReportFigure, Row
 from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
 from interp.runs import RunError, read_run_info
 
 __all__ = ["DETECTOR", "METRICS", "POSITIONS", "ReasoningContext", "accuracy_curve", "bridge_lens",
-           "first_step_at", "rank_curves", "run_context", "trace", "trace_inputs"]
+           "first_step_at", "label_curves", "rank_curves", "run_context", "trace", "trace_inputs", "value_grids"]
 
 ACCURACIES = ("train_acc", "test_id_acc", "test_ood_acc")
 RANKS = ("bridge_rr_id", "bridge_rr_ood")
-METRICS = (*ACCURACIES, *RANKS)
+VALUES = ("value_r2_id", "value_r2_ood")
+METRICS = (*ACCURACIES, *RANKS, *VALUES)
 TASKS = ("composition", "comparison")
 #: Names of the three query positions of each task.
 POSITIONS = {"composition": ("h", "r1", "r2"), "comparison": ("a", "e1", "e2")}
@@ -70,7 +74,9 @@ class ReasoningContext:
     of the training loop; ``shares``: the atomic and inferred shares of the training set (the
     weights of ``train_acc``); ``bridge``: composition only, ``"id"``/``"ood"`` -> the bridge entity of
     each query of ``test_id`` / ``test_ood``; ``n_entities``; ``values``: comparison only, the (E, A)
-    attribute values.
+    attribute values; ``probes``: comparison only, the value probes' queries
+    (:func:`interp.comparison_probe.probe_sets`); ``label0``: comparison only, the token id of ``<``
+    (``=`` and ``>`` follow).
     """
 
     task: str
@@ -79,6 +85,8 @@ class ReasoningContext:
     n_entities: int
     bridge: dict[str, torch.Tensor] = field(default_factory=dict)
     values: torch.Tensor | None = None
+    probes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    label0: int = -1
 
     def split(self, split: str):
         """The test queries of ``split`` (``"id"`` or ``"ood"``)."""
@@ -131,7 +139,8 @@ def run_context(run_dir: str | Path | None) -> ReasoningContext:
     if name == "composition":
         return ReasoningContext(name, sets, shares, data.n_entities,
                                 bridge={s: _bridges(data, sets[f"test_{s}"].tokens) for s in ("id", "ood")})
-    return ReasoningContext(name, sets, shares, data.n_entities, values=data.values.clone())
+    return ReasoningContext(name, sets, shares, data.n_entities, values=data.values.clone(),
+                            probes=probe_sets(data.values, data.ood_entities), label0=data.label_ids[0])
 
 
 def _bridges(data, tokens: torch.Tensor) -> torch.Tensor:
@@ -175,6 +184,25 @@ def bridge_lens(model: HookedTransformer, context: ReasoningContext, split: str)
     return logit_lens(model, context.split(split).tokens, context.bridge[split])
 
 
+def value_grids(model: HookedTransformer, context: ReasoningContext) -> dict[str, torch.Tensor]:
+    """The value probes of a comparison run: ``"fit"/"id"/"ood"`` -> ``R^2`` (L + 1 states, e1 and e2)."""
+    if context.task != "comparison":
+        raise ValueError(f"attribute values are a comparison query's; this is a {context.task} run")
+    table = value_probes(model, context.probes)
+    grid = table.pivot_table(index="state", columns=["split", "position"], values="r2")
+    return {split: torch.tensor(grid[split][list(PROBE_POSITIONS)].to_numpy()) for split in ("fit", "id", "ood")}
+
+
+def label_curves(model: HookedTransformer, context: ReasoningContext) -> pd.DataFrame:
+    """Where a comparison run compares: :func:`interp.comparison_probe.label_probes` fitted on the
+    training comparisons of the run's evaluation sample, scored on its ID and OOD test queries."""
+    if context.task != "comparison":
+        raise ValueError(f"the comparison label is a comparison query's; this is a {context.task} run")
+    as_set = lambda facts: ProbeSet(facts.tokens, facts.answer - context.label0)  # noqa: E731
+    return label_probes(model, as_set(context.sets["train_inferred"]),
+                        {s: as_set(context.split(s)) for s in ("id", "ood")})
+
+
 def score(model: HookedTransformer, context: ReasoningContext | str) -> list[Row]:
     if isinstance(context, str):
         raise RunError(context)
@@ -184,6 +212,11 @@ def score(model: HookedTransformer, context: ReasoningContext | str) -> list[Row
             rr = bridge_lens(model, context, split).mean_reciprocal_rank()[:, 1]  # the r1 position
             rows += [{"metric": f"bridge_rr_{split}", "layer": state, "value": float(v)}
                      for state, v in enumerate(rr.tolist())]
+    else:
+        grids = value_grids(model, context)
+        for split in ("id", "ood"):
+            rows += [{"metric": f"value_r2_{split}", "layer": state, "value": float(v)}
+                     for state, v in enumerate(grids[split].mean(1).tolist())]
     return rows
 
 
@@ -201,6 +234,16 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
         for split in ("id", "ood"):
             rr = bridge_lens(model, context, split).mean_reciprocal_rank()[:, 1]
             lines.append(f"    {split.upper():<4}" + " ".join(f"{v:.3f}" for v in rr.tolist()))
+    else:
+        grids = value_grids(model, context)
+        lines.append("  attribute value at e1 / e2, linear-probe R^2 by residual state 0..L (held-out facts):")
+        for split in ("id", "ood"):
+            lines.append(f"    {split.upper():<4}" + " ".join(f"{a:.2f}/{b:.2f}" for a, b in grids[split].tolist()))
+        labels = label_curves(model, context)
+        lines.append("  comparison label at e2, linear-probe accuracy by residual state 0..L (test queries):")
+        for split, part in labels.groupby("split"):
+            lines.append(f"    {split.upper():<4}" + " ".join(f"{v:.2f}" for v in part["accuracy"])
+                         + f"  (majority label {part['chance'].iloc[0]:.2f})")
     return "\n".join(lines)
 
 
@@ -209,9 +252,10 @@ def accuracy_curve(rows: pd.DataFrame) -> pd.DataFrame:
     return metric_curves(rows, "reasoning", ACCURACIES)
 
 
-def rank_curves(rows: pd.DataFrame) -> pd.DataFrame:
-    """``step, split ("id"/"ood"), layer (residual state), value``: the bridge reciprocal ranks of one run."""
-    rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(RANKS)].dropna(subset=["step", "layer"])
+def rank_curves(rows: pd.DataFrame, metrics: tuple[str, str] = RANKS) -> pd.DataFrame:
+    """``step, split ("id"/"ood"), layer (residual state), value``: the bridge reciprocal ranks of one run
+    (or, with ``metrics=VALUES``, the value probes' accuracies)."""
+    rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(metrics)].dropna(subset=["step", "layer"])
     out = pd.DataFrame({"step": rows["step"].astype("int64"), "split": rows["metric"].str.rsplit("_", n=1).str[-1],
                         "layer": rows["layer"].astype("int64"), "value": rows["value"].astype(float)})
     return out.sort_values(["split", "layer", "step"], ignore_index=True)
@@ -289,6 +333,16 @@ def report(rows: pd.DataFrame) -> list[Any]:
                    "position's own output, its atomic fact h r1 -> b). A bridge decodable from a middle state "
                    "on ID but not OOD chains is the paper's picture.")
         parts.append(ReportFigure("bridge entity by layer (logit lens)", plot_rank_curves(ranks), caption))
+    values = rank_curves(rows, VALUES)
+    if not values.empty:
+        caption = ("R^2 of linear probes reading each entity's attribute value at its own position of a e1 e2 "
+                   "(mean of e1 and e2) at each residual state, fitted on 80 % of the ID atomic facts and scored on "
+                   "the other 20 % (ID) and on the OOD facts; 1 = read exactly, 0 = no better than the mean value. "
+                   "The paper's picture: the values are retrieved in the lower layers for every entity, ID and OOD "
+                   "alike.")
+        fig = plot_rank_curves(values, ylabel="value probe R^2 (held-out facts)",
+                               title="Attribute values by layer (linear probes) over training")
+        parts.append(ReportFigure("attribute values by layer (linear probes)", fig, caption))
     return parts + _final_figures(rows)
 
 
@@ -321,6 +375,14 @@ def _final_figures(rows: pd.DataFrame) -> list[Any]:
                                   "Mean reciprocal rank of the bridge entity at every residual state and position "
                                   "of h r1 r2 at the final checkpoint; the r1 column is the last point of the "
                                   "curves above."))
+    else:
+        grids = value_grids(model, context)
+        fig = plot_state_heatmaps({f"{s.upper()} facts (held out)": grids[s] for s in ("id", "ood")},
+                                  list(PROBE_POSITIONS), "R^2", f"Attribute values by linear probe at step {step}")
+        parts.append(ReportFigure("attribute value heatmap (linear probes)", fig,
+                                  "R^2 of the value probes at every residual state, for the entity read at e1 "
+                                  "and at e2, at the final checkpoint; the mean of the two columns is the last "
+                                  "point of the curves above."))
     grids = {f"{s.upper()} test queries": trace(model, context, s).mean_change() for s in ("id", "ood")}
     corrupt = "the head entity h" if context.task == "composition" else "the first entity e1"
     fig = plot_state_heatmaps(grids, labels, "rank change", f"Causal tracing at step {step}", diverging=True)
@@ -334,8 +396,8 @@ def _final_figures(rows: pd.DataFrame) -> list[Any]:
 
 DETECTOR = Detector(
     name="reasoning",
-    help="train / ID / OOD accuracy of a composition or comparison run and the bridge entity's logit lens "
-         "(Wang et al. 2024)",
+    help="train / ID / OOD accuracy of a composition or comparison run, the bridge entity's logit lens and the "
+         "attribute values' linear probes (Wang et al. 2024)",
     metrics=METRICS,
     applies=applies,
     prepare=prepare,
