@@ -45,7 +45,8 @@ POSITIONS = {"e1": 1, "e2": 2}
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Queries ``tokens`` (n, 3) int64 and the read entity's value ``labels`` (n,), in ``0..V-1``."""
+    """Queries ``tokens`` (n, 3) int64 and their int64 targets ``labels`` (n,): the read entity's value
+    ``0..V-1`` (:func:`probe_sets`) or the comparison label ``0, 1, 2`` (:func:`label_probes`)."""
 
     tokens: torch.Tensor
     labels: torch.Tensor
@@ -65,7 +66,7 @@ def probe_sets(values: torch.Tensor, ood: torch.Tensor, seed: int = 0, fit_share
     if values.shape != ood.shape or values.ndim != 2:
         raise ValueError(f"values and ood must both be (entities, attributes), got {tuple(values.shape)} and "
                          f"{tuple(ood.shape)}")
-    E, A = values.shape
+    E = values.shape[0]
     g = torch.Generator().manual_seed(seed)
     entity, attribute = (~ood).nonzero(as_tuple=True)
     fit = torch.zeros(entity.shape[0], dtype=torch.bool)

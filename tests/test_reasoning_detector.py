@@ -169,9 +169,12 @@ def test_summary_report_and_cli(fact_runs, tmp_path):
     runs, table = fact_runs
     text = inspect_checkpoint(runs["composition"])
     assert "reasoning (composition): train" in text and "bridge entity at r1" in text
+    text = inspect_checkpoint(runs["comparison"])
+    assert "attribute value at e1 / e2, linear-probe R^2" in text and "comparison label at e2" in text
     page = build_report(table)
     for title in ("accuracy: train, ID, OOD", "bridge entity by layer (logit lens)", "bridge entity heatmap",
-                  "causal tracing heatmap"):
+                  "causal tracing heatmap", "attribute values by layer (linear probes)",
+                  "attribute value heatmap (linear probes)"):
         assert title in page, title
     assert page.count("causal tracing heatmap") >= 2  # both runs
     out = tmp_path / "s.parquet"
