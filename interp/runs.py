@@ -189,6 +189,8 @@ class CheckpointRef:
     """One checkpoint file: its run (run directory, absolute), file name, path, step if known, content hash.
 
     ``step`` comes from ``step_<N>`` in the file name; the file's metadata overrides it once loaded.
+    ``fingerprint`` (:func:`fingerprint`) is "" until someone takes it: finding files does not read
+    them; batch scoring hashes each file in the worker that scores it.
     """
 
     run: str
@@ -203,7 +205,7 @@ def _ref(path: Path) -> CheckpointRef:
     path = Path(os.path.abspath(path))  # absolute, symlinks kept: a linked file is its own checkpoint
     run = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
     step = step_of(path)
-    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step, fingerprint(path))
+    return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step)
 
 
 def _refs_in_dir(directory: Path) -> list[CheckpointRef]:

@@ -17,6 +17,7 @@ again. An unreadable ``run.json`` stops the job with :class:`interp.runs.RunErro
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from interp.checkpoints import CheckpointError, load_cached, nonfinite_weights
 from interp.detectors import DETECTORS
 from interp.executors import Executor, make_executor
 from interp.files import locked
-from interp.runs import CheckpointRef, find_checkpoints, read_run_info, run_of
+from interp.runs import CheckpointRef, find_checkpoints, fingerprint, read_run_info, run_of
 from interp.score_table import ERROR_METRIC, canonical, empty_table, read_table, write_table
 
 __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
@@ -107,9 +108,17 @@ def _error_row(ref: CheckpointRef, detector: str, reason: str) -> dict[str, Any]
             "metric": ERROR_METRIC, "value": float("nan"), "error": reason, "fingerprint": ref.fingerprint}
 
 
+def _with_fingerprint(ref: CheckpointRef) -> CheckpointRef:
+    return ref if ref.fingerprint else dataclasses.replace(ref, fingerprint=fingerprint(ref.path))
+
+
 def score_task(task: ScoreTask) -> list[dict[str, Any]]:
-    """Rows of the long table for one checkpoint; never raises for a bad checkpoint or detector."""
-    ref = task.ref
+    """Rows of the long table for one checkpoint; never raises for a bad checkpoint or detector.
+
+    The file's fingerprint is taken here, in the worker, just before it is loaded (unless the
+    planner already took it), so hashing the files runs in parallel with scoring.
+    """
+    ref = _with_fingerprint(task.ref)
     try:
         model, step = load_cached(ref.path)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
@@ -131,7 +140,8 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
 
 def _lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
     """The error row of a checkpoint whose worker process died under it (twice)."""
-    return [_error_row(task.ref, "load", f"the worker process died while scoring this checkpoint ({type(exc).__name__})")]
+    return [_error_row(_with_fingerprint(task.ref), "load",
+                       f"the worker process died while scoring this checkpoint ({type(exc).__name__})")]
 
 
 def _stale(existing: pd.DataFrame, refs: Sequence[CheckpointRef] | None) -> set[tuple[str, str]]:
@@ -226,6 +236,9 @@ def score_checkpoints(
         raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}")
     for run in dict.fromkeys(r.run for r in refs):
         read_run_info(run)  # an unreadable run.json stops the job here, before anything is scored
+    if existing is not None and not existing.empty:  # a file that changed since it was scored is scored again
+        known = set(zip(existing["run"], existing["checkpoint"]))
+        refs = [_with_fingerprint(r) if (r.run, r.checkpoint) in known else r for r in refs]
     done, _ = _done_keys(existing, refs)
     kept = drop_failed(existing, refs)
     tasks, skipped = _plan_tasks(refs, detectors, done)
