@@ -8,6 +8,8 @@ into the one model instance, scoring, building the table):
 
 - checkpoints per second with 1 worker (in-process), best of 3; target >= 30/s (goal 60);
 - the same with 2 worker processes (pool start-up included), best of 3; target speed-up >= 1.6x;
+- the same speed-up on 200 checkpoints (the run's files linked again under new steps), best of 2,
+  where the fixed costs of a pool (~0.1 s) are amortised;
 - peak resident memory of a fresh process scoring 20 and 200 checkpoints (the run's files
   repeated under new step names); must not grow with the number of checkpoints.
 
@@ -84,7 +86,9 @@ def main() -> int:
         one = timed(run, 1)
         two = timed(run, 2)
         mem20 = peak_rss_mb(fake_run(run, 20, root))
-        mem200 = peak_rss_mb(fake_run(run, 200, root))
+        big = fake_run(run, 200, root)
+        mem200 = peak_rss_mb(big)
+        big_one, big_two = timed(big, 1, 2), timed(big, 2, 2)
         load_after = load_average()
     rate1, rate2 = n / one, n / two
     speedup = one / two
@@ -95,6 +99,8 @@ def main() -> int:
          verdict(rate1 >= 30, busy)),
         ("checkpoints per second, 2 worker processes", f"{rate2:.1f} /s ({two:.2f} s for {n})", "", ""),
         ("speed-up, 2 workers vs 1", f"{speedup:.2f}x", ">= 1.6x", verdict(speedup >= 1.6, busy)),
+        ("speed-up on 200 checkpoints (best of 2)", f"{big_one / big_two:.2f}x ({big_one:.2f} s -> {big_two:.2f} s)",
+         "", ""),
         ("peak RSS, 20 checkpoints", f"{mem20[0]:.0f} MB ({mem20[1]} rows)", "", ""),
         ("peak RSS, 200 checkpoints", f"{mem200[0]:.0f} MB ({mem200[1]} rows)", f"growth {growth:+.0f} MB",
          "ok" if growth <= 0.05 * mem20[0] else "GREW"),
@@ -107,6 +113,12 @@ def main() -> int:
         "everything included (finding files, loading each checkpoint into the one model instance, the fixed "
         "probe of 64 sequences, `induction_heads`, the table); wall clock, best of 3. "
         f"{machine()}. {load_note(load_before, load_after)}\n\n{table}\n\n"
+        "A 2-worker pool pays what a serial job does not: fixed costs (forking the workers, each worker's "
+        "first checkpoint touching copy-on-write memory, shutting them down: ~0.1 s together, from per-task "
+        "timestamps), which 200 checkpoints amortise and 26 do not; and per checkpoint ~2 ms of pickling and "
+        "bookkeeping in the parent and ~13 % more CPU in the workers than in the serial job (getrusage over 200 "
+        "checkpoints). The serial job takes 0.6-0.8 s from run to run on this VM, so a single ratio moves by "
+        "+-15 %.\n\n"
         "Memory: peak resident set of a fresh process (torch and transformer_lens imported) scoring 20 and "
         "200 checkpoints; one model instance is reused and each checkpoint's tensors are freed after "
         "scoring, so only the output table grows."
