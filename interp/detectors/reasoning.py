@@ -50,7 +50,7 @@ from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
 from interp.runs import RunError, read_run_info
 
-__all__ = ["DETECTOR", "METRICS", "POSITIONS", "ReasoningContext", "accuracy_curve", "bridge_lens",
+__all__ = ["DETECTOR", "METRICS", "POSITIONS", "VALUES", "ReasoningContext", "accuracy_curve", "bridge_lens",
            "first_step_at", "label_curves", "rank_curves", "run_context", "trace", "trace_inputs", "value_grids"]
 
 ACCURACIES = ("train_acc", "test_id_acc", "test_ood_acc")
