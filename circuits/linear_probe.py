@@ -5,7 +5,7 @@ one read position per sequence, take the residual state ``x_l`` (``d_model``) at
 ``l = 0..L`` (as in the logit lens: before block ``l``, state 0 being the embeddings; ``l = L``
 after the last block). A probe per state is a ridge least-squares fit on a *fit* set: features
 standardised with the fit set's mean and standard deviation (``z = (x - mu) / sd``; a feature
-constant on the fit set keeps ``sd = 1``), then
+constant on the fit set, ``sd`` at most 1e-6 of the state's largest, keeps ``sd = 1``), then
 
     W_l = (Z^T Z + ridge * n * I)^{-1} Z^T (Y - mean(Y)),   b_l = mean(Y)
 
@@ -33,6 +33,7 @@ applies this module there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -117,12 +118,14 @@ def fit_linear_probe(model: HookedTransformer, tokens: torch.Tensor, targets: to
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not ridge > 0:
-        raise ValueError(f"ridge must be > 0, got {ridge}")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 < ridge < math.inf:
+        raise ValueError(f"ridge must be a finite number > 0, got {ridge!r}")
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2):
+        raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
     x = residual_states_at(model, tokens, positions).double()  # (n, S, d)
     targets = _check_targets(targets, x.shape[0], kind)
     if kind == "class":
-        n_classes = int(targets.max()) + 1 if n_classes is None else int(n_classes)
+        n_classes = int(targets.max()) + 1 if n_classes is None else n_classes
         if int(targets.max()) >= n_classes:
             raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got a label {int(targets.max())}")
         if targets.unique().numel() < 2:
@@ -135,7 +138,8 @@ def fit_linear_probe(model: HookedTransformer, tokens: torch.Tensor, targets: to
     n, _, d = x.shape
     mean = x.mean(0)
     scale = x.std(0, unbiased=False)
-    scale = torch.where(scale > 1e-8 * scale.amax(-1, keepdim=True).clamp_min(1e-30), scale, torch.ones_like(scale))
+    # a feature that varies only by float32 rounding on the fit set counts as constant
+    scale = torch.where(scale > 1e-6 * scale.amax(-1, keepdim=True).clamp_min(1e-30), scale, torch.ones_like(scale))
     z = ((x - mean) / scale).transpose(0, 1)  # (S, n, d)
     bias = y.mean(0)
     gram = z.transpose(1, 2) @ z + ridge * n * torch.eye(d, dtype=torch.float64)

@@ -44,7 +44,8 @@ def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of
     """A per-state score over training (by default the bridge's mean reciprocal rank), ID and OOD side by side.
 
     ``ranks``: ``step, split ("id"/"ood"), layer (residual state 0..L), value`` (the detector's
-    ``rank_curves``); one line per state in each panel; values in [0, 1].
+    ``rank_curves``); one line per state in each panel. The y axis runs from 0 (or the lowest value,
+    for an ``R^2`` below 0) to 1.
     """
     if ranks.empty:
         raise ValueError("no reciprocal ranks to plot")
@@ -64,7 +65,8 @@ def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of
                             name=label, legendgroup=label, showlegend=col == 1,
                             line={"color": palette[s % len(palette)]}, row=1, col=col)
         fig.update_xaxes(title_text="step", row=1, col=col)
-    fig.update_yaxes(title_text=ylabel, range=[0, 1.02], row=1, col=1)
+    low = min(0.0, float(ranks["value"].min()))
+    fig.update_yaxes(title_text=ylabel, range=[low - 0.02 * (1 - low), 1.02], row=1, col=1)
     fig.update_layout(title=title, height=440)
     return fig
 
@@ -74,8 +76,9 @@ def plot_state_heatmaps(grids: Mapping[str, torch.Tensor], positions: Sequence[s
     """One heatmap per entry of ``grids`` (residual state x position), side by side.
 
     ``grids``: panel title -> float tensor (n_states, len(positions)) (a logit lens's mean
-    reciprocal rank, or a causal trace's mean change); ``positions``: the x labels. With
-    ``diverging`` the colour scale is centred on 0 (rank changes), else it runs from 0 to 1.
+    reciprocal rank, a probe's ``R^2``, or a causal trace's mean change); ``positions``: the x
+    labels. With ``diverging`` the colour scale is centred on 0 (rank changes), else it runs from 0
+    (or the lowest value, for an ``R^2`` below 0) to 1.
     """
     if not grids:
         raise ValueError("no heatmaps to plot")
@@ -84,12 +87,13 @@ def plot_state_heatmaps(grids: Mapping[str, torch.Tensor], positions: Sequence[s
                         subplot_titles=names)
     bound = max(float(g.abs().max()) for g in grids.values()) if diverging else 1.0
     bound = bound or 1.0
+    low = -bound if diverging else min(0.0, min(float(g.min()) for g in grids.values()))
     for col, name in enumerate(names, start=1):
         grid = grids[name].double()
         if grid.ndim != 2 or grid.shape[1] != len(positions):
             raise ValueError(f"heatmap {name!r} has shape {tuple(grid.shape)}, expected (states, {len(positions)})")
         states = [f"state {s}" for s in range(grid.shape[0])]
-        fig.add_heatmap(z=grid.tolist(), x=list(positions), y=states, zmin=-bound if diverging else 0.0, zmax=bound,
+        fig.add_heatmap(z=grid.tolist(), x=list(positions), y=states, zmin=low, zmax=bound,
                         colorscale="RdBu_r" if diverging else "Viridis", showscale=col == len(names),
                         colorbar={"title": {"text": colorbar}},
                         text=[[f"{v:.2f}" for v in row] for row in grid.tolist()], texttemplate="%{text}",

@@ -28,7 +28,7 @@ def test_probe_queries_split_the_facts_and_pair_entities_of_one_kind(seed):
         assert torch.equal(s.labels, data.values[e, a])
         assert bool((partner != e).all())
         assert torch.equal(data.ood_entities[partner, a], data.ood_entities[e, a])  # ID with ID, OOD with OOD
-        assert bool(data.ood_entities[e, a].all()) == (split == "ood")
+        assert bool((data.ood_entities[e, a] == (split == "ood")).all())
         facts[(position, split)] = {(int(x), int(y)) for x, y in zip(e, a)}
     for position in ("e1", "e2"):
         fit, held, ood = (facts[(position, s)] for s in ("fit", "id", "ood"))

@@ -80,16 +80,22 @@ def test_states_and_positions_are_the_hooked_residual_stream():
 @pytest.mark.parametrize("kind", ["class", "scalar"])
 def test_the_probe_is_the_ridge_solution_on_standardised_states(kind):
     model = random_model(n_layers=1, n_ctx=4, d_vocab=20, d_model=16)
+    with torch.no_grad():  # feature 0 of state 0 is the same for every input: it keeps sd = 1
+        model.embed.W_E[:, 0] = 0.0
+        model.pos_embed.W_pos[:, 0] = 0.5
     tokens = torch.randint(20, (60, 4), generator=torch.Generator().manual_seed(1))
     labels = tokens[:, 1] % 4
     targets = labels if kind == "class" else labels.double()
     probe = fit_linear_probe(model, tokens, targets, 1, kind=kind, ridge=0.5)
-    x = residual_states_at(model, tokens, 1)[:, 1].double()
-    z = (x - x.mean(0)) / x.std(0, unbiased=False)
     y = torch.nn.functional.one_hot(labels, 4).double() if kind == "class" else labels.double()[:, None]
-    w = torch.linalg.solve(z.T @ z + 0.5 * 60 * torch.eye(16, dtype=torch.float64), z.T @ (y - y.mean(0)))
-    torch.testing.assert_close(probe.weight[1], w)
-    torch.testing.assert_close(probe.bias[1], y.mean(0))
+    for state in (0, 1):
+        x = residual_states_at(model, tokens, 1)[:, state].double()
+        sd = x.std(0, unbiased=False)
+        assert (state == 0) == bool(sd[0] == 0)
+        z = (x - x.mean(0)) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        w = torch.linalg.solve(z.T @ z + 0.5 * 60 * torch.eye(16, dtype=torch.float64), z.T @ (y - y.mean(0)))
+        torch.testing.assert_close(probe.weight[state], w)
+        torch.testing.assert_close(probe.bias[state], y.mean(0))
     score = probe_score(model, probe, tokens, targets, 1)[1]
     predicted = (z @ w + y.mean(0))
     if kind == "class":
@@ -110,6 +116,9 @@ def test_bad_inputs_are_one_line_errors():
          "single class"),
         (lambda: fit_linear_probe(model, tokens, labels, positions, n_classes=2), ValueError, "n_classes=2"),
         (lambda: fit_linear_probe(model, tokens, labels, positions, ridge=0), ValueError, "ridge"),
+        (lambda: fit_linear_probe(model, tokens, labels, positions, ridge=None), ValueError, "ridge"),
+        (lambda: fit_linear_probe(model, tokens, labels, positions, ridge=float("inf")), ValueError, "ridge"),
+        (lambda: fit_linear_probe(model, tokens, labels, positions, n_classes=2.9), ValueError, "n_classes"),
         (lambda: fit_linear_probe(model, tokens, labels, torch.full((20,), N_CTX)), ValueError, "positions"),
         (lambda: fit_linear_probe(model, tokens, labels, 1.5), TypeError, "positions"),
         (lambda: fit_linear_probe(model, torch.zeros(2, N_CTX + 1, dtype=torch.long), labels[:2], 0), ValueError,
@@ -118,6 +127,12 @@ def test_bad_inputs_are_one_line_errors():
         (lambda: fit_linear_probe(model, tokens, torch.ones(20), positions, kind="scalar"), ValueError, "all equal"),
         (lambda: fit_linear_probe(model, tokens, torch.full((20,), float("nan")), positions, kind="scalar"),
          ValueError, "finite"),
+    ]
+    probe = fit_linear_probe(model, tokens, labels, positions)
+    scalar = fit_linear_probe(model, tokens, labels.double(), positions, kind="scalar")
+    cases += [
+        (lambda: probe_score(model, probe, tokens, labels + 3, positions), ValueError, "the probe's classes"),
+        (lambda: probe_score(model, scalar, tokens, torch.ones(20), positions), ValueError, "all equal"),
     ]
     for call, kind, words in cases:
         with pytest.raises(kind, match=words) as info:

@@ -13,8 +13,8 @@ from circuits import one_thread
 from interp import load_model
 from interp.cli import main
 from interp.detectors import DETECTORS
-from interp.detectors.reasoning import ACCURACIES, RANKS, VALUES, accuracy_curve, bridge_lens, rank_curves, \
-    run_context, trace_inputs
+from interp.detectors.reasoning import ACCURACIES, RANKS, VALUES, accuracy_curve, bridge_lens, label_curves, \
+    rank_curves, run_context, trace_inputs
 from interp.inspection import inspect_checkpoint
 from interp.presets import preset
 from interp.report import build_report
@@ -79,7 +79,7 @@ def test_bridge_reciprocal_rank_rows_per_residual_state(fact_runs):
     values = rank_curves(comp_rows, VALUES)
     for (step, split), part in values.groupby(["step", "split"]):
         assert sorted(part["layer"]) == list(range(N_LAYERS + 1)), (step, split)
-    assert (values["value"] <= 1).all()
+    assert values["value"].notna().all()
 
 
 def test_known_answer_on_a_model_that_outputs_its_bias(fact_runs):
@@ -127,6 +127,16 @@ def test_value_probes_know_a_model_whose_states_are_all_zero(fact_runs):
         for state in range(N_LAYERS + 1):
             assert rows[(f"value_r2_{split}", state)] == pytest.approx(sum(expected) / 2, rel=1e-9)
             assert rows[(f"value_r2_{split}", state)] <= 0
+    # the label probe predicts the fit comparisons' most common label (its bias) at every state
+    labels = label_curves(model, context)
+    fit = context.sets["train_inferred"].answer - context.label0
+    common = int(fit.bincount(minlength=3).argmax())
+    for split, part in labels.groupby("split"):
+        answers = context.split(split).answer - context.label0
+        assert set(answers.tolist()) <= {0, 1, 2}
+        assert list(part["state"]) == list(range(N_LAYERS + 1))
+        assert part["accuracy"].tolist() == pytest.approx([float((answers == common).double().mean())] * (N_LAYERS + 1))
+        assert part["chance"].iloc[0] == pytest.approx(float(answers.bincount().max()) / len(answers))
 
 
 def test_context_pickles_and_trace_inputs_change_the_answer(fact_runs):

@@ -254,7 +254,7 @@ def accuracy_curve(rows: pd.DataFrame) -> pd.DataFrame:
 
 def rank_curves(rows: pd.DataFrame, metrics: tuple[str, str] = RANKS) -> pd.DataFrame:
     """``step, split ("id"/"ood"), layer (residual state), value``: the bridge reciprocal ranks of one run
-    (or, with ``metrics=VALUES``, the value probes' accuracies)."""
+    (or, with ``metrics=VALUES``, the value probes' ``R^2``)."""
     rows = rows[(rows["detector"] == "reasoning") & rows["metric"].isin(metrics)].dropna(subset=["step", "layer"])
     out = pd.DataFrame({"step": rows["step"].astype("int64"), "split": rows["metric"].str.rsplit("_", n=1).str[-1],
                         "layer": rows["layer"].astype("int64"), "value": rows["value"].astype(float)})
