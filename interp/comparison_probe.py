@@ -93,18 +93,19 @@ def _partners(e: torch.Tensor, a: torch.Tensor, ood: torch.Tensor, g: torch.Gene
     return torch.rand(same.shape, generator=g).masked_fill(~same, -1.0).argmax(1)
 
 
-def value_probes(model: HookedTransformer, sets: dict[tuple[str, str], ProbeSet]) -> pd.DataFrame:
+def value_probes(model: HookedTransformer, sets: dict[tuple[str, str], ProbeSet],
+                 splits: tuple[str, ...] = ("fit", "id", "ood")) -> pd.DataFrame:
     """``R^2`` of each entity's value read by a scalar probe, per position, split and residual state.
 
-    Columns ``position`` (``e1``/``e2``), ``split`` (``fit``/``id``/``ood``), ``state``
-    (``0..L``), ``r2`` in ``(-inf, 1]``, ``n`` (queries). ``fit`` is the probe's score on its own
-    fit queries.
+    Columns ``position`` (``e1``/``e2``), ``split`` (those of ``splits``), ``state`` (``0..L``),
+    ``r2`` in ``(-inf, 1]``, ``n`` (queries). ``fit`` is the probe's score on its own fit queries
+    (how much it could memorise); the detector scores ``id`` and ``ood`` only.
     """
     rows = []
     for name, position in POSITIONS.items():
         fit = sets[(name, "fit")]
         probe = fit_linear_probe(model, fit.tokens, fit.labels.double(), position, kind="scalar")
-        for split in ("fit", "id", "ood"):
+        for split in splits:
             s = sets[(name, split)]
             r2 = probe_score(model, probe, s.tokens, s.labels.double(), position)
             rows += [{"position": name, "split": split, "state": state, "r2": float(v), "n": int(s.labels.numel())}

@@ -185,12 +185,12 @@ def bridge_lens(model: HookedTransformer, context: ReasoningContext, split: str)
 
 
 def value_grids(model: HookedTransformer, context: ReasoningContext) -> dict[str, torch.Tensor]:
-    """The value probes of a comparison run: ``"fit"/"id"/"ood"`` -> ``R^2`` (L + 1 states, e1 and e2)."""
+    """The value probes of a comparison run: ``"id"/"ood"`` -> ``R^2`` (L + 1 states, e1 and e2)."""
     if context.task != "comparison":
         raise ValueError(f"attribute values are a comparison query's; this is a {context.task} run")
-    table = value_probes(model, context.probes)
+    table = value_probes(model, context.probes, ("id", "ood"))
     grid = table.pivot_table(index="state", columns=["split", "position"], values="r2")
-    return {split: torch.tensor(grid[split][list(PROBE_POSITIONS)].to_numpy()) for split in ("fit", "id", "ood")}
+    return {split: torch.tensor(grid[split][list(PROBE_POSITIONS)].to_numpy()) for split in ("id", "ood")}
 
 
 def label_curves(model: HookedTransformer, context: ReasoningContext) -> pd.DataFrame:
