@@ -26,7 +26,7 @@ try:
 except ImportError:  # not POSIX: no advisory locks
     fcntl = None
 
-__all__ = ["WriteError", "atomic_write", "atomic_write_text", "locked", "new_file_mode"]
+__all__ = ["WriteError", "atomic_write", "atomic_write_text", "holds_nothing", "locked", "new_file_mode"]
 
 
 class WriteError(OSError):
@@ -69,7 +69,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     Raises :class:`WriteError` for any operating-system failure, with the temporary file removed.
     """
     path = Path(path)
-    tmp = path.parent / f".interp-{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}{_TMP_SUFFIX}"
     try:
         if path.is_dir():
             raise WriteError(errno.EISDIR, f"cannot write {path}: it is a directory")
@@ -90,6 +90,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+_TMP_PREFIX, _TMP_SUFFIX = ".interp-", ".tmp"
+
+
+def holds_nothing(directory: str | Path) -> bool:
+    """Whether ``directory`` is missing, empty, or holds only the temporary files of atomic writes that
+    a killed process left behind (``.interp-*.tmp``: never a finished file), so work may start there."""
+    directory = Path(directory)
+    if not directory.exists():
+        return True
+    return all(p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX) and p.is_file()
+               for p in directory.iterdir())
 
 
 def _remove(tmp: Path) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from interp.executors import make_executor
-from interp.files import atomic_write, locked
+from interp.files import atomic_write, holds_nothing, locked
 from interp.models import build_model
 from interp.presets import TrainOptions, preset
 from interp.runs import METRICS_FILE, RUN_FILE, RunError, read_run_info, run_train_mask
@@ -277,7 +277,7 @@ def _prepare_run_dir(run_dir: Path, options: TrainOptions) -> bool:
     """Whether to resume ``run_dir``; ``RunError`` when it holds something else than this cell's run."""
     info = read_run_info(run_dir)
     if info is None:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if not holds_nothing(run_dir):
             raise RunError(f"{run_dir} exists and holds no {RUN_FILE}; delete it to train the cell again")
         return False
     try:

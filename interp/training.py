@@ -21,7 +21,7 @@ import torch
 
 from interp.allocator import reuse_freed_memory
 from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
-from interp.files import atomic_write_text
+from interp.files import atomic_write_text, holds_nothing
 from interp.models import build_model, config_to_dict
 from interp.presets import TrainOptions
 from interp.progress_bar import progress_bar
@@ -78,7 +78,7 @@ def train(
     has_run = (out / RUN_FILE).exists()
     if resume and has_run:
         options = _resume_options(out, options, steps)
-    elif out.exists() and any(out.iterdir()):
+    elif not holds_nothing(out):
         why = "holds no run.json to resume from" if resume else "is not empty; pass --resume to continue the run in it"
         raise RunError(f"{out} exists and {why}")
     elif steps is not None:

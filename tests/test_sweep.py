@@ -139,6 +139,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_a_cell_holding_only_a_killed_write_is_trained(tmp_path):
+    """A sweep killed while a cell wrote its first run.json leaves the cell directory with a temp file only."""
+    args = ["--grid", "d_model=4", "--grid", "p=7", "--grid", "steps=20", "--out", str(tmp_path / "s"), "--quiet"]
+    cell = tmp_path / "s" / "runs" / "d_model=4,p=7,steps=20,seed=0"
+    cell.mkdir(parents=True)
+    (cell / ".interp-0badc0de.tmp").write_text("{")
+    assert main(["sweep", "modadd", *args]) == 0
+    assert (read_sweep(tmp_path / "s")["error"] == "").all() and (cell / "run.json").exists()
+
+
 def test_a_run_of_other_options_is_refused(tmp_path):
     sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
     with pytest.raises(ValueError, match="trained with other options.*preset 'default' not 'nanda2023'"):

@@ -89,6 +89,21 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "corrupt or truncated" in err
 
 
+def test_a_directory_left_by_a_killed_first_write_is_trained_into(tmp_path):
+    """SIGKILL between creating an empty run directory's run.json temp file and renaming it leaves only
+    ``.interp-*.tmp``: nothing was written, so training (and a sweep's cell) starts there afresh."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".interp-0badc0de.tmp").write_text('{"format": "interp-ru')
+    train(preset("induction", steps=2), out, quiet=True)
+    assert (out / "run.json").exists() and list_checkpoints(out)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="is not empty"):
+        train(preset("induction", steps=2), other, quiet=True)
+
+
 def test_resume_rejects_a_run_of_another_task(tmp_path):
     out = tmp_path / "run"
     train(preset("induction", steps=4), out, quiet=True)
