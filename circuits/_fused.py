@@ -87,6 +87,7 @@ def fused_attention_layers(model: HookedTransformer, tokens: torch.Tensor, callb
         qkv = qkv.view(batch, length, parts, n_heads, -1).permute(2, 0, 3, 1, 4)  # (part, b, h, pos, e)
         scores = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).add_(mask)  # queries carry 1 / attn_scale
         pattern = scores.softmax(dim=-1)
+        del scores  # a pattern's worth of memory less at the peak
         if parts == 2:
             callback(index, pattern, None)
             return

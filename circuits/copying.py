@@ -114,7 +114,7 @@ def copying_from_layer(
             logits.relu_()
             positive = logits.sum(dim=-1)  # (hc, r): the ReLU'd logits over the whole vocabulary
             at_keys = logits.gather(-1, keys[None, r0:r1].expand(hc, -1, -1))  # (hc, r, L)
-            copied = (at_keys * attn[heads, r0:r1]).sum(dim=-1)
+            copied = at_keys.mul_(attn[heads, r0:r1]).sum(dim=-1)
             total += torch.where(positive > 0, copied / positive.clamp_min(tiny), 0.0).sum(dim=-1)
         return total
 

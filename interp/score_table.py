@@ -40,18 +40,30 @@ _TEXT = ("error", "fingerprint")
 SUFFIXES = (".parquet", ".csv")
 
 
+_EMPTY: list[pd.DataFrame] = []  # the empty table, built once (pandas takes ~10 ms to build it)
+
+
 def empty_table() -> pd.DataFrame:
     """A table with the schema and no rows."""
-    return canonical(pd.DataFrame({c: [] for c in COLUMNS}))
+    if not _EMPTY:
+        _EMPTY.append(canonical(pd.DataFrame({c: [] for c in COLUMNS})))
+    return _EMPTY[0].copy()
 
 
 def canonical(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    """Rows with the schema's columns and dtypes, sorted (run, step, checkpoint, detector, metric, layer, head)."""
-    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    for col in COLUMNS:
-        if col not in frame:
-            frame[col] = "" if col in _TEXT else None
-    frame = frame[COLUMNS]
+    """Rows with the schema's columns and dtypes, sorted (run, step, checkpoint, detector, metric, layer, head).
+
+    ``rows`` is a frame or a list of row dicts; a column a row lacks is ``""`` for ``error`` and
+    ``fingerprint``, else missing.
+    """
+    if isinstance(rows, pd.DataFrame):
+        frame = rows.copy()
+        for col in COLUMNS:
+            if col not in frame:
+                frame[col] = "" if col in _TEXT else None
+        frame = frame[COLUMNS]
+    else:  # column by column: twice as fast as a frame of dicts
+        frame = pd.DataFrame({col: [row.get(col) for row in rows] for col in COLUMNS})
     for col in _TEXT:
         frame[col] = frame[col].fillna("")
     frame = frame.astype(_DTYPES)

@@ -259,7 +259,12 @@ def score_checkpoints(
         bar.close()
         if own:
             executor.close()
-    table = canonical(pd.concat([kept, canonical(new)], ignore_index=True)) if new else canonical(kept)
+    if not new:
+        table = canonical(kept)
+    elif kept.empty:
+        table = canonical(new)
+    else:
+        table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
     table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
     return table
 

@@ -35,6 +35,17 @@ def test_without_lost_the_death_is_raised():
         executor.close()
 
 
+def test_the_workers_exit_after_close():
+    executor = ProcessExecutor(2)
+    assert sorted(executor.map_unordered(_times_ten_dying_on_three, [1, 2])) == [10, 20]
+    workers = list(executor._pool._processes.values())
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    executor.close()
+    for worker in workers:
+        worker.join(timeout=20)
+        assert worker.exitcode == 0
+
+
 def test_serial_executor_keeps_order():
     assert list(SerialExecutor().map_unordered(lambda x: x + 1, [3, 1, 2])) == [4, 2, 3]
 
