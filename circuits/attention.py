@@ -136,6 +136,6 @@ def attention_pattern(
     if tokens.shape[0] != 1:
         raise ValueError(f"tokens must be one sequence, got a batch of {tokens.shape[0]}")
     def reduce(at: int, pattern: torch.Tensor, _z: torch.Tensor | None, _tokens: torch.Tensor) -> torch.Tensor:
-        return pattern[0, head].float() if at == layer else pattern.new_zeros(())
+        return pattern[0, head].float().contiguous() if at == layer else pattern.new_zeros(())
 
     return layer_means(model, tokens, reduce, need_z=False)[layer]

@@ -64,6 +64,26 @@ def test_fused_equals_hooked_on_random_models(name):
     assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
 
 
+@pytest.mark.parametrize("half_len, keys", [(15, 32), (31, 64), (14, 29), (32, 65)])
+def test_padded_keys_change_nothing(half_len, keys):
+    """Probes of 31 and 63 tokens get their keys padded to 32 and 64 (masked); 29 and 65 do not."""
+    from circuits._fused import _padded_keys
+
+    length = 2 * half_len + 1
+    assert _padded_keys(length) == keys
+    model = _randomise(random_model(seed=8, n_ctx=72, attn_only=True, normalization_type=None), seed=9)
+    tokens = repeated_tokens(model, n_seqs=6, half_len=half_len, seed=10)
+    fused, hooked = _both_paths(model, tokens)
+    assert _max_difference(fused, hooked) < 1e-5
+    one = tokens[:1]
+    pattern = attention_pattern(model, 1, 2, one)
+    with hooked_only():
+        expected = attention_pattern(model, 1, 2, one)
+    assert pattern.shape == (length, length) and pattern.is_contiguous()
+    assert (pattern - expected).abs().max() < 1e-6
+    assert torch.allclose(pattern.sum(dim=-1), torch.ones(length), atol=1e-5)  # no weight on a padding key
+
+
 def test_fused_equals_hooked_in_float64():
     model = _randomise(random_model(seed=4).double(), seed=5)
     tokens = repeated_tokens(model, n_seqs=8, half_len=10)
