@@ -59,7 +59,7 @@ def _has_own_hooks(model: HookedTransformer) -> bool:
 def fused_attention_layers(model: HookedTransformer, tokens: torch.Tensor, callback, *, need_z: bool) -> None:
     """Call ``callback(layer, pattern, z)`` for every layer, as ``run_attention_hooks`` does.
 
-    ``pattern``: ``(batch, n_heads, q_pos, k_pos)`` (a view: its rows may be padded, see
+    ``pattern``: ``(batch, n_heads, q_pos, k_pos)`` (a view whose rows may be stored padded, see
     :func:`_padded_keys`); ``z``: ``(batch, pos, n_heads, d_head)`` (a view) or ``None`` when not
     ``need_z``. Stops after the last layer's attention.
 

@@ -20,6 +20,7 @@ scored again. Files are ``.parquet`` (needs pyarrow) or ``.csv``; both are repla
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -40,14 +41,14 @@ _TEXT = ("error", "fingerprint")
 SUFFIXES = (".parquet", ".csv")
 
 
-_EMPTY: list[pd.DataFrame] = []  # the empty table, built once (pandas takes ~10 ms to build it)
-
-
 def empty_table() -> pd.DataFrame:
     """A table with the schema and no rows."""
-    if not _EMPTY:
-        _EMPTY.append(canonical(pd.DataFrame({c: [] for c in COLUMNS})))
-    return _EMPTY[0].copy()
+    return _empty().copy()
+
+
+@functools.cache
+def _empty() -> pd.DataFrame:  # built once: pandas takes ~10 ms to build it
+    return canonical(pd.DataFrame({c: [] for c in COLUMNS}))
 
 
 def canonical(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
