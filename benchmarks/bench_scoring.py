@@ -82,9 +82,8 @@ def timed(run: Path, repeats: int = 5) -> tuple[float, float, float]:
     """Best seconds of 1 and of 2 workers in this process, and the median over rounds of the
     ratio within a round (a round runs 1 worker then 2 workers, so both see the same machine).
 
-    Timed until the table is returned; the workers exit after that (the pool does not wait for
-    them), and the next call starts once they are gone, so their exit slows no other timing.
-    A warm-up call comes first.
+    Timed until the table is returned (closing the pool waits for its workers to exit); the next
+    call starts once every child process is reaped. A warm-up call comes first.
     """
     score_checkpoints(run, detectors=["heads"], workers=1)
     seconds: dict[int, list[float]] = {1: [], 2: []}
@@ -203,8 +202,8 @@ def main() -> int:
         "in its memory, with 1 worker as with 2. A 2-worker pool pays what a warm serial job does not: forking "
         "two workers from a process that holds ~360 MB of anonymous memory (torch and transformer_lens; "
         "~17 ms a fork) and, in each worker's first checkpoint, ~8,000 page faults on the memory it takes "
-        "over (~30 ms); these fixed costs weigh on a job of well under a second. A call returns when its table "
-        "is built; the workers exit after that (~20 ms, not waited for). The ceiling row is what the two "
+        "over (~30 ms); these fixed costs weigh on a job of well under a second. A call returns once its "
+        "workers have exited (~20 ms). The ceiling row is what the two "
         "vCPUs give two independent copies of the serial job at once: no pool can do better. This VM's speed "
         "drifts by 20-40 % over seconds (the same job takes 22 or 33 ms a checkpoint from one process to the "
         "next), so each ratio moves by that much from run to run.\n\n"

@@ -45,6 +45,7 @@ def test_the_workers_exit_after_close():
     executor.close()
     # A sentinel is ready once its process has exited. (Not join/exitcode: the pool's own thread
     # reaps the workers, and a second reaper can lose that race and read no exit code.)
+    # close() waits for them; this also holds if it ever stops waiting.
     sentinels = [w.sentinel for w in workers]
     for _ in range(200):  # 20 s at most
         if len(wait(sentinels, timeout=0.1)) == len(sentinels):
