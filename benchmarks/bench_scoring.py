@@ -78,34 +78,42 @@ print(time.perf_counter() - start, int(late))
 CEILING_REPEATS = 6
 
 
-def timed(run: Path, repeats: int = 5) -> tuple[float, float, float]:
-    """Best seconds of 1 and of 2 workers in this process, and the median over rounds of the
-    ratio within a round (a round runs 1 worker then 2 workers, so both see the same machine).
-
-    Timed until the table is returned (closing the pool waits for its workers to exit); the next
-    call starts once every child process is reaped. A warm-up call comes first.
-    """
-    score_checkpoints(run, detectors=["heads"], workers=1)
+def alternating(measure, repeats: int = 5) -> tuple[float, float, float]:
+    """``measure(workers)`` seconds for 1 then 2 workers, ``repeats`` rounds: the best of each, and the
+    median over rounds of the ratio within a round (both of a round see the same machine)."""
     seconds: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         for workers in seconds:
-            start = time.perf_counter()
-            score_checkpoints(run, detectors=["heads"], workers=workers)
-            seconds[workers].append(time.perf_counter() - start)
-            while multiprocessing.active_children():  # reaps the workers that have exited
-                time.sleep(0.002)
+            seconds[workers].append(measure(workers))
     return min(seconds[1]), min(seconds[2]), statistics.median(a / b for a, b in zip(seconds[1], seconds[2]))
+
+
+def timed(run: Path, repeats: int = 5) -> tuple[float, float, float]:
+    """:func:`alternating` in this process, after a warm-up call.
+
+    Timed until the table is returned (closing the pool waits for its workers to exit); the next
+    call starts once every child process is reaped.
+    """
+    def measure(workers: int) -> float:
+        start = time.perf_counter()
+        score_checkpoints(run, detectors=["heads"], workers=workers)
+        seconds = time.perf_counter() - start
+        while multiprocessing.active_children():  # reaps the workers that have exited
+            time.sleep(0.002)
+        return seconds
+
+    score_checkpoints(run, detectors=["heads"], workers=1)
+    return alternating(measure, repeats)
 
 
 def timed_fresh(run: Path, repeats: int = 5) -> tuple[float, float, float]:
-    """As :func:`timed`, each call the first in a fresh process (imports before the clock starts)."""
-    seconds: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(repeats):
-        for workers in seconds:
-            out = subprocess.run([sys.executable, "-c", FRESH_SCRIPT, str(run), str(workers)],
-                                 capture_output=True, text=True, check=True)
-            seconds[workers].append(float(out.stdout.split()[-1]))
-    return min(seconds[1]), min(seconds[2]), statistics.median(a / b for a, b in zip(seconds[1], seconds[2]))
+    """:func:`alternating`, each call the first in a fresh process (imports before the clock starts)."""
+    def measure(workers: int) -> float:
+        out = subprocess.run([sys.executable, "-c", FRESH_SCRIPT, str(run), str(workers)],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    return alternating(measure, repeats)
 
 
 def ceiling(run: Path, rounds: int = 3) -> tuple[float, float, float]:

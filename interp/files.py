@@ -28,6 +28,9 @@ except ImportError:  # not POSIX: no advisory locks
 
 __all__ = ["WriteError", "atomic_write", "atomic_write_text", "holds_nothing", "locked", "new_file_mode"]
 
+#: An atomic write's temporary file: ``.interp-<random>.tmp`` beside its target.
+_TMP_PREFIX, _TMP_SUFFIX = ".interp-", ".tmp"
+
 
 class WriteError(OSError):
     """A file could not be written; ``str()`` is one line naming the path and the cause."""
@@ -91,8 +94,6 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         _remove(tmp)
         raise
 
-
-_TMP_PREFIX, _TMP_SUFFIX = ".interp-", ".tmp"
 
 
 def holds_nothing(directory: str | Path) -> bool:
