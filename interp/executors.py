@@ -2,17 +2,20 @@
 
 An executor has one method that matters, ``map_unordered(fn, items, lost=None)``, yielding
 ``fn(item)`` for every item in the order the results come back, and ``close()``. ``fn`` must be a
-module-level function and items picklable (they travel to other processes or machines).
+module-level function and items and results picklable (they may travel to other processes or
+machines).
 
-A worker can die under an item (killed for memory, a crash in native code). The items that
-were in flight are then tried again, one at a time on a fresh worker; an item whose worker dies
-again is the culprit, and ``lost(item, exc)`` is yielded in place of its result (without
-``lost``, the error is raised). So a batch job records the failure and goes on.
+A worker can die under an item (killed for memory, a crash in native code). The item it was
+running (where that cannot be told, every item in flight with it) is then tried again alone on a
+fresh worker; an item whose worker dies again is the culprit, and ``lost(item, exc)`` is yielded
+in place of its result (without ``lost``, the error is raised). So a batch job records the
+failure and goes on.
 
 - :class:`SerialExecutor`: in this process, one item after another.
 - :class:`ProcessExecutor`: ``N`` local worker processes, each on one intra-op thread. On Linux
-  workers are forked, so they start in milliseconds with everything already imported (a spawned
-  worker would pay the ~10 s import of transformer_lens).
+  workers are forked with the items in memory (:mod:`interp.fork_pool`), so they start in
+  milliseconds with everything already imported (a spawned worker would pay the ~10 s import of
+  transformer_lens); ``fn`` and the items then need not be picklable, only the results.
 - :class:`DaskExecutor`: a ``dask.distributed`` scheduler (``tcp://HOST:PORT``) or ``Client``;
   install with ``pip install "interp-circuits[dask]"``. The workers need this package installed.
 """
@@ -20,9 +23,7 @@ again is the culprit, and ``lost(item, exc)`` is yielded in place of its result 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +33,7 @@ import torch
 
 from circuits import one_thread
 from interp.allocator import reuse_freed_memory
+from interp.fork_pool import ForkPool
 
 __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
 
@@ -72,19 +74,41 @@ def _init_worker() -> None:
     reuse_freed_memory()
 
 
+#: Workers are forked with the work in memory (:mod:`interp.fork_pool`) where fork is safe with
+#: torch (Linux); elsewhere (macOS, Windows) a ``ProcessPoolExecutor`` spawns them.
+FORK_WORKERS = sys.platform.startswith("linux")
+
+
 class ProcessExecutor:
-    """``workers`` local processes; at most ``2 * workers`` items in flight, so memory stays bounded."""
+    """``workers`` local processes, each on one intra-op thread.
+
+    On Linux a :class:`interp.fork_pool.ForkPool` per call; elsewhere a spawned
+    ``ProcessPoolExecutor`` with the same rule for a dead worker (at most ``2 * workers`` items
+    in flight, so memory stays bounded).
+    """
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        method = "fork" if sys.platform.startswith("linux") else None
-        self._context = multiprocessing.get_context(method)
+        self._pool: ForkPool | _SpawnedPool = ForkPool(workers) if FORK_WORKERS else _SpawnedPool(workers)
+
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
+        return self._pool.map_unordered(fn, items, lost)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _SpawnedPool:
+    """A ``ProcessPoolExecutor``; the items in flight when a worker died are tried again one at a time."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
+        return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker)
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
         pending: dict[Future, tuple[Any, bool, ProcessPoolExecutor]] = {}  # future -> item, alone, pool
@@ -100,34 +124,27 @@ class ProcessExecutor:
             for item in itertools.islice(source, max(0, 2 * self.workers - len(pending))):
                 pending[self._pool.submit(fn, item)] = (item, False, self._pool)
 
-        with warnings.catch_warnings():
-            # Python 3.12+ warns that fork() in a process with threads may deadlock; the threads
-            # here are torch's idle intra-op pool, which torch re-creates in the child, and the
-            # workers run on one thread (_init_worker). Scoped to the pool's own forks.
-            warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
+        refill()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item, alone, pool = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:  # a worker died; every item in flight fails with it
+                    if pool is self._pool:
+                        self._pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = self._new_pool()
+                    if not alone:
+                        suspects.append(item)
+                        continue
+                    if lost is None:
+                        raise
+                    result = lost(item, exc)
+                yield result
             refill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    item, alone, pool = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool as exc:  # a worker died; every item in flight fails with it
-                        if pool is self._pool:
-                            self._pool.shutdown(wait=False, cancel_futures=True)
-                            self._pool = self._new_pool()
-                        if not alone:
-                            suspects.append(item)
-                            continue
-                        if lost is None:
-                            raise
-                        result = lost(item, exc)
-                    yield result
-                refill()
 
     def close(self) -> None:
-        # Waits for the workers to exit (~20 ms each). Not waiting was tried: in the full test
-        # suite a worker then stayed alive for more than 20 s, twice (not reproduced alone).
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

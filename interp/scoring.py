@@ -141,7 +141,7 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
 def _lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
     """The error row of a checkpoint whose worker process died under it (twice)."""
     return [_error_row(_with_fingerprint(task.ref), "load",
-                       f"the worker process died while scoring this checkpoint ({type(exc).__name__})")]
+                       f"the worker process died while scoring this checkpoint ({_reason(exc)})")]
 
 
 def _stale(existing: pd.DataFrame, refs: Sequence[CheckpointRef] | None) -> set[tuple[str, str]]:
@@ -255,16 +255,17 @@ def score_checkpoints(
             if on_checkpoint is not None and rows:
                 on_checkpoint(canonical(rows))
             bar.update(1)
+        # Built before the executor is closed: workers release their memory meanwhile.
+        if not new:
+            table = canonical(kept)
+        elif kept.empty:
+            table = canonical(new)
+        else:
+            table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
     finally:
         bar.close()
         if own:
             executor.close()
-    if not new:
-        table = canonical(kept)
-    elif kept.empty:
-        table = canonical(new)
-    else:
-        table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
     table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
     return table
 

@@ -4,7 +4,10 @@ import os
 
 import pytest
 
-from interp.executors import ProcessExecutor, SerialExecutor
+from interp.executors import FORK_WORKERS, ProcessExecutor, SerialExecutor
+
+#: The forked pool runs any callable on any items (inherited, not pickled); the spawned one needs picklable ones.
+forked_only = pytest.mark.skipif(not FORK_WORKERS, reason="workers are forked on Linux only")
 
 
 def _times_ten_dying_on_three(x: int) -> int:
@@ -13,7 +16,16 @@ def _times_ten_dying_on_three(x: int) -> int:
     return 10 * x
 
 
-def test_a_dead_worker_loses_only_its_item():
+@pytest.fixture(params=["forked", "spawned"])
+def pool_kind(request, monkeypatch):
+    """Both local pools: forked with the items in memory (Linux) and ProcessPoolExecutor (elsewhere)."""
+    from interp import executors
+
+    monkeypatch.setattr(executors, "FORK_WORKERS", request.param == "forked")
+    return request.param
+
+
+def test_a_dead_worker_loses_only_its_item(pool_kind):
     executor = ProcessExecutor(2)
     try:
         results = list(executor.map_unordered(_times_ten_dying_on_three, range(8), lost=lambda item, exc: -item))
@@ -24,7 +36,7 @@ def test_a_dead_worker_loses_only_its_item():
     assert sorted(results) == sorted([-3] + [10 * x for x in range(8) if x != 3])
 
 
-def test_without_lost_the_death_is_raised():
+def test_without_lost_the_death_is_raised(pool_kind):
     from concurrent.futures.process import BrokenProcessPool
 
     executor = ProcessExecutor(2)
@@ -35,22 +47,93 @@ def test_without_lost_the_death_is_raised():
         executor.close()
 
 
+def _pid_after(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def test_the_workers_exit_after_close():
-    from multiprocessing.connection import wait
+    executor = ProcessExecutor(2)
+    pids = set(executor.map_unordered(_pid_after, [0.2] * 4))
+    executor.close()
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(_gone(pid) for pid in pids)  # exited and reaped: no zombie left
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@forked_only
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_the_forked_pool_runs_any_callable_and_leaks_nothing():
+    """Items and fn are inherited, not pickled: a lambda over unpicklable items runs; no pipe stays open."""
+    import threading
+
+    lock = threading.Lock()  # cannot be pickled
+    before = _open_fds()
+    executor = ProcessExecutor(3)
+    try:
+        got = sorted(executor.map_unordered(lambda item: item[1] * 2, [(lock, i) for i in range(20)]))
+    finally:
+        executor.close()
+    assert got == [2 * i for i in range(20)]
+    assert _open_fds() == before
+
+
+@forked_only
+def test_an_exception_in_fn_reaches_the_caller_and_the_workers_are_stopped():
+    def fail_on_five(x: int) -> int:
+        if x == 5:
+            raise KeyError("five")
+        return _pid_after(0.05)
 
     executor = ProcessExecutor(2)
-    assert sorted(executor.map_unordered(_times_ten_dying_on_three, [1, 2])) == [10, 20]
-    workers = list(executor._pool._processes.values())
-    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    with pytest.raises(KeyError, match="five"):
+        list(executor.map_unordered(fail_on_five, range(40)))
     executor.close()
-    # A sentinel is ready once its process has exited. (Not join/exitcode: the pool's own thread
-    # reaps the workers, and a second reaper can lose that race and read no exit code.)
-    # close() waits for them; this also holds if it ever stops waiting.
-    sentinels = [w.sentinel for w in workers]
-    for _ in range(200):  # 20 s at most
-        if len(wait(sentinels, timeout=0.1)) == len(sentinels):
-            break
-    assert len(wait(sentinels, timeout=0)) == len(sentinels)
+    pids = set(executor.map_unordered(_pid_after, [0.0] * 4))
+    executor.close()
+    assert all(_gone(pid) for pid in pids)
+
+
+@forked_only
+def test_a_caller_that_stops_early_leaves_no_worker():
+    executor = ProcessExecutor(2)
+    results = executor.map_unordered(_pid_after, [0.05] * 50)
+    first = next(results)
+    results.close()  # the workers still hold items: they are killed
+    executor.close()
+    assert _gone(first)
+
+
+@forked_only
+def test_a_worker_killed_by_a_signal_is_named():
+    import signal
+
+    def killed_on_two(x: int) -> int:
+        if x == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    executor = ProcessExecutor(2)
+    try:
+        got = list(executor.map_unordered(killed_on_two, range(5), lost=lambda item, exc: str(exc)))
+    finally:
+        executor.close()
+    assert sorted(g for g in got if isinstance(g, int)) == [0, 1, 3, 4]
+    (message,) = [g for g in got if isinstance(g, str)]
+    assert "killed by signal 9 (SIGKILL)" in message and "item 2" in message
 
 
 def test_serial_executor_keeps_order():
