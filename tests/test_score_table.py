@@ -1,0 +1,51 @@
+"""The scores table's canonical form: the same frame from row dicts as from a frame, in any order."""
+
+import math
+import random
+
+import pandas as pd
+
+from interp.score_table import COLUMNS, canonical
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for run in ("/runs/b", "/runs/a"):
+        for step in (200, 0, None, 30):
+            name = f"step_{step}.safetensors" if step is not None else "final.safetensors"
+            base = {"run": run, "checkpoint": name, "step": step, "fingerprint": f"f{step}"}
+            for layer in (1, 0):
+                for head in (2, 0, 1):
+                    for metric in ("prefix_matching", "copying"):
+                        rows.append({**base, "detector": "heads", "layer": layer, "head": head, "metric": metric,
+                                     "value": random.random(), "error": ""})
+            rows.append({**base, "detector": "fourier", "layer": None, "head": None, "metric": "restricted_loss",
+                         "value": -math.inf if step == 30 else 0.5})
+            rows.append({**base, "detector": "fourier", "layer": None, "head": 3, "metric": "key_frequency",
+                         "value": float("nan")})
+        # Equal keys but the value: NaN first, then by value. (Not -inf: pandas's multi-key sort ties it
+        # with NaN, keeping the input order.)
+        for value in (0.25, float("nan"), -1.0):
+            rows.append({"run": run, "checkpoint": "x.safetensors", "step": 5, "detector": "fourier",
+                         "layer": None, "head": None, "metric": "loss", "value": value})
+        rows.append({"run": run, "checkpoint": "broken.safetensors", "step": None, "detector": "load",
+                     "metric": "error", "value": float("nan"), "error": "not a checkpoint"})  # no fingerprint
+    return rows
+
+
+def test_row_dicts_and_frames_give_the_same_table():
+    random.seed(0)
+    rows = _rows()
+    for _ in range(3):
+        random.shuffle(rows)
+        from_rows = canonical(rows)
+        from_frame = canonical(pd.DataFrame(rows))
+        pd.testing.assert_frame_equal(from_rows, from_frame)
+    assert list(from_rows.columns) == COLUMNS and len(from_rows) == len(rows)
+    assert from_rows["run"].iloc[0] == "/runs/a" and pd.isna(from_rows["step"].iloc[0])  # missing step first
+    assert (from_rows.loc[from_rows["checkpoint"] == "broken.safetensors", "fingerprint"] == "").all()
+    heads = from_rows[(from_rows["run"] == "/runs/a") & (from_rows["step"] == 0) & (from_rows["detector"] == "heads")]
+    assert list(heads["metric"].iloc[:6]) == ["copying"] * 6 and list(heads["layer"].iloc[:3]) == [0, 0, 0]
+    assert list(heads["head"].iloc[:3]) == [0, 1, 2]
+    values = from_rows.loc[(from_rows["run"] == "/runs/a") & (from_rows["metric"] == "loss"), "value"]
+    assert math.isnan(values.iloc[0]) and list(values.iloc[1:]) == [-1.0, 0.25]
