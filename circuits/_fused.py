@@ -56,17 +56,22 @@ def _has_own_hooks(model: HookedTransformer) -> bool:
     return any(point._forward_hooks or point._backward_hooks for point in model.hook_dict.values())
 
 
-def fused_attention_layers(model: HookedTransformer, tokens: torch.Tensor, callback, *, need_z: bool) -> None:
-    """Call ``callback(layer, pattern, z)`` for every layer, as ``run_attention_hooks`` does.
+def fused_attention_layers(
+    model: HookedTransformer, tokens: torch.Tensor, callback, *, need_z: bool, chunk_seqs: int
+) -> None:
+    """Call ``callback(layer, rows, pattern, z)`` for every layer and chunk of the batch, in order.
 
-    ``pattern``: ``(batch, n_heads, q_pos, k_pos)`` (a view whose rows may be stored padded, see
-    :func:`_padded_keys`); ``z``: ``(batch, pos, n_heads, d_head)`` (a view) or ``None`` when not
-    ``need_z``. Stops after the last layer's attention.
+    ``rows``: the slice of the batch the chunk covers (``chunk_seqs`` sequences, the last chunk
+    fewer); ``pattern``: ``(rows, n_heads, q_pos, k_pos)`` (a view whose rows may be stored
+    padded, see :func:`_padded_keys`); ``z``: ``(rows, pos, n_heads, d_head)`` (a view) or
+    ``None`` when not ``need_z``. Stops after the last layer's attention.
 
-    Per layer: one matrix product for the queries, keys and values of all heads (in the first
-    layer of a model without LayerNorm, a look-up in per-token and per-position tables when the
-    vocabulary is smaller than the batch), one batched product for the scores, the causal mask
-    added, a softmax, one batched product for ``z`` and one for the output.
+    Per layer: one matrix product for the queries, keys and values of all heads and the whole
+    batch (in the first layer of a model without LayerNorm, a look-up in per-token and
+    per-position tables when the vocabulary is smaller than the batch); then per chunk of
+    sequences one batched product for the scores, the causal mask added, a softmax and one
+    batched product for ``z``, so that a chunk's pattern stays in cache while it is used; then
+    one product for the output of the whole batch.
     """
     cfg = model.cfg
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
@@ -87,15 +92,20 @@ def fused_attention_layers(model: HookedTransformer, tokens: torch.Tensor, callb
             h = _norm(x, getattr(block, "ln1", None), cfg).reshape(batch * length, -1)
             qkv = torch.addmm(bias, h, weight)
         qkv = qkv.view(batch, length, parts, n_heads, -1).permute(2, 0, 3, 1, 4)  # (part, b, h, pos, e)
-        k = qkv[1] if keys == length else F.pad(qkv[1], (0, 0, 0, keys - length))  # zero keys, masked below
-        scores = torch.matmul(qkv[0], k.transpose(-1, -2)).add_(mask)  # queries carry 1 / attn_scale
-        pattern = scores.softmax(dim=-1)[..., :length]
-        del scores, k  # a pattern's worth of memory less at the peak
-        if parts == 2:
-            callback(index, pattern, None)
-            return
-        z = torch.matmul(pattern, qkv[2])  # (batch, heads, pos, d_head)
-        callback(index, pattern, z.transpose(1, 2) if need_z else None)
+        z = None if parts == 2 else torch.empty_like(qkv[2])  # (batch, heads, pos, d_head)
+        for start in range(0, batch, chunk_seqs):
+            rows = slice(start, min(batch, start + chunk_seqs))
+            k = qkv[1, rows]
+            if keys != length:
+                k = F.pad(k, (0, 0, 0, keys - length))  # zero keys, masked below
+            scores = torch.matmul(qkv[0, rows], k.transpose(-1, -2)).add_(mask)  # queries carry 1 / attn_scale
+            pattern = scores.softmax(dim=-1)[..., :length]
+            del scores, k  # a pattern's worth of memory less at the peak
+            if z is None:
+                callback(index, rows, pattern, None)
+                continue
+            torch.matmul(pattern, qkv[2, rows], out=z[rows])
+            callback(index, rows, pattern, z[rows].transpose(1, 2) if need_z else None)
         if last:
             return
         if x is None:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["SMALL_WORKLOAD", "one_thread", "parallel_map", "threads_for"]
+__all__ = ["SMALL_WORKLOAD", "one_thread", "parallel_map", "single_threaded", "threads_for"]
 
 #: Largest per-layer activation count (batch x pos x widest of d_model, d_mlp, n_heads x pos) run
 #: on a single intra-op thread.
@@ -77,8 +77,12 @@ def threads_for(cfg: object, tokens: torch.Tensor) -> Iterator[None]:
     "Small": ``batch * pos * max(d_model, d_mlp, n_heads * pos) <= SMALL_WORKLOAD``. The calling
     thread's previous thread count is restored on exit (:func:`one_thread`).
     """
+    with one_thread() if single_threaded(cfg, tokens) else nullcontext():
+        yield
+
+
+def single_threaded(cfg: object, tokens: torch.Tensor) -> bool:
+    """Whether a forward pass of ``cfg``'s model on ``tokens`` is small (see :func:`threads_for`)."""
     batch, pos = tokens.shape
     width = max(int(cfg.d_model), int(getattr(cfg, "d_mlp", None) or 0), int(cfg.n_heads) * pos)
-    small = tokens.device.type == "cpu" and batch * pos * width <= SMALL_WORKLOAD
-    with one_thread() if small else nullcontext():
-        yield
+    return tokens.device.type == "cpu" and batch * pos * width <= SMALL_WORKLOAD

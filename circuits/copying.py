@@ -20,8 +20,10 @@ from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
 __all__ = [
     "DEFAULT_CHUNK_ELEMENTS",
+    "LayerLogitMaps",
     "copying_from_layer",
     "copying_scores",
+    "head_logit_maps",
     "ov_copying_scores",
     "unembed_directions",
 ]
@@ -51,11 +53,40 @@ def unembed_directions(model: HookedTransformer) -> torch.Tensor:
     return w_u - w_u.mean(dim=1, keepdim=True)
 
 
+def head_logit_maps(w_o: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
+    """``(n_heads, d_head, V)`` float32: the centred logits each head's ``z`` writes, ``W_O W_U``.
+
+    ``w_o``: a layer's ``(n_heads, d_head, d_model)`` output weights; ``w_u``: the centred
+    unembedding of :func:`unembed_directions`. As large as ``W_U``; computed once per layer.
+    """
+    return w_o.float() @ w_u
+
+
+class LayerLogitMaps:
+    """``maps[layer]``: :func:`head_logit_maps` of ``model``'s layer, the last one asked for kept.
+
+    The fused path hands a layer's chunks over one after another, so each layer's maps are
+    computed once per pass while only one layer's are held.
+    """
+
+    def __init__(self, model: HookedTransformer) -> None:
+        self.model = model
+        self.w_u = unembed_directions(model)
+        self._layer: int | None = None
+        self._maps: torch.Tensor | None = None
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        if layer != self._layer:
+            self._maps = None  # freed before the next layer's are made
+            self._maps = head_logit_maps(self.model.blocks[layer].attn.W_O.detach(), self.w_u)
+            self._layer = layer
+        return self._maps
+
+
 def copying_from_layer(
     pattern: torch.Tensor,
     z: torch.Tensor,
-    w_o: torch.Tensor,
-    w_u: torch.Tensor,
+    logit_maps: torch.Tensor,
     tokens: torch.Tensor,
     half_len: int,
     chunk_elements: int | None = None,
@@ -65,8 +96,7 @@ def copying_from_layer(
     Args:
         pattern: ``(batch, n_heads, L, L)`` attention pattern on ``[x0, r, r]``, ``L = 2N + 1``.
         z: ``(batch, L, n_heads, d_head)`` attention-weighted values (hook ``z``).
-        w_o: ``(n_heads, d_head, d_model)`` output weights of the layer.
-        w_u: ``(d_model, V)`` centred unembedding from :func:`unembed_directions`.
+        logit_maps: the layer's :func:`head_logit_maps`.
         tokens: ``(batch, L)`` token ids.
         half_len: N.
         chunk_elements: logits held at once per task (default: the whole layer in one chunk when it
@@ -80,7 +110,7 @@ def copying_from_layer(
     """
     batch, n_heads, length, _ = pattern.shape
     n = int(half_len)
-    vocab = w_u.shape[1]
+    vocab = logit_maps.shape[-1]
     rows = batch * n
     device = z.device
     # (n_heads, rows, L) attention and (n_heads, rows, d_head) z of the second-half queries.
@@ -102,7 +132,7 @@ def copying_from_layer(
     tiny = torch.finfo(torch.float32).tiny
 
     def heads_total(heads: slice) -> torch.Tensor:
-        w_ou = w_o[heads].float() @ w_u  # (hc, d_head, V): centred logits per unit of z
+        w_ou = logit_maps[heads]  # (hc, d_head, V): centred logits per unit of z
         hc = w_ou.shape[0]
         total = torch.zeros(hc, dtype=torch.float32, device=device)
         row_chunk = max(1, min(rows, int(chunk_elements) // (hc * vocab)))
@@ -147,12 +177,11 @@ def copying_scores(
     model = check_model(model)
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    w_u = unembed_directions(model)
+    maps = LayerLogitMaps(model)
 
     def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None
-        w_o = model.blocks[layer].attn.W_O.detach()
-        return copying_from_layer(pattern, z, w_o, w_u, chunk, n, chunk_elements)
+        return copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
 
     out = torch.stack(layer_means(model, tokens, reduce, need_z=True))
     return head_frame(n_layers, n_heads, {"score": out})

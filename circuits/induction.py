@@ -14,7 +14,7 @@ from transformer_lens import HookedTransformer
 from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame, layer_means
 from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
-from circuits.copying import copying_from_layer, ov_copying_tensor, unembed_directions
+from circuits.copying import LayerLogitMaps, copying_from_layer, ov_copying_tensor
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
 __all__ = [
@@ -80,12 +80,11 @@ def induction_heads(
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
-    w_u = unembed_directions(model)
+    maps = LayerLogitMaps(model)
 
     def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None
-        w_o = model.blocks[layer].attn.W_O.detach()
-        copying = copying_from_layer(pattern, z, w_o, w_u, chunk, n, chunk_elements)
+        copying = copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
         return torch.stack([previous_token_from_pattern(pattern), prefix_matching_from_pattern(pattern, n), copying])
 
     previous, prefix, copying = torch.stack(layer_means(model, tokens, reduce, need_z=True)).unbind(1)

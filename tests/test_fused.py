@@ -49,7 +49,7 @@ ARCHITECTURES = {
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_fused_equals_hooked_on_random_models(name):
+def test_fused_equals_hooked_on_random_models(name, monkeypatch):
     options = dict(ARCHITECTURES[name])
     act = options.pop("act_fn", None)
     model = random_model(seed=1, **options)
@@ -61,6 +61,9 @@ def test_fused_equals_hooked_on_random_models(name):
     tokens = repeated_tokens(model, n_seqs=16, half_len=12, seed=3)
     fused, hooked = _both_paths(model, tokens)
     assert _max_difference(fused, hooked) < 1e-5
+    for chunk_name in ("CHUNK_PATTERN_ELEMENTS", "CACHE_CHUNK_ELEMENTS"):  # chunks of 5, 5, 5 and 1 sequences
+        monkeypatch.setattr(_hooks, chunk_name, 5 * model.cfg.n_heads * 25 * 25)
+    assert _max_difference(induction_heads(model, tokens), hooked) < 1e-5
     assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
 
 
@@ -124,7 +127,8 @@ def test_chunks_and_threads_do_not_change_the_scores(monkeypatch):
     model = _randomise(random_model(seed=6), seed=7)
     tokens = repeated_tokens(model, n_seqs=12, half_len=12)
     whole = induction_heads(model, tokens)
-    monkeypatch.setattr(_hooks, "CHUNK_PATTERN_ELEMENTS", 3 * 25 * 25 * 4)  # chunks of 4 sequences
+    for name in ("CHUNK_PATTERN_ELEMENTS", "CACHE_CHUNK_ELEMENTS"):  # chunks of 4 sequences
+        monkeypatch.setattr(_hooks, name, 3 * 25 * 25 * 4)
     chunked = induction_heads(model, tokens)
     assert _max_difference(whole, chunked) < 1e-6
     previous = torch.get_num_threads()
