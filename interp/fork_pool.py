@@ -90,12 +90,10 @@ class ForkPool:
                         raise value
                     yield value
         finally:
-            for worker in pool:  # normally all idle; after an error or an early stop, killed
+            for worker in list(pool):  # normally none left; after an error or an early stop, killed
                 if worker.running:
                     _kill(worker.pid)
-                worker.tasks.close()
-                worker.results.close()
-                self._exited.append(worker.pid)
+                self._retire(worker, pool)
 
     def _feed(self, fn, items, pool: list[_Worker], queue: deque[int], suspects: deque[int]) -> None:
         """Send work: a suspect alone once nothing runs, else up to ``IN_FLIGHT`` items per worker."""
@@ -112,6 +110,16 @@ class ForkPool:
             worker = self._start(fn, items, pool)
             while queue and len(worker.running) < IN_FLIGHT:
                 _send(worker, queue.popleft())
+        if not queue:  # nothing left to send: idle workers exit while the others finish
+            for worker in [w for w in pool if not w.running]:
+                self._retire(worker, pool)
+
+    def _retire(self, worker: _Worker, pool: list[_Worker]) -> None:
+        """Tell ``worker`` to exit (its task pipe closes) and forget it; :meth:`close` reaps it."""
+        worker.tasks.close()
+        worker.results.close()
+        pool.remove(worker)
+        self._exited.append(worker.pid)
 
     def _start(self, fn, items, pool: list[_Worker]) -> _Worker:
         task_out, task_in = Pipe(duplex=False)
