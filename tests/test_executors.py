@@ -136,6 +136,95 @@ def test_a_worker_killed_by_a_signal_is_named():
     assert "killed by signal 9 (SIGKILL)" in message and "item 2" in message
 
 
+@forked_only
+def test_every_worker_gets_an_item_before_any_gets_a_second():
+    executor = ProcessExecutor(4)
+    try:
+        pids = list(executor.map_unordered(_pid_after, [0.3] * 4))
+    finally:
+        executor.close()
+    assert len(set(pids)) == 4
+
+
+_POISONED = []
+
+
+def _dies_after_poison(item: str) -> str:
+    import time
+
+    if item == "poison":
+        _POISONED.append(True)  # state this worker keeps
+        time.sleep(0.2)  # each worker takes one
+    elif _POISONED:
+        os._exit(1)
+    return item
+
+
+@forked_only
+def test_an_item_killed_by_its_workers_state_is_retried_on_a_fresh_worker():
+    executor = ProcessExecutor(2)
+    try:
+        got = list(executor.map_unordered(_dies_after_poison, ["poison"] * 4 + ["victim"],
+                                          lost=lambda item, exc: "lost"))
+    finally:
+        executor.close()
+    assert sorted(got) == ["poison"] * 4 + ["victim"]  # not retried on the other poisoned worker
+
+
+@forked_only
+def test_workers_of_earlier_calls_are_reaped_without_close():
+    executor = ProcessExecutor(2)
+    try:
+        first = set(executor.map_unordered(_pid_after, [0.1] * 2))
+        list(executor.map_unordered(_pid_after, [0.0] * 2))
+        assert all(_gone(pid) for pid in first)  # reaped by the second call, not left as zombies
+    finally:
+        executor.close()
+
+
+@forked_only
+def test_a_worker_of_another_pool_does_not_keep_a_finished_worker_alive():
+    """A worker forked while another pool's pipes are open must not hold them open."""
+    import threading
+    import time
+
+    first, second = ProcessExecutor(1), ProcessExecutor(1)
+    results = first.map_unordered(_pid_after, [0.0, 0.0])
+    next(results)  # the first pool's worker now runs the second item
+    slow = threading.Thread(target=lambda: list(second.map_unordered(_pid_after, [3.0])))
+    slow.start()  # forks the second pool's worker while the first pool's pipes are open
+    time.sleep(0.5)
+    list(results)
+    start = time.monotonic()
+    first.close()  # its worker was told to exit; it must not wait for the other pool's worker
+    assert time.monotonic() - start < 1.5
+    slow.join()
+    second.close()
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("refused")
+
+
+class _LoadsOnlyInTheWorker:
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def _unloadable(x: int) -> object:
+    return _LoadsOnlyInTheWorker()
+
+
+@forked_only
+def test_a_result_that_cannot_be_rebuilt_is_named():
+    executor = ProcessExecutor(2)
+    try:
+        with pytest.raises(RuntimeError, match="cannot read the result of item 0 back from its worker: ValueError"):
+            list(executor.map_unordered(_unloadable, [0]))
+    finally:
+        executor.close()
+
+
 def test_serial_executor_keeps_order():
     assert list(SerialExecutor().map_unordered(lambda x: x + 1, [3, 1, 2])) == [4, 2, 3]
 
