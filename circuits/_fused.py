@@ -104,7 +104,7 @@ def fused_attention_layers(
             if z is None:
                 callback(index, rows, pattern, None)
                 continue
-            torch.matmul(pattern, qkv[2, rows], out=z[rows])
+            z[rows] = torch.matmul(pattern, qkv[2, rows])  # (not out=: autograd refuses it outside inference mode)
             callback(index, rows, pattern, z[rows].transpose(1, 2) if need_z else None)
         if last:
             return

@@ -5,9 +5,9 @@ to a reduction and returns its batch mean per layer. Nothing is cached beyond th
 layer, so memory stays at one layer's pattern of one chunk of the batch.
 
 Two paths compute the patterns. The fused path (:mod:`circuits._fused`) computes them straight
-from the weights, for the architectures it reproduces, each layer's attention in chunks of
-sequences that bound the pattern's memory; the chunks depend only on the batch and model shape,
-never on the thread count. Every other model takes its hooked forward
+from the weights, for the architectures it reproduces, in parts of the batch that bound the
+pass's memory, each layer's attention in cache-sized chunks of a part; parts and chunks depend
+only on the batch and model shape, never on the thread count. Every other model takes its hooked forward
 (:func:`run_attention_hooks`) on the whole batch.
 """
 
@@ -32,13 +32,15 @@ LayerCallback = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
 #: ``tokens`` (a chunk of the batch), e.g. ``(n_heads,)`` scores; arguments as in LayerCallback.
 LayerReduce = Callable[[int, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
-#: Attention-pattern numbers per chunk of sequences on the fused path (16 MiB of float32).
+#: Attention-pattern numbers per part of the batch on the fused path (16 MiB of float32): each
+#: part runs the whole pass, so this bounds its memory, activations included.
 CHUNK_PATTERN_ELEMENTS = 1 << 22
-#: The same for a pass small enough to run on one thread (:func:`circuits._parallel.single_threaded`):
-#: 1 MiB, so that a chunk's pattern stays in the core's L2 cache while it is normalised, read and
-#: reduced (the toy model's head scores ~20 % faster than with its whole 4 MiB pattern at once).
-#: Larger passes run each op on several threads, which small chunks would leave idle (a 4-layer
-#: d_vocab 5000 model: 0.63 s in one chunk, 1.06 s in chunks of 1 MiB, measured on 2 threads).
+#: Within a part small enough to run on one thread (:func:`circuits._parallel.single_threaded`),
+#: each layer's attention runs in chunks of at most this many pattern numbers: 1 MiB, so that a
+#: chunk's pattern stays in the core's L2 cache while it is normalised, read and reduced (the toy
+#: model's head scores ~20 % faster than with its whole 4 MiB pattern at once). Larger parts run
+#: each op on several threads, which small chunks would leave idle (a 4-layer d_vocab 5000 model:
+#: 0.63 s in one chunk, 1.06 s in chunks of 1 MiB, measured on 2 threads), so they are one chunk.
 CACHE_CHUNK_ELEMENTS = 1 << 18
 
 
@@ -64,17 +66,19 @@ def layer_means(
 
     batch, length = tokens.shape
     per_seq = int(model.cfg.n_heads) * length * length
-    per_chunk = CACHE_CHUNK_ELEMENTS if single_threaded(model.cfg, tokens) else CHUNK_PATTERN_ELEMENTS
-    chunk_seqs = max(1, min(batch, per_chunk // per_seq))
+    n_parts = max(1, min(batch, -(-batch * per_seq // CHUNK_PATTERN_ELEMENTS)))
     sums: dict[int, torch.Tensor] = {}
+    for part in tokens.tensor_split(n_parts):  # bounds the whole pass's memory, activations included
+        small = single_threaded(model.cfg, part)
+        chunk_seqs = max(1, CACHE_CHUNK_ELEMENTS // per_seq) if small else len(part)
 
-    def add(layer: int, rows: slice, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
-        chunk = tokens[rows]
-        value = reduce(layer, pattern, z, chunk) * len(chunk)
-        sums[layer] = value if layer not in sums else sums[layer] + value
+        def add(layer: int, rows: slice, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
+            chunk = part[rows]
+            value = reduce(layer, pattern, z, chunk) * len(chunk)
+            sums[layer] = value if layer not in sums else sums[layer] + value
 
-    with threads_for(model.cfg, tokens):
-        fused_attention_layers(model, tokens, add, need_z=need_z, chunk_seqs=chunk_seqs)
+        with threads_for(model.cfg, part):
+            fused_attention_layers(model, part, add, need_z=need_z, chunk_seqs=chunk_seqs)
     return [sums[layer].cpu() / batch for layer in range(n_layers)]
 
 

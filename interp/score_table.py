@@ -59,7 +59,10 @@ def canonical(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
     ``fingerprint``, else missing.
     """
     if not isinstance(rows, pd.DataFrame):
-        return _from_rows(rows)
+        try:
+            return _from_rows(rows)
+        except (KeyError, TypeError):  # rows the toolkit does not build (a missing key, None for a name)
+            rows = pd.DataFrame(list(rows))
     frame = rows.copy()
     for col in COLUMNS:
         if col not in frame:
@@ -86,7 +89,7 @@ def _from_rows(rows: list[dict]) -> pd.DataFrame:
 
 
 def _missing(value: object) -> bool:
-    return value is None or value is pd.NA
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _order(row: dict) -> tuple:

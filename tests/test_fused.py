@@ -61,8 +61,7 @@ def test_fused_equals_hooked_on_random_models(name, monkeypatch):
     tokens = repeated_tokens(model, n_seqs=16, half_len=12, seed=3)
     fused, hooked = _both_paths(model, tokens)
     assert _max_difference(fused, hooked) < 1e-5
-    for chunk_name in ("CHUNK_PATTERN_ELEMENTS", "CACHE_CHUNK_ELEMENTS"):  # chunks of 5, 5, 5 and 1 sequences
-        monkeypatch.setattr(_hooks, chunk_name, 5 * model.cfg.n_heads * 25 * 25)
+    monkeypatch.setattr(_hooks, "CACHE_CHUNK_ELEMENTS", 5 * model.cfg.n_heads * 25 * 25)  # chunks of 5, 5, 5, 1
     assert _max_difference(induction_heads(model, tokens), hooked) < 1e-5
     assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
 
@@ -127,9 +126,18 @@ def test_chunks_and_threads_do_not_change_the_scores(monkeypatch):
     model = _randomise(random_model(seed=6), seed=7)
     tokens = repeated_tokens(model, n_seqs=12, half_len=12)
     whole = induction_heads(model, tokens)
-    for name in ("CHUNK_PATTERN_ELEMENTS", "CACHE_CHUNK_ELEMENTS"):  # chunks of 4 sequences
-        monkeypatch.setattr(_hooks, name, 3 * 25 * 25 * 4)
+    monkeypatch.setattr(_hooks, "CHUNK_PATTERN_ELEMENTS", 3 * 25 * 25 * 5)  # 3 parts of 4 sequences,
+    monkeypatch.setattr(_hooks, "CACHE_CHUNK_ELEMENTS", 3 * 25 * 25 * 3)  # each in chunks of 3 and 1
+    parts = []
+    run_part = _hooks.fused_attention_layers
+
+    def recorded(model, tokens, *args, **kwargs):
+        parts.append((len(tokens), kwargs["chunk_seqs"]))
+        return run_part(model, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(_hooks, "fused_attention_layers", recorded)
     chunked = induction_heads(model, tokens)
+    assert parts == [(4, 3)] * 3  # the whole pass runs on bounded parts of the batch, not only its attention
     assert _max_difference(whole, chunked) < 1e-6
     previous = torch.get_num_threads()
     try:
