@@ -7,8 +7,8 @@ layer, so memory stays at one layer's pattern of one chunk of the batch.
 Two paths compute the patterns. The fused path (:mod:`circuits._fused`) computes them straight
 from the weights, for the architectures it reproduces, in parts of the batch that bound the
 pass's memory, each layer's attention in cache-sized chunks of a part; parts and chunks depend
-only on the batch and model shape, never on the thread count. Every other model takes its hooked forward
-(:func:`run_attention_hooks`) on the whole batch.
+only on the batch and model shape, never on the thread count. Every other model takes its
+hooked forward (:func:`run_attention_hooks`) on the whole batch.
 """
 
 from __future__ import annotations
