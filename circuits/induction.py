@@ -13,6 +13,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame, layer_means
+from circuits._parallel import threads_for
 from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
 from circuits.copying import LayerLogitMaps, copying_from_layer, ov_copying_tensor
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
@@ -80,15 +81,16 @@ def induction_heads(
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
-    maps = LayerLogitMaps(model)
+    with threads_for(model.cfg, tokens):  # a small model's whole call on one thread, not only its pass
+        maps = LayerLogitMaps(model)
 
-    def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
-        assert z is not None
-        copying = copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
-        return torch.stack([previous_token_from_pattern(pattern), prefix_matching_from_pattern(pattern, n), copying])
+        def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
+            assert z is not None
+            copying = copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
+            return torch.stack([previous_token_from_pattern(pattern), prefix_matching_from_pattern(pattern, n), copying])
 
-    previous, prefix, copying = torch.stack(layer_means(model, tokens, reduce, need_z=True)).unbind(1)
-    ov = ov_copying_tensor(model).cpu()
+        previous, prefix, copying = torch.stack(layer_means(model, tokens, reduce, need_z=True)).unbind(1)
+        ov = ov_copying_tensor(model).cpu()
     return head_frame(
         n_layers,
         n_heads,
