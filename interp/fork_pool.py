@@ -27,6 +27,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
@@ -183,10 +184,8 @@ class ForkPool:
     def close(self) -> None:
         """Wait for the workers told to exit (each takes ~20 ms to release its memory)."""
         while self._exited:
-            try:
+            with suppress(ChildProcessError):  # already reaped
                 os.waitpid(self._exited.pop(), 0)
-            except ChildProcessError:  # already reaped
-                pass
 
 
 def _work(fn, items: list, tasks: Connection, results: Connection) -> None:
@@ -219,21 +218,15 @@ def _work(fn, items: list, tasks: Connection, results: Connection) -> None:
 
 def _send(worker: _Worker, index: int) -> None:
     worker.running = index
-    try:
+    with suppress(OSError):  # a dead worker: its results pipe says so and the index is retried
         worker.tasks.send_bytes(index.to_bytes(8, "little"))
-    except OSError:  # the worker is dead; its results pipe says so and the index is retried
-        pass
 
 
 def _kill(pid: int) -> None:
-    try:
+    with suppress(ProcessLookupError):  # already gone
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _flush(stream: Any) -> None:
-    try:
+    with suppress(AttributeError, OSError, ValueError):  # no stream, or a closed one: nothing to write
         stream.flush()
-    except (AttributeError, OSError, ValueError):
-        pass
