@@ -30,7 +30,6 @@ Writes its section of BENCHMARKS.md between ``<!-- scoring:start -->`` and ``<!-
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -89,18 +88,12 @@ def alternating(measure, repeats: int = 5) -> tuple[float, float, float]:
 
 
 def timed(run: Path, repeats: int = 5) -> tuple[float, float, float]:
-    """:func:`alternating` in this process, after a warm-up call.
-
-    Timed until the table is returned (closing the pool waits for its workers to exit); the next
-    call starts once every child process is reaped.
-    """
+    """:func:`alternating` in this process, after a warm-up call; each call timed until the table is
+    returned, by when its pool has reaped its workers."""
     def measure(workers: int) -> float:
         start = time.perf_counter()
         score_checkpoints(run, detectors=["heads"], workers=workers)
-        seconds = time.perf_counter() - start
-        while multiprocessing.active_children():  # reaps the workers that have exited
-            time.sleep(0.002)
-        return seconds
+        return time.perf_counter() - start
 
     score_checkpoints(run, detectors=["heads"], workers=1)
     return alternating(measure, repeats)
