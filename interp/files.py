@@ -95,7 +95,6 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
-
 def holds_nothing(directory: str | Path) -> bool:
     """Whether ``directory`` is missing, empty, or holds only the temporary files of atomic writes that
     a killed process left behind (``.interp-*.tmp``: never a finished file), so work may start there."""
