@@ -66,14 +66,21 @@ def test_fused_equals_hooked_on_random_models(name, monkeypatch):
     assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
 
 
-@pytest.mark.parametrize("half_len, keys", [(15, 32), (31, 64), (14, 29), (32, 65)])
-def test_padded_keys_change_nothing(half_len, keys):
+@pytest.mark.parametrize("half_len, keys, options", [
+    (15, 32, dict(n_ctx=72, attn_only=True, normalization_type=None)),
+    (31, 64, dict(n_ctx=72, attn_only=True, normalization_type=None)),
+    (14, 29, dict(n_ctx=72, attn_only=True, normalization_type=None)),
+    (32, 65, dict(n_ctx=72, attn_only=True, normalization_type=None)),
+    (15, 32, dict(n_ctx=31, normalization_type="LN")),  # the padding position lies past n_ctx
+    (31, 64, dict(n_ctx=63, normalization_type="LN", n_layers=3)),
+])
+def test_padded_keys_change_nothing(half_len, keys, options):
     """Probes of 31 and 63 tokens get their keys padded to 32 and 64 (masked); 29 and 65 do not."""
     from circuits._fused import _padded_keys
 
     length = 2 * half_len + 1
     assert _padded_keys(length) == keys
-    model = _randomise(random_model(seed=8, n_ctx=72, attn_only=True, normalization_type=None), seed=9)
+    model = _randomise(random_model(seed=8, **options), seed=9)
     tokens = repeated_tokens(model, n_seqs=6, half_len=half_len, seed=10)
     fused, hooked = _both_paths(model, tokens)
     assert _max_difference(fused, hooked) < 1e-5
