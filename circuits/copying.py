@@ -113,13 +113,12 @@ def copying_from_layer(
     vocab = logit_maps.shape[-1]
     rows = batch * n
     device = z.device
-    # (n_heads, rows, L) attention and (n_heads, rows, d_head) z of the second-half queries.
-    attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float().reshape(n_heads, rows, length)
+    # The second-half queries: (n_heads, batch, N, L) attention (a view) and (n_heads, rows, d_head) z.
+    attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float()
     zq = z[:, n + 1 :].permute(2, 0, 1, 3).float().reshape(n_heads, rows, -1)
     if bool((tokens >= vocab).any()):
-        attn = attn * (tokens < vocab).repeat_interleave(n, dim=0)[None]
+        attn = attn * (tokens < vocab)[None, :, None, :]
         tokens = tokens.clamp(max=vocab - 1)
-    keys = tokens.repeat_interleave(n, dim=0)  # (rows, L): the key tokens each query row sees
     # Small layers: all heads in one batched chunk. Large layers on the CPU: one head per task, in
     # cache-sized chunks, on single-threaded workers. Elsewhere: all heads, in large chunks.
     d_head = zq.shape[-1]
@@ -129,7 +128,12 @@ def copying_from_layer(
             chunk_elements = 1 << 24
         else:
             chunk_elements = DEFAULT_CHUNK_ELEMENTS if per_head else _SMALL_LAYER_ELEMENTS
-    tiny = torch.finfo(torch.float32).tiny
+    if not per_head and n_heads * rows * vocab <= chunk_elements:  # one chunk: the pattern is read in place
+        logits = torch.bmm(zq, logit_maps).view(n_heads, batch, n, vocab)
+        keys = tokens[None, :, None, :].expand(n_heads, batch, n, length)
+        return _position_scores(logits, keys, attn).sum(dim=(1, 2)) / rows
+    attn = attn.reshape(n_heads, rows, length)
+    keys = tokens.repeat_interleave(n, dim=0)  # (rows, L): the key tokens each query row sees
 
     def heads_total(heads: slice) -> torch.Tensor:
         w_ou = logit_maps[heads]  # (hc, d_head, V): centred logits per unit of z
@@ -141,16 +145,22 @@ def copying_from_layer(
             r1 = min(rows, r0 + row_chunk)
             logits = buf[: hc * (r1 - r0) * vocab].view(hc, r1 - r0, vocab)
             torch.bmm(zq[heads, r0:r1], w_ou, out=logits)
-            logits.relu_()
-            positive = logits.sum(dim=-1)  # (hc, r): the ReLU'd logits over the whole vocabulary
-            at_keys = logits.gather(-1, keys[None, r0:r1].expand(hc, -1, -1))  # (hc, r, L)
-            copied = at_keys.mul_(attn[heads, r0:r1]).sum(dim=-1)
-            total += torch.where(positive > 0, copied / positive.clamp_min(tiny), 0.0).sum(dim=-1)
+            total += _position_scores(logits, keys[None, r0:r1].expand(hc, -1, -1), attn[heads, r0:r1]).sum(dim=-1)
         return total
 
     groups = [slice(h, h + 1) for h in range(n_heads)] if per_head else [slice(0, n_heads)]
     totals = parallel_map(heads_total, groups, device=device)
     return torch.cat(totals) / rows
+
+
+def _position_scores(logits: torch.Tensor, keys: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """``sum_k A[k] * w[x_k]`` per query, ``w = relu(l) / sum(relu(l))`` (0 when no logit is positive).
+
+    ``logits``: ``(..., V)`` (ReLU'd in place); ``keys``: ``(..., L)`` token ids; ``attn``: ``(..., L)``.
+    """
+    positive = logits.relu_().sum(dim=-1)  # the ReLU'd logits over the whole vocabulary
+    copied = logits.gather(-1, keys).mul_(attn).sum(dim=-1)
+    return torch.where(positive > 0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
 
 
 @torch.inference_mode()
