@@ -19,19 +19,24 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     return best_of_each({"fn": fn}, repeats)["fn"]
 
 
-def best_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
-    """Best wall-clock seconds of each function over ``repeats`` rounds, the functions interleaved
-    within each round (so a change in the machine's load hits all of them alike), after one
+def rounds_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, list[float]]:
+    """Wall-clock seconds of each function in each of ``repeats`` rounds, the functions interleaved
+    within each round (so a change in the machine's speed hits all of them alike), after one
     warm-up call each."""
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def best_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
+    """Best wall-clock seconds of each function over :func:`rounds_of_each`."""
+    return {name: min(times) for name, times in rounds_of_each(fns, repeats).items()}
 
 
 def machine() -> str:
