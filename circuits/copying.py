@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import FactoredMatrix, HookedTransformer
+from transformer_lens import HookedTransformer
 from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm
 
 from circuits._checks import check_model, vocab_out
@@ -207,9 +207,9 @@ def ov_copying_tensor(model: HookedTransformer) -> torch.Tensor:
     unembed_embed = (w_u @ w_e).double()  # (d_model, d_model), no copy of the vocabulary-sized factors
     w_v = model.W_V.detach().double()
     w_o = model.W_O.detach().double()
-    # A B = W_V W_O W_U W_E is a cyclic permutation of W_E W_V W_O W_U (same non-zero eigenvalues);
-    # FactoredMatrix takes them from the d_head x d_head product B A.
-    eig = FactoredMatrix(w_v, w_o @ unembed_embed).eigenvalues  # (n_layers, n_heads, d_head)
+    # W_O (W_U W_E) W_V is a cyclic permutation of W_E W_V W_O W_U: the same non-zero eigenvalues,
+    # from a d_head x d_head matrix.
+    eig = torch.linalg.eigvals(w_o @ unembed_embed @ w_v)  # (n_layers, n_heads, d_head)
     total = eig.abs().sum(dim=-1)
     return torch.where(total > 0, eig.real.sum(dim=-1) / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
 
@@ -230,8 +230,8 @@ def ov_copying_scores(
     score = ``Re(sum lambda) / sum |lambda|``, in [-1, 1]: +1 = the head copies (every input
     token raises its own logit), -1 = it suppresses what it attends to, ~0 = neither.
     Elhage et al. 2021, "A mathematical framework for transformer circuits". The eigenvalues come
-    from TransformerLens ``FactoredMatrix`` (a ``d_head x d_head`` product), never a
-    ``d_vocab x d_vocab`` matrix. ``tokens`` and probe options are accepted for a uniform
+    from the ``d_head x d_head`` product ``W_O (W_U W_E) W_V``, never a ``d_vocab x d_vocab``
+    matrix. ``tokens`` and probe options are accepted for a uniform
     signature with the other detectors and ignored (weights only).
     """
     model = check_model(model)
