@@ -60,19 +60,18 @@ score_checkpoints(sys.argv[1], detectors=["heads"], workers=int(sys.argv[2]))
 print(time.perf_counter() - start)
 """
 
-#: Serial scoring repeated ``k`` times from a given wall-clock time (after a warm-up call).
+#: Serial scoring repeated ``k`` times once told to go (after a warm-up call, it says it is ready).
 REPEAT_SCRIPT = """
 import sys, time
 from interp.scoring import score_checkpoints
-run, k, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+run, k = sys.argv[1], int(sys.argv[2])
 score_checkpoints(run, detectors=["heads"])
-late = time.time() > start_at
-while time.time() < start_at:
-    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.readline()
 start = time.perf_counter()
 for _ in range(k):
     score_checkpoints(run, detectors=["heads"])
-print(time.perf_counter() - start, int(late))
+print(time.perf_counter() - start, flush=True)
 """
 CEILING_REPEATS = 6
 
@@ -117,13 +116,19 @@ def ceiling(run: Path, rounds: int = 3) -> tuple[float, float, float]:
     pair: list[float] = []
     for _ in range(rounds):
         for n, into in ((1, alone), (2, pair)):
-            start_at = time.time() + 8.0 * n + 4.0  # after the imports and the warm-up call
-            procs = [subprocess.Popen([sys.executable, "-c", REPEAT_SCRIPT, str(run), str(CEILING_REPEATS),
-                                       str(start_at)], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+            procs = [subprocess.Popen([sys.executable, "-c", REPEAT_SCRIPT, str(run), str(CEILING_REPEATS)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+            if not all(p.stdout.readline().strip() == "ready" for p in procs):  # imports and warm-up done
+                for p in procs:
+                    p.kill()
+                raise RuntimeError("a ceiling process failed before it was ready")
+            for p in procs:  # the pair starts together
+                p.stdin.write("go\n")
+                p.stdin.flush()
             outs = [p.communicate()[0].split() for p in procs]
-            if any(p.returncode for p in procs) or any(late == "1" for _, late in outs):
-                raise RuntimeError("a ceiling process failed or missed the common start")
-            into.append(max(float(t) for t, _ in outs))
+            if any(p.returncode for p in procs):
+                raise RuntimeError("a ceiling process failed")
+            into.append(max(float(out[-1]) for out in outs))
     return min(alone), min(pair), statistics.median(2 * a / b for a, b in zip(alone, pair))
 
 
