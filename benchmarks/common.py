@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     """Best wall-clock seconds of ``repeats`` calls (after one warm-up call)."""
-    return best_of_each({"fn": fn}, repeats)["fn"]
+    return min(rounds_of_each({"fn": fn}, repeats)["fn"])
 
 
 def rounds_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, list[float]]:
@@ -32,11 +32,6 @@ def rounds_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> di
             fn()
             seconds[name].append(time.perf_counter() - start)
     return seconds
-
-
-def best_of_each(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
-    """Best wall-clock seconds of each function over :func:`rounds_of_each`."""
-    return {name: min(times) for name, times in rounds_of_each(fns, repeats).items()}
 
 
 def machine() -> str:
