@@ -122,9 +122,10 @@ def ceiling(run: Path, rounds: int = 3) -> tuple[float, float, float]:
         for n, into in ((1, alone), (2, pair)):
             procs = [subprocess.Popen([sys.executable, "-c", REPEAT_SCRIPT, str(run), str(CEILING_REPEATS)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
-            if not all(p.stdout.readline().strip() == "ready" for p in procs):  # imports and warm-up done
+            if not all(_ready(p) for p in procs):  # imports and warm-up done
                 for p in procs:
                     p.kill()
+                    p.wait()
                 raise RuntimeError("a ceiling process failed before it was ready")
             for p in procs:  # the pair starts together
                 p.stdin.write("go\n")
@@ -134,6 +135,14 @@ def ceiling(run: Path, rounds: int = 3) -> tuple[float, float, float]:
                 raise RuntimeError("a ceiling process failed")
             into.append(max(float(out[-1]) for out in outs))
     return min(alone), min(pair), statistics.median(2 * a / b for a, b in zip(alone, pair))
+
+
+def _ready(proc: subprocess.Popen) -> bool:
+    """Read ``proc``'s output up to its "ready" line; False if it ends first."""
+    for line in proc.stdout:
+        if line.strip() == "ready":
+            return True
+    return False
 
 
 def fake_run(run: Path, n: int, root: Path) -> Path:

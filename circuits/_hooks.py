@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._fused import fused_attention_layers, fused_supported
+from circuits._fused import fused_attention_layers, fused_supported, padded_length
 from circuits._parallel import single_threaded, threads_for
 
 __all__ = ["LayerCallback", "LayerReduce", "head_frame", "layer_means", "run_attention_hooks"]
@@ -65,7 +65,7 @@ def layer_means(
         return out  # type: ignore[return-value]
 
     batch, length = tokens.shape
-    per_seq = int(model.cfg.n_heads) * length * length
+    per_seq = int(model.cfg.n_heads) * padded_length(length) ** 2  # pattern numbers per sequence
     n_parts = max(1, min(batch, -(-batch * per_seq // CHUNK_PATTERN_ELEMENTS)))
     sums: dict[int, torch.Tensor] = {}
     for part in tokens.tensor_split(n_parts):  # bounds the whole pass's memory, activations included

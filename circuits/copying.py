@@ -1,9 +1,10 @@
 """Copying scores: empirical on the probe (Olsson et al. 2022) and from OV eigenvalues (Elhage et al. 2021).
 
 No function here materialises a ``d_vocab x d_vocab`` matrix. The empirical score needs the
-full-vocabulary logits of every head's direct write at every second-half position; those are
-computed one head at a time in chunks of positions, at most ``chunk_elements`` logits per worker
-(one worker per intra-op thread on the CPU, see :mod:`circuits._parallel`).
+full-vocabulary logits of every head's direct write at every second-half position: a small
+layer's all at once (reading the attention pattern in place), a large layer's one head at a time
+in chunks of positions, at most ``chunk_elements`` logits per worker (one worker per intra-op
+thread on the CPU, see :mod:`circuits._parallel`).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def copying_from_layer(
     vocab = logit_maps.shape[-1]
     rows = batch * n
     device = z.device
-    # The second-half queries: (n_heads, batch, N, L) attention (a view) and (n_heads, rows, d_head) z.
+    # The second-half queries: (n_heads, batch, N, L) attention (a view of float32 patterns) and
+    # (n_heads, rows, d_head) z.
     attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float()
     zq = z[:, n + 1 :].permute(2, 0, 1, 3).float().reshape(n_heads, rows, -1)
     if bool((tokens >= vocab).any()):

@@ -66,20 +66,21 @@ def test_fused_equals_hooked_on_random_models(name, monkeypatch):
     assert fused[SCORES].std().min() > 0  # the scores differ between heads: nothing trivially equal
 
 
-@pytest.mark.parametrize("half_len, keys, options", [
+@pytest.mark.parametrize("half_len, positions, options", [
     (15, 32, dict(n_ctx=72, attn_only=True, normalization_type=None)),
     (31, 64, dict(n_ctx=72, attn_only=True, normalization_type=None)),
     (14, 29, dict(n_ctx=72, attn_only=True, normalization_type=None)),
     (32, 65, dict(n_ctx=72, attn_only=True, normalization_type=None)),
     (15, 32, dict(n_ctx=31, normalization_type="LN")),  # the padding position lies past n_ctx
-    (31, 64, dict(n_ctx=63, normalization_type="LN", n_layers=3)),
+    (31, 64, dict(n_ctx=63, normalization_type="LN", n_layers=3, d_vocab=50, d_vocab_out=40)),
+    (15, 32, dict(n_ctx=31, attn_only=True, normalization_type=None, d_vocab=20, dtype=torch.float64)),
 ])
-def test_padded_keys_change_nothing(half_len, keys, options):
-    """Probes of 31 and 63 tokens get their keys padded to 32 and 64 (masked); 29 and 65 do not."""
-    from circuits._fused import _padded_keys
+def test_padded_probe_changes_nothing(half_len, positions, options):
+    """Probes of 31 and 63 tokens run as 32 and 64 positions (padded at the end); 29 and 65 do not."""
+    from circuits._fused import padded_length
 
     length = 2 * half_len + 1
-    assert _padded_keys(length) == keys
+    assert padded_length(length) == positions
     model = _randomise(random_model(seed=8, **options), seed=9)
     tokens = repeated_tokens(model, n_seqs=6, half_len=half_len, seed=10)
     fused, hooked = _both_paths(model, tokens)
