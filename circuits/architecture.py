@@ -28,13 +28,16 @@ def plain_forward_supported(
         require_mlp: require an MLP in every block (attention-only models are False).
 
     Conditions, each of which must hold: the layer count (when given); no normalisation (or
-    ``"LN"``); learned absolute positions (``positional_embedding_type="standard"``); attention
-    scaled by ``attn_scale`` (``use_attn_scale``), not by layer index, with no local windows, QK
-    norm, Q/K/V clipping, log-n scaling, attention sinks, score or logit soft-caps; no grouped K/V
-    heads (``n_key_value_heads`` unset or equal to ``n_heads``); attention before the MLP (not
-    parallel), no post-embedding LayerNorm, no extra post-sublayer norms; an MLP (if any) that is
-    a plain, ungated, single-expert ReLU or GELU ``MLP``; and blocks built of TransformerLens's own
-    ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not subclasses.
+    ``"LN"``); learned absolute positions (``positional_embedding_type="standard"``); causal
+    attention (``attention_dir="causal"``, not bidirectional) scaled by ``attn_scale``
+    (``use_attn_scale``; every layer's module holding that same scale), not by layer index, with
+    no local windows, QK norm (``use_qk_norm`` or the OLMo norms ``original_architecture`` brings),
+    Q/K/V clipping, log-n scaling, attention sinks, score or logit soft-caps; no grouped K/V heads
+    (``n_key_value_heads`` unset or equal to ``n_heads``); unquantised weights (no
+    ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
+    extra post-sublayer norms; an MLP (if any) that is a plain, ungated, single-expert ReLU or
+    GELU ``MLP``; and blocks built of TransformerLens's own ``Attention``/``GroupedQueryAttention``
+    and ``MLP`` classes, not subclasses.
     """
     cfg = model.cfg
     norms = (None, "LN") if layer_norm else (None,)
@@ -43,6 +46,8 @@ def plain_forward_supported(
         (n_layers is None or cfg.n_layers == n_layers)
         and cfg.normalization_type in norms
         and cfg.positional_embedding_type == "standard"
+        and getattr(cfg, "attention_dir", "causal") == "causal"
+        and not getattr(cfg, "load_in_4bit", False)
         and (has_mlp or not require_mlp)
         and (cfg.attn_only or (cfg.act_fn in PLAIN_ACTIVATIONS and not cfg.gated_mlp))
         and not getattr(cfg, "num_experts", None)
@@ -60,14 +65,20 @@ def plain_forward_supported(
         and not cfg.post_embedding_ln
         and not getattr(cfg, "use_normalization_before_and_after", False)
     )
-    return config_ok and all(_plain_block(block, cfg.attn_only) for block in model.blocks)
+    return config_ok and all(_plain_block(block, cfg) for block in model.blocks)
 
 
-def _plain_block(block: object, attn_only: bool) -> bool:
-    """The block's modules are TransformerLens's plain classes (a subclass may change the maths)."""
-    if type(block.attn).__name__ not in ("Attention", "GroupedQueryAttention"):
+def _plain_block(block: object, cfg: object) -> bool:
+    """The block's modules are TransformerLens's plain classes (a subclass may change the maths),
+    its attention without Q/K norms and scaled by ``cfg.attn_scale``, the scale the plain forwards use."""
+    attn = block.attn
+    if type(attn).__name__ not in ("Attention", "GroupedQueryAttention"):
         return False
-    if attn_only:
+    if getattr(attn, "q_norm", None) is not None or getattr(attn, "k_norm", None) is not None:
+        return False
+    if float(getattr(attn, "attn_scale", float("nan"))) != float(cfg.attn_scale):
+        return False
+    if cfg.attn_only:
         return True
     mlp = getattr(block, "mlp", None)
     return type(mlp).__name__ == "MLP" and hasattr(mlp, "act_fn")

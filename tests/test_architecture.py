@@ -54,6 +54,8 @@ def test_interp_models_keep_their_fast_forwards():
 UNSUPPORTED = [
     ("normalization_type", "LN"),  # without layer_norm=True
     ("positional_embedding_type", "rotary"),
+    ("attention_dir", "bidirectional"),  # no causal mask
+    ("load_in_4bit", True),
     ("act_fn", "silu"),
     ("act_fn", "solu_ln"),  # an activation followed by a LayerNorm inside the MLP
     ("gated_mlp", True),
@@ -110,3 +112,17 @@ def test_modules_must_be_transformer_lens_own(plain):
     model = copy.deepcopy(plain)
     del model.blocks[0].mlp.act_fn
     assert not plain_forward_supported(model)
+
+
+def test_attention_modules_must_match_the_plain_maths(plain):
+    # OLMo's Q/K norms come with original_architecture, not with use_qk_norm.
+    olmo = _modadd_like(original_architecture="Olmo2ForCausalLM", normalization_type="RMS")
+    assert olmo.blocks[0].attn.q_norm is not None and not olmo.cfg.use_qk_norm
+    olmo.cfg.normalization_type = None  # only the Q/K norms are left to refuse the model on
+    assert not plain_forward_supported(olmo)
+    # The hooked forward divides by the module's scale, fixed when it was built.
+    model = copy.deepcopy(plain)
+    model.blocks[0].attn.attn_scale = 2 * model.cfg.attn_scale
+    assert not plain_forward_supported(model)
+    model.cfg.attn_scale = model.blocks[0].attn.attn_scale
+    assert plain_forward_supported(model)

@@ -169,6 +169,16 @@ def test_models_outside_the_fused_path_take_the_hooked_forward():
     tokens = repeated_tokens(rotary, n_seqs=4, half_len=8)
     assert prefix_matching_scores(rotary, tokens)["score"].between(0, 1).all()
 
+    # Bidirectional attention: queries see later keys, which the fused path's causal mask hides.
+    both_ways = _randomise(random_model(seed=9, attention_dir="bidirectional"), seed=3)
+    assert not fused_supported(both_ways)
+    tokens = repeated_tokens(both_ways, n_seqs=6, half_len=7)
+    scores = induction_heads(both_ways, tokens)
+    with hooked_only():
+        assert _max_difference(scores, induction_heads(both_ways, tokens)) == 0.0
+    _, cache = both_ways.run_with_cache(tokens[:1])
+    assert (cache["pattern", 0][0, :, 0, 1:].sum(dim=-1) > 0.1).all()  # position 0 attends to later positions
+
     model = induction_circuit_model()
     tokens = repeated_tokens(model, n_seqs=8, half_len=10)
     clean = copying_scores(model, tokens)
