@@ -78,6 +78,8 @@ print(time.perf_counter() - start, flush=True)
 CEILING_REPEATS = 6
 #: Rounds of 1 then 2 workers for each speed-up.
 ROUNDS = 7
+#: Pause after each timed call of this process (a worker takes ~20 ms to exit).
+SETTLE_SECONDS = 0.1
 
 
 def alternating(measure, repeats: int = ROUNDS) -> tuple[float, float, float]:
@@ -92,11 +94,14 @@ def alternating(measure, repeats: int = ROUNDS) -> tuple[float, float, float]:
 
 def timed(run: Path, repeats: int = ROUNDS) -> tuple[float, float, float]:
     """:func:`alternating` in this process, after a warm-up call; each call timed until the table is
-    returned, by when its pool has reaped its workers."""
+    returned. Its workers may still be exiting then (a background thread reaps them); the pause
+    after each call keeps their exit out of the next call's time."""
     def measure(workers: int) -> float:
         start = time.perf_counter()
         score_checkpoints(run, detectors=["heads"], workers=workers)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        time.sleep(SETTLE_SECONDS)
+        return seconds
 
     score_checkpoints(run, detectors=["heads"], workers=1)
     return alternating(measure, repeats)
@@ -224,7 +229,8 @@ def main() -> int:
         "transformer_lens; 12-17 ms a fork, one after the other, so the second worker starts ~25 ms after the "
         "first); in each worker's first checkpoint ~6,000 page faults on memory it shares with its parent "
         "(~3.7 us each on this VM: ~20-30 ms); an uneven end (the workers finish up to a checkpoint apart); "
-        "and the wait for the last worker's exit (~15 ms), since a call returns once its workers have exited: "
+        "and the table built while the workers exit (each exit takes ~20 ms of a core; a background thread "
+        "reaps them, so the call no longer waits for the last one, which took ~12 ms a job when it did): "
         "~80-100 ms in all, on a job of half a second. Once started, a worker scores a checkpoint as fast as "
         "the serial job does (median 26.4 against 26.0 ms, measured alternating on 2026-12-02), so on 200 "
         "checkpoints the pool comes near the ceiling. The ceiling row is what the two "

@@ -48,7 +48,8 @@ class Executor(Protocol):
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]: ...
 
-    def close(self) -> None: ...
+    def close(self, wait: bool = True) -> None:
+        """Release the workers; ``wait=False``: without waiting for them to finish exiting."""
 
 
 class SerialExecutor:
@@ -64,8 +65,8 @@ class SerialExecutor:
                 result = fn(item)
             yield result
 
-    def close(self) -> None:
-        pass
+    def close(self, wait: bool = True) -> None:
+        """Nothing to release: the items ran in this process."""
 
 
 def _init_worker() -> None:
@@ -96,8 +97,8 @@ class ProcessExecutor:
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
         return self._pool.map_unordered(fn, items, lost)
 
-    def close(self) -> None:
-        self._pool.close()
+    def close(self, wait: bool = True) -> None:
+        self._pool.close(wait)
 
 
 class _SpawnedPool:
@@ -144,8 +145,8 @@ class _SpawnedPool:
                 yield result
             refill()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class DaskExecutor:
@@ -198,7 +199,7 @@ class DaskExecutor:
             future.release()
             yield result
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._owns:
             self.client.close()
 

@@ -15,7 +15,8 @@ worker dies too the item is reported to ``lost`` (without ``lost``, ``BrokenProc
 raised). An exception raised by ``fn`` is raised in the caller. Ctrl-C reaches the caller only:
 workers ignore SIGINT (it is held back during each fork, so it is not lost there) and are killed
 when the caller stops early. Workers exit once nothing is left for them; each call reaps the
-workers of the calls before it, and :meth:`ForkPool.close` the rest.
+workers of the calls before it, and :meth:`ForkPool.close` the rest (or, told not to wait, a
+background thread: a worker's exit takes ~20 ms of its core, which the caller need not wait for).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -181,11 +183,14 @@ class ForkPool:
             return f"killed by signal {number} ({signal.Signals(number).name})"
         return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
-    def close(self) -> None:
-        """Wait for the workers told to exit (each takes ~20 ms to release its memory)."""
-        while self._exited:
-            with suppress(ChildProcessError):  # already reaped
-                os.waitpid(self._exited.pop(), 0)
+    def close(self, wait: bool = True) -> None:
+        """Reap the workers told to exit: wait for them (each takes ~20 ms to release its memory),
+        or with ``wait=False`` leave that to a background thread and return at once."""
+        pids, self._exited = self._exited, []
+        if wait:
+            _reap(pids)
+        elif pids:
+            threading.Thread(target=_reap, args=(pids,), name="fork-pool-reaper", daemon=True).start()
 
 
 def _work(fn, items: list, tasks: Connection, results: Connection) -> None:
@@ -214,6 +219,12 @@ def _work(fn, items: list, tasks: Connection, results: Connection) -> None:
         for stream in (sys.stdout, sys.stderr):
             _flush(stream)
         os._exit(code)
+
+
+def _reap(pids: list[int]) -> None:
+    for pid in pids:
+        with suppress(ChildProcessError):  # already reaped
+            os.waitpid(pid, 0)
 
 
 def _send(worker: _Worker, index: int) -> None:

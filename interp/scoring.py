@@ -255,7 +255,8 @@ def score_checkpoints(
             if on_checkpoint is not None and rows:
                 on_checkpoint(canonical(rows))
             bar.update(1)
-        # Built before the executor is closed: workers release their memory meanwhile.
+        # Built before the executor is closed: workers release their memory meanwhile, and the
+        # caller need not wait for the last of them to finish exiting (close(wait=False)).
         if not new:
             table = canonical(kept)
         elif kept.empty:
@@ -265,7 +266,7 @@ def score_checkpoints(
     finally:
         bar.close()
         if own:
-            executor.close()
+            executor.close(wait=False)
     table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
     return table
 

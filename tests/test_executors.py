@@ -70,6 +70,18 @@ def test_the_workers_exit_after_close():
     assert all(_gone(pid) for pid in pids)  # exited and reaped: no zombie left
 
 
+def test_close_without_waiting_still_reaps_the_workers():
+    import time
+
+    executor = ProcessExecutor(2)
+    pids = set(executor.map_unordered(_pid_after, [0.2] * 4))
+    executor.close(wait=False)
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pids) == 2 and all(_gone(pid) for pid in pids)  # reaped in the background: no zombie
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
