@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import nonfinite_parameters
 from circuits._parallel import one_thread
 from circuits.architecture import plain_forward_supported
 
@@ -142,9 +143,8 @@ def check_modadd_model(model: HookedTransformer, p: int | None = None) -> int:
         raise ValueError(f"input vocabulary d_vocab={cfg.d_vocab} has no '=' token (id p={p}); need d_vocab >= {p + 1}")
     if cfg.n_ctx < 3:
         raise ValueError(f"context n_ctx={cfg.n_ctx} is too short for inputs [a, b, =]")
-    params = [t.detach().reshape(-1) for t in model.parameters()]
-    if params and not bool(torch.isfinite(torch.cat(params)).all()):
-        bad = [name for name, t in model.named_parameters() if not bool(torch.isfinite(t).all())]
+    bad = nonfinite_parameters(model)
+    if bad:
         raise ValueError(f"model has NaN or infinite weights in: {', '.join(bad)}")
     return p
 

@@ -76,7 +76,7 @@ def repeated_tokens(
     than 2 tokens, or for non-positive ``n_seqs``/``half_len``, a ``bos`` outside the vocabulary.
     Probe of Olsson et al. 2022, "In-context learning and induction heads".
     """
-    model = check_model(model)
+    model = check_model(model, weights=False)  # the probe depends on the config alone
     if isinstance(n_seqs, bool) or not isinstance(n_seqs, int) or n_seqs < 1:
         raise ValueError(f"n_seqs must be a positive int, got {n_seqs!r}")
     if bos is None:

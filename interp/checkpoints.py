@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
+from circuits._checks import nonfinite_parameters
 from interp.files import atomic_write
 from interp.models import build_model, config_from_dict, config_to_dict, modadd_config
 from interp.runs import checkpoint_path, list_checkpoints, run_model_config
@@ -174,7 +175,7 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
 
 def nonfinite_weights(model: torch.nn.Module) -> list[str]:
     """Names of the parameters holding a NaN or an infinity (empty for a healthy model)."""
-    return [name for name, t in model.named_parameters() if not bool(torch.isfinite(t).all())]
+    return nonfinite_parameters(model)
 
 
 def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:

@@ -169,6 +169,24 @@ def test_bad_models_are_rejected():
             fn(model)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_models_with_nonfinite_weights_are_rejected(bad):
+    from circuits import ablation_scores, attention_pattern, composition_scores
+
+    model = random_model()
+    tokens = repeated_tokens(model, n_seqs=2, half_len=5)  # the probe needs the config alone
+    with torch.no_grad():
+        model.blocks[1].attn.W_K[2, 3, 1] = bad
+    calls = [induction_heads, previous_token_scores, prefix_matching_scores, copying_scores, ov_copying_scores,
+             composition_scores, ablation_scores, lambda m: attention_pattern(m, 0, 0, tokens[:1])]
+    for fn in calls:
+        with pytest.raises(ValueError, match=r"NaN or infinite weights in: blocks\.1\.attn\.W_K"):
+            fn(model)
+    with torch.no_grad():
+        model.blocks[1].attn.W_K[2, 3, 1] = 1e30  # large but finite: accepted
+    assert induction_heads(model, tokens)["previous_token"].notna().all()
+
+
 def test_bad_tokens_are_rejected(ln_model):
     good = repeated_tokens(ln_model, n_seqs=2, half_len=5)
     with pytest.raises(TypeError, match="integer"):
