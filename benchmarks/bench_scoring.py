@@ -8,13 +8,13 @@ into the one model instance, scoring, building the table):
 
 - checkpoints per second with 1 worker (in-process, the call repeated in one warm process), best
   of the rounds below; target >= 30/s (goal 60);
-- the same with 2 worker processes (pool start-up included), the two alternating, 7 rounds;
+- the same with 2 worker processes (pool start-up included), the two alternating, 15 rounds;
   target speed-up >= 1.6x, judged on the median over rounds of the ratio within a round (both
-  timings of a round see the same machine; the ratio of the two bests, which may come from
-  rounds the machine ran at different speeds, is shown beside it);
+  timings of a round see the same machine; the middle half of those ratios, and the ratio of
+  the two bests, which may come from rounds the machine ran at different speeds, beside it);
 - the same speed-up as ``interp score`` meets it: each call the first in a fresh process (torch
   and the package imported before the clock starts; the model is built and the memory
-  allocator is cold, for 1 worker as for 2), 7 rounds, judged the same way;
+  allocator is cold, for 1 worker as for 2), 15 rounds, judged the same way;
 - the machine's own ceiling for this work: serial scoring in two processes at once against one
   process alone (each scores the run 6 times after a warm-up; the pair starts together),
   ``2 x alone / pair`` from the best of 3 rounds (the median of the rounds' ratios beside it):
@@ -77,22 +77,28 @@ print(time.perf_counter() - start, flush=True)
 """
 CEILING_REPEATS = 6
 #: Rounds of 1 then 2 workers for each speed-up.
-ROUNDS = 7
+ROUNDS = 15
 #: Pause after each timed call of this process (a worker takes ~20 ms to exit).
 SETTLE_SECONDS = 0.1
 
 
-def alternating(measure, repeats: int = ROUNDS) -> tuple[float, float, float]:
+def alternating(measure, repeats: int = ROUNDS) -> tuple[float, float, list[float]]:
     """``measure(workers)`` seconds for 1 then 2 workers, ``repeats`` rounds: the best of each, and the
-    median over rounds of the ratio within a round (both of a round see the same machine)."""
+    ratio within each round (both of a round see the same machine), sorted."""
     seconds: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         for workers in seconds:
             seconds[workers].append(measure(workers))
-    return min(seconds[1]), min(seconds[2]), statistics.median(a / b for a, b in zip(seconds[1], seconds[2]))
+    return min(seconds[1]), min(seconds[2]), sorted(a / b for a, b in zip(seconds[1], seconds[2]))
 
 
-def timed(run: Path, repeats: int = ROUNDS) -> tuple[float, float, float]:
+def spread(ratios: list[float]) -> str:
+    """The middle half of the rounds' ratios, in words."""
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"middle half of the rounds {low:.2f}-{high:.2f}x"
+
+
+def timed(run: Path, repeats: int = ROUNDS) -> tuple[float, float, list[float]]:
     """:func:`alternating` in this process, after a warm-up call; each call timed until the table is
     returned. Its workers may still be exiting then (a background thread reaps them); the pause
     after each call keeps their exit out of the next call's time."""
@@ -107,7 +113,7 @@ def timed(run: Path, repeats: int = ROUNDS) -> tuple[float, float, float]:
     return alternating(measure, repeats)
 
 
-def timed_fresh(run: Path, repeats: int = ROUNDS) -> tuple[float, float, float]:
+def timed_fresh(run: Path, repeats: int = ROUNDS) -> tuple[float, float, list[float]]:
     """:func:`alternating`, each call the first in a fresh process (imports before the clock starts)."""
     def measure(workers: int) -> float:
         out = subprocess.run([sys.executable, "-c", FRESH_SCRIPT, str(run), str(workers)],
@@ -183,14 +189,15 @@ def main() -> int:
             print(f"trained the default induction run in {time.perf_counter() - start:.0f} s")
         n = len(list_checkpoints(run))
         load_before = load_average()
-        one, two, paired = timed(run)
-        fresh_one, fresh_two, fresh_paired = timed_fresh(run)
+        one, two, ratios = timed(run)
+        fresh_one, fresh_two, fresh_ratios = timed_fresh(run)
         alone, pair, most = ceiling(run)
         mem20 = peak_rss_mb(fake_run(run, 20, root))
         big = fake_run(run, 200, root)
         mem200 = peak_rss_mb(big)
-        big_one, big_two, big_paired = timed(big, 2)
+        big_one, big_two, big_ratios = timed(big, 2)
         load_after = load_average()
+    paired, fresh_paired, big_paired = (statistics.median(r) for r in (ratios, fresh_ratios, big_ratios))
     rate1, rate2 = n / one, n / two
     speedup, fresh_speedup = one / two, fresh_one / fresh_two
     growth = mem200[0] - mem20[0]
@@ -200,9 +207,11 @@ def main() -> int:
          verdict(rate1 >= 30, busy)),
         ("checkpoints per second, 2 worker processes", f"{rate2:.1f} /s ({two:.2f} s for {n})", "", ""),
         ("speed-up, 2 workers vs 1, in a warm process (median of the rounds)",
-         f"{paired:.2f}x (ratio of the bests {speedup:.2f}x)", ">= 1.6x", verdict(paired >= 1.6, busy)),
+         f"{paired:.2f}x ({spread(ratios)}; ratio of the bests {speedup:.2f}x)", ">= 1.6x",
+         verdict(paired >= 1.6, busy)),
         ("speed-up, 2 workers vs 1, first call in a fresh process (`interp score`; median of the rounds)",
-         f"{fresh_paired:.2f}x (bests {fresh_one:.2f} s -> {fresh_two:.2f} s: {fresh_speedup:.2f}x)",
+         f"{fresh_paired:.2f}x ({spread(fresh_ratios)}; bests {fresh_one:.2f} s -> {fresh_two:.2f} s: "
+         f"{fresh_speedup:.2f}x)",
          ">= 1.6x", verdict(fresh_paired >= 1.6, busy)),
         ("the machine's ceiling: 2 serial scorers at once vs 1 alone",
          f"{2 * alone / pair:.2f}x ({CEILING_REPEATS} jobs, best of 3: {alone:.2f} s alone, {pair:.2f} s each of two "
