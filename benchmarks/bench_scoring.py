@@ -94,14 +94,15 @@ def alternating(measure, repeats: int = ROUNDS) -> tuple[float, float, list[floa
 
 def spread(ratios: list[float]) -> str:
     """The middle half of the rounds' ratios, in words."""
-    low, _, high = statistics.quantiles(ratios, n=4)
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
     return f"middle half of the rounds {low:.2f}-{high:.2f}x"
 
 
 def timed(run: Path, repeats: int = ROUNDS) -> tuple[float, float, list[float]]:
     """:func:`alternating` in this process, after a warm-up call; each call timed until the table is
     returned. Its workers may still be exiting then (a background thread reaps them); the pause
-    after each call keeps their exit out of the next call's time."""
+    after each call keeps their exit out of the next call's time (a caller scoring again within
+    ~20 ms would share a core with the last worker's exit)."""
     def measure(workers: int) -> float:
         start = time.perf_counter()
         score_checkpoints(run, detectors=["heads"], workers=workers)

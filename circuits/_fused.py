@@ -10,8 +10,8 @@ operations per layer and calls the same per-layer callback as
 hooked ones to float rounding (tested to 1e-5 on random, trained and hand-built models).
 
 Anything else takes the hooked forward: other architectures, dtypes other than float32/float64,
-and a model carrying hooks of its own (a permanent hook may change what the head scores see,
-and only the hooked forward runs it).
+and a model carrying hooks of its own (on a hook point or any other module, or a global module
+hook: a hook may change what the head scores see, and only the hooked forward runs it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from circuits.architecture import plain_forward_supported
 
 __all__ = ["fused_attention_layers", "fused_supported", "hooked_only", "padded_length"]
 
-_ACTS = {"relu": F.relu, "gelu": F.gelu}
 #: The queries carry ``log2(e) / attn_scale``, so that the scores are normalised with ``exp2``.
 LOG2_E = 1.0 / math.log(2.0)
 _enabled = True
@@ -55,8 +54,17 @@ def fused_supported(model: HookedTransformer) -> bool:
     )
 
 
+#: The hook registries of every ``torch.nn.Module`` (forward, pre-forward, with or without kwargs,
+#: backward); a hook in any of them may change what the model's forward computes.
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def _has_own_hooks(model: HookedTransformer) -> bool:
-    return any(point._forward_hooks or point._backward_hooks for point in model.hook_dict.values())
+    """A hook on any module of the model (a HookPoint or any other), or a global module hook."""
+    module_api = torch.nn.modules.module
+    if any(getattr(module_api, f"_global{name}", None) for name in _HOOK_DICTS):
+        return True
+    return any(getattr(module, name, None) for module in model.modules() for name in _HOOK_DICTS)
 
 
 def fused_attention_layers(
@@ -117,7 +125,7 @@ def fused_attention_layers(
         if not cfg.attn_only:
             mlp = block.mlp
             h = _norm(x, getattr(block, "ln2", None), cfg)
-            x = x + _ACTS[cfg.act_fn](h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+            x = x + mlp.act_fn(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
 
 
 def _softmax2(scores: torch.Tensor) -> torch.Tensor:

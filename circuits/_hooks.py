@@ -125,7 +125,10 @@ def run_attention_hooks(
             fwd_hooks.append((f"blocks.{layer}.attn.hook_z", on_z(layer)))
     try:
         with threads_for(model.cfg, tokens):
-            model.run_with_hooks(tokens, return_type=None, stop_at_layer=n_layers, fwd_hooks=fwd_hooks)
+            # An all-ones mask: the probe has no padding. Without it a model whose tokenizer pads on
+            # the left would take a leading BOS equal to its pad token for padding and hide it.
+            model.run_with_hooks(tokens, return_type=None, stop_at_layer=n_layers, fwd_hooks=fwd_hooks,
+                                 attention_mask=torch.ones_like(tokens))
     except _Done:
         pass
     else:

@@ -9,10 +9,13 @@ option changes the result, so a model with any of them must take the model's own
 
 from __future__ import annotations
 
+import torch.nn.functional as F
+
 __all__ = ["PLAIN_ACTIVATIONS", "plain_forward_supported"]
 
-#: MLP activations of the plain forward (``torch.nn.functional.relu`` and ``gelu``).
-PLAIN_ACTIVATIONS = ("relu", "gelu")
+#: MLP activations of the plain forward: ``cfg.act_fn`` -> the function the MLP must hold (a plain
+#: forward calls the MLP's own ``act_fn``).
+PLAIN_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
 def plain_forward_supported(
@@ -36,8 +39,10 @@ def plain_forward_supported(
     (``n_key_value_heads`` unset or equal to ``n_heads``); unquantised weights (no
     ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
     extra post-sublayer norms; an MLP (if any) that is a plain, ungated, single-expert ReLU or
-    GELU ``MLP``; and blocks built of TransformerLens's own ``Attention``/``GroupedQueryAttention``
-    and ``MLP`` classes, not subclasses.
+    GELU ``MLP``; and embeddings and blocks built of TransformerLens's own ``Embed``, ``PosEmbed``,
+    ``TransformerBlock``, ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not
+    subclasses, still in the state the config describes (a module changed after it was built,
+    e.g. its attention type or activation, is refused).
     """
     cfg = model.cfg
     norms = (None, "LN") if layer_norm else (None,)
@@ -65,20 +70,28 @@ def plain_forward_supported(
         and not cfg.post_embedding_ln
         and not getattr(cfg, "use_normalization_before_and_after", False)
     )
-    return config_ok and all(_plain_block(block, cfg) for block in model.blocks)
+    return config_ok and _plain_modules(model) and all(_plain_block(block, cfg) for block in model.blocks)
+
+
+def _plain_modules(model: object) -> bool:
+    """The embeddings are TransformerLens's plain classes (a subclass may change the maths)."""
+    return type(model.embed).__name__ == "Embed" and type(getattr(model, "pos_embed", None)).__name__ == "PosEmbed"
 
 
 def _plain_block(block: object, cfg: object) -> bool:
-    """The block's modules are TransformerLens's plain classes (a subclass may change the maths),
-    its attention without Q/K norms and scaled by ``cfg.attn_scale``, the scale the plain forwards use."""
+    """The block and its modules are TransformerLens's plain classes (a subclass may change the
+    maths) in the state the config describes, which they fix when built: global causal attention
+    without Q/K norms, scaled by ``cfg.attn_scale``; the MLP's activation that of ``cfg.act_fn``."""
     attn = block.attn
-    if type(attn).__name__ not in ("Attention", "GroupedQueryAttention"):
+    if type(block).__name__ != "TransformerBlock" or type(attn).__name__ not in ("Attention", "GroupedQueryAttention"):
         return False
     if getattr(attn, "q_norm", None) is not None or getattr(attn, "k_norm", None) is not None:
+        return False
+    if getattr(attn, "attn_type", "global") != "global" or getattr(attn, "_attention_dir_override", None) not in (None, "causal"):
         return False
     if float(getattr(attn, "attn_scale", float("nan"))) != float(cfg.attn_scale):
         return False
     if cfg.attn_only:
         return True
     mlp = getattr(block, "mlp", None)
-    return type(mlp).__name__ == "MLP" and hasattr(mlp, "act_fn")
+    return type(mlp).__name__ == "MLP" and getattr(mlp, "act_fn", None) is PLAIN_ACTIVATIONS.get(cfg.act_fn)

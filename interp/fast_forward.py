@@ -22,7 +22,6 @@ from transformer_lens import HookedTransformer
 
 from circuits.architecture import plain_forward_supported
 
-_ACTS = {"relu": F.relu, "gelu": F.gelu}
 
 
 def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -67,7 +66,7 @@ def logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
         if not cfg.attn_only:
             mlp = block.mlp
             h = norm(x, getattr(block, "ln2", None))
-            x = x + _ACTS[cfg.act_fn](h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+            x = x + mlp.act_fn(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
     return norm(x, getattr(model, "ln_final", None)) @ model.unembed.W_U + model.unembed.b_U
 
 
@@ -103,5 +102,5 @@ def last_position_logits(model: HookedTransformer, tokens: torch.Tensor) -> torc
     x = _lookup(emb, tokens[:, last]) + pos[last] + z.flatten(1) @ attn.W_O.flatten(0, 1) + attn.b_O
     if not cfg.attn_only:
         mlp = model.blocks[0].mlp
-        x = x + _ACTS[cfg.act_fn](x @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+        x = x + mlp.act_fn(x @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
     return x @ model.unembed.W_U + model.unembed.b_U

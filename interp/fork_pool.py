@@ -187,10 +187,13 @@ class ForkPool:
         """Reap the workers told to exit: wait for them (each takes ~20 ms to release its memory),
         or with ``wait=False`` leave that to a background thread and return at once."""
         pids, self._exited = self._exited, []
-        if wait:
-            _reap(pids)
-        elif pids:
-            threading.Thread(target=_reap, args=(pids,), name="fork-pool-reaper", daemon=True).start()
+        if not wait and pids:
+            try:
+                threading.Thread(target=_reap, args=(pids,), name="fork-pool-reaper", daemon=True).start()
+            except RuntimeError:  # no thread to be had (a thread limit, interpreter shutdown): wait here
+                _reap(pids)
+            return
+        _reap(pids)
 
 
 def _work(fn, items: list, tasks: Connection, results: Connection) -> None:

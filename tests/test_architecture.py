@@ -126,3 +126,23 @@ def test_attention_modules_must_match_the_plain_maths(plain):
     assert not plain_forward_supported(model)
     model.cfg.attn_scale = model.blocks[0].attn.attn_scale
     assert plain_forward_supported(model)
+    # Other state a module fixes when it is built, changed afterwards on the module or the config.
+    changes = [
+        lambda m: setattr(m.blocks[0].attn, "attn_type", "local"),
+        lambda m: setattr(m.blocks[0].attn, "_attention_dir_override", "bidirectional"),
+        lambda m: setattr(m.cfg, "act_fn", "gelu"),  # the MLP still applies ReLU
+        lambda m: setattr(m.blocks[0].mlp, "act_fn", torch.nn.functional.gelu),
+    ]
+    for index, change in enumerate(changes):
+        model = copy.deepcopy(plain)
+        change(model)
+        assert not plain_forward_supported(model), index
+
+
+def test_embeddings_and_blocks_must_be_transformer_lens_own(plain):
+    for owner, name in ((None, "embed"), (None, "pos_embed"), ("blocks", 0)):
+        model = copy.deepcopy(plain)
+        parent = model if owner is None else getattr(model, owner)
+        module = parent[name] if owner else getattr(parent, name)
+        module.__class__ = type("Patched" + type(module).__name__, (type(module),), {})
+        assert not plain_forward_supported(model), name

@@ -169,15 +169,13 @@ def test_models_outside_the_fused_path_take_the_hooked_forward():
     tokens = repeated_tokens(rotary, n_seqs=4, half_len=8)
     assert prefix_matching_scores(rotary, tokens)["score"].between(0, 1).all()
 
-    # Bidirectional attention: queries see later keys, which the fused path's causal mask hides.
-    both_ways = _randomise(random_model(seed=9, attention_dir="bidirectional"), seed=3)
-    assert not fused_supported(both_ways)
+    # Bidirectional attention: queries see later keys, which the fused path's causal mask would hide.
+    causal = _randomise(random_model(seed=9), seed=3)
+    both_ways = random_model(seed=9, attention_dir="bidirectional")
+    both_ways.load_state_dict(causal.state_dict())
+    assert fused_supported(causal) and not fused_supported(both_ways)
     tokens = repeated_tokens(both_ways, n_seqs=6, half_len=7)
-    scores = induction_heads(both_ways, tokens)
-    with hooked_only():
-        assert _max_difference(scores, induction_heads(both_ways, tokens)) == 0.0
-    _, cache = both_ways.run_with_cache(tokens[:1])
-    assert (cache["pattern", 0][0, :, 0, 1:].sum(dim=-1) > 0.1).all()  # position 0 attends to later positions
+    assert _max_difference(induction_heads(both_ways, tokens), induction_heads(causal, tokens)) > 0.05
 
     model = induction_circuit_model()
     tokens = repeated_tokens(model, n_seqs=8, half_len=10)
@@ -191,3 +189,56 @@ def test_models_outside_the_fused_path_take_the_hooked_forward():
         model.reset_hooks(including_permanent=True)
     assert fused_supported(model)
     assert uniform.loc[2, "score"] < clean.loc[2, "score"] - 0.3  # L1H0 no longer attends to its copy
+
+
+def _zero_output(module, inputs, output):
+    return torch.zeros_like(output)
+
+
+def _kwargs_pre_hook(module, args, kwargs):
+    return args, kwargs
+
+
+@pytest.mark.parametrize("where", ["module forward hook", "pre-hook on a hook point", "kwargs pre-hook", "global hook"])
+def test_any_hook_sends_the_model_to_the_hooked_forward(where):
+    model = _randomise(random_model(seed=4), seed=5)
+    tokens = repeated_tokens(model, n_seqs=4, half_len=7)
+    clean = induction_heads(model, tokens)
+    if where == "module forward hook":  # plain torch hooks on modules, as steering code adds them
+        handle = model.blocks[0].mlp.register_forward_hook(_zero_output)
+    elif where == "pre-hook on a hook point":
+        handle = model.blocks[1].hook_resid_pre.register_forward_pre_hook(lambda module, args: (args[0] * 0,))
+    elif where == "kwargs pre-hook":
+        handle = model.blocks[0].attn.register_forward_pre_hook(_kwargs_pre_hook, with_kwargs=True)
+    else:
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda module, args, output: _zero_output(module, args, output) if module is model.blocks[0].mlp else None)
+    try:
+        assert not fused_supported(model)
+        hooked = induction_heads(model, tokens)
+    finally:
+        handle.remove()
+    assert fused_supported(model)
+    if where == "kwargs pre-hook":  # changes nothing: the same scores, by the hooked forward
+        assert _max_difference(hooked, clean) < 1e-5
+    else:
+        assert _max_difference(hooked, clean) > 1e-3  # the hook's change reached the scores
+
+
+def test_a_left_padding_tokenizer_does_not_hide_the_probe_bos():
+    """TransformerLens takes leading pad tokens for padding when its tokenizer pads on the left;
+    the probe's x0 (BOS, here also the pad token) is not padding, on either path."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    model = _randomise(random_model(seed=6), seed=7)
+    model.cfg.default_prepend_bos = False
+    vocab = {"<|endoftext|>": 0, **{f"t{i}": i for i in range(1, int(model.cfg.d_vocab))}}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>")),
+                                        eos_token="<|endoftext|>")
+    model.set_tokenizer(tokenizer, default_padding_side="left")
+    assert model.tokenizer.padding_side == "left" and model.tokenizer.pad_token_id == model.tokenizer.bos_token_id == 0
+    tokens = repeated_tokens(model, n_seqs=4, half_len=7)
+    assert bool((tokens[:, 0] == 0).all())  # x0 is the pad token
+    fused, hooked = _both_paths(model, tokens)
+    assert _max_difference(fused, hooked) < 1e-5
