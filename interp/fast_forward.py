@@ -23,7 +23,6 @@ from transformer_lens import HookedTransformer
 from circuits.architecture import plain_forward_supported
 
 
-
 def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``table[ids]`` through ``F.embedding``, whose gradient is reproducible.
 
