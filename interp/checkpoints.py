@@ -173,9 +173,8 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
                               f"{run} ({describe_shape(expected)})")
 
 
-def nonfinite_weights(model: torch.nn.Module) -> list[str]:
-    """Names of the parameters holding a NaN or an infinity (empty for a healthy model)."""
-    return nonfinite_parameters(model)
+#: Names of the parameters holding a NaN or an infinity (empty for a healthy model).
+nonfinite_weights = nonfinite_parameters
 
 
 def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
