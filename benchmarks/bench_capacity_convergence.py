@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, load_note, machine, markdown_table, write_section  # noqa: E402
 
 from interp.cli import main as interp_main  # noqa: E402
-from interp.memorization import capacity_table, fit_bits_per_parameter, read_cells  # noqa: E402
+from interp.experiments.memorization import capacity_table, fit_bits_per_parameter, read_cells  # noqa: E402
 
 SEEDS = (0, 1, 2)
 BUDGET = 4

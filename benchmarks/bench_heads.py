@@ -50,9 +50,9 @@ from transformer_lens.head_detector import (  # noqa: E402
 )
 
 from circuits import induction_heads, repeated_tokens  # noqa: E402
-from interp.models import build_model, induction_config  # noqa: E402
+from interp.tasks.models import build_model, induction_config  # noqa: E402
 from circuits._fused import hooked_only  # noqa: E402
-from interp.allocator import reuse_freed_memory  # noqa: E402
+from interp.base.allocator import reuse_freed_memory  # noqa: E402
 from common import is_busy, load_average, load_note, machine, rounds_of_each, verdict, write_section  # noqa: E402
 
 N_SEQS = 64

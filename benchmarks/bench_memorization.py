@@ -22,7 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
 
 from interp.cli import main as interp_main  # noqa: E402
-from interp.memorization import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, MemorizationCell, fit_bits_per_parameter  # noqa: E402
+from interp.experiments.memorization import (
+    MEMORIZATION_DATASETS,
+    MEMORIZATION_SIZES,
+    MemorizationCell,
+    fit_bits_per_parameter  # noqa: E402,
+)
 
 
 def main() -> None:

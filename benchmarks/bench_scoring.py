@@ -42,12 +42,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import is_busy, load_average, load_note, machine, verdict, write_section  # noqa: E402
 
-from interp.checkpoints import list_checkpoints  # noqa: E402
-from interp.scoring import score_checkpoints  # noqa: E402
+from interp.runs.checkpoints import list_checkpoints  # noqa: E402
+from interp.scoring.batch import score_checkpoints  # noqa: E402
 
 MEMORY_SCRIPT = """
 import resource, sys
-from interp.scoring import score_checkpoints
+from interp.scoring.batch import score_checkpoints
 table = score_checkpoints(sys.argv[1], detectors=["heads"])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(table))
 """
@@ -56,7 +56,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(table))
 FRESH_SCRIPT = """
 import sys, time
 import circuits
-from interp.scoring import score_checkpoints
+from interp.scoring.batch import score_checkpoints
 start = time.perf_counter()
 score_checkpoints(sys.argv[1], detectors=["heads"], workers=int(sys.argv[2]))
 print(time.perf_counter() - start)
@@ -65,7 +65,7 @@ print(time.perf_counter() - start)
 #: Serial scoring repeated ``k`` times once told to go (after a warm-up call, it says it is ready).
 REPEAT_SCRIPT = """
 import sys, time
-from interp.scoring import score_checkpoints
+from interp.scoring.batch import score_checkpoints
 run, k = sys.argv[1], int(sys.argv[2])
 score_checkpoints(run, detectors=["heads"])
 print("ready", flush=True)

@@ -44,11 +44,11 @@ from common import best_of, is_busy, load_average, load_note, machine, verdict, 
 
 from circuits import grokking_phases, prefix_matching_scores, repeated_token_loss  # noqa: E402
 from interp import build_model, load_model, modadd_config, run_progress_measures  # noqa: E402
-from interp.checkpoints import list_checkpoints  # noqa: E402
-from interp.fast_forward import last_position_logits  # noqa: E402
-from interp.presets import preset  # noqa: E402
+from interp.runs.checkpoints import list_checkpoints  # noqa: E402
+from interp.tasks.fast_forward import last_position_logits  # noqa: E402
+from interp.tasks.presets import preset  # noqa: E402
 from interp.tasks.modular import all_pairs, answers, train_mask  # noqa: E402
-from interp.training import train  # noqa: E402
+from interp.training.loop import train  # noqa: E402
 
 PAPER_EPOCHS = 9_000  # Nanda et al. 2023: test accuracy reaches ~99 % after ~8-10k epochs
 REPEATS = (4, 8, 16, 31)
@@ -121,8 +121,8 @@ def text_figures(out: Path, seed: int, keep: Path | None = None) -> dict:
     ``keep/text<seed>-metrics.csv`` (the curves behind docs/training.md).
     """
     from circuits import per_token_loss
-    from interp.detectors.text import EARLY, LATE, change_points, induction_heads_of, run_corpus_tokens
-    from interp.scoring import score_checkpoints
+    from interp.detectors.text.detector import EARLY, LATE, change_points, induction_heads_of, run_corpus_tokens
+    from interp.scoring.batch import score_checkpoints
 
     _, total = timed_run("text", out, seed)
     start = time.perf_counter()

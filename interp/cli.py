@@ -20,8 +20,8 @@ class UsageError(Exception):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from interp.presets import preset
-    from interp.training import train
+    from interp.tasks.presets import preset
+    from interp.training.loop import train
 
     steps = args.steps if args.steps is not None else args.epochs
     corpus = getattr(args, "corpus", None)
@@ -41,9 +41,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from interp.runs import scored_checkpoint
-    from interp.score_table import SUFFIXES
-    from interp.scoring import check_detectors, score_to_file
+    from interp.runs.layout import scored_checkpoint
+    from interp.scoring.table import SUFFIXES
+    from interp.scoring.batch import check_detectors, score_to_file
 
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:
@@ -66,10 +66,10 @@ def _score(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from interp.report import write_report
-    from interp.score_table import read_table
+    from interp.scoring.table import read_table
 
     if Path(args.table).is_dir():  # a sweep directory (interp sweep): its page
-        from interp.sweep_report import write_sweep_report
+        from interp.experiments.sweep_page import write_sweep_report
 
         path = write_sweep_report(args.table, args.out)
     else:
@@ -98,7 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _memorization(args: argparse.Namespace) -> int:
-    from interp.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
+    from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
 
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed,
@@ -117,8 +117,8 @@ def _memorization(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from interp.presets import SWEEP_GRIDS
-    from interp.sweep import parse_grid, sweep
+    from interp.tasks.presets import SWEEP_GRIDS
+    from interp.experiments.sweep import parse_grid, sweep
 
     if args.grid:
         grid = parse_grid(args.task, args.grid)
@@ -137,10 +137,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.detectors import DETECTORS
-    from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
-    from interp.split_memorization import MEASURED_BITS_PER_PARAMETER
-    from interp.tasks import TASKS
+    from interp.detectors.registry import DETECTORS
+    from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
+    from interp.analysis.split_memorization import MEASURED_BITS_PER_PARAMETER
+    from interp.tasks.registry import TASKS
 
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

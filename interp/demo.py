@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.presets import preset
-from interp.runs import RUN_FILE
+from interp.tasks.presets import preset
+from interp.runs.layout import RUN_FILE
 from interp.report import write_report
-from interp.scoring import score_to_file
-from interp.training import train
+from interp.scoring.batch import score_to_file
+from interp.training.loop import train
 
 __all__ = ["DemoResult", "run_demo"]
 

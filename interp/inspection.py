@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.checkpoints import load_model
-from interp.detectors import DETECTORS
-from interp.runs import run_of
+from interp.runs.checkpoints import load_model
+from interp.detectors.registry import DETECTORS
+from interp.runs.layout import run_of
 
 __all__ = ["inspect_checkpoint"]
 

@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.detectors import DETECTORS, ReportFigure
-from interp.files import atomic_write_text
-from interp.score_table import ERROR_METRIC
+from interp.detectors.registry import DETECTORS
+from interp.base.page import ReportFigure, figure_html, html_page
+from interp.base.files import atomic_write_text
+from interp.scoring.table import ERROR_METRIC
 
-__all__ = ["build_report", "figure_html", "html_page", "write_report"]
-
-
-def figure_html(item: ReportFigure, anchor: str, first: bool) -> str:
-    """``<figure>`` with the plotly figure (plotly.js inlined when ``first``) and its caption."""
-    plot = item.figure.to_html(full_html=False, include_plotlyjs=bool(first), include_mathjax=False,
-                               div_id=f"{anchor}-plot", config={"displaylogo": False})
-    return (f"<figure id='{anchor}'>{plot}<figcaption>{html.escape(item.caption)}</figcaption></figure>")
+__all__ = ["build_report", "write_report"]
 
 
 def build_report(table: pd.DataFrame, title: str = "Circuit scores over training") -> str:
@@ -78,21 +72,6 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         parts.append("<p>The table has no rows.</p>")
     nav = f"<nav class='contents'><b>Contents</b><ol>{''.join(contents)}</ol></nav>\n" if contents else ""
     return html_page(title, nav + "\n".join(parts))
-
-
-def html_page(title: str, body: str) -> str:
-    """A whole HTML page around ``body`` (already HTML), with the reports' plain style."""
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-        ".path{color:#666;font-size:90%}.note{color:#8a4b00}"
-        "nav.contents{background:#f6f6f6;padding:.5em 1em;margin-bottom:1.5em}nav.contents ol{margin:.3em 0}"
-        "figure{margin:1.5em 0}figcaption{color:#333;max-width:900px;margin:.2em 0 0 1em}"
-        "</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
-    )
 
 
 def write_report(table: pd.DataFrame, path: str | Path, title: str = "Circuit scores over training") -> Path:

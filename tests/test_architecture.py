@@ -11,8 +11,8 @@ from transformer_lens.components import MLP, Attention
 
 import interp
 from circuits.architecture import plain_forward_supported
-from interp.fast_forward import supports_fast_forward
-from interp.models import induction_config, memorization_config, modadd_config
+from interp.tasks.fast_forward import supports_fast_forward
+from interp.tasks.models import induction_config, memorization_config, modadd_config
 
 
 def _modadd_like(**changes: object) -> HookedTransformer:

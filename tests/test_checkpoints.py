@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from interp import CheckpointError, build_model, induction_config, load_model, modadd_config
-from interp.checkpoints import checkpoint_path, list_checkpoints, load_cached, save_checkpoint
-from interp.models import config_to_dict
+from interp.runs.checkpoints import checkpoint_path, list_checkpoints, load_cached, save_checkpoint
+from interp.tasks.models import config_to_dict
 from interp.tasks.modular import all_pairs, answers
 
 
@@ -150,8 +150,8 @@ def test_a_full_disk_while_saving_is_one_write_error(tmp_path, monkeypatch):
     import errno
     import os
 
-    from interp import files
-    from interp.files import WriteError
+    from interp.base import files
+    from interp.base.files import WriteError
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -9,9 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
-from interp.checkpoints import list_checkpoints
+from interp.runs.checkpoints import list_checkpoints
 from interp.cli import main
-from interp.score_table import read_table
+from interp.scoring.table import read_table
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -121,7 +121,7 @@ def test_os_errors_are_one_line(tiny_runs, tmp_path, capsys, monkeypatch):
     import errno
     import os
 
-    from interp import files
+    from interp.base import files
 
     ind, _ = tiny_runs
     (tmp_path / "dir.csv").mkdir()
@@ -148,7 +148,7 @@ def test_inspect_refuses_nan_weights_in_one_line(tiny_runs, tmp_path, capsys):
     import torch
 
     from interp import load_model
-    from interp.checkpoints import save_checkpoint
+    from interp.runs.checkpoints import save_checkpoint
 
     ind, _ = tiny_runs
     step, path = list_checkpoints(ind)[-1]

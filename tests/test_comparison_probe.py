@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.comparison_probe import probe_sets, value_probes
-from interp.models import reasoning_config
+from interp.detectors.reasoning.probes import probe_sets, value_probes
+from interp.tasks.models import reasoning_config
 from interp.tasks.comparison import comparison_data
 
 

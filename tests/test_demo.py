@@ -12,7 +12,7 @@ import pytest
 from chromium import inspect_page, problems
 
 from interp.cli import main
-from interp.score_table import read_table
+from interp.scoring.table import read_table
 
 
 @pytest.mark.slow

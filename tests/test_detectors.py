@@ -7,12 +7,12 @@ import pytest
 
 from interp import load_model
 from interp.cli import build_parser, main
-from interp.detectors import DETECTORS, Detector
+from interp.detectors.registry import DETECTORS, Detector
 from interp.inspection import inspect_checkpoint
 from interp.report import build_report
-from interp.runs import list_checkpoints
-from interp.score_table import read_table
-from interp.scoring import score_checkpoints
+from interp.runs.layout import list_checkpoints
+from interp.scoring.table import read_table
+from interp.scoring.batch import score_checkpoints
 
 
 def test_each_detector_writes_exactly_its_metrics(tiny_runs):

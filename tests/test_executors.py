@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from interp.executors import FORK_WORKERS, ProcessExecutor, SerialExecutor
+from interp.scoring.executors import FORK_WORKERS, ProcessExecutor, SerialExecutor
 
 #: The forked pool runs any callable on any items (inherited, not pickled); the spawned one needs picklable ones.
 forked_only = pytest.mark.skipif(not FORK_WORKERS, reason="workers are forked on Linux only")
@@ -19,7 +19,7 @@ def _times_ten_dying_on_three(x: int) -> int:
 @pytest.fixture(params=["forked", "spawned"])
 def pool_kind(request, monkeypatch):
     """Both local pools: forked with the items in memory (Linux) and ProcessPoolExecutor (elsewhere)."""
-    from interp import executors
+    from interp.scoring import executors
 
     monkeypatch.setattr(executors, "FORK_WORKERS", request.param == "forked")
     return request.param
@@ -250,7 +250,7 @@ def test_a_server_that_is_not_dask_fails_in_one_line(monkeypatch, reply):
     import time
 
     pytest.importorskip("distributed")
-    from interp import executors
+    from interp.scoring import executors
 
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 2.0)
     server = socket.socket()
@@ -283,7 +283,7 @@ def test_a_server_that_is_not_dask_fails_in_one_line(monkeypatch, reply):
 
 def test_a_malformed_address_is_named():
     pytest.importorskip("distributed")
-    from interp.executors import make_executor
+    from interp.scoring.executors import make_executor
 
     with pytest.raises(ValueError, match="not a Dask scheduler address: tcp://127.0.0.1 "):
         make_executor(scheduler="tcp://127.0.0.1")
@@ -296,7 +296,7 @@ def test_the_probe_works_inside_a_running_event_loop(monkeypatch):
     import socket
 
     pytest.importorskip("distributed")
-    from interp import executors
+    from interp.scoring import executors
 
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)
     server = socket.socket()

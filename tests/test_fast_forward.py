@@ -1,7 +1,7 @@
 import torch
 
 from interp import build_model, load_model, modadd_config
-from interp.fast_forward import last_position_logits, supports_fast_forward
+from interp.tasks.fast_forward import last_position_logits, supports_fast_forward
 from interp.tasks.modular import all_pairs
 
 
@@ -35,7 +35,7 @@ def test_fast_forward_gradients_match():
 
 
 def test_falls_back_for_other_models():
-    from interp.models import induction_config
+    from interp.tasks.models import induction_config
 
     model = build_model(induction_config(), seed=0)
     assert not supports_fast_forward(model)
@@ -45,8 +45,8 @@ def test_falls_back_for_other_models():
 
 
 def test_fused_attention_forward_equals_model_forward():
-    from interp.fast_forward import logits
-    from interp.models import induction_config, memorization_config
+    from interp.tasks.fast_forward import logits
+    from interp.tasks.models import induction_config, memorization_config
 
     for cfg in (induction_config(), modadd_config(), memorization_config(d_model=32, n_layers=2)):
         model = build_model(cfg, seed=1)
@@ -61,8 +61,8 @@ def test_fused_attention_forward_equals_model_forward():
 
 def test_fast_forward_gradients_are_reproducible():
     """Same weights, same batch: bit-identical gradients (an indexed lookup's backward was not)."""
-    from interp.fast_forward import logits
-    from interp.models import induction_config
+    from interp.tasks.fast_forward import logits
+    from interp.tasks.models import induction_config
 
     for cfg, forward in ((modadd_config(), last_position_logits), (induction_config(), logits)):
         model = build_model(cfg, seed=0)

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from interp import files
-from interp.files import WriteError, atomic_write_text, locked
+from interp.base import files
+from interp.base.files import WriteError, atomic_write_text, locked
 
 
 def _mode(path) -> int:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import interp
-from interp.models import config_to_dict
+from interp.tasks.models import config_to_dict
 from interp.tasks.modular import train_mask
 from circuits import FourierReport, fourier_basis, fourier_report, fourier_spectrum, key_frequencies
 from circuits.fourier import last_position_outputs, neuron_block_fractions, neuron_frequencies

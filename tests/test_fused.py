@@ -9,8 +9,8 @@ import torch
 from circuits import attention_pattern, copying_scores, induction_heads, prefix_matching_scores, repeated_tokens
 from circuits import _hooks
 from circuits._fused import fused_supported, hooked_only
-from interp.checkpoints import load_model
-from interp.runs import list_checkpoints
+from interp.runs.checkpoints import load_model
+from interp.runs.layout import list_checkpoints
 from tests.handbuilt_models import induction_circuit_model, random_model
 
 SCORES = ["previous_token", "prefix_matching", "copying", "ov_copying"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.memorization import (
+from interp.experiments.memorization import (
     MemorizationCell,
     _stop_reason,
     capacity_table,
@@ -17,7 +17,7 @@ from interp.memorization import (
     sweep_cells,
     train_to_saturation,
 )
-from interp.models import build_model, memorization_config
+from interp.tasks.models import build_model, memorization_config
 from interp.tasks.random_sequences import (
     code_length_bits,
     memorized_bits,
@@ -170,7 +170,7 @@ def test_cli_writes_table_capacity_and_page_and_resumes(tmp_path, capsys):
 
 def test_budget_scales_steps_and_window_and_is_part_of_a_cell(tmp_path):
     from interp.cli import main
-    from interp.memorization import CELL_COLUMNS, read_cells
+    from interp.experiments.memorization import CELL_COLUMNS, read_cells
 
     out = tmp_path / "mem"
     args = ["memorization", "--sizes", "16x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16",

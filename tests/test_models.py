@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from interp.models import build_model, config_from_dict, config_to_dict, induction_config, modadd_config
+from interp.tasks.models import build_model, config_from_dict, config_to_dict, induction_config, modadd_config
 
 
 def test_modadd_config_is_the_papers_model():

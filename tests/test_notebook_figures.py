@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from interp.notebook_figures import RENDERERS, use_offline_renderer
+from interp.base.notebook_figures import RENDERERS, use_offline_renderer
 
 
 @pytest.fixture

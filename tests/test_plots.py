@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import pytest
 
 from circuits import FourierReport, GrokkingPhases
-from interp.plots import plot_fourier_spectrum, plot_neuron_clusters, plot_progress_measures
+from interp.detectors.fourier.figures import plot_fourier_spectrum, plot_neuron_clusters, plot_progress_measures
 
 
 def _spectrum() -> pd.DataFrame:
@@ -78,8 +78,8 @@ def test_progress_plot_with_unfinished_phases():
 
 
 def test_every_annotation_has_text_and_each_head_one_colour():
-    from interp.phase import locate_phase_change
-    from interp.plots import plot_head_scores
+    from interp.analysis.phase import locate_phase_change
+    from interp.detectors.heads.figures import plot_head_scores
 
     steps = [0, 50, 100, 150, 200]
     rows = [{"step": s, "layer": la, "head": h, "metric": m, "value": (s / 200) * (la + 1) * (h + 1) / 8}
@@ -105,7 +105,7 @@ def test_spectrum_names_each_key_frequency():
 
 
 def test_head_heatmaps_put_each_score_in_its_cell():
-    from interp.plots import plot_head_heatmaps
+    from interp.detectors.heads.figures import plot_head_heatmaps
 
     rows = [{"step": s, "layer": la, "head": h, "metric": m,
              "value": s / 1000 + la / 10 + h / 100 + (m == "prefix_matching")}
@@ -125,7 +125,7 @@ def test_head_heatmaps_put_each_score_in_its_cell():
 
 
 def test_attention_patterns_side_by_side_with_the_copy_marked():
-    from interp.plots import plot_attention_patterns
+    from interp.detectors.heads.figures import plot_attention_patterns
 
     eye = np.eye(5)
     fig = plot_attention_patterns([("a", eye), ("b", np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None])], half_len=2)

@@ -9,7 +9,7 @@ import torch
 from handbuilt_models import random_model
 
 from circuits import repeated_tokens
-from interp.models import INDUCTION_BOS, build_model, induction_config
+from interp.tasks.models import INDUCTION_BOS, build_model, induction_config
 
 
 @pytest.fixture(scope="module")

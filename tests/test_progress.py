@@ -13,9 +13,9 @@ import torch
 
 import interp
 from circuits import GrokkingPhases, fourier_report, grokking_phases, progress_measures
-from interp.checkpoints import save_checkpoint
-from interp.fourier_runs import run_progress_measures
-from interp.runs import checkpoint_path, run_train_mask
+from interp.runs.checkpoints import save_checkpoint
+from interp.analysis.fourier_runs import run_progress_measures
+from interp.runs.layout import checkpoint_path, run_train_mask
 from interp.tasks.modular import train_mask
 
 COLUMNS = [

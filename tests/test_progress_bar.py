@@ -6,7 +6,7 @@ import io
 
 from tqdm import tqdm
 
-from interp.progress_bar import LOG_INTERVAL, on_terminal, progress_bar
+from interp.base.progress_bar import LOG_INTERVAL, on_terminal, progress_bar
 
 
 class _Terminal(io.StringIO):

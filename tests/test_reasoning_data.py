@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.models import reasoning_config
+from interp.tasks.models import reasoning_config
 from interp.tasks._facts import check_vocabulary
 from interp.tasks.comparison import comparison_data
 from interp.tasks.composition import composition_data

@@ -12,15 +12,24 @@ import torch
 from circuits import one_thread
 from interp import load_model
 from interp.cli import main
-from interp.detectors import DETECTORS
-from interp.detectors.reasoning import ACCURACIES, RANKS, VALUES, accuracy_curve, bridge_lens, label_curves, \
-    rank_curves, run_context, trace_inputs
+from interp.detectors.registry import DETECTORS
+from interp.detectors.reasoning.detector import (
+    ACCURACIES,
+    RANKS,
+    VALUES,
+    accuracy_curve,
+    bridge_lens,
+    label_curves,
+    rank_curves,
+    run_context,
+    trace_inputs,
+)
 from interp.inspection import inspect_checkpoint
-from interp.presets import preset
+from interp.tasks.presets import preset
 from interp.report import build_report
-from interp.runs import list_checkpoints
-from interp.scoring import score_checkpoints
-from interp.training import train
+from interp.runs.layout import list_checkpoints
+from interp.scoring.batch import score_checkpoints
+from interp.training.loop import train
 
 DETECTOR = DETECTORS["reasoning"]
 TINY = {

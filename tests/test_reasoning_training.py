@@ -10,8 +10,8 @@ import pytest
 
 from circuits import one_thread
 from interp.cli import main
-from interp.presets import preset
-from interp.training import train
+from interp.tasks.presets import preset
+from interp.training.loop import train
 
 COLUMNS = ["step", "train_loss", "train_acc", "train_atomic_acc", "train_inferred_acc", "train_ood_atomic_acc",
            "test_id_loss", "test_id_acc", "test_ood_loss", "test_ood_acc"]

@@ -12,12 +12,13 @@ import plotly.graph_objects as go
 import pytest
 
 from interp.cli import main
-from interp.detectors import DETECTORS, ReportFigure
-from interp.detectors.fourier import fourier_measures
-from interp.detectors.heads import ATTENTION_HALF_LEN, final_heads
+from interp.detectors.registry import DETECTORS
+from interp.base.page import ReportFigure
+from interp.detectors.fourier.detector import fourier_measures
+from interp.detectors.heads.detector import ATTENTION_HALF_LEN, final_heads
 from interp.report import build_report
-from interp.score_table import canonical
-from interp.scoring import score_checkpoints
+from interp.scoring.table import canonical
+from interp.scoring.batch import score_checkpoints
 from test_phase import STEPS, sigmoid_curve
 
 
@@ -161,7 +162,7 @@ def test_the_chromium_check_finds_blank_figures_and_empty_annotations(tmp_path):
     """The check the demo's report must pass, on a page with one good figure and three broken ones."""
     from chromium import inspect_page, problems
 
-    from interp.report import figure_html, html_page
+    from interp.base.page import figure_html, html_page
 
     good = go.Figure(go.Bar(x=[1, 2, 3], y=[3.0, 1.0, 2.0]))
     no_data = go.Figure(go.Scatter(x=[1, 2, 3], y=[float("nan")] * 3))

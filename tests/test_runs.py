@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp.runs import RunError, find_checkpoints, list_checkpoints, read_run_info, run_of, step_of
+from interp.runs.layout import RunError, find_checkpoints, list_checkpoints, read_run_info, run_of, step_of
 
 
 def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):
@@ -45,9 +45,9 @@ def test_run_info(tiny_runs, tmp_path):
 def test_fingerprint_follows_the_weights_not_the_bytes(tmp_path):
     import torch
 
-    from interp.checkpoints import save_checkpoint
-    from interp.models import build_model, induction_config
-    from interp.runs import fingerprint
+    from interp.runs.checkpoints import save_checkpoint
+    from interp.tasks.models import build_model, induction_config
+    from interp.runs.layout import fingerprint
 
     model = build_model(induction_config(), seed=0)
     prints = set()

@@ -5,7 +5,7 @@ import random
 
 import pandas as pd
 
-from interp.score_table import COLUMNS, canonical
+from interp.scoring.table import COLUMNS, canonical
 
 
 def _rows() -> list[dict]:

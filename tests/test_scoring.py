@@ -9,10 +9,10 @@ import pytest
 
 import circuits
 import interp
-from interp.checkpoints import list_checkpoints
-from interp.score_table import COLUMNS
-from interp.detectors.heads import METRICS as HEAD_METRICS
-from interp.scoring import score_checkpoints
+from interp.runs.checkpoints import list_checkpoints
+from interp.scoring.table import COLUMNS
+from interp.detectors.heads.detector import METRICS as HEAD_METRICS
+from interp.scoring.batch import score_checkpoints
 
 
 def test_table_schema_and_detector_applicability(tiny_runs):
@@ -40,7 +40,7 @@ def test_table_schema_and_detector_applicability(tiny_runs):
 
 
 def test_fourier_rows_equal_fourier_report(tiny_runs):
-    from interp.runs import run_train_mask
+    from interp.runs.layout import run_train_mask
 
     _, mod = tiny_runs
     table = score_checkpoints(mod, detectors=["fourier"])
@@ -87,7 +87,7 @@ def test_two_workers_give_the_same_table(tiny_runs):
 def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     import os
 
-    import interp.scoring as scoring
+    import interp.scoring.batch as scoring
 
     ind, _ = tiny_runs
     victim = list_checkpoints(ind)[2][1]
@@ -121,7 +121,7 @@ def test_dask_on_loopback_gives_the_same_table(tiny_runs):
 @pytest.mark.slow
 def test_real_induction_run(induction_run):
     """Default recipe: the final checkpoint has an induction head, and the table equals circuits."""
-    from interp.phase import best_head_curve, locate_phase_change
+    from interp.analysis.phase import best_head_curve, locate_phase_change
 
     table = score_checkpoints(induction_run, detectors=["heads"])
     step, final_path = list_checkpoints(induction_run)[-1]
@@ -150,8 +150,8 @@ def test_concurrent_writers_keep_each_others_rows(tiny_runs, tmp_path):
     """Two processes scoring different runs into one table: every row of both survives."""
     import multiprocessing
 
-    from interp.score_table import read_table
-    from interp.scoring import score_to_file
+    from interp.scoring.table import read_table
+    from interp.scoring.batch import score_to_file
 
     ind, mod = tiny_runs
     out = tmp_path / "t.parquet"
@@ -184,7 +184,7 @@ def test_a_foreign_checkpoint_is_its_own_error_row(tiny_runs, tmp_path):
 def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
     import torch
 
-    from interp.checkpoints import save_checkpoint
+    from interp.runs.checkpoints import save_checkpoint
 
     ind, _ = tiny_runs
     run = tmp_path / "ind"
@@ -202,7 +202,7 @@ def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
 
 
 def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
-    from interp.runs import RunError
+    from interp.runs.layout import RunError
 
     _, mod = tiny_runs
     run = tmp_path / "mod"
@@ -217,8 +217,8 @@ def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
 
 def test_a_retrained_run_is_scored_again(tiny_runs, tmp_path):
     from interp.cli import main
-    from interp.score_table import read_table
-    from interp.scoring import score_to_file
+    from interp.scoring.table import read_table
+    from interp.scoring.batch import score_to_file
 
     run = tmp_path / "ind"
     args = ["train", "induction", "--out", str(run), "--steps", "8", "--checkpoint-every", "4", "--quiet"]

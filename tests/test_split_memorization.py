@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from interp.models import config_to_dict, modadd_config
-from interp.presets import preset
-from interp.split_memorization import capacity_bits, dataset_bits, memorized_bits
-from interp.sweep import run_summary
+from interp.tasks.models import config_to_dict, modadd_config
+from interp.tasks.presets import preset
+from interp.analysis.split_memorization import capacity_bits, dataset_bits, memorized_bits
+from interp.experiments.sweep import run_summary
 
 
 def test_memorized_bits_by_hand():
@@ -55,8 +55,8 @@ def test_run_summary_of_hand_made_metrics(tmp_path):
 
 
 def test_the_fourier_detector_writes_the_bits(tiny_runs):
-    from interp.runs import run_train_mask
-    from interp.scoring import score_checkpoints
+    from interp.runs.layout import run_train_mask
+    from interp.scoring.batch import score_checkpoints
 
     _, mod = tiny_runs
     table = score_checkpoints(mod, detectors=["fourier"])

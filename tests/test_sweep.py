@@ -7,10 +7,10 @@ import threading
 import pandas as pd
 import pytest
 
-import interp.sweep as sweep_module
+import interp.experiments.sweep as sweep_module
 from interp.cli import main
-from interp.runs import list_checkpoints
-from interp.sweep import _merge_row, parse_grid, read_sweep, sweep, sweep_cells
+from interp.runs.layout import list_checkpoints
+from interp.experiments.sweep import _merge_row, parse_grid, read_sweep, sweep, sweep_cells
 
 #: Two tiny modadd cells: p = 7 (49 pairs), 12 full-batch steps, widths 4 and 8.
 TINY = {"p": [7], "steps": [12], "d_model": [4, 8]}
@@ -189,7 +189,7 @@ def test_report_of_a_sweep_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "page.html"), "--quiet"]) == 0
     page = (tmp_path / "page.html").read_text()
     assert "2 cells, 1 grokked" in page and page.count("<figure ") == 2
-    from interp.sweep_report import plot_grokking_against_bits
+    from interp.experiments.sweep_page import plot_grokking_against_bits
 
     figure = plot_grokking_against_bits(read_sweep(tmp_path / "sweep"))
     not_grokked = figure.data[2]

@@ -11,7 +11,7 @@ from handbuilt_models import induction_circuit_model
 
 from circuits import icl_score_from_losses, in_context_learning_score, per_token_loss
 from interp.cli import main
-from interp.phase import locate_phase_change
+from interp.analysis.phase import locate_phase_change
 from interp.tasks.induction import step_generator
 from interp.tasks.text import BOS, D_VOCAB, encode, load_corpus
 
@@ -85,8 +85,8 @@ def test_steepest_fall_uses_the_same_rule():
 
 def test_probe_of_a_byte_model_draws_from_its_alphabet(tmp_path):
     from circuits import repeated_tokens
-    from interp.detectors.heads import probe_options
-    from interp.models import build_model, text_config
+    from interp.detectors.heads.detector import probe_options
+    from interp.tasks.models import build_model, text_config
 
     model = build_model(text_config(n_ctx=65), seed=0)
     default = repeated_tokens(model)
@@ -105,7 +105,7 @@ def test_probe_of_a_byte_model_draws_from_its_alphabet(tmp_path):
 
 
 def test_text_preset_cools_down_over_the_last_quarter():
-    from interp.presets import preset
+    from interp.tasks.presets import preset
 
     options = preset("text")
     assert options.lr_schedule == "cooldown" and options.steps == 4000
@@ -116,7 +116,7 @@ def test_text_preset_cools_down_over_the_last_quarter():
 def test_change_points_of_a_run_skip_the_first_moments():
     import pandas as pd
 
-    from interp.detectors.text import change_points
+    from interp.detectors.text.detector import change_points
 
     steps = [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
     icl = [-0.23, -0.2, -0.1, 0.0, -0.15, -0.05, 0.0, 0.0, -0.02, -0.05, -0.1, -0.3, -0.45, -0.5, -0.5, -0.52, -0.5, -0.5]
@@ -195,7 +195,7 @@ def test_stdlib_corpus():
 def test_text_task_models_and_run_description(tmp_path):
     import dataclasses
 
-    from interp.presets import preset
+    from interp.tasks.presets import preset
     from interp.tasks.text import TextTask
 
     folder = str(_letters_corpus(tmp_path / "c"))
@@ -242,9 +242,9 @@ def tiny_text_run(tmp_path_factory):
 @pytest.mark.slow
 def test_text_detector_scores_a_text_run_and_skips_other_runs(tiny_text_run, tiny_runs, tmp_path):
     from interp import load_model
-    from interp.detectors import DETECTORS
+    from interp.detectors.registry import DETECTORS
     from interp.report import build_report
-    from interp.scoring import score_checkpoints
+    from interp.scoring.batch import score_checkpoints
 
     info = json.loads((tiny_text_run / "run.json").read_text())
     assert info["task"]["name"] == "text" and info["task"]["corpus"].endswith("corpus")

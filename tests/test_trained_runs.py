@@ -13,9 +13,9 @@ from circuits import (
     repeated_token_loss,
 )
 from interp import load_model
-from interp.checkpoints import list_checkpoints
-from interp.presets import preset
-from interp.training import train
+from interp.runs.checkpoints import list_checkpoints
+from interp.tasks.presets import preset
+from interp.training.loop import train
 from interp import run_progress_measures, run_train_mask
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.checkpoints import list_checkpoints
+from interp.runs.checkpoints import list_checkpoints
 from interp.cli import main
-from interp.presets import preset
-from interp.training import RunError, checkpoint_steps, train
+from interp.tasks.presets import preset
+from interp.training.loop import RunError, checkpoint_steps, train
 
 SMALL = ["--steps", "20", "--checkpoint-every", "10", "--quiet"]
 TINY = ["--steps", "8", "--checkpoint-every", "4", "--quiet"]
@@ -137,7 +137,7 @@ def test_steps_overrides_the_preset_on_a_fresh_run(tmp_path):
 
 
 def test_learning_rate_schedules():
-    from interp.presets import TrainOptions
+    from interp.tasks.presets import TrainOptions
 
     linear = TrainOptions(task="induction", lr=1.0, steps=100, warmup_steps=10, lr_schedule="linear")
     assert linear.lr_at(0) == pytest.approx(0.1)  # warm-up, and decay already under way
@@ -150,7 +150,7 @@ def test_learning_rate_schedules():
 
 
 def test_weight_decay_ramps_when_an_end_is_set(tmp_path):
-    from interp.presets import TrainOptions
+    from interp.tasks.presets import TrainOptions
 
     ramp = TrainOptions(task="modadd", steps=100, weight_decay=2.0, weight_decay_end=4.0)
     assert [ramp.weight_decay_at(s) for s in (0, 50, 100)] == pytest.approx([2.0, 3.0, 4.0])
@@ -161,7 +161,7 @@ def test_weight_decay_ramps_when_an_end_is_set(tmp_path):
         with pytest.raises(ValueError, match="weight_decay_ramp_start"):
             TrainOptions(task="modadd", weight_decay_ramp_start=bad)
     # the loop applies it: from 0 at step 0 the runs agree; at step 1 the decay differs
-    from interp.checkpoints import read_checkpoint
+    from interp.runs.checkpoints import read_checkpoint
 
     weights = {}
     for end in (0.0, 10.0):

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp.checkpoints import CheckpointError, load_model
-from interp.runs import RunError, fingerprint, scored_checkpoint
+from interp.runs.checkpoints import CheckpointError, load_model
+from interp.runs.layout import RunError, fingerprint, scored_checkpoint
 
 __all__ = ["final_model", "final_model_with"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.fast_forward import logits as fast_logits
+from interp.tasks.fast_forward import logits as fast_logits
 from interp.tasks.induction import step_generator
 
 #: Longest query (``h r1 r2``, ``attr e1 e2``); every query is padded to it.

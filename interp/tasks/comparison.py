@@ -29,7 +29,7 @@ from functools import cached_property
 
 import torch
 
-from interp.models import reasoning_config
+from interp.tasks.models import reasoning_config
 from interp.tasks._facts import Facts, FactsTask, choose, queries
 
 #: Version of the generator, recorded in run.json: a run resumes only on the data it began with.

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.fast_forward import logits as fast_logits
-from interp.models import INDUCTION_BOS, induction_config
+from interp.tasks.fast_forward import logits as fast_logits
+from interp.tasks.models import INDUCTION_BOS, induction_config
 
 #: Version of the data generator, recorded in run.json: a run resumes only on the data it began with.
 DATA_VERSION = "copied-spans-v1"

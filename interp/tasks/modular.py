@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from circuits import modadd_answers, modadd_inputs
-from interp.fast_forward import last_position_logits
-from interp.models import modadd_config
+from interp.tasks.fast_forward import last_position_logits
+from interp.tasks.models import modadd_config
 
 
 def all_pairs(p: int) -> torch.Tensor:

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from interp.fast_forward import logits as fast_logits
-from interp.models import TEXT_BOS, TEXT_VOCAB, text_config
+from interp.tasks.fast_forward import logits as fast_logits
+from interp.tasks.models import TEXT_BOS, TEXT_VOCAB, text_config
 from interp.tasks.induction import step_generator
 
 __all__ = ["BOS", "D_VOCAB", "DATA_VERSION", "HELD_OUT_SHARE", "Corpus", "TextTask", "encode", "load_corpus",

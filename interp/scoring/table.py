@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.files import atomic_write
+from interp.base.files import atomic_write
 
 __all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "write_table"]
 

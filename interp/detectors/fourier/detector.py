@@ -28,10 +28,11 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors.spec import Detector, Row
+from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.runs import RunError, run_train_mask
-from interp.split_memorization import (
+from interp.runs.layout import RunError, run_train_mask
+from interp.analysis.split_memorization import (
     CAPACITY_SOURCES,
     MEASURED_BITS_PER_PARAMETER,
     PAPER_BITS_PER_PARAMETER,
@@ -131,7 +132,7 @@ def report(rows: pd.DataFrame) -> list[Any]:
     """The grokking phases, the final checkpoint's Fourier spectrum and neuron clusters, the progress
     measures, the memorised bits against capacity."""
     from circuits import GrokkingPhases, grokking_phases
-    from interp.plots import plot_progress_measures
+    from interp.detectors.fourier.figures import plot_progress_measures
 
     measures = fourier_measures(rows)
     if measures.empty:
@@ -165,7 +166,7 @@ def report(rows: pd.DataFrame) -> list[Any]:
 
 def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer | None) -> list[Any]:
     """Memorised bits over training, the phases shaded, with the data's bits and the capacity lines."""
-    from interp.plots import plot_memorized_bits
+    from interp.detectors.fourier.figures import plot_memorized_bits
 
     if "memorized_bits" not in measures or measures["memorized_bits"].isna().all():
         return []
@@ -188,7 +189,7 @@ def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer |
 def _circuit_figures(model: HookedTransformer | None, step: int | None, why: str) -> list[Any]:
     """The Fourier spectrum with the key frequencies and the neuron clusters of the final checkpoint."""
     from circuits import fourier_report
-    from interp.plots import plot_fourier_spectrum, plot_neuron_clusters
+    from interp.detectors.fourier.figures import plot_fourier_spectrum, plot_neuron_clusters
 
     why = why or (applies(model) or "")
     if why:

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.detectors import ReportFigure
-from interp.files import atomic_write_text
-from interp.report import figure_html, html_page
-from interp.split_memorization import CAPACITY_SOURCES
+from interp.base.page import ReportFigure
+from interp.base.files import atomic_write_text
+from interp.base.page import figure_html, html_page
+from interp.analysis.split_memorization import CAPACITY_SOURCES
 
 __all__ = ["build_sweep_page", "plot_grokking_against_bits", "plot_peak_memorized", "write_sweep_report"]
 
@@ -108,7 +108,7 @@ def build_sweep_page(table: pd.DataFrame, title: str = "Training sweep: grokking
 def write_sweep_report(table: pd.DataFrame | str | Path, path: str | Path) -> Path:
     """Write :func:`build_sweep_page` of ``table`` (or of the sweep directory's ``runs.csv``) to ``path``."""
     if not isinstance(table, pd.DataFrame):
-        from interp.sweep import read_sweep
+        from interp.experiments.sweep import read_sweep
 
         table = read_sweep(table)
     path = Path(path)

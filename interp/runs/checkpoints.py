@@ -23,9 +23,9 @@ from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
 from circuits._checks import nonfinite_parameters
-from interp.files import atomic_write
-from interp.models import build_model, config_from_dict, config_to_dict, modadd_config
-from interp.runs import checkpoint_path, list_checkpoints, run_model_config
+from interp.base.files import atomic_write
+from interp.tasks.models import build_model, config_from_dict, config_to_dict, modadd_config
+from interp.runs.layout import checkpoint_path, list_checkpoints, run_model_config
 
 __all__ = [
     "CheckpointError",

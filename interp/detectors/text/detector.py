@@ -27,11 +27,12 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors.spec import Detector, Row
+from interp.base.page import ReportFigure
 from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
-from interp.phase import best_head_curve, locate_phase_change
-from interp.runs import RunError, read_run_info
+from interp.analysis.phase import best_head_curve, locate_phase_change
+from interp.runs.layout import RunError, read_run_info
 
 __all__ = ["DETECTOR", "METRICS", "MIN_ICL_DROP", "SKIP_SHARE", "change_points", "icl_curve", "induction_heads_of",
            "run_corpus_tokens"]
@@ -45,7 +46,7 @@ SKIP_SHARE = 0.05
 
 
 def applies(model: HookedTransformer) -> str | None:
-    from interp.models import TEXT_VOCAB
+    from interp.tasks.models import TEXT_VOCAB
 
     if int(model.cfg.d_vocab) < TEXT_VOCAB:
         return f"d_vocab={model.cfg.d_vocab} is not a byte vocabulary (needs >= {TEXT_VOCAB}: bytes and BOS)"
@@ -137,7 +138,7 @@ def induction_heads_of(rows: pd.DataFrame) -> list[tuple[int, int]]:
 
 def report(rows: pd.DataFrame) -> list[Any]:
     """The two change points, the in-context learning score beside prefix matching, losses, the ablation."""
-    from interp.text_plots import plot_icl_curves
+    from interp.detectors.text.figures import plot_icl_curves
 
     heads, curve, pm, icl = change_points(rows)
     parts: list[Any] = [_sentence(curve, pm, icl, int(rows["step"].max()))]
@@ -171,7 +172,7 @@ def _sentence(curve: pd.DataFrame, pm: Any, icl: Any, last: int) -> str:
 def _ablation_figure(rows: pd.DataFrame) -> list[Any]:
     """Per-token held-out loss of the final checkpoint, clean and with its induction heads zero-ablated."""
     from circuits import per_token_loss
-    from interp.text_plots import plot_token_losses
+    from interp.detectors.text.figures import plot_token_losses
 
     heads = induction_heads_of(rows)
     if not heads:

@@ -32,8 +32,8 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from circuits import one_thread
-from interp.allocator import reuse_freed_memory
-from interp.fork_pool import ForkPool
+from interp.base.allocator import reuse_freed_memory
+from interp.scoring.fork_pool import ForkPool
 
 __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
 

@@ -44,11 +44,18 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.comparison_probe import POSITIONS as PROBE_POSITIONS, ProbeSet, label_probes, probe_sets, value_probes
-from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors.reasoning.probes import (
+    POSITIONS as PROBE_POSITIONS,
+    ProbeSet,
+    label_probes,
+    probe_sets,
+    value_probes,
+)
+from interp.detectors.spec import Detector, Row
+from interp.base.page import ReportFigure
 from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
-from interp.runs import RunError, read_run_info
+from interp.runs.layout import RunError, read_run_info
 
 __all__ = ["DETECTOR", "METRICS", "POSITIONS", "VALUES", "ReasoningContext", "accuracy_curve", "bridge_lens",
            "first_step_at", "label_curves", "rank_curves", "run_context", "trace", "trace_inputs", "value_grids"]
@@ -113,8 +120,8 @@ def run_context(run_dir: str | Path | None) -> ReasoningContext:
     on. Raises :class:`interp.RunError` (one line) for a checkpoint outside a run, a run of
     another task, or data this version no longer generates.
     """
-    from interp.presets import TrainOptions
-    from interp.tasks import make_task
+    from interp.tasks.presets import TrainOptions
+    from interp.tasks.registry import make_task
 
     info = read_run_info(run_dir) if run_dir is not None else None
     if info is None:
@@ -315,7 +322,7 @@ def trace(model: HookedTransformer, context: ReasoningContext, split: str, n: in
 
 def report(rows: pd.DataFrame) -> list[Any]:
     """Accuracies over training, the bridge entity's logit lens over training, the final heatmaps."""
-    from interp.reasoning_plots import plot_rank_curves, plot_reasoning_accuracy
+    from interp.detectors.reasoning.figures import plot_rank_curves, plot_reasoning_accuracy
 
     curve = accuracy_curve(rows)
     if curve.empty:
@@ -360,7 +367,7 @@ def _sentence(curve: pd.DataFrame) -> str:
 
 def _final_figures(rows: pd.DataFrame) -> list[Any]:
     """Logit-lens (composition) and causal-tracing heatmaps of the final checkpoint, ID beside OOD."""
-    from interp.reasoning_plots import plot_state_heatmaps
+    from interp.detectors.reasoning.figures import plot_state_heatmaps
 
     model, step, context, why = final_model_with(rows, run_context)
     if why:

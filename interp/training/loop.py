@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from interp.allocator import reuse_freed_memory
-from interp.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
-from interp.files import atomic_write_text, holds_nothing
-from interp.models import build_model, config_to_dict
-from interp.presets import TrainOptions
-from interp.progress_bar import progress_bar
-from interp.runs import (
+from interp.base.allocator import reuse_freed_memory
+from interp.runs.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
+from interp.base.files import atomic_write_text, holds_nothing
+from interp.tasks.models import build_model, config_to_dict
+from interp.tasks.presets import TrainOptions
+from interp.base.progress_bar import progress_bar
+from interp.runs.layout import (
     METRICS_FILE,
     OPTIMIZER_FILE,
     RUN_FILE,
@@ -34,7 +34,7 @@ from interp.runs import (
     list_checkpoints,
     read_run_info,
 )
-from interp.tasks import make_task
+from interp.tasks.registry import make_task
 
 
 def checkpoint_steps(total: int, every: int | None = None) -> list[int]:

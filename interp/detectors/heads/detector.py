@@ -32,10 +32,11 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.detectors import Detector, ReportFigure, Row
+from interp.detectors.spec import Detector, Row
+from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.phase import best_head_curve, locate_phase_change
-from interp.runs import read_run_info
+from interp.analysis.phase import best_head_curve, locate_phase_change
+from interp.runs.layout import read_run_info
 
 __all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
 
@@ -107,7 +108,7 @@ def final_heads(rows: pd.DataFrame) -> pd.DataFrame:
 
 def report(rows: pd.DataFrame) -> list[Any]:
     """The phase-change sentence, the detected heads' attention, score heatmaps and curves, the final head table."""
-    from interp.plots import plot_head_scores
+    from interp.detectors.heads.figures import plot_head_scores
 
     curve = best_head_curve(rows)
     pc = locate_phase_change(curve["step"], curve["score"]) if not curve.empty else None
@@ -143,7 +144,7 @@ def _pick(heads: pd.DataFrame, flag: str, metric: str) -> tuple[int, int, float,
 def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
     """The attention of the strongest previous-token and induction heads on one repeated sequence."""
     from circuits import attention_pattern, repeated_tokens
-    from interp.plots import plot_attention_patterns
+    from interp.detectors.heads.figures import plot_attention_patterns
 
     if heads.empty or not {"previous_token", "prefix_matching"} <= set(heads.columns):
         return ["<p class='note'>Attention patterns not drawn: no head scores at the final checkpoint.</p>"]
@@ -170,7 +171,7 @@ def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
 
 def _heatmap_figure(rows: pd.DataFrame, pc: Any) -> ReportFigure:
     """Layer x head score heatmaps just before and after the phase change and at the final checkpoint."""
-    from interp.plots import plot_head_heatmaps
+    from interp.detectors.heads.figures import plot_head_heatmaps
 
     last = int(rows["step"].max())
     steps = [(pc.start_step, "before"), (pc.end_step, "after")] if pc is not None else []

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from interp.allocator import reuse_freed_memory
+from interp.base.allocator import reuse_freed_memory
 
 __all__ = ["ForkPool"]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.detectors import ReportFigure
-from interp.files import atomic_write_text
-from interp.memorization import capacity_table, fit_bits_per_parameter
-from interp.report import figure_html, html_page
-from interp.split_memorization import PAPER_BITS_PER_PARAMETER
+from interp.base.page import ReportFigure
+from interp.base.files import atomic_write_text
+from interp.experiments.memorization import capacity_table, fit_bits_per_parameter
+from interp.base.page import figure_html, html_page
+from interp.analysis.split_memorization import PAPER_BITS_PER_PARAMETER
 
 __all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_report"]
 

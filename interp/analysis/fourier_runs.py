@@ -19,9 +19,9 @@ import torch
 
 from circuits.progress import fourier_report
 from circuits.progress import progress_measures as _progress_measures
-from interp.checkpoints import CheckpointError, load_model
-from interp.progress_bar import progress_bar
-from interp.runs import CHECKPOINT_DIR, list_checkpoints, run_train_mask, step_of
+from interp.runs.checkpoints import CheckpointError, load_model
+from interp.base.progress_bar import progress_bar
+from interp.runs.layout import CHECKPOINT_DIR, list_checkpoints, run_train_mask, step_of
 
 __all__ = ["progress_measures", "run_progress_measures", "run_train_mask"]
 

@@ -49,10 +49,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from interp.executors import make_executor
-from interp.fast_forward import logits as fast_logits
-from interp.models import build_model, memorization_config
-from interp.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
+from interp.scoring.executors import make_executor
+from interp.tasks.fast_forward import logits as fast_logits
+from interp.tasks.models import build_model, memorization_config
+from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
 from interp.tasks.random_sequences import (
     code_length_bits,
     memorized_bits,
@@ -245,7 +245,7 @@ def memorization_sweep(
     process, ``workers`` local processes, or a Dask scheduler. A cell that fails becomes a row
     with ``stopped_by="error"`` and the reason in ``error``.
     """
-    from interp.progress_bar import progress_bar
+    from interp.base.progress_bar import progress_bar
 
     done = []
     if existing is not None and not existing.empty:
@@ -340,8 +340,8 @@ def memorization_sweep_to_dir(cells: Sequence[MemorizationCell], out: str | Path
     it are kept, so an interrupted sweep resumes), ``OUT/capacity.csv`` (:func:`capacity_table`)
     and ``OUT/memorization.html``. ``options`` go to :func:`memorization_sweep`.
     """
-    from interp.files import atomic_write
-    from interp.memorization_report import write_memorization_report
+    from interp.base.files import atomic_write
+    from interp.experiments.memorization_page import write_memorization_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():

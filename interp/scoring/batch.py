@@ -26,13 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from interp.allocator import reuse_freed_memory
-from interp.checkpoints import CheckpointError, load_cached, nonfinite_weights
-from interp.detectors import DETECTORS
-from interp.executors import Executor, make_executor
-from interp.files import locked
-from interp.runs import CheckpointRef, find_checkpoints, fingerprint, read_run_info, run_of
-from interp.score_table import ERROR_METRIC, canonical, empty_table, read_table, write_table
+from interp.base.allocator import reuse_freed_memory
+from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
+from interp.detectors.registry import DETECTORS
+from interp.scoring.executors import Executor, make_executor
+from interp.base.files import locked
+from interp.runs.layout import CheckpointRef, find_checkpoints, fingerprint, read_run_info, run_of
+from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, write_table
 
 __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
 
@@ -226,7 +226,7 @@ def score_checkpoints(
     the new rows. ``table.attrs["skipped"]`` maps run -> {detector: reason} for detectors that
     did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
-    from interp.progress_bar import progress_bar
+    from interp.base.progress_bar import progress_bar
 
     reuse_freed_memory()
     detectors = check_detectors(detectors)

@@ -36,14 +36,19 @@ from typing import Any
 
 import pandas as pd
 
-from interp.executors import make_executor
-from interp.files import atomic_write, holds_nothing, locked
-from interp.models import build_model
-from interp.presets import TrainOptions, preset
-from interp.runs import METRICS_FILE, RUN_FILE, RunError, read_run_info, run_train_mask
-from interp.split_memorization import MEASURED_BITS_PER_PARAMETER, capacity_bits, dataset_bits, memorized_bits
-from interp.tasks import TASKS, make_task
-from interp.training import train
+from interp.scoring.executors import make_executor
+from interp.base.files import atomic_write, holds_nothing, locked
+from interp.tasks.models import build_model
+from interp.tasks.presets import TrainOptions, preset
+from interp.runs.layout import METRICS_FILE, RUN_FILE, RunError, read_run_info, run_train_mask
+from interp.analysis.split_memorization import (
+    MEASURED_BITS_PER_PARAMETER,
+    capacity_bits,
+    dataset_bits,
+    memorized_bits,
+)
+from interp.tasks.registry import TASKS, make_task
+from interp.training.loop import train
 
 __all__ = [
     "LOOP_OPTIONS",
@@ -388,8 +393,8 @@ def sweep(
     sweep page ``out/sweep.html`` at the end (:mod:`interp.sweep_report`). ``ValueError`` for a
     bad grid, or when a finished cell's run was trained with other options than the cell's.
     """
-    from interp.progress_bar import progress_bar
-    from interp.sweep_report import write_sweep_report
+    from interp.base.progress_bar import progress_bar
+    from interp.experiments.sweep_page import write_sweep_report
 
     if not bits_per_parameter > 0:
         raise ValueError(f"bits per parameter must be positive, got {bits_per_parameter}")

@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: atomic files and locks, the allocator, progress bars, HTML page pieces, the notebook renderer."""

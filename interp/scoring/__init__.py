@@ -1,0 +1,1 @@
+"""Batch scoring: the job runner, its executors, the long scores table."""

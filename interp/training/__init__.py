@@ -1,0 +1,1 @@
+"""The training loop: AdamW, evaluation, checkpoints, resume, progress bar."""
