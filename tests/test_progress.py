@@ -15,7 +15,8 @@ import interp
 from circuits import GrokkingPhases, fourier_report, grokking_phases, progress_measures
 from interp.runs.checkpoints import save_checkpoint
 from interp.analysis.fourier_runs import run_progress_measures
-from interp.runs.layout import checkpoint_path, run_train_mask
+from interp.runs.layout import checkpoint_path
+from interp.runs.record import run_train_mask
 from interp.tasks.modular import train_mask
 
 COLUMNS = [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interp.runs.layout import RunError, find_checkpoints, list_checkpoints, read_run_info, run_of, step_of
+from interp.runs.layout import RunError, find_checkpoints, list_checkpoints, run_of, step_of
+from interp.runs.record import read_run
 
 
 def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):
@@ -32,14 +33,20 @@ def test_step_and_run_of_a_path(tiny_runs, tmp_path):
 
 def test_run_info(tiny_runs, tmp_path):
     ind, _ = tiny_runs
-    assert read_run_info(ind)["task"]["name"] == "induction"
-    assert read_run_info(tmp_path) is None
+    info = read_run(ind)
+    assert info.task_name == "induction" and info.run_dir == ind
+    assert info.options().task == "induction" and info.seed == info.options().seed
+    assert info.rebuild_task().describe() == info.task  # the same data, rebuilt from the record
+    assert read_run(tmp_path) is None
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(RunError, match="unreadable run.json"):
-        read_run_info(tmp_path)
+        read_run(tmp_path)
     (tmp_path / "run.json").write_text("[1, 2]")
     with pytest.raises(RunError, match="expected an object"):
-        read_run_info(tmp_path)
+        read_run(tmp_path)
+    (tmp_path / "run.json").write_text('{"task": {"name": "induction"}, "training": {"no_such_option": 1}}')
+    with pytest.raises(RunError, match="unreadable training options"):
+        read_run(tmp_path).options()
 
 
 def test_fingerprint_follows_the_weights_not_the_bytes(tmp_path):

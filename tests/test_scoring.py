@@ -40,7 +40,7 @@ def test_table_schema_and_detector_applicability(tiny_runs):
 
 
 def test_fourier_rows_equal_fourier_report(tiny_runs):
-    from interp.runs.layout import run_train_mask
+    from interp.runs.record import run_train_mask
 
     _, mod = tiny_runs
     table = score_checkpoints(mod, detectors=["fourier"])

@@ -55,7 +55,7 @@ def test_run_summary_of_hand_made_metrics(tmp_path):
 
 
 def test_the_fourier_detector_writes_the_bits(tiny_runs):
-    from interp.runs.layout import run_train_mask
+    from interp.runs.record import run_train_mask
     from interp.scoring.batch import score_checkpoints
 
     _, mod = tiny_runs

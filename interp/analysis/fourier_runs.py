@@ -17,40 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from circuits.progress import fourier_report
-from circuits.progress import progress_measures as _progress_measures
-from interp.runs.checkpoints import CheckpointError, load_model
+from circuits import fourier_report
+from circuits import progress_measures as _progress_measures
+from interp.runs.checkpoints import load_model
 from interp.base.progress_bar import progress_bar
-from interp.runs.layout import CHECKPOINT_DIR, list_checkpoints, run_train_mask, step_of
+from interp.runs.layout import checkpoint_series
+from interp.runs.record import run_train_mask
 
 __all__ = ["progress_measures", "run_progress_measures", "run_train_mask"]
-
-
-def _checkpoints(source: str | Path | Sequence[str | Path]) -> tuple[list[tuple[int, Path]], Path | None]:
-    """(step, path) pairs sorted by step, and the run directory they come from (if one)."""
-    if isinstance(source, (str, Path)):
-        source = Path(source)
-        if source.is_dir():
-            found = list_checkpoints(source)
-            if not found:
-                raise CheckpointError(f"{source}: run directory has no checkpoints/step_*.safetensors")
-            return found, source
-        source = [source]
-    paths = [Path(s) for s in source]
-    if not paths:
-        raise ValueError("no checkpoints given")
-    pairs = []
-    for i, path in enumerate(paths):
-        if not path.exists():
-            raise FileNotFoundError(f"no such checkpoint: {path}")
-        step = step_of(path)
-        pairs.append((i if step is None else step, path))
-    steps = [s for s, _ in pairs]
-    if len(set(steps)) != len(steps):
-        raise ValueError("checkpoints have duplicate steps; name them step_<N> or pass a run directory")
-    in_runs = [p.parent.parent for p in paths if p.parent.name == CHECKPOINT_DIR]
-    run_dir = in_runs[0] if len(in_runs) == len(paths) and len(set(in_runs)) == 1 else None
-    return sorted(pairs), run_dir
 
 
 def run_progress_measures(
@@ -75,7 +49,7 @@ def run_progress_measures(
     Returns the DataFrame of :func:`circuits.progress_measures` (one row per checkpoint).
     Checkpoints are loaded one at a time.
     """
-    pairs, run_dir = _checkpoints(source)
+    pairs, run_dir = checkpoint_series(source)
     if train_mask is None and run_dir is not None:
         train_mask = run_train_mask(run_dir)
     if key_freqs is None:

@@ -40,7 +40,8 @@ from interp.scoring.executors import make_executor
 from interp.base.files import atomic_write, holds_nothing, locked
 from interp.tasks.models import build_model
 from interp.tasks.presets import TrainOptions, preset
-from interp.runs.layout import METRICS_FILE, RUN_FILE, RunError, read_run_info, run_train_mask
+from interp.runs.layout import METRICS_FILE, RUN_FILE, RunError
+from interp.runs.record import read_run_info, run_train_mask
 from interp.analysis.split_memorization import (
     MEASURED_BITS_PER_PARAMETER,
     capacity_bits,

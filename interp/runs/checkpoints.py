@@ -9,8 +9,6 @@ our files are safetensors, and foreign ``.pt``/``.pth`` files go through
 from __future__ import annotations
 
 import json
-import pickle
-import re
 import threading
 import warnings
 from pathlib import Path
@@ -24,8 +22,10 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import nonfinite_parameters
 from interp.base.files import atomic_write
-from interp.tasks.models import build_model, config_from_dict, config_to_dict, modadd_config
-from interp.runs.layout import checkpoint_path, list_checkpoints, run_model_config
+from interp.tasks.models import build_model, config_from_dict, config_to_dict
+from interp.runs.foreign import read_torch_file
+from interp.runs.layout import CheckpointError, checkpoint_path, list_checkpoints, run_of
+from interp.runs.record import read_run
 
 __all__ = [
     "CheckpointError",
@@ -42,10 +42,6 @@ __all__ = [
 ]
 
 FORMAT = "interp-checkpoint-v1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or run directory that cannot be read: missing, truncated, corrupt, or foreign."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,10 +160,11 @@ def describe_shape(cfg: dict[str, Any]) -> str:
 
 def _check_run(path: Path, cfg: dict[str, Any]) -> None:
     """:class:`CheckpointError` when a checkpoint inside a run has another shape than its ``run.json`` records."""
-    found = run_model_config(path)
-    if found is None:
+    run = run_of(path) if path.is_file() else None
+    info = None if run is None else read_run(run)
+    expected = None if info is None else info.model_config
+    if expected is None:
         return
-    run, expected = found
     if any(cfg.get(k) != expected.get(k) for k in SHAPE_FIELDS if k in expected):
         raise CheckpointError(f"{path}: its model ({describe_shape(cfg)}) does not match its run "
                               f"{run} ({describe_shape(expected)})")
@@ -213,7 +210,7 @@ def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
         state, cfg, _ = read_checkpoint(path)
         _check_run(path, cfg)
     else:
-        state, cfg, training = _read_torch_file(path)
+        state, cfg, training = read_torch_file(path)
     model = _instantiate(path, cfg, state)
     if training is not None:
         model.training_config = training
@@ -310,87 +307,3 @@ def load_cached(path: str | Path) -> tuple[HookedTransformer, int | None]:
     if cache is None:
         cache = _LOCAL.cache = ModelCache()
     return cache.load(path)
-
-
-def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
-    """(state dict, model config, the original training config of a grokking checkpoint or None)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refused the content; say what, in one line
-        code = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if code:
-            raise CheckpointError(f"{path}: refused: it refers to code ({code.group(1)}); "
-                                  "weights-only loading never runs it") from exc
-        raise CheckpointError(f"{path}: corrupt, or not a weights-only torch file") from exc
-    except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({type(exc).__name__}: {first})") from exc
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
-    state = obj.get("state_dict", obj.get("model"))
-    cfg = obj.get("config", obj.get("cfg"))
-    tl_config = isinstance(cfg, dict) and {"n_layers", "n_heads", "d_model"} <= set(cfg)
-    if isinstance(state, dict) and not tl_config and _is_nanda_layout(state):
-        converted, model_cfg = _convert_nanda(path, state)
-        if isinstance(cfg, dict):  # the original code's training config (p, lr, frac_train, ...)
-            _check_training_config(path, cfg, model_cfg)
-        return converted, model_cfg, cfg if isinstance(cfg, dict) else None
-    if isinstance(state, dict) and tl_config:
-        return {k: v for k, v in state.items() if torch.is_tensor(v)}, cfg, None
-    raise CheckpointError(
-        f"{path}: unknown checkpoint layout (keys: {sorted(obj)[:8]}); expected a TransformerLens "
-        "state dict with its config, or a Nanda et al. grokking checkpoint"
-    )
-
-
-def _check_training_config(path: Path, training: dict[str, Any], model_cfg: dict[str, Any]) -> None:
-    """The stored training config must describe these weights: its ``p`` and ``d_model``, if given."""
-    for key, actual in (("p", model_cfg["d_vocab_out"]), ("d_model", model_cfg["d_model"])):
-        if key in training and training[key] != actual:
-            raise CheckpointError(f"{path}: its stored config says {key} = {training[key]!r}, "
-                                  f"but the weights have {key} = {actual}")
-
-
-def _is_nanda_layout(state: dict[str, Any]) -> bool:
-    w_e, w_q = state.get("embed.W_E"), state.get("blocks.0.attn.W_Q")
-    return torch.is_tensor(w_e) and torch.is_tensor(w_q) and w_q.ndim == 3 and "blocks.1.attn.W_Q" not in state
-
-
-def _convert_nanda(path: Path, s: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Original layout of neelnanda-io/Grokking -> TransformerLens layout (one layer, p = d_vocab - 1).
-
-    Original shapes: W_E (d_model, p+1); W_Q/K/V (heads, d_head, d_model); W_O (d_model,
-    heads*d_head) acting on the head-major concatenation of z; W_in (d_mlp, d_model); W_out
-    (d_model, d_mlp); W_U (d_model, p+1) whose last column (the "=" logit) is unused.
-    """
-    try:
-        d_model, d_vocab = s["embed.W_E"].shape
-        n_heads, d_head, _ = s["blocks.0.attn.W_Q"].shape
-        p = d_vocab - 1
-        cfg = config_to_dict(modadd_config(p))
-        if (cfg["d_model"], cfg["n_heads"], cfg["d_head"], cfg["d_mlp"]) != (
-            d_model, n_heads, d_head, s["blocks.0.mlp.W_in"].shape[0]
-        ):
-            raise CheckpointError(f"{path}: grokking checkpoint of an unexpected size (d_model {d_model}, heads {n_heads})")
-        zeros = torch.zeros
-        state = {
-            "embed.W_E": s["embed.W_E"].T.contiguous(),
-            "pos_embed.W_pos": s["pos_embed.W_pos"],
-            "blocks.0.attn.W_Q": s["blocks.0.attn.W_Q"].transpose(1, 2).contiguous(),
-            "blocks.0.attn.W_K": s["blocks.0.attn.W_K"].transpose(1, 2).contiguous(),
-            "blocks.0.attn.W_V": s["blocks.0.attn.W_V"].transpose(1, 2).contiguous(),
-            "blocks.0.attn.W_O": s["blocks.0.attn.W_O"].T.reshape(n_heads, d_head, d_model).contiguous(),
-            "blocks.0.attn.b_Q": zeros(n_heads, d_head),
-            "blocks.0.attn.b_K": zeros(n_heads, d_head),
-            "blocks.0.attn.b_V": zeros(n_heads, d_head),
-            "blocks.0.attn.b_O": zeros(d_model),
-            "blocks.0.mlp.W_in": s["blocks.0.mlp.W_in"].T.contiguous(),
-            "blocks.0.mlp.b_in": s["blocks.0.mlp.b_in"],
-            "blocks.0.mlp.W_out": s["blocks.0.mlp.W_out"].T.contiguous(),
-            "blocks.0.mlp.b_out": s["blocks.0.mlp.b_out"],
-            "unembed.W_U": s["unembed.W_U"][:, :p].contiguous(),
-            "unembed.b_U": zeros(p),
-        }
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: grokking checkpoint lacks {exc}") from exc
-    return state, cfg

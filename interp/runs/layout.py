@@ -18,29 +18,25 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
 
 __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_SUFFIXES",
+    "CheckpointError",
     "METRICS_FILE",
     "OPTIMIZER_FILE",
     "RUN_FILE",
     "CheckpointRef",
     "RunError",
     "checkpoint_path",
+    "checkpoint_series",
     "find_checkpoints",
     "fingerprint",
     "list_checkpoints",
-    "run_model_config",
-    "read_run_info",
     "run_of",
-    "run_train_mask",
     "scored_checkpoint",
     "step_of",
 ]
@@ -60,6 +56,10 @@ class RunError(ValueError):
     """A run directory that cannot be read, started or resumed as asked."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or run directory that cannot be read: missing, truncated, corrupt, or foreign."""
+
+
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """``RUN/checkpoints/step_NNNNNN.safetensors``."""
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
@@ -76,6 +76,39 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), entry))
     return sorted(found)
+
+
+def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[tuple[int, Path]], Path | None]:
+    """(step, path) pairs sorted by step, and the run directory they come from (if one).
+
+    ``source`` is a run directory (its checkpoints) or a list of checkpoint files, whose steps
+    come from ``step_<N>`` in their names, else their list position. Raises ``FileNotFoundError``
+    for a missing file, :class:`CheckpointError` for a run without checkpoints and ``ValueError``
+    for duplicate steps.
+    """
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        if source.is_dir():
+            found = list_checkpoints(source)
+            if not found:
+                raise CheckpointError(f"{source}: run directory has no checkpoints/step_*.safetensors")
+            return found, source
+        source = [source]
+    paths = [Path(s) for s in source]
+    if not paths:
+        raise ValueError("no checkpoints given")
+    pairs = []
+    for i, path in enumerate(paths):
+        if not path.exists():
+            raise FileNotFoundError(f"no such checkpoint: {path}")
+        step = step_of(path)
+        pairs.append((i if step is None else step, path))
+    steps = [s for s, _ in pairs]
+    if len(set(steps)) != len(steps):
+        raise ValueError("checkpoints have duplicate steps; name them step_<N> or pass a run directory")
+    in_runs = [p.parent.parent for p in paths if p.parent.name == CHECKPOINT_DIR]
+    run_dir = in_runs[0] if len(in_runs) == len(paths) and len(set(in_runs)) == 1 else None
+    return sorted(pairs), run_dir
 
 
 def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
@@ -98,31 +131,8 @@ def run_of(path: str | Path) -> Path | None:
     return path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
 
 
-def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
-    """The parsed ``RUN/run.json``, or None when the run has none. Raises :class:`RunError` when unreadable."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable run.json ({exc})") from exc
-    if not isinstance(info, dict):
-        raise RunError(f"{path}: unreadable run.json (expected an object, found {type(info).__name__})")
-    return info
 
 
-def run_model_config(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """(run directory, ``model_config`` of its ``run.json``) of a checkpoint inside a run, else None.
-
-    None for a loose file, a run without ``run.json`` or a ``run.json`` without a model config;
-    :class:`RunError` when ``run.json`` is unreadable.
-    """
-    run = run_of(checkpoint) if Path(checkpoint).is_file() else None
-    info = None if run is None else read_run_info(run)
-    if info is None or not isinstance(info.get("model_config"), dict):
-        return None
-    return run, info["model_config"]
 
 
 def fingerprint(path: str | Path) -> str:
@@ -154,30 +164,6 @@ def fingerprint(path: str | Path) -> str:
     return f"{len(data)}-{digest.hexdigest()}"
 
 
-def run_train_mask(run_dir: str | Path) -> torch.Tensor | None:
-    """The training split of a modular-addition run, from ``RUN/run.json``; None without the file.
-
-    ``run.json`` holds ``{"task": {"name": "modadd", "p": P, "frac_train": F, "split_seed": S}}``;
-    the mask is ``interp.tasks.modular.train_mask(P, F, S)``. Raises ``ValueError`` when the run
-    is of another task, :class:`RunError` (a ``ValueError``) when ``run.json`` is unreadable or
-    its task entry lacks these fields.
-    """
-    from interp.tasks.modular import train_mask
-
-    info = read_run_info(run_dir)
-    if info is None:
-        return None
-    path = Path(run_dir) / RUN_FILE
-    task = info.get("task")
-    name = task.get("name") if isinstance(task, dict) else task
-    if name is None:
-        raise RunError(f"{path}: unreadable run.json (no task entry)")
-    if name != "modadd":
-        raise ValueError(f"{path}: run of task {name!r}; Fourier progress measures need a modadd run")
-    try:
-        return train_mask(int(task["p"]), float(task["frac_train"]), int(task["split_seed"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{path}: task entry lacks a valid {exc} needed to rebuild the training split") from exc
 
 
 # ---------------------------------------------------------------------------------------------

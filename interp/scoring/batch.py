@@ -31,7 +31,8 @@ from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weig
 from interp.detectors.registry import DETECTORS
 from interp.scoring.executors import Executor, make_executor
 from interp.base.files import locked
-from interp.runs.layout import CheckpointRef, find_checkpoints, fingerprint, read_run_info, run_of
+from interp.runs.layout import CheckpointRef, find_checkpoints, fingerprint, run_of
+from interp.runs.record import read_run
 from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, write_table
 
 __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
@@ -235,7 +236,7 @@ def score_checkpoints(
         shown = [paths] if isinstance(paths, (str, Path)) else paths
         raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}")
     for run in dict.fromkeys(r.run for r in refs):
-        read_run_info(run)  # an unreadable run.json stops the job here, before anything is scored
+        read_run(run)  # an unreadable run.json stops the job here, before anything is scored
     if existing is not None and not existing.empty:  # a file that changed since it was scored is scored again
         known = set(zip(existing["run"], existing["checkpoint"]))
         refs = [_with_fingerprint(r) if (r.run, r.checkpoint) in known else r for r in refs]

@@ -9,31 +9,26 @@ it. Batches depend only on (seed, step), so a resumed run reproduces an uninterr
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
-import platform
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from interp.base.allocator import reuse_freed_memory
-from interp.runs.checkpoints import CheckpointError, load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
-from interp.base.files import atomic_write_text, holds_nothing
+from interp.runs.checkpoints import load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
+from interp.base.files import holds_nothing
 from interp.tasks.models import build_model, config_to_dict
 from interp.tasks.presets import TrainOptions
 from interp.base.progress_bar import progress_bar
 from interp.runs.layout import (
-    METRICS_FILE,
     OPTIMIZER_FILE,
     RUN_FILE,
     RunError,
     checkpoint_path,
     list_checkpoints,
-    read_run_info,
 )
+from interp.runs.record import read_metrics, read_run, write_metrics, write_run
 from interp.tasks.registry import make_task
 
 
@@ -85,7 +80,7 @@ def train(
         options = dataclasses.replace(options, steps=steps)
     task = make_task(options)
     if resume and has_run:
-        _check_same_data(out, task)
+        read_run(out).check_same_data(task)
     model = build_model(task.model_config(), seed=options.seed)
     if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
         task.init_model(model)
@@ -97,16 +92,16 @@ def train(
     start, rows = 0, []
     if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
-        _write_run_json(out, options, task, model)  # records an extension, if any
+        write_run(out, options, task, config_to_dict(model.cfg))  # records an extension, if any
     else:
-        _write_run_json(out, options, task, model)
+        write_run(out, options, task, config_to_dict(model.cfg))
 
     ckpt_steps = set(checkpoint_steps(options.steps, options.checkpoint_every))
     bar = progress_bar(total=options.steps, initial=start, quiet=quiet, desc=f"train {options.task}", unit="step")
     for step in range(start, options.steps + 1):
         if step % options.eval_every == 0 or step in ckpt_steps or (step == start and start > 0):
             rows.append(_evaluate(task, model, step))
-            _write_metrics(out, rows)
+            write_metrics(out, rows)
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in _SHOWN})
             if on_eval is not None:
                 on_eval(rows[-1])
@@ -168,30 +163,13 @@ def _evaluate(task, model, step: int) -> dict[str, float]:
     return row
 
 
-def _write_run_json(out: Path, options: TrainOptions, task, model) -> None:
-    import transformer_lens
-
-    info = {
-        "format": "interp-run-v1",
-        "task": task.describe(),
-        "model_config": config_to_dict(model.cfg),
-        "training": options.to_dict(),
-        "seed": options.seed,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-        },
-    }
-    atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> TrainOptions:
     try:
-        info = read_run_info(out)
-        options = TrainOptions.from_dict(info["training"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{out}/{RUN_FILE} is unreadable, cannot resume ({exc})") from exc
+        options = read_run(out).options()
+    except RunError as exc:
+        raise RunError(f"cannot resume: {exc}") from exc
     if requested.task != options.task:
         raise RunError(f"{out} holds a {options.task} run, not {requested.task}")
     if steps is not None and steps < options.steps:
@@ -201,14 +179,6 @@ def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> Tr
     return options
 
 
-def _check_same_data(out: Path, task) -> None:
-    """A run resumes only on the data it began with: its recorded task must be this version's."""
-    recorded = read_run_info(out).get("task")
-    if recorded != task.describe():
-        raise RunError(
-            f"{out} was trained on task data {recorded}, which this version no longer generates "
-            f"({task.describe()}); start a new run"
-        )
 
 
 def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int, list[dict[str, float]]]:
@@ -220,25 +190,8 @@ def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int
     state, _, _ = read_checkpoint(by_step[step])
     model.load_state_dict(state, strict=False)
     # Rows from the resume step on are recomputed (identically) by the loop.
-    rows = [r for r in _read_metrics(out) if r["step"] < step]
+    rows = [r for r in read_metrics(out) if r["step"] < step]
     return step, rows
 
 
-def _read_metrics(out: Path) -> list[dict[str, float]]:
-    path = out / METRICS_FILE
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def _write_metrics(out: Path, rows: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (v if k == "step" else repr(float(v))) for k, v in row.items()})
-    atomic_write_text(out / METRICS_FILE, buf.getvalue())
-
-
-__all__ = ["CheckpointError", "RunError", "checkpoint_steps", "train"]
+__all__ = ["checkpoint_steps", "train"]

@@ -31,7 +31,8 @@ from transformer_lens import HookedTransformer
 from interp.detectors.spec import Detector, Row
 from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.runs.layout import RunError, run_train_mask
+from interp.runs.layout import RunError
+from interp.runs.record import run_train_mask
 from interp.analysis.split_memorization import (
     CAPACITY_SOURCES,
     MEASURED_BITS_PER_PARAMETER,

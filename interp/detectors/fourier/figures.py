@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuits.progress import FourierReport, GrokkingPhases
+from circuits import FourierReport, GrokkingPhases
 
 # ---------------------------------------------------------------------------------------------
 # Fourier structure of modular addition (Nanda et al. 2023)
@@ -86,7 +86,7 @@ def plot_progress_measures(measures: pd.DataFrame, phases: GrokkingPhases | None
     if "step" not in measures or measures.empty:
         raise ValueError("measures must be a non-empty DataFrame with a 'step' column")
     if phases is None:
-        from circuits.progress import grokking_phases
+        from circuits import grokking_phases
 
         phases = grokking_phases(measures)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05,

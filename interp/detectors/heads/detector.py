@@ -36,7 +36,7 @@ from interp.detectors.spec import Detector, Row
 from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
 from interp.analysis.phase import best_head_curve, locate_phase_change
-from interp.runs.layout import read_run_info
+from interp.runs.record import read_run
 
 __all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
 
@@ -60,9 +60,8 @@ def applies(model: HookedTransformer) -> str | None:
 def probe_options(run_dir: str | Path | None) -> dict[str, Any]:
     """``bos`` and ``ids`` of the probe when the run's task records its own (``run.json``:
     ``task.probe``, e.g. the text task: BOS 256 and the printable-ASCII bytes); else none."""
-    info = read_run_info(run_dir) if run_dir is not None else None
-    task = info.get("task") if isinstance(info, dict) else None
-    probe = task.get("probe") if isinstance(task, dict) else None
+    info = read_run(run_dir) if run_dir is not None else None
+    probe = info.task.get("probe") if info is not None and isinstance(info.task, dict) else None
     if not isinstance(probe, dict):
         return {}
     return {"bos": int(probe["bos"]), "ids": [i for lo, hi in probe["ids"] for i in range(int(lo), int(hi) + 1)]}

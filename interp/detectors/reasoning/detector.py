@@ -55,7 +55,8 @@ from interp.detectors.spec import Detector, Row
 from interp.base.page import ReportFigure
 from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
-from interp.runs.layout import RunError, read_run_info
+from interp.runs.layout import RunError
+from interp.runs.record import read_run
 
 __all__ = ["DETECTOR", "METRICS", "POSITIONS", "VALUES", "ReasoningContext", "accuracy_curve", "bridge_lens",
            "first_step_at", "label_curves", "rank_curves", "run_context", "trace", "trace_inputs", "value_grids"]
@@ -120,25 +121,14 @@ def run_context(run_dir: str | Path | None) -> ReasoningContext:
     on. Raises :class:`interp.RunError` (one line) for a checkpoint outside a run, a run of
     another task, or data this version no longer generates.
     """
-    from interp.tasks.presets import TrainOptions
-    from interp.tasks.registry import make_task
-
-    info = read_run_info(run_dir) if run_dir is not None else None
+    info = read_run(run_dir) if run_dir is not None else None
     if info is None:
         raise RunError("not applicable: the checkpoint is not inside a run with a run.json, from which the task's "
                        "ID and OOD test sets are rebuilt")
-    task_info = info.get("task")
-    name = task_info.get("name") if isinstance(task_info, dict) else task_info
+    name = info.task_name
     if name not in TASKS:
         raise RunError(f"not applicable: {run_dir} is a run of task {name!r}, not composition or comparison")
-    try:
-        options = TrainOptions.from_dict(info["training"])
-        task = make_task(options)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{run_dir}/run.json: cannot rebuild the {name} task ({exc})") from exc
-    if task.describe() != task_info:
-        raise RunError(f"{run_dir} was trained on task data {task_info}, which this version no longer generates "
-                       f"({task.describe()})")
+    task = info.rebuild_task()
     sets = {k: task.eval_sets[k] for k in ("train_atomic", "train_inferred", "test_id", "test_ood")}
     data = task.data
     n = len(data.train)

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits.linear_probe import fit_linear_probe, probe_score
+from circuits import fit_linear_probe, probe_score
 
 __all__ = ["FIT_SHARE", "ProbeSet", "label_probes", "probe_sets", "value_probes"]
 

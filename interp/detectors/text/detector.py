@@ -32,7 +32,8 @@ from interp.base.page import ReportFigure
 from interp.detectors._curves import metric_curves
 from interp.detectors._final import final_model_with
 from interp.analysis.phase import best_head_curve, locate_phase_change
-from interp.runs.layout import RunError, read_run_info
+from interp.runs.layout import RunError
+from interp.runs.record import read_run
 
 __all__ = ["DETECTOR", "METRICS", "MIN_ICL_DROP", "SKIP_SHARE", "change_points", "icl_curve", "induction_heads_of",
            "run_corpus_tokens"]
@@ -62,9 +63,8 @@ def run_corpus_tokens(run_dir: str | Path | None) -> torch.Tensor:
     """
     from interp.tasks.text import EVAL_CHAINS, EVAL_PER_CHAIN, load_corpus
 
-    info = read_run_info(run_dir) if run_dir is not None else None
-    task = info.get("task") if isinstance(info, dict) else None
-    recorded = task if isinstance(task, dict) and task.get("name") == "text" else {}
+    info = read_run(run_dir) if run_dir is not None else None
+    recorded = info.task_entry("text") if info is not None else {}
     source = recorded.get("corpus", "stdlib")
     corpus = load_corpus(None if source == "stdlib" else source)
     if recorded.get("corpus_hash") not in (None, corpus.digest):

@@ -1,0 +1,104 @@
+"""Checkpoints written by other code: TransformerLens state dicts with their config, and the
+published grokking checkpoints of Nanda et al. 2023 in their original layout.
+
+Nothing is unpickled: every file goes through ``torch.load(..., weights_only=True)``, and a file
+that refers to code is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.runs.layout import CheckpointError
+from interp.tasks.models import config_to_dict, modadd_config
+
+__all__ = ["read_torch_file"]
+
+
+def read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
+    """(state dict, model config, the original training config of a grokking checkpoint or None)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused the content; say what, in one line
+        code = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if code:
+            raise CheckpointError(f"{path}: refused: it refers to code ({code.group(1)}); "
+                                  "weights-only loading never runs it") from exc
+        raise CheckpointError(f"{path}: corrupt, or not a weights-only torch file") from exc
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same here
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({type(exc).__name__}: {first})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    state = obj.get("state_dict", obj.get("model"))
+    cfg = obj.get("config", obj.get("cfg"))
+    tl_config = isinstance(cfg, dict) and {"n_layers", "n_heads", "d_model"} <= set(cfg)
+    if isinstance(state, dict) and not tl_config and _is_nanda_layout(state):
+        converted, model_cfg = _convert_nanda(path, state)
+        if isinstance(cfg, dict):  # the original code's training config (p, lr, frac_train, ...)
+            _check_training_config(path, cfg, model_cfg)
+        return converted, model_cfg, cfg if isinstance(cfg, dict) else None
+    if isinstance(state, dict) and tl_config:
+        return {k: v for k, v in state.items() if torch.is_tensor(v)}, cfg, None
+    raise CheckpointError(
+        f"{path}: unknown checkpoint layout (keys: {sorted(obj)[:8]}); expected a TransformerLens "
+        "state dict with its config, or a Nanda et al. grokking checkpoint"
+    )
+
+
+def _check_training_config(path: Path, training: dict[str, Any], model_cfg: dict[str, Any]) -> None:
+    """The stored training config must describe these weights: its ``p`` and ``d_model``, if given."""
+    for key, actual in (("p", model_cfg["d_vocab_out"]), ("d_model", model_cfg["d_model"])):
+        if key in training and training[key] != actual:
+            raise CheckpointError(f"{path}: its stored config says {key} = {training[key]!r}, "
+                                  f"but the weights have {key} = {actual}")
+
+
+def _is_nanda_layout(state: dict[str, Any]) -> bool:
+    w_e, w_q = state.get("embed.W_E"), state.get("blocks.0.attn.W_Q")
+    return torch.is_tensor(w_e) and torch.is_tensor(w_q) and w_q.ndim == 3 and "blocks.1.attn.W_Q" not in state
+
+
+def _convert_nanda(path: Path, s: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Original layout of neelnanda-io/Grokking -> TransformerLens layout (one layer, p = d_vocab - 1).
+
+    Original shapes: W_E (d_model, p+1); W_Q/K/V (heads, d_head, d_model); W_O (d_model,
+    heads*d_head) acting on the head-major concatenation of z; W_in (d_mlp, d_model); W_out
+    (d_model, d_mlp); W_U (d_model, p+1) whose last column (the "=" logit) is unused.
+    """
+    try:
+        d_model, d_vocab = s["embed.W_E"].shape
+        n_heads, d_head, _ = s["blocks.0.attn.W_Q"].shape
+        p = d_vocab - 1
+        cfg = config_to_dict(modadd_config(p))
+        if (cfg["d_model"], cfg["n_heads"], cfg["d_head"], cfg["d_mlp"]) != (
+            d_model, n_heads, d_head, s["blocks.0.mlp.W_in"].shape[0]
+        ):
+            raise CheckpointError(f"{path}: grokking checkpoint of an unexpected size (d_model {d_model}, heads {n_heads})")
+        zeros = torch.zeros
+        state = {
+            "embed.W_E": s["embed.W_E"].T.contiguous(),
+            "pos_embed.W_pos": s["pos_embed.W_pos"],
+            "blocks.0.attn.W_Q": s["blocks.0.attn.W_Q"].transpose(1, 2).contiguous(),
+            "blocks.0.attn.W_K": s["blocks.0.attn.W_K"].transpose(1, 2).contiguous(),
+            "blocks.0.attn.W_V": s["blocks.0.attn.W_V"].transpose(1, 2).contiguous(),
+            "blocks.0.attn.W_O": s["blocks.0.attn.W_O"].T.reshape(n_heads, d_head, d_model).contiguous(),
+            "blocks.0.attn.b_Q": zeros(n_heads, d_head),
+            "blocks.0.attn.b_K": zeros(n_heads, d_head),
+            "blocks.0.attn.b_V": zeros(n_heads, d_head),
+            "blocks.0.attn.b_O": zeros(d_model),
+            "blocks.0.mlp.W_in": s["blocks.0.mlp.W_in"].T.contiguous(),
+            "blocks.0.mlp.b_in": s["blocks.0.mlp.b_in"],
+            "blocks.0.mlp.W_out": s["blocks.0.mlp.W_out"].T.contiguous(),
+            "blocks.0.mlp.b_out": s["blocks.0.mlp.b_out"],
+            "unembed.W_U": s["unembed.W_U"][:, :p].contiguous(),
+            "unembed.b_U": zeros(p),
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: grokking checkpoint lacks {exc}") from exc
+    return state, cfg
