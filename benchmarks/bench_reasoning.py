@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import is_busy, load_average, load_note, machine, verdict, write_section  # noqa: E402
 
 from interp import load_model  # noqa: E402
-from interp.detectors.reasoning.detector import bridge_lens, run_context  # noqa: E402
+from interp.detectors.reasoning.context import run_context  # noqa: E402
+from interp.detectors.reasoning.measures import bridge_lens  # noqa: E402
 from interp.tasks.presets import preset  # noqa: E402
 from interp.training.loop import train  # noqa: E402
 

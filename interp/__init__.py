@@ -48,9 +48,11 @@ _export("interp.detectors.fourier.figures", "plot_fourier_spectrum", "plot_memor
 _export("interp.detectors.text.detector", "induction_heads_of", "run_corpus_tokens",
         ICL_EARLY="EARLY", ICL_LATE="LATE", icl_change_points="change_points")
 _export("interp.detectors.text.figures", "plot_icl_curves", "plot_token_losses")
-_export("interp.detectors.reasoning.detector", "bridge_lens", "first_step_at", "value_grids",
-        REASONING_POSITIONS="POSITIONS", VALUE_METRICS="VALUES", reasoning_context="run_context",
-        reasoning_accuracy_curve="accuracy_curve", reasoning_rank_curves="rank_curves", reasoning_trace="trace")
+_export("interp.detectors.reasoning.context", REASONING_POSITIONS="POSITIONS", VALUE_METRICS="VALUES",
+        reasoning_context="run_context")
+_export("interp.detectors.reasoning.measures", "bridge_lens", "value_grids", reasoning_trace="trace")
+_export("interp.detectors.reasoning.report", "first_step_at", reasoning_accuracy_curve="accuracy_curve",
+        reasoning_rank_curves="rank_curves")
 _export("interp.detectors.reasoning.figures", "plot_rank_curves", "plot_reasoning_accuracy", "plot_state_heatmaps")
 _export("interp.experiments.sweep", "read_sweep", "sweep")
 _export("interp.experiments.sweep_page", "plot_grokking_against_bits", "plot_peak_memorized")

@@ -13,17 +13,9 @@ from circuits import one_thread
 from interp import load_model
 from interp.cli import main
 from interp.detectors.registry import DETECTORS
-from interp.detectors.reasoning.detector import (
-    ACCURACIES,
-    RANKS,
-    VALUES,
-    accuracy_curve,
-    bridge_lens,
-    label_curves,
-    rank_curves,
-    run_context,
-    trace_inputs,
-)
+from interp.detectors.reasoning.context import ACCURACIES, RANKS, VALUES, run_context
+from interp.detectors.reasoning.measures import bridge_lens, label_curves, trace_inputs
+from interp.detectors.reasoning.report import accuracy_curve, rank_curves
 from interp.inspection import inspect_checkpoint
 from interp.tasks.presets import preset
 from interp.report import build_report
