@@ -161,3 +161,48 @@ def test_a_full_disk_while_saving_is_one_write_error(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match="no space left on the device"):
         save_checkpoint(path, build_model(induction_config(), seed=0), 1)
     assert not list(path.parent.iterdir())
+
+
+@pytest.fixture
+def alarm():
+    """Fail, rather than hang, when a read blocks (a FIFO) or never ends (/dev/zero)."""
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("a checkpoint read did not end")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "trailing_data", "directory"])
+def test_special_and_oversized_files_are_error_rows_not_hangs(tiny_runs, tmp_path, alarm, kind):
+    import os
+    import shutil
+
+    from interp.scoring.batch import score_checkpoints
+
+    run = tmp_path / "ind"
+    shutil.copytree(tiny_runs[0], run)
+    bad = run / "checkpoints" / "step_000999.safetensors"  # the newest: what inspect and load_model pick
+    if kind == "fifo":
+        os.mkfifo(bad)
+    elif kind == "dev_zero":
+        bad.symlink_to("/dev/zero")
+    elif kind == "directory":
+        bad.mkdir()
+    else:
+        bad.write_bytes(list_checkpoints(run)[-2][1].read_bytes() + b"\0" * 4096)
+    expected = {"fifo": "a FIFO", "dev_zero": "a character device", "directory": "a directory",
+                "trailing_data": "but its header describes"}[kind]
+    with pytest.raises(CheckpointError, match=expected) as caught:
+        load_model(run)
+    assert str(bad) in str(caught.value)
+    table = score_checkpoints([run], detectors=("heads",))
+    errors = table[table["metric"] == "error"]
+    assert list(errors["checkpoint"]) == [bad.name] and expected in errors["error"].iloc[0]
+    scored = table[(table["metric"] != "error")]["checkpoint"].nunique()
+    assert scored == len(list_checkpoints(tiny_runs[0]))  # every other checkpoint was scored

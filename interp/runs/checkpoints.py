@@ -24,7 +24,7 @@ from circuits._checks import nonfinite_parameters
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
-from interp.runs.layout import CheckpointError, checkpoint_path, list_checkpoints, run_of
+from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of
 from interp.runs.record import read_run
 
 __all__ = [
@@ -122,9 +122,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
+    path = checked_file(path)
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open

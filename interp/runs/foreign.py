@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from interp.runs.layout import CheckpointError
+from interp.runs.layout import CheckpointError, checked_file
 from interp.tasks.models import config_to_dict, modadd_config
 
 __all__ = ["read_torch_file"]
@@ -22,6 +22,7 @@ __all__ = ["read_torch_file"]
 
 def read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
     """(state dict, model config, the original training config of a grokking checkpoint or None)."""
+    path = checked_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused the content; say what, in one line

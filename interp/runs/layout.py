@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,12 @@ __all__ = [
     "RunError",
     "checkpoint_path",
     "checkpoint_series",
+    "checked_file",
     "find_checkpoints",
     "fingerprint",
     "list_checkpoints",
     "run_of",
+    "safetensors_extent",
     "scored_checkpoint",
     "step_of",
 ]
@@ -135,6 +138,56 @@ def run_of(path: str | Path) -> Path | None:
 
 
 
+#: Longest safetensors header read (the JSON of names, shapes and offsets; ours are a few kB).
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+def checked_file(path: str | Path) -> Path:
+    """``path`` when it names a regular file (a symlink to one counts), so reading it ends.
+
+    Raises ``FileNotFoundError`` when nothing is there and :class:`CheckpointError` naming the
+    path for anything else: a FIFO (reading it waits for a writer), a device (``/dev/zero`` never
+    ends), a socket or a directory. A safetensors file must also be no longer than its header
+    says (:func:`safetensors_extent`), so no checkpoint read is unbounded.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such checkpoint: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(mode):
+        kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+        kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+        raise CheckpointError(f"{path}: not a checkpoint file ({kind}); only regular files are read")
+    if path.suffix == ".safetensors":
+        safetensors_extent(path)
+    return path
+
+
+def safetensors_extent(path: str | Path) -> int:
+    """The size in bytes a safetensors file's header describes; :class:`CheckpointError` when the
+    header is unreadable or the file is larger than that (trailing data of unknown length)."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+                raise ValueError(f"header length {length} for a file of {size} bytes")
+            header = json.loads(fh.read(length))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
+    extent = 8 + length + end
+    if size > extent:
+        raise CheckpointError(f"{path}: {size} bytes, but its header describes {extent}; not a checkpoint this "
+                              "toolkit wrote")
+    return extent
+
+
 def fingerprint(path: str | Path) -> str:
     """``SIZE-HASH`` of a checkpoint's content (BLAKE2b, 16 hex digits); "" when it cannot be read.
 
@@ -146,7 +199,7 @@ def fingerprint(path: str | Path) -> str:
     """
     digest = hashlib.blake2b(digest_size=8)
     try:
-        data = Path(path).read_bytes()
+        data = checked_file(path).read_bytes()
         if Path(path).suffix == ".safetensors":
             size = int.from_bytes(data[:8], "little")
             header = json.loads(data[8:8 + size])
@@ -159,7 +212,7 @@ def fingerprint(path: str | Path) -> str:
                 digest.update(body[begin:stop])
         else:
             digest.update(data)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
         return ""
     return f"{len(data)}-{digest.hexdigest()}"
 
