@@ -182,3 +182,27 @@ def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
     (out / "run.json").write_text(json.dumps(info))
     with pytest.raises(RunError, match="no longer generates"):
         train(preset("induction"), out, resume=True, quiet=True, steps=8)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"frac_train": 0}, "frac_train must be in"),  # was silently replaced by 0.3
+    ({"frac_train": 1.5}, "frac_train must be in"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 9223372036854775807\]"),
+    ({"seed": 2**64}, "seed must be an integer"),
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"checkpoint_every": 0}, "checkpoint_every must be >= 1"),
+    ({"lr": 0.0}, "lr must be > 0"),
+])
+def test_options_that_cannot_describe_a_run_are_refused_in_one_line(override, message):
+    from interp.tasks.presets import preset
+
+    with pytest.raises(ValueError, match=message):
+        preset("modadd", **override)
+
+
+def test_zero_is_not_replaced_by_a_task_default():
+    from interp.tasks.presets import TrainOptions
+    from interp.tasks.registry import make_task
+
+    with pytest.raises(ValueError, match=r"ood_share must be in \(0, 1\), got 0.0"):  # was replaced by 0.05
+        make_task(TrainOptions(task="composition", n_entities=20, ood_share=0.0, steps=2))

@@ -47,6 +47,11 @@ class Facts:
                      torch.cat([p.answer for p in parts]))
 
 
+def given(value, default):
+    """``value`` unless it is None (an option left unset), else ``default``; a 0 stays 0 (and is then checked)."""
+    return default if value is None else value
+
+
 def queries(columns: list[torch.Tensor], answer: torch.Tensor, pad: int) -> Facts:
     """Facts from 2 or 3 token columns (each (n,)) and the answers, padded to 3 tokens with ``pad``."""
     n = answer.shape[0]
@@ -100,7 +105,7 @@ class FactsTask:
     def _setup(self, options, cfg) -> None:
         check_vocabulary(cfg, self.data.d_vocab)
         self.options, self.cfg = options, cfg
-        self.batch_size = options.batch_size or 512
+        self.batch_size = given(options.batch_size, 512)
         data, g = self.data, torch.Generator().manual_seed(options.seed + 1)
         n_inferred = len(data.train) - data.n_atomic
         atomic = data.train.take(torch.arange(data.n_atomic))

@@ -30,7 +30,7 @@ from functools import cached_property
 import torch
 
 from interp.tasks.models import reasoning_config
-from interp.tasks._facts import Facts, FactsTask, choose, queries
+from interp.tasks._facts import Facts, FactsTask, choose, given, queries
 
 #: Version of the generator, recorded in run.json: a run resumes only on the data it began with.
 DATA_VERSION = "comparison-v1"
@@ -173,11 +173,11 @@ class ComparisonTask(FactsTask):
 
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
         o = options
-        self.params = {"n_entities": o.n_entities or 200, "n_attributes": o.n_attributes or 5,
-                       "n_values": o.n_values or 20, "ood_share": o.ood_share or 0.1, "phi": o.phi or 20.0,
-                       "test_share": 0.1}
+        self.params = {"n_entities": given(o.n_entities, 200), "n_attributes": given(o.n_attributes, 5),
+                       "n_values": given(o.n_values, 20), "ood_share": given(o.ood_share, 0.1),
+                       "phi": given(o.phi, 20.0), "test_share": 0.1}
         self.data = comparison_data(**self.params, seed=o.seed)
-        cfg = reasoning_config(self.data.d_vocab, d_model=o.d_model or 128, n_layers=o.n_layers or 4,
+        cfg = reasoning_config(self.data.d_vocab, d_model=given(o.d_model, 128), n_layers=given(o.n_layers, 4),
                                name="comparison")
         self._setup(options, cfg)
 

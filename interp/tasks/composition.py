@@ -27,7 +27,7 @@ from functools import cached_property
 import torch
 
 from interp.tasks.models import reasoning_config
-from interp.tasks._facts import Facts, FactsTask, choose, queries
+from interp.tasks._facts import Facts, FactsTask, choose, given, queries
 
 #: Version of the generator, recorded in run.json: a run resumes only on the data it began with.
 DATA_VERSION = "composition-v1"
@@ -155,11 +155,11 @@ class CompositionTask(FactsTask):
 
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
         o = options
-        self.params = {"n_entities": o.n_entities or 200, "n_relations": o.n_relations or 20,
-                       "facts_per_entity": o.facts_per_entity or 10, "ood_share": o.ood_share or 0.05,
-                       "phi": o.phi or 9.0, "test_share": 0.05}
+        self.params = {"n_entities": given(o.n_entities, 200), "n_relations": given(o.n_relations, 20),
+                       "facts_per_entity": given(o.facts_per_entity, 10), "ood_share": given(o.ood_share, 0.05),
+                       "phi": given(o.phi, 9.0), "test_share": 0.05}
         self.data = composition_data(**self.params, seed=o.seed)
-        cfg = reasoning_config(self.data.d_vocab, d_model=o.d_model or 128, n_layers=o.n_layers or 4,
+        cfg = reasoning_config(self.data.d_vocab, d_model=given(o.d_model, 128), n_layers=given(o.n_layers, 4),
                                name="composition")
         self._setup(options, cfg)
 

@@ -39,9 +39,9 @@ class ModAddTask:
 
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
         self.options = options
-        self.p = options.p or 113
-        self.frac_train = options.frac_train or 0.3
-        self.cfg = modadd_config(self.p, d_model=options.d_model or 128)
+        self.p = 113 if options.p is None else options.p
+        self.frac_train = 0.3 if options.frac_train is None else options.frac_train
+        self.cfg = modadd_config(self.p, d_model=128 if options.d_model is None else options.d_model)
         x, y = all_pairs(self.p), answers(self.p)
         self.mask = train_mask(self.p, self.frac_train, options.seed)
         self.x_train, self.y_train = x[self.mask], y[self.mask]

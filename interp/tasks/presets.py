@@ -8,6 +8,8 @@ from typing import Any
 
 
 LR_SCHEDULES = ("constant", "linear", "cooldown")
+#: Largest seed a run takes (torch and numpy generators accept it on every platform).
+MAX_SEED = 2**63 - 1
 #: Share of the run over which the ``cooldown`` schedule decays the learning rate to 0.
 COOLDOWN_SHARE = 0.25
 
@@ -61,6 +63,18 @@ class TrainOptions:
     n_layers: int | None = None  # composition / comparison: model depth (None: 4)
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        for name in ("steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("checkpoint_every", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.frac_train is not None and not 0.0 < self.frac_train < 1.0:
+            raise ValueError(f"frac_train must be in (0, 1), got {self.frac_train!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.weight_decay_ramp_start < 1.0:
             raise ValueError(f"weight_decay_ramp_start must be in [0, 1), got {self.weight_decay_ramp_start}")
         if self.lr_schedule not in LR_SCHEDULES:
