@@ -20,7 +20,7 @@ import pandas as pd
 from interp.detectors.registry import DETECTORS
 from interp.base.page import ReportFigure, figure_html, html_page
 from interp.base.files import atomic_write_text
-from interp.scoring.table import ERROR_METRIC
+from interp.scoring.table import ERROR_METRIC, LOAD_DETECTOR
 
 __all__ = ["build_report", "write_report"]
 
@@ -30,7 +30,8 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
 
     A contents list (each run and its figures), then one section per run: a header, the section
     of every detector of :data:`interp.detectors.DETECTORS` that has rows for the run (its
-    ``report``), then the run's error rows. Raises ``TypeError`` when a detector returns a figure
+    ``report``), then the run's error rows. Rows of a detector this installation does not know
+    are named in a note, not dropped silently. Raises ``TypeError`` when a detector returns a figure
     without a caption (anything but an HTML string or a :class:`ReportFigure`).
     """
     parts: list[str] = []
@@ -44,6 +45,10 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         parts.append(f"<h2 id='{anchor}'>{name}</h2><p class='path'>{html.escape(run)} &middot; "
                      f"{n_checkpoints} checkpoints, {errors['checkpoint'].nunique()} with errors</p>")
         links: list[str] = []
+        unknown = part.loc[~part["detector"].isin([*DETECTORS, LOAD_DETECTOR]), "detector"].value_counts()
+        if not unknown.empty:  # a detector of another version, or of a plugin not installed here
+            said = ", ".join(f"{html.escape(str(name))} ({count} rows)" for name, count in unknown.items())
+            parts.append(f"<p class='note'>Not shown: rows of detectors this installation does not know: {said}.</p>")
         for detector_name, detector in DETECTORS.items():
             rows = part[(part["detector"] == detector_name) & (part["metric"] != ERROR_METRIC)]
             if rows.empty:

@@ -178,3 +178,21 @@ def test_the_chromium_check_finds_blank_figures_and_empty_annotations(tmp_path):
     assert [p.split(":")[0] for p in found] == ["no-data-plot", "no-data-plot", "flat-plot", "unlabelled-plot"], found
     assert "without data" in found[0] and "blank in the screenshot" in found[1] and "blank" in found[2]
     assert "without text" in found[3]
+
+
+def test_rows_of_an_unknown_detector_are_named_not_dropped():
+    table = synthetic_heads_table()
+    extra = table[table["metric"] == "copying"].assign(detector="my_plugin")
+    page = build_report(canonical(pd.concat([table, extra]).to_dict("records")))
+    assert "Not shown: rows of detectors this installation does not know: my_plugin (" in page
+    assert f"my_plugin ({len(extra)} rows)" in page
+    assert "does not know" not in build_report(table)
+
+
+def test_a_deleted_runs_checkpoint_is_named_inside_its_checkpoints_folder(tmp_path):
+    from interp.detectors._final import final_model
+
+    rows = synthetic_heads_table().assign(run=str(tmp_path / "gone"))
+    model, step, why = final_model(rows)
+    assert model is None and step == STEPS[-1]
+    assert f"{tmp_path / 'gone' / 'checkpoints' / f'step_{STEPS[-1]:06d}.safetensors'} is not on this machine" in why

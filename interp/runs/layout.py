@@ -115,9 +115,16 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
 
 
 def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
-    """The file of a scores-table row: ``RUN/checkpoints/FILE`` when it exists, else ``RUN/FILE`` (a loose file)."""
+    """The file of a scores-table row: ``RUN/checkpoints/FILE`` when it exists, else ``RUN/FILE`` (a loose file).
+
+    When neither exists (a deleted run), a ``step_N.safetensors`` name is placed inside ``checkpoints/``,
+    where the training loop writes it.
+    """
     inside = Path(run) / CHECKPOINT_DIR / checkpoint
-    return inside if inside.exists() else Path(run) / checkpoint
+    loose = Path(run) / checkpoint
+    if inside.exists() or (not loose.exists() and _STEP_FILE.match(checkpoint)):  # a deleted run's file was inside
+        return inside
+    return loose
 
 
 def step_of(path: str | Path) -> int | None:

@@ -33,6 +33,8 @@ __all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", 
 COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error", "fingerprint"]
 #: ``metric`` of a row recording a checkpoint (or one detector on it) that could not be scored.
 ERROR_METRIC = "error"
+#: ``detector`` of the error row of a checkpoint that could not be read at all.
+LOAD_DETECTOR = "load"
 _DTYPES = {
     "run": "string", "checkpoint": "string", "step": "Int64", "detector": "string",
     "layer": "Int64", "head": "Int64", "metric": "string", "value": "float64", "error": "string",
