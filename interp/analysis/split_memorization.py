@@ -9,11 +9,11 @@ checkpoint, from the mean losses on the two splits:
 - :func:`dataset_bits`: the information in the training labels, ``N_train log2(C)`` for ``C``
   classes (``log2 p`` per pair for a + b mod p): what a model would hold after memorising every
   label of a set it cannot generalise from at all.
-- :func:`memorized_bits`: ``N_train (L_test - L_train) / ln 2``, clamped at 0. The test split
-  stands in for the model's generalisation: the code length of the training labels under the
-  model is ``N_train L_train / ln 2`` bits, and the excess of a held-out label's code length
-  over a training label's is what the model knows about its particular training pairs beyond
-  what it generalises.
+- :func:`memorized_bits`: ``N_train (min(L_test, ln C) - L_train) / ln 2``, clamped at 0. The
+  better of the test split and chance stands in for the model's generalisation: the code
+  length of the training labels under the model is ``N_train L_train / ln 2`` bits, and the
+  excess of the reference code's length over it is what the model knows about its particular
+  training pairs beyond what it generalises; it never exceeds :func:`dataset_bits`.
 - :func:`capacity_bits`: ``bits_per_parameter x parameters``: the line a model's memorised bits
   cannot cross if the capacity figure holds for it.
 
@@ -66,30 +66,34 @@ def dataset_bits(n_train: int, n_classes: int) -> float:
     return float(n_train * math.log2(n_classes))
 
 
-def memorized_bits(train_loss, test_loss, n_train: int):
+def memorized_bits(train_loss, test_loss, n_train: int, n_classes: int):
     """Bits the model holds about its training set beyond what it generalises.
 
-    ``memorized_bits = max(0, n_train * (test_loss - train_loss) / ln 2)``, with ``train_loss``
-    and ``test_loss`` the mean cross-entropies (nats) on the training pairs and on the held-out
-    pairs. Floats or arrays (element-wise; NaN stays NaN, as without a test split).
+    ``memorized_bits = max(0, n_train * (min(test_loss, ln n_classes) - train_loss) / ln 2)``, with
+    ``train_loss`` and ``test_loss`` the mean cross-entropies (nats) on the training pairs and on
+    the held-out pairs. Floats or arrays (element-wise; NaN stays NaN, as without a test split).
 
-    Range ``[0, n_train * test_loss / ln 2]``; at most :func:`dataset_bits` while the test loss is
-    at or below chance (``ln C``). 0 when the model does no better on its training pairs than on
-    unseen ones (at initialisation, and again once it has grokked); largest at the end of
-    memorisation, when the training loss is near 0 and the test loss at or above chance.
+    The reference code length of a training label is the better of two codes that need no
+    knowledge of the training pairs: the model's own code for unseen pairs (the test loss) and
+    chance (``ln n_classes``, the uniform code). Morris et al. 2025 measure unintended
+    memorisation against the best available reference in the same way. So a memorising model
+    that is confidently wrong off its training set (test loss above chance) is not credited with
+    more than the labels hold.
 
-    Limits: the test split stands in for the model's prediction of a pair it was not trained
-    on, so this is an estimate from two means, not a per-example code length (Morris et al.
-    use a reference model for that). A test loss above chance (a memorising model that is
-    confidently wrong off its training set) inflates it beyond the labels' information; the
-    clamp hides a model that fits its test pairs better than its training pairs (noise on
-    tiny splits). Paper: Morris et al. 2025, "How much do language models memorize?" (arXiv
-    2505.24832): unintended memorisation, the information about a data set beyond what the
-    model generalises.
+    Range ``[0, dataset_bits(n_train, n_classes)]``: 0 when the model does no better on its
+    training pairs than on unseen ones (at initialisation, and again once it has grokked); the
+    labels' bits when it fits its training pairs exactly and knows nothing of the rest. Limits:
+    an estimate from two means, not a per-example code length; the clamp hides a model that fits
+    its test pairs better than its training pairs (noise on tiny splits). Paper: Morris et al.
+    2025, "How much do language models memorize?" (arXiv 2505.24832): unintended memorisation,
+    the information about a data set beyond what the model generalises.
     """
     if n_train < 0:
         raise ValueError(f"n_train must be >= 0, got {n_train}")
-    gap = (np.asarray(test_loss, dtype=float) - np.asarray(train_loss, dtype=float)) * n_train / math.log(2)
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    reference = np.minimum(np.asarray(test_loss, dtype=float), math.log(n_classes))  # NaN stays NaN
+    gap = (reference - np.asarray(train_loss, dtype=float)) * n_train / math.log(2)
     bits = np.where(np.isnan(gap), np.nan, np.maximum(gap, 0.0))
     return float(bits) if bits.ndim == 0 else bits
 

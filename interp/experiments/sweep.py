@@ -267,7 +267,8 @@ def run_summary(run_dir: str | Path, bits_per_parameter: float = MEASURED_BITS_P
                            "steps": int(info["training"]["steps"])}
     if mask is not None and not bool(mask.all()) and {"train_loss", "test_loss"} <= set(metrics.columns):
         n_train = int(mask.sum())
-        bits = pd.Series(memorized_bits(metrics["train_loss"], metrics["test_loss"], n_train), index=metrics.index)
+        bits = pd.Series(memorized_bits(metrics["train_loss"], metrics["test_loss"], n_train, model.cfg.d_vocab_out),
+                         index=metrics.index)
         row["dataset_bits"] = dataset_bits(n_train, model.cfg.d_vocab_out)
         if bits.notna().any():
             row["peak_memorized_bits"] = float(bits.max())

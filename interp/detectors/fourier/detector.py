@@ -100,7 +100,7 @@ def _bits_rows(result, mask: torch.Tensor | None) -> list[Row]:
         return []
     n_train = int(mask.sum())
     return [{"metric": "dataset_bits", "value": dataset_bits(n_train, result.p)},
-            {"metric": "memorized_bits", "value": memorized_bits(result.train_loss, result.test_loss, n_train)}]
+            {"metric": "memorized_bits", "value": memorized_bits(result.train_loss, result.test_loss, n_train, result.p)}]
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
