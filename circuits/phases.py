@@ -22,6 +22,7 @@ __all__ = [
     "CLEAN_ACCURACY",
     "CLEAN_FRACTION",
     "GROKKED_ACCURACY",
+    "MEMORIZED_ACCURACY",
     "MEMORIZED_LOSS",
     "GrokkingPhases",
     "grokking_phases",
@@ -29,6 +30,7 @@ __all__ = [
 
 #: Default thresholds of :func:`grokking_phases` (nats and accuracies; see its docstring).
 MEMORIZED_LOSS = 0.05
+MEMORIZED_ACCURACY = 0.99
 CIRCUIT_LOSS = 0.3
 GROKKED_ACCURACY = 0.5
 CLEAN_ACCURACY = 0.99
@@ -111,6 +113,7 @@ def grokking_phases(
     measures: pd.DataFrame,
     *,
     memorized_loss: float = MEMORIZED_LOSS,
+    memorized_accuracy: float = MEMORIZED_ACCURACY,
     circuit_loss: float = CIRCUIT_LOSS,
     grokked_accuracy: float = GROKKED_ACCURACY,
     clean_accuracy: float = CLEAN_ACCURACY,
@@ -125,8 +128,13 @@ def grokking_phases(
     removes the memorisation; test loss drops and the weight norm falls). Rules, on the rows of
     ``measures`` (:func:`circuits.progress_measures`) sorted by step, each "first step" among checkpoints:
 
-    - ``memorization_end``: first step with ``train_loss <= memorized_loss`` (default 0.05 nats,
-      about 1 % of the chance loss ln 113): the training pairs are fitted.
+    - ``memorization_end``: first step at which the training pairs are fitted: ``train_loss <=
+      memorized_loss`` (default 0.05 nats, about 1 % of the chance loss ln 113) or, where
+      ``measures`` has it, ``train_accuracy >= memorized_accuracy`` (default 0.99), whichever
+      comes first, and no later than the grokking step. The accuracy rule keeps a loss that
+      hovers at the threshold (0.0514 at epoch 225 of one run, 0.05 one checkpoint earlier on
+      another machine) from moving the end of memorisation past the test-accuracy jump. A run
+      that fits its training pairs only after the jump had no memorisation phase: None.
     - ``circuit_formation_end``: first step after memorisation with ``restricted_loss <=
       circuit_loss`` (default 0.3 nats, 6 % of chance): the final key frequencies' directions
       alone give the right answer ~3/4 of the probability (geometric mean over all p^2 pairs,
@@ -166,12 +174,17 @@ def grokking_phases(
     if frame.empty or frame["test_accuracy"].isna().all():
         raise ValueError("grokking_phases needs measures with a train/test split (test_accuracy is all NaN)")
     steps = frame["step"].to_numpy(dtype=np.int64)
-    mem = _first_step(steps, frame["train_loss"].to_numpy() <= memorized_loss)
+    fitted = frame["train_loss"].to_numpy() <= memorized_loss
+    if "train_accuracy" in frame:
+        fitted |= frame["train_accuracy"].to_numpy() >= memorized_accuracy
+    acc = frame["test_accuracy"].to_numpy()
+    grok = _first_step(steps, acc >= grokked_accuracy)
+    mem = _first_step(steps, fitted)
+    if mem is not None and grok is not None and mem > grok:  # it generalised before it had memorised
+        mem = None
     circuit = None if mem is None else _first_step(
         steps, frame["restricted_loss"].to_numpy() <= circuit_loss, start=mem + 1
     )
-    acc = frame["test_accuracy"].to_numpy()
-    grok = _first_step(steps, acc >= grokked_accuracy)
     clean = None
     if grok is not None and circuit is not None:
         norm = frame["weight_norm"].to_numpy()

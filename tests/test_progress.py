@@ -193,3 +193,22 @@ def test_old_spellings_still_work_and_warn():
         phases.memorization_end = 5  # still frozen
     with pytest.raises(AttributeError):
         circuits.progress.NO_SUCH_NAME
+
+
+def test_memorization_never_ends_after_the_test_accuracy_jump():
+    # A default modadd run whose train loss hovered at the threshold (0.0514 at epoch 225) and dipped
+    # below it only after the jump: the loss rule alone said 525 against a grokking step of 450.
+    steps = [0, 75, 150, 225, 300, 375, 450, 525, 600, 675, 750]
+    train_loss = [4.74, 2.68, 0.173, 0.0514, 1.54, 0.277, 0.0728, 0.0236, 0.0125, 0.0074, 0.0045]
+    train_acc = [0.01, 0.32, 0.9924, 1.0, 0.62, 0.9927, 1.0, 1.0, 1.0, 1.0, 1.0]
+    test_acc = [0.008, 0.031, 0.207, 0.244, 0.148, 0.349, 0.833, 0.9994, 1.0, 1.0, 1.0]
+    restricted = [4.73, 3.53, 2.09, 1.82, 4.86, 1.01, 0.154, 0.0222, 0.0122, 0.0076, 0.0049]
+    norm = [1131, 2266, 2844, 2703, 2604, 1924, 1667, 1341, 1113, 1050, 1046]
+    run = pd.DataFrame({"step": steps, "train_loss": train_loss, "train_accuracy": train_acc,
+                        "test_accuracy": test_acc, "restricted_loss": restricted, "weight_norm": norm})
+    phases = grokking_phases(run)
+    assert phases == GrokkingPhases(memorization_end=150, circuit_formation_end=450, cleanup_end=675, grokking_step=450)
+    assert grokking_phases(run.drop(columns=["train_accuracy"])).memorization_end is None  # fitted only after the jump
+    # generalising first (a large training fraction): no memorisation phase, so none of the three
+    late = run.assign(train_accuracy=0.5, train_loss=np.where(run["step"] < 600, 1.0, 0.01))
+    assert grokking_phases(late) == GrokkingPhases(None, None, None, 450)
