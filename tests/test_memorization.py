@@ -215,8 +215,11 @@ def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
     out = tmp_path / "mem"
     common = ["--datasets", "4,8", "--seq-len", "8", "--vocab", "16", "--out", str(out), "--quiet"]
     status = {}
-    jobs = [threading.Thread(target=lambda s=sizes: status.__setitem__(s, main(["memorization", "--sizes", s, *common])))
-            for sizes in ("16x1", "8x1")]
+
+    def job(sizes: str) -> None:
+        status[sizes] = main(["memorization", "--sizes", sizes, *common])
+
+    jobs = [threading.Thread(target=job, args=(sizes,)) for sizes in ("16x1", "8x1")]
     for job in jobs:
         job.start()
     for job in jobs:
@@ -227,3 +230,16 @@ def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
                                                                    ("1L-d8", 8)]
     assert (cells["error"].isna() | (cells["error"] == "")).all()
     assert sorted(pd.read_csv(out / "capacity.csv")["model"]) == ["1L-d16", "1L-d8"]
+
+
+def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
+    from interp.cli import main
+
+    tiny = ["--sizes", "8x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16", "--budget", "0.01"]
+    for flag, values, shown in (("--sizes", "8x1,16,8", "8x1"), ("--datasets", "32,4,32", "32")):
+        args = ["memorization", *tiny, flag, values, "--out", str(tmp_path / "mem"), "--quiet"]
+        assert main(args) == 2
+        assert capsys.readouterr().err == f"interp: error: {flag} repeats {shown}\n"
+    assert not (tmp_path / "mem").exists()  # refused before anything is written
+    cells = [MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)] * 2
+    assert len(memorization_sweep(cells)) == 1  # a library caller's repeated cell is trained once

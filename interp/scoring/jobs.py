@@ -17,6 +17,7 @@ every result merged so far, which it skips when started again.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -73,10 +74,13 @@ class TableFile:
         new = self.frame(list(rows))
         with locked(self.path):
             current = self.existing()
-            if current is not None and len(current):
+            if current is None or (len(current) == 0 and len(new)):
+                table = self.order(new)
+            elif len(new) == 0:
+                table = self.order(current)
+            else:
                 current = current[~pd.Series(self._superseded(current, new), index=current.index, dtype=bool)]
-            table = self.order(pd.concat([current, new], ignore_index=True)
-                               if current is not None and len(current) else new)
+                table = self.order(pd.concat([current, new], ignore_index=True) if len(current) else new)
             atomic_write(self.path, lambda name: self.save(table, name))
             if self.after is not None:
                 self.after(table)
@@ -162,7 +166,7 @@ def run_jobs(
     results: list[Any] = []
     waiting: list[dict[str, Any]] = []
     written: list[pd.DataFrame] = []
-    last_merge = 0.0
+    last_merge = -math.inf  # the first result is merged at once
 
     def merge() -> None:
         nonlocal last_merge
