@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 
 def _unchanged(table: pd.DataFrame) -> pd.DataFrame:
+    """The default order of a table file: as merged (the rows kept, then the new ones)."""
     return table
 
 
@@ -87,6 +88,7 @@ class TableFile:
         return table
 
     def _superseded(self, current: pd.DataFrame, new: pd.DataFrame) -> Any:
+        """Per row of ``current``, whether ``new`` replaces it: ``superseded``, else the same key."""
         if self.superseded is not None:
             return self.superseded(current, new)
         if not self.key:
@@ -122,6 +124,7 @@ def pending(items: Iterable[T], key: Callable[[T], Hashable], done: Iterable[Has
 
 
 def _one_row(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The default ``rows_of``: a result is one row."""
     return [result]
 
 
