@@ -9,7 +9,6 @@ import torch
 
 from interp.experiments.memorization import (
     MemorizationCell,
-    _stop_reason,
     capacity_table,
     fit_bits_per_parameter,
     measure_memorization,
@@ -17,6 +16,7 @@ from interp.experiments.memorization import (
     sweep_cells,
     train_to_saturation,
 )
+from interp.experiments.memorization_training import _stop_reason
 from interp.tasks.models import build_model, memorization_config
 from interp.tasks.random_sequences import (
     code_length_bits,
@@ -196,3 +196,50 @@ def test_cli_usage_errors(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
+    """Two ``interp memorization`` jobs of different sizes writing one --out at once: every cell of both stays."""
+    import threading
+
+    import interp.experiments.memorization as memorization_module
+    from interp.cli import main
+
+    real, both_training = memorization_module.train_to_saturation, threading.Barrier(2)
+
+    def together(cell, *args, **kwargs):  # each job has read the folder and trains before either writes
+        both_training.wait(timeout=60)
+        return real(cell, *args, **kwargs)
+
+    monkeypatch.setattr(memorization_module, "train_to_saturation", together)
+    out = tmp_path / "mem"
+    common = ["--datasets", "4,8", "--seq-len", "8", "--vocab", "16", "--out", str(out), "--quiet"]
+    status = {}
+
+    def job(sizes: str) -> None:
+        status[sizes] = main(["memorization", "--sizes", sizes, *common])
+
+    jobs = [threading.Thread(target=job, args=(sizes,)) for sizes in ("16x1", "8x1")]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(120)
+    assert status == {"16x1": 0, "8x1": 0}
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(zip(cells["model"], cells["n_sequences"])) == [("1L-d16", 4), ("1L-d16", 8), ("1L-d8", 4),
+                                                                   ("1L-d8", 8)]
+    assert (cells["error"].isna() | (cells["error"] == "")).all()
+    assert sorted(pd.read_csv(out / "capacity.csv")["model"]) == ["1L-d16", "1L-d8"]
+
+
+def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
+    from interp.cli import main
+
+    tiny = ["--sizes", "8x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16", "--budget", "0.01"]
+    for flag, values, shown in (("--sizes", "8x1,16,8", "8x1"), ("--datasets", "32,4,32", "32")):
+        args = ["memorization", *tiny, flag, values, "--out", str(tmp_path / "mem"), "--quiet"]
+        assert main(args) == 2
+        assert capsys.readouterr().err == f"interp: error: {flag} repeats {shown}\n"
+    assert not (tmp_path / "mem").exists()  # refused before anything is written
+    cells = [MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)] * 2
+    assert len(memorization_sweep(cells)) == 1  # a library caller's repeated cell is trained once

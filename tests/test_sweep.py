@@ -10,7 +10,7 @@ import pytest
 import interp.experiments.sweep as sweep_module
 from interp.cli import main
 from interp.runs.layout import list_checkpoints
-from interp.experiments.sweep import _merge_row, parse_grid, read_sweep, sweep, sweep_cells
+from interp.experiments.sweep import parse_grid, read_sweep, sweep, sweep_cells, sweep_table
 
 #: Two tiny modadd cells: p = 7 (49 pairs), 12 full-batch steps, widths 4 and 8.
 TINY = {"p": [7], "steps": [12], "d_model": [4, 8]}
@@ -161,8 +161,8 @@ def test_two_writers_of_one_table_keep_every_row(tmp_path):
     def write(width: int) -> None:
         for seed in range(12):
             cell = f"d_model={width},seed={seed}"
-            _merge_row(path, {"cell": cell, "task": "modadd", "preset": "default", "d_model": width, "seed": seed,
-                              "params": 10 * seed, "seconds": 0.1, "error": ""})
+            sweep_table(path).merge([{"cell": cell, "task": "modadd", "preset": "default", "d_model": width,
+                                      "seed": seed, "params": 10 * seed, "seconds": 0.1, "error": ""}])
 
     threads = [threading.Thread(target=write, args=(width,)) for width in (8, 16)]
     for thread in threads:

@@ -3,9 +3,10 @@
 :func:`score_checkpoints` resolves what it is given into checkpoints (:func:`interp.runs.find_checkpoints`),
 plans per run what to compute (the detectors of :data:`interp.detectors.DETECTORS` that apply to
 the run's latest readable checkpoint, each with what it prepares once per run), and scores each
-checkpoint on an executor (:mod:`interp.executors`). :func:`score_to_file` does the same into a
-table file, keeping what the file already holds and flushing as checkpoints finish, so a killed
-job restarts where it stopped. The table schema is in :mod:`interp.score_table`.
+checkpoint on an executor (:mod:`interp.scoring.executors`) through the job runner
+(:func:`interp.scoring.jobs.run_jobs`). :func:`score_to_file` does the same into a table file,
+keeping what the file already holds and merging new rows into it under its lock as checkpoints
+finish, so a killed job restarts where it stopped. The table schema is in :mod:`interp.scoring.table`.
 
 A detector that does not apply to a run's model is skipped for that run (no rows, no error). A
 checkpoint that cannot be read, that holds NaN or infinite weights, or whose model does not
@@ -18,7 +19,6 @@ again. An unreadable ``run.json`` stops the job with :class:`interp.runs.RunErro
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +29,15 @@ import pandas as pd
 from interp.base.allocator import reuse_freed_memory
 from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
 from interp.detectors.registry import DETECTORS
-from interp.scoring.executors import Executor, make_executor
-from interp.base.files import locked
+from interp.scoring.executors import Executor
+from interp.scoring.jobs import TableFile, run_jobs
 from interp.runs.layout import CheckpointRef, find_checkpoints, fingerprint, run_of
 from interp.runs.record import read_run
-from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, write_table
+from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, table_saver
 
 __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
 
-#: :func:`score_to_file` rewrites its table at most this often (and always at the end).
+#: :func:`score_to_file` merges new rows into its table at most this often (and always at the end).
 FLUSH_SECONDS = 1.0
 
 
@@ -227,8 +227,18 @@ def score_checkpoints(
     the new rows. ``table.attrs["skipped"]`` maps run -> {detector: reason} for detectors that
     did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
-    from interp.base.progress_bar import progress_bar
+    return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
+                  quiet=quiet, on_checkpoint=on_checkpoint)[0]
 
+
+def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str], existing: pd.DataFrame | None,
+           into: TableFile | None, *, on_checkpoint: Callable[[pd.DataFrame], None] | None = None,
+           **options: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """:func:`score_checkpoints`, merging the new rows into ``into`` as they arrive (:func:`run_jobs`).
+
+    Returns the table of :func:`score_checkpoints` and the file's table as last written (None
+    when nothing was written). ``options``: ``workers``, ``scheduler``, ``executor``, ``quiet``.
+    """
     reuse_freed_memory()
     detectors = check_detectors(detectors)
     refs = find_checkpoints(paths)
@@ -244,32 +254,30 @@ def score_checkpoints(
     kept = drop_failed(existing, refs)
     tasks, skipped = _plan_tasks(refs, detectors, done)
 
-    new: list[dict[str, Any]] = []
-    n_failed = 0
-    own = executor is None
-    executor = executor or make_executor(workers, scheduler)
-    bar = progress_bar(total=len(tasks), desc="score", unit="ckpt", quiet=quiet)
-    try:
-        for rows in executor.map_unordered(score_task, tasks, lost=_lost_rows):
-            new.extend(rows)
-            n_failed += any(r["metric"] == ERROR_METRIC for r in rows)
-            if on_checkpoint is not None and rows:
-                on_checkpoint(canonical(rows))
-            bar.update(1)
-        # Built before the executor is closed: workers release their memory meanwhile, and the
-        # caller need not wait for the last of them to finish exiting (close(wait=False)).
-        if not new:
-            table = canonical(kept)
-        elif kept.empty:
-            table = canonical(new)
-        else:
-            table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
-    finally:
-        bar.close()
-        if own:
-            executor.close(wait=False)
+    def arrived(rows: list[dict[str, Any]]) -> None:
+        if rows:
+            on_checkpoint(canonical(rows))
+
+    # The executor is closed without waiting for its workers to finish exiting (they release
+    # their memory meanwhile, while the table is built).
+    ran = run_jobs(score_task, tasks, lost=_lost_rows, into=into, rows_of=_rows, flush_seconds=FLUSH_SECONDS,
+                   on_result=None if on_checkpoint is None else arrived, wait=False, desc="score", unit="ckpt",
+                   **options)
+    new = [row for rows in ran.results for row in rows]
+    n_failed = sum(any(r["metric"] == ERROR_METRIC for r in rows) for rows in ran.results)
+    if not new:
+        table = canonical(kept)
+    elif kept.empty:
+        table = canonical(new)
+    else:
+        table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
     table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
-    return table
+    return table, ran.table
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A checkpoint's result is its rows."""
+    return rows
 
 
 def score_to_file(
@@ -283,54 +291,31 @@ def score_to_file(
     The rows already in ``out`` are kept and their checkpoints not scored again (checkpoints with
     an error row, or whose file changed, are). New rows reach the file as checkpoints finish (at
     most every :data:`FLUSH_SECONDS`, and at the end, also on an exception or Ctrl-C). Each write
-    merges under a lock (:func:`interp.files.locked`): it re-reads the file, replaces the rows of
-    the checkpoints this job scored and keeps every other row, so jobs writing one table at the
-    same time never drop each other's rows. Nothing is written when nothing new was scored.
-    ``options`` go to :func:`score_checkpoints`. Returns the whole table as written.
+    merges under a lock (:func:`interp.scoring.jobs.TableFile.merge`): it re-reads the file, replaces
+    the rows of the checkpoints this job scored and keeps every other row, so jobs writing one
+    table at the same time never drop each other's rows. Nothing is written when nothing new was
+    scored. ``options`` go to :func:`score_checkpoints`. Returns the whole table as written.
     """
     out = Path(out)
-    existing = read_table(out) if out.exists() else None
-    new: list[pd.DataFrame] = []
-    last_write = [0.0]
-    merged: list[pd.DataFrame] = []
-
-    def flush(force: bool = False) -> None:  # merges the rows that arrived since the last flush
-        if new and (force or time.monotonic() - last_write[0] >= FLUSH_SECONDS):
-            merged[:] = [_merge_into(out, pd.concat(new, ignore_index=True))]
-            new.clear()
-            last_write[0] = time.monotonic()
-
-    def on_checkpoint(rows: pd.DataFrame) -> None:
-        new.append(rows)
-        flush()
-
-    try:
-        table = score_checkpoints(paths, detectors, existing=existing, on_checkpoint=on_checkpoint, **options)
-    finally:
-        flush(force=True)
-    if merged:
-        merged[0].attrs.update(table.attrs)
-        return merged[0]
+    into = TableFile(out, read=read_table, save=table_saver(out), frame=canonical, order=canonical,
+                     superseded=_superseded)
+    table, written = _score(paths, detectors, into.existing(), into, **options)
+    if written is not None:
+        written.attrs.update(table.attrs)
+        return written
     return table
 
 
-def _merge_into(out: Path, mine: pd.DataFrame) -> pd.DataFrame:
-    """Write ``mine`` into the table file ``out`` under its lock, replacing what it supersedes.
+def _superseded(current: pd.DataFrame, mine: pd.DataFrame) -> list[bool]:
+    """The rows of the table ``current`` that the new rows ``mine`` replace.
 
-    Superseded: rows of the same checkpoint and detector, and, for every checkpoint in ``mine``,
-    its error rows and rows of another file content (fingerprint). Returns the table written.
+    Rows of the same checkpoint and detector, and, for every checkpoint in ``mine``, its error
+    rows and rows of another file content (fingerprint).
     """
-    with locked(out):
-        current = read_table(out) if out.exists() else empty_table()
-        fingerprints = dict(zip(zip(mine["run"], mine["checkpoint"]), mine["fingerprint"]))
-        scored = set(zip(mine["run"], mine["checkpoint"], mine["detector"]))
-        keep = [
-            (r, c) not in fingerprints
-            or ((r, c, d) not in scored and m != ERROR_METRIC and f == fingerprints[(r, c)])
-            for r, c, d, m, f in zip(current["run"], current["checkpoint"], current["detector"],
-                                     current["metric"], current["fingerprint"])
-        ]
-        table = canonical(pd.concat([current[pd.Series(keep, index=current.index, dtype=bool)], mine],
-                                    ignore_index=True))
-        write_table(table, out)
-    return table
+    fingerprints = dict(zip(zip(mine["run"], mine["checkpoint"]), mine["fingerprint"]))
+    scored = set(zip(mine["run"], mine["checkpoint"], mine["detector"]))
+    return [
+        (r, c) in fingerprints and ((r, c, d) in scored or m == ERROR_METRIC or f != fingerprints[(r, c)])
+        for r, c, d, m, f in zip(current["run"], current["checkpoint"], current["detector"],
+                                 current["metric"], current["fingerprint"])
+    ]

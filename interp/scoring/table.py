@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from interp.base.files import atomic_write
 
-__all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "write_table"]
+__all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "table_saver", "write_table"]
 
 COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error", "fingerprint"]
 #: ``metric`` of a row recording a checkpoint (or one detector on it) that could not be scored.
@@ -137,9 +138,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write ``frame`` (canonical order) to ``path``, replacing it atomically (temp file + rename)."""
     path = Path(path)
-    _check_suffix(path)
+    save = table_saver(path)
     frame = canonical(frame)
-    if path.suffix.lower() == ".parquet":
-        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    else:
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: save(frame, tmp))
+
+
+def table_saver(path: str | Path) -> Callable[[pd.DataFrame, str], None]:
+    """``save(frame, name)``: writes ``frame`` as is to the file ``name`` in the format of ``path``'s suffix."""
+    _check_suffix(Path(path))
+    if Path(path).suffix.lower() == ".parquet":
+        return lambda frame, name: frame.to_parquet(name, index=False)
+    return lambda frame, name: frame.to_csv(name, index=False)

@@ -1,0 +1,167 @@
+"""The grid of a training sweep (``interp sweep``): its cells, parsed and checked before anything trains.
+
+Grid keys are fields of :class:`interp.tasks.presets.TrainOptions`: those of the training loop
+(:data:`LOOP_OPTIONS`) and those the task reads (its ``option_names``: ``p, frac_train,
+d_model, float64_loss`` for modadd). Every value is checked before anything trains, by building
+the task and its model config, so a bad key or value is one clear error naming it. A cell
+(:class:`SweepCell`) is one combination of the grid's values and one seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from interp.tasks.presets import TrainOptions, preset
+from interp.tasks.registry import TASKS, make_task
+
+__all__ = ["LOOP_OPTIONS", "SweepCell", "base_type", "option_types", "parse_grid", "sweep_cells", "sweepable_options"]
+
+#: ``TrainOptions`` fields the training loop itself reads, so every task takes them in a grid.
+LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay_ramp_start", "warmup_steps",
+                "lr_schedule", "grokfast_alpha", "grokfast_lambda", "eval_every", "checkpoint_every")
+#: Grid keys whose values must be positive.
+_POSITIVE = {"steps", "lr", "eval_every", "checkpoint_every", "batch_size", "p", "d_model"}
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    """One run of a sweep: the task and preset, the grid values (sorted by key), the seed."""
+
+    task: str
+    preset: str
+    values: tuple[tuple[str, Any], ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run's folder under ``DIR/runs/``: ``d_model=32,frac_train=0.3,seed=0``."""
+        return ",".join(f"{key}={value}" for key, value in (*self.values, ("seed", self.seed)))
+
+    def options(self) -> TrainOptions:
+        """The cell's training options: its preset with the grid values and the seed."""
+        return dataclasses.replace(preset(self.task, self.preset), seed=self.seed, **dict(self.values))
+
+    def columns(self) -> dict[str, Any]:
+        """The cell's leading columns of ``runs.csv``: name, task, preset, grid values, seed."""
+        return {"cell": self.name, "task": self.task, "preset": self.preset, **dict(self.values), "seed": self.seed}
+
+
+def option_types() -> dict[str, str]:
+    """Every ``TrainOptions`` field and its type as written (``"int | None"``)."""
+    return {f.name: str(f.type) for f in dataclasses.fields(TrainOptions)}
+
+
+def sweepable_options(task: str) -> tuple[str, ...]:
+    """The grid keys ``task`` accepts: the loop's options and the task's own ``option_names``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    return (*LOOP_OPTIONS, *getattr(TASKS[task], "option_names", ()))
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def base_type(kind: str) -> str:
+    """``"int | None"`` -> ``"int"``: the type of a ``TrainOptions`` field, without its None."""
+    return kind.replace(" | None", "").strip()
+
+
+def _parse_value(key: str, kind: str, text: str) -> Any:
+    base = base_type(kind)
+    if base not in (*_EXPECTED, "str"):
+        raise ValueError(f"grid key {key} cannot be swept (a {base})")
+    try:
+        if base == "int":
+            value: Any = int(text)
+        elif base == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+        elif base == "bool":
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            value = text.lower() in ("true", "1")
+        else:
+            value = text
+    except ValueError:
+        raise ValueError(f"bad grid value {key}={text}: expected {_EXPECTED[base]}") from None
+    if key in _POSITIVE and value <= 0:
+        raise ValueError(f"bad grid value {key}={text}: must be positive")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"bad grid value {key}={text}: must not be negative")
+    return value
+
+
+def _check_key(task: str, key: str) -> str:
+    types = option_types()
+    if key == "seed":
+        raise ValueError("seed is not a grid key; give the seeds with --seeds")
+    allowed = sweepable_options(task)
+    if key not in allowed:
+        why = ("not a training option" if key not in types
+               else f"not an option the {task} task or the training loop reads")
+        raise ValueError(f"bad grid key {key!r}: {why}; {task} takes {', '.join(sorted(allowed))}")
+    return types[key]
+
+
+def parse_grid(task: str, specs: Sequence[str]) -> dict[str, list[Any]]:
+    """``["d_model=16,32", "frac_train=0.3"]`` -> ``{"d_model": [16, 32], "frac_train": [0.3]}``.
+
+    Values are parsed as the type of their ``TrainOptions`` field. ``ValueError`` naming the bad
+    key or value: not ``KEY=V1,V2``, a repeated key, a key ``task`` does not take, a value of the
+    wrong type, a negative value, or a repeated value.
+    """
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = (part.strip() for part in str(spec).partition("="))
+        texts = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not texts:
+            raise ValueError(f"bad --grid {spec!r}: expected KEY=VALUE[,VALUE...], e.g. d_model=16,32")
+        if key in grid:
+            raise ValueError(f"grid key {key} is given twice")
+        kind = _check_key(task, key)
+        parsed = [_parse_value(key, kind, text) for text in texts]
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"grid key {key} repeats a value: {values}")
+        grid[key] = parsed
+    return grid
+
+
+def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],
+                seeds: Sequence[int]) -> list[SweepCell]:
+    """Every combination of the grid's values, for every seed, checked before anything trains.
+
+    Values are parsed (from their text) as in :func:`parse_grid`. Each value, then each cell, is checked by
+    building its options, task and model config: ``ValueError`` naming the bad key and value
+    (or the cell) and why it does not fit.
+    """
+    preset(task, preset_name)  # unknown task or preset: its own clear error
+    if not seeds or any(int(s) < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+    checked: dict[str, list[Any]] = {}
+    for key in sorted(grid):
+        kind = _check_key(task, key)
+        values = [_parse_value(key, kind, str(v)) for v in grid[key]]
+        if not values:
+            raise ValueError(f"grid key {key} has no values")
+        for value in values:
+            _check_fits(SweepCell(task, preset_name, ((key, value),), int(seeds[0])), f"bad grid value {key}={value}")
+        checked[key] = values
+    cells = [SweepCell(task, preset_name, tuple(zip(checked, combo)), int(seed))
+             for combo in itertools.product(*checked.values()) for seed in seeds]
+    for cell in cells:
+        _check_fits(cell, f"grid cell {cell.name} does not fit {task}/{preset_name}")
+    return cells
+
+
+def _check_fits(cell: SweepCell, what: str) -> None:
+    try:
+        make_task(cell.options()).model_config()
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
