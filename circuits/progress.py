@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._modadd import analyze, key_rule, modadd_answers, pair_operands, spectrum_frame
+from circuits._fourier_analysis import analyze, key_rule, spectrum_frame
+from circuits._modadd import modadd_answers, pair_operands
 from circuits._parallel import one_thread, parallel_map
 from circuits.phases import (  # also importable from here, as before the split
     CIRCUIT_LOSS,
