@@ -106,11 +106,11 @@ def test_the_raw_weight_pieces_are_written_once():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    written = ("F.layer_norm(", "functional.layer_norm(", "scaled_dot_product_attention(")
     found = [
         str(path.relative_to(root))
         for package in ("circuits", "interp")
         for path in sorted((root / package).rglob("*.py"))
-        if path.name != "plain_forward.py"
-        and any(s in path.read_text() for s in ("F.layer_norm(", "functional.layer_norm(", "scaled_dot_product_attention("))
+        if path.name != "plain_forward.py" and any(s in path.read_text() for s in written)
     ]
     assert not found
