@@ -7,7 +7,9 @@ with pre-LayerNorm admitted: learned absolute positions, no normalisation or ``"
 MLPs or none) this module computes the same residual stream with a few batched tensor
 operations per layer and calls the same per-layer callback as
 :func:`circuits._hooks.run_attention_hooks`, which dispatches here. The patterns equal the
-hooked ones to float rounding (tested to 1e-5 on random, trained and hand-built models).
+hooked ones to float rounding (tested to 1e-5 on random, trained and hand-built models). The
+embedding, LayerNorm and MLP are :mod:`circuits.plain_forward`'s; the attention is this module's
+own (per chunk of sequences, base-2 softmax, padded positions), since it must hand out patterns.
 
 Anything else takes the hooked forward: other architectures, dtypes other than float32/float64,
 and a model carrying hooks of its own (on a hook point or any other module, or a global module
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from circuits.architecture import plain_forward_supported
+from circuits.plain_forward import add_mlp, embed, layer_norm
 
 __all__ = ["fused_attention_layers", "fused_supported", "hooked_only", "padded_length"]
 
@@ -94,7 +97,7 @@ def fused_attention_layers(
     tokens = F.pad(tokens, (0, padded - length))
     w_pos = F.pad(model.pos_embed.W_pos[:length], (0, 0, 0, padded - length))
     mask = torch.full((padded, padded), float("-inf"), dtype=w_e.dtype, device=tokens.device).triu_(1)
-    x = None if cfg.normalization_type is None and int(cfg.d_vocab) < batch * padded else _embed(w_e, w_pos, tokens)
+    x = None if cfg.normalization_type is None and int(cfg.d_vocab) < batch * padded else embed(tokens, w_e, w_pos)
     for index, block in enumerate(model.blocks):
         attn, last = block.attn, index == n_layers - 1
         parts = 3 if need_z or not last else 2  # queries, keys and (unless not needed) values
@@ -102,7 +105,7 @@ def fused_attention_layers(
         if x is None:  # first layer, no LayerNorm: the residual is W_E[token] + W_pos[pos]
             qkv = F.embedding(tokens, w_e @ weight).add_(torch.addmm(bias, w_pos, weight))
         else:
-            h = _norm(x, getattr(block, "ln1", None), cfg).reshape(batch * padded, -1)
+            h = layer_norm(x, getattr(block, "ln1", None), cfg).reshape(batch * padded, -1)
             qkv = torch.addmm(bias, h, weight)
         # Head-major in one copy: each chunk's q, k, v are then contiguous, and k's transpose a
         # plain one, so the batched products copy nothing (measured ~5 % off the toy's head scores).
@@ -119,13 +122,10 @@ def fused_attention_layers(
         if last:
             return
         if x is None:
-            x = _embed(w_e, w_pos, tokens)
+            x = embed(tokens, w_e, w_pos)
         z_flat = z.transpose(1, 2).reshape(batch * padded, -1)
         x.view(batch * padded, -1).addmm_(z_flat, attn.W_O.reshape(-1, attn.W_O.shape[-1])).add_(attn.b_O)
-        if not cfg.attn_only:
-            mlp = block.mlp
-            h = _norm(x, getattr(block, "ln2", None), cfg)
-            x = x + mlp.act_fn(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+        x = add_mlp(x, block, cfg)
 
 
 def _softmax2(scores: torch.Tensor) -> torch.Tensor:
@@ -156,10 +156,6 @@ def padded_length(length: int) -> int:
     return padded if 16 * (padded - length) <= length else length
 
 
-def _embed(w_e: torch.Tensor, w_pos: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return F.embedding(tokens, w_e) + w_pos
-
-
 def _qkv_weights(attn, parts: int, query_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(d_model, parts * n_heads * d_head)`` weights and the matching bias of Q, K (and V), the
     queries' scaled by ``query_scale`` (``log2(e) / attn_scale``: one pass over the weights
@@ -169,9 +165,3 @@ def _qkv_weights(attn, parts: int, query_scale: float) -> tuple[torch.Tensor, to
     weight = torch.cat([getattr(attn, f"W_{n}").permute(1, 0, 2).flatten(1) * s for n, s in zip(names, scales)], dim=1)
     bias = torch.cat([getattr(attn, f"b_{n}").flatten() * s for n, s in zip(names, scales)])
     return weight, bias
-
-
-def _norm(x: torch.Tensor, ln, cfg) -> torch.Tensor:
-    if cfg.normalization_type != "LN":
-        return x
-    return F.layer_norm(x, (x.shape[-1],), ln.w, ln.b, ln.eps)

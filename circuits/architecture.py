@@ -1,6 +1,7 @@
 """Which ``HookedTransformer`` architectures a hand-written plain-torch forward pass reproduces.
 
-Fast forwards that skip TransformerLens's hooked modules (``interp.fast_forward`` for training,
+Fast forwards that skip TransformerLens's hooked modules (:mod:`circuits.plain_forward`, which
+``interp.tasks.fast_forward`` trains with; the fused head-score path of :mod:`circuits._fused`;
 the closed-form last-position pass of the modular-addition analysis in :mod:`circuits._modadd`)
 compute token and position embeddings, causal softmax attention scaled by ``attn_scale``,
 optionally a ReLU/GELU MLP after it and, where allowed, pre-LayerNorm. Every other architectural

@@ -7,8 +7,8 @@ cos/sin(w_k (a + b)), and the neuron->logit map reads out cos(w_k (a + b - c)) f
 Nanda et al. 2023, "Progress measures for grokking via mechanistic interpretability" (ICLR),
 sections 4-5. This module measures that structure on any ``HookedTransformer`` of the task's shape;
 :mod:`circuits.progress` turns it into the paper's progress measures. Both share the plumbing of
-:mod:`circuits._modadd` (inputs, model check, forward pass, Fourier analysis), whose public parts
-are re-exported here.
+:mod:`circuits._modadd` (inputs, model check, forward pass) and :mod:`circuits._fourier_analysis`
+(basis, Fourier powers, the one analysis), whose public parts are re-exported here.
 
 Conventions. ``K = (p - 1) // 2`` frequencies ``k = 1..K`` (p odd). Inputs are enumerated in the
 order ``row = a * p + b``. Spectra exclude the constant (k = 0) component: it is the mean over
@@ -21,24 +21,21 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._modadd import (
+from circuits._fourier_analysis import (
     MAJORITY_THRESHOLD,
     MIN_CLUSTER_SHARE,
     MIN_UNEMBED_SHARE,
     NEURON_THRESHOLD,
     analyze,
-    check_modadd_model,
     embed_power,
     fourier_basis,
     key_rule,
-    last_position_outputs,
-    modadd_answers,
-    modadd_inputs,
     neuron_block_fractions,
     safe_sum,
     spectrum_frame,
     unembed_power,
 )
+from circuits._modadd import check_modadd_model, last_position_outputs, modadd_answers, modadd_inputs
 
 __all__ = [
     "NEURON_THRESHOLD",

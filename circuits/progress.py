@@ -2,11 +2,12 @@
 
 Restricted loss, excluded loss, Gini coefficients of the Fourier norms and the total sum of squared
 weights, for one modular-addition model (:func:`fourier_report`) or a series of checkpoints
-(:func:`progress_measures`). The three phases of grokking located on those curves
-(:func:`grokking_phases`) live in :mod:`circuits.phases` and are re-exported here. Losses are
-computed in float64 from the model's logits over all p^2 inputs ``[a, b, =]`` in the order
-``row = a * p + b``. The Fourier analysis itself is shared with :mod:`circuits.fourier` through
-:mod:`circuits._modadd`.
+(:func:`progress_measures`). The measures' definitions (:func:`gini`, :func:`weight_norm`,
+:func:`restricted_logits`, :func:`excluded_logits`) live in :mod:`circuits._measures` and the three
+phases of grokking located on those curves (:func:`grokking_phases`) in :mod:`circuits.phases`;
+both are re-exported here. Losses are computed in float64 from the model's logits over all p^2
+inputs ``[a, b, =]`` in the order ``row = a * p + b``. The Fourier analysis itself is shared with
+:mod:`circuits.fourier` through :mod:`circuits._modadd` and :mod:`circuits._fourier_analysis`.
 
 ``MEMORISED_LOSS`` is the deprecated name of :data:`MEMORIZED_LOSS` (``DeprecationWarning``).
 """
@@ -23,7 +24,9 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._modadd import analyze, key_rule, modadd_answers, pair_operands, spectrum_frame
+from circuits._fourier_analysis import analyze, key_rule, spectrum_frame
+from circuits._measures import check_freqs, excluded_logits, gini, restricted_logits, sum_directions, weight_norm
+from circuits._modadd import modadd_answers
 from circuits._parallel import one_thread, parallel_map
 from circuits.phases import (  # also importable from here, as before the split
     CIRCUIT_LOSS,
@@ -127,111 +130,6 @@ class FourierReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# building blocks
-
-
-def gini(x: torch.Tensor | Sequence[float]) -> float:
-    """Gini coefficient of non-negative values (Hurley and Rickard 2009), as in Nanda et al. 2023.
-
-    With ``x`` sorted ascending, ``G = sum_i (2 i - n - 1) x_i / (n sum_i x_i)`` (i = 1..n).
-    0 when all values are equal, ``1 - 1/n`` when one value holds everything; 0 for all zeros.
-    """
-    v = torch.as_tensor(x, dtype=torch.float64).flatten()
-    if v.numel() == 0 or bool((v < 0).any()):
-        raise ValueError("gini needs a non-empty set of non-negative values")
-    total = v.sum()
-    if total <= 0:
-        return 0.0
-    n = v.numel()
-    i = torch.arange(1, n + 1, dtype=torch.float64)
-    return float(((2 * i - n - 1) * v.sort().values).sum() / (n * total))
-
-
-def weight_norm(model: torch.nn.Module) -> float:
-    """Total sum of squared parameters, ``sum_theta theta^2`` over every parameter (float64).
-
-    The "total sum of squared weights" progress measure of Nanda et al. 2023 (section 5.1): weight
-    decay drives it down, most steeply during cleanup. Range [0, inf).
-    """
-    with torch.inference_mode():
-        params = [t.detach().reshape(-1) for t in model.parameters()]
-        if not params:
-            return 0.0
-        return float(torch.cat(params).to(torch.float64).pow(2).sum())
-
-
-def _sum_directions(p: int, freqs: Sequence[int]) -> torch.Tensor:
-    """Orthonormal columns cos/sin(w_k (a + b)) over the p^2 inputs, ``(p*p, 2 len(freqs))``."""
-    a, b = pair_operands(p)
-    s = (a + b).to(torch.float64)
-    k = torch.as_tensor(list(freqs), dtype=torch.float64)
-    angle = 2 * math.pi * s[:, None] * k[None, :] / p
-    # each column has squared norm p^2 / 2 over the p^2 inputs (p values of a + b, p times each)
-    return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1) * math.sqrt(2) / p
-
-
-def _check_freqs(freqs: Iterable[int], p: int) -> list[int]:
-    out = sorted({int(k) for k in freqs})
-    bad = [k for k in out if not 1 <= k <= (p - 1) // 2]
-    if bad:
-        raise ValueError(f"frequencies must lie in 1..{(p - 1) // 2} for p={p}; got {bad}")
-    return out
-
-
-def _logit_table(logits: torch.Tensor, p: int) -> torch.Tensor:
-    if logits.shape != (p * p, p):
-        raise ValueError(f"logits must have shape (p*p, p) = ({p * p}, {p}), got {tuple(logits.shape)}")
-    return logits.detach().to(torch.float64).cpu()
-
-
-def restricted_logits(logits: torch.Tensor, p: int, freqs: Sequence[int]) -> torch.Tensor:
-    """Logits kept only along the key frequencies' cos/sin(w_k (a + b)) input directions (float64).
-
-    Each answer's logit column is a function on the p^2 inputs; it is projected onto the span of
-    cos(w_k (a + b)) and sin(w_k (a + b)) for ``k in freqs`` (w_k = 2 pi k / p) and the column's
-    mean over inputs is added back. ``(p*p, p) -> (p*p, p)``. Nanda et al. 2023, section 5.1.
-    """
-    table = _logit_table(logits, p)
-    u = _sum_directions(p, _check_freqs(freqs, p))
-    return table.mean(dim=0, keepdim=True) + u @ (u.T @ table)
-
-
-def excluded_logits(logits: torch.Tensor, p: int, freqs: Sequence[int]) -> torch.Tensor:
-    """Logits with the key frequencies' cos/sin(w_k (a + b)) input directions removed (float64).
-
-    The complement of :func:`restricted_logits` (without re-adding the mean, which is untouched).
-    Nanda et al. 2023, section 5.1.
-    """
-    table = _logit_table(logits, p)
-    u = _sum_directions(p, _check_freqs(freqs, p))
-    return table - u @ (u.T @ table)
-
-
-def _row_losses(logits64: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(logits64, labels, reduction="none")
-
-
-def _mean(x: torch.Tensor, rows: torch.Tensor | None) -> float:
-    if rows is not None:
-        x = x[rows]
-    return float(x.mean()) if x.numel() else math.nan
-
-
-def _check_mask(train_mask: torch.Tensor | np.ndarray | None, p: int) -> torch.Tensor | None:
-    if train_mask is None:
-        return None
-    mask = torch.as_tensor(train_mask)
-    if mask.dtype != torch.bool or mask.shape != (p * p,):
-        raise ValueError(
-            f"train_mask must be a bool tensor of shape (p*p,) = ({p * p},) in row order a*p+b; "
-            f"got dtype {mask.dtype}, shape {tuple(mask.shape)}"
-        )
-    if not bool(mask.any()):
-        raise ValueError("train_mask selects no training pairs")
-    return mask.cpu()
-
-
-# ---------------------------------------------------------------------------------------------
 # report
 
 
@@ -266,10 +164,10 @@ def _report(
     p = an.p
     mask = _check_mask(train_mask, p)
     own = key_rule(an)
-    freqs = own if key_freqs is None else _check_freqs(key_freqs, p)
+    freqs = own if key_freqs is None else check_freqs(key_freqs, p)
     labels = modadd_answers(p)
     table = an.logits.detach().to(torch.float64)
-    u = _sum_directions(p, freqs)
+    u = sum_directions(p, freqs)
     along = u @ (u.T @ table)
     losses = _row_losses(table, labels)
     correct = (table.argmax(dim=-1) == labels).to(torch.float64)
@@ -292,6 +190,30 @@ def _report(
         weight_norm=weight_norm(model),
         loss_frequencies=freqs,
     )
+
+
+def _row_losses(logits64: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits64, labels, reduction="none")
+
+
+def _mean(x: torch.Tensor, rows: torch.Tensor | None) -> float:
+    if rows is not None:
+        x = x[rows]
+    return float(x.mean()) if x.numel() else math.nan
+
+
+def _check_mask(train_mask: torch.Tensor | np.ndarray | None, p: int) -> torch.Tensor | None:
+    if train_mask is None:
+        return None
+    mask = torch.as_tensor(train_mask)
+    if mask.dtype != torch.bool or mask.shape != (p * p,):
+        raise ValueError(
+            f"train_mask must be a bool tensor of shape (p*p,) = ({p * p},) in row order a*p+b; "
+            f"got dtype {mask.dtype}, shape {tuple(mask.shape)}"
+        )
+    if not bool(mask.any()):
+        raise ValueError("train_mask selects no training pairs")
+    return mask.cpu()
 
 
 # ---------------------------------------------------------------------------------------------

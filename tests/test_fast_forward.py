@@ -73,3 +73,44 @@ def test_fast_forward_gradients_are_reproducible():
             forward(model, x).logsumexp(-1).sum().backward()
             grads.append(model.embed.W_E.grad.clone())
         assert all(torch.equal(grads[0], g) for g in grads[1:]), cfg.model_name
+
+
+def test_plain_forward_pieces_equal_the_modules():
+    """circuits.plain_forward's pieces compute what TransformerLens's modules compute."""
+    from circuits import plain_forward
+    from tests.handbuilt_models import random_model
+
+    model = random_model(seed=2, n_layers=1).double()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    tokens = torch.randint(0, model.cfg.d_vocab, (3, 7), generator=generator)
+    _, cache = model.run_with_cache(tokens)
+    block, x = model.blocks[0], cache["blocks.0.hook_resid_mid"]
+    with torch.no_grad():
+        embedded = plain_forward.embed(tokens, model.W_E, model.W_pos[:7])
+        torch.testing.assert_close(embedded, cache["blocks.0.hook_resid_pre"])
+        torch.testing.assert_close(plain_forward.layer_norm(x, block.ln2, model.cfg), block.ln2(x))
+        torch.testing.assert_close(plain_forward.add_mlp(x, block, model.cfg), cache["blocks.0.hook_resid_post"])
+        final = cache["blocks.0.hook_resid_post"]
+        torch.testing.assert_close(plain_forward.unembed(final, model), model.unembed(model.ln_final(final)))
+        tok, pos = plain_forward.qkv_tables(block.attn, model.W_E, model.W_pos[:7])
+        q = tok[tokens, 0] + pos[:, 0]  # what a first layer without LayerNorm would read: W_E[t] + W_pos[i]
+        expected = torch.einsum("bpd,hde->bphe", embedded, block.attn.W_Q) + block.attn.b_Q
+        torch.testing.assert_close(q, expected)
+
+
+def test_the_raw_weight_pieces_are_written_once():
+    """LayerNorm and fused attention from the raw weights live in circuits.plain_forward alone."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    written = ("F.layer_norm(", "functional.layer_norm(", "scaled_dot_product_attention(")
+    found = [
+        str(path.relative_to(root))
+        for package in ("circuits", "interp")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "plain_forward.py" and any(s in path.read_text() for s in written)
+    ]
+    assert not found

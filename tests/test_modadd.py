@@ -1,4 +1,5 @@
-"""The shared modular-addition plumbing (circuits._modadd): inputs, forward pass, one-thread analysis."""
+"""The shared modular-addition plumbing (circuits._modadd, circuits._fourier_analysis): inputs, forward pass,
+one-thread analysis."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuits
-from circuits import _modadd, fourier, modadd_answers, modadd_inputs, progress
+from circuits import _fourier_analysis, _modadd, fourier, modadd_answers, modadd_inputs, progress
 from circuits._parallel import one_thread
 from circuits.architecture import plain_forward_supported
 from interp.tasks.modular import all_pairs, answers
@@ -79,17 +80,17 @@ def test_unsupported_models_take_the_model_forward(monkeypatch):
 
 def test_analysis_runs_on_one_thread_and_restores_it(monkeypatch):
     seen = []
-    original = _modadd.neuron_block_fractions
+    original = _fourier_analysis.neuron_block_fractions
 
     def spy(acts, p):
         seen.append(torch.get_num_threads())
         return original(acts, p)
 
-    monkeypatch.setattr(_modadd, "neuron_block_fractions", spy)
+    monkeypatch.setattr(_fourier_analysis, "neuron_block_fractions", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        an = _modadd.analyze(_model(), None)
+        an = _fourier_analysis.analyze(_model(), None)
         assert seen == [1] and torch.get_num_threads() == 2
         with one_thread():
             assert torch.get_num_threads() == 1
@@ -100,8 +101,8 @@ def test_analysis_runs_on_one_thread_and_restores_it(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert an.p == 23 and an.logits.shape == (23 * 23, 23) and an.neuron_frac.shape == (11, 64)
-    assert _modadd.key_rule(an) == fourier.key_frequencies(_model())
-    assert list(_modadd.spectrum_frame(an)["freq"]) == list(range(1, 12))
+    assert _fourier_analysis.key_rule(an) == fourier.key_frequencies(_model())
+    assert list(_fourier_analysis.spectrum_frame(an)["freq"]) == list(range(1, 12))
 
 
 def test_public_names_stay_importable():
@@ -119,6 +120,7 @@ def test_fourier_and_progress_share_only_modadd():
     assert "circuits.progress" not in _imports(fourier)
     assert "circuits.fourier" not in _imports(progress)
     assert "circuits._modadd" in _imports(fourier) & _imports(progress)
+    assert "circuits._fourier_analysis" in _imports(fourier) & _imports(progress)
 
 
 def test_circuits_does_not_import_interp():
