@@ -18,7 +18,6 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import nonfinite_parameters
 from circuits.architecture import plain_forward_supported
-from circuits.plain_forward import qkv_tables
 
 __all__ = [
     "check_modadd_model",
@@ -123,10 +122,14 @@ def _mix(pattern: torch.Tensor, tab: torch.Tensor, tab_eq: torch.Tensor) -> torc
 def _fast_forward(model: HookedTransformer, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     blk = model.blocks[0]
     at, mlp = blk.attn, blk.mlp
-    tok, pos = qkv_tables(at, model.W_E, model.W_pos[:3])  # (vocab, 3, h, e), (3, 3, h, e)
-    ab = tok[:p] + pos[:2, None]  # (2, p, 3, h, e): a at pos 0, b at pos 1
-    eq = tok[p] + pos[2]  # (3, h, e): the "=" token at pos 2
-    q, k, v, k2, v2 = eq[0], ab[:, :, 1], ab[:, :, 2], eq[1], eq[2]
+    W_E, W_pos = model.W_E, model.W_pos
+    E = torch.stack([W_E[:p] + W_pos[0], W_E[:p] + W_pos[1]])  # (2, p, d): a at pos 0, b at pos 1
+    e2 = W_E[p] + W_pos[2]  # the "=" token at pos 2
+    q = torch.einsum("d,hde->he", e2, at.W_Q) + at.b_Q
+    k = torch.einsum("spd,hde->sphe", E, at.W_K) + at.b_K
+    k2 = torch.einsum("d,hde->he", e2, at.W_K) + at.b_K
+    v = torch.einsum("spd,hde->sphe", E, at.W_V) + at.b_V
+    v2 = torch.einsum("d,hde->he", e2, at.W_V) + at.b_V
     scores_ab = torch.einsum("he,sphe->sph", q, k) / at.attn_scale  # (2, p, h)
     score_eq = (q * k2).sum(-1) / at.attn_scale  # (h,)
     n_heads = q.shape[0]
@@ -141,7 +144,7 @@ def _fast_forward(model: HookedTransformer, p: int) -> tuple[torch.Tensor, torch
     pattern = scores.softmax(dim=-1)
     ov = torch.einsum("sphe,hed->sphd", v, at.W_O)  # (2, p, h, d)
     ov2 = torch.einsum("he,hed->hd", v2, at.W_O)  # (h, d)
-    base = model.W_E[p] + model.W_pos[2] + at.b_O  # residual at "=" before the heads' value-weighted writes
+    base = e2 + at.b_O  # residual at "=" before the heads' value-weighted writes
     resid = (_mix(pattern, ov, ov2) + base).reshape(p * p, -1)  # (p*p, d_model) at "="
     post = mlp.act_fn(torch.addmm(mlp.b_in, resid, mlp.W_in))
     w_l = mlp.W_out @ model.W_U
