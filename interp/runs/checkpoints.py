@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
-from circuits._checks import nonfinite_parameters
+from circuits import nonfinite_parameters
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict, modadd_config
 from interp.runs.layout import checkpoint_path, list_checkpoints, run_model_config
