@@ -25,7 +25,7 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 
 
 _export("interp.runs.checkpoints", "CheckpointError", "load_model")
-_export("interp.runs.layout", "RunError", "find_checkpoints", "list_checkpoints", "run_train_mask")
+_export("interp.runs.layout", "RunError", "find_checkpoints", "list_checkpoints", "read_run_info", "run_train_mask")
 _export("interp.detectors.registry", "DETECTORS")
 _export("interp.detectors.spec", "Detector")
 _export("interp.base.page", "ReportFigure")
