@@ -29,6 +29,9 @@ from circuits.logit_lens import LogitLens, logit_lens
 # Thread policy shared with interp: small CPU work on one intra-op thread.
 from circuits._parallel import one_thread
 
+# Model checks shared with interp: the parameters holding a NaN or an infinity.
+from circuits._checks import nonfinite_parameters
+
 __all__ = [
     # heads
     "ablation_scores",
@@ -67,4 +70,6 @@ __all__ = [
     "residual_states_at",
     # thread policy
     "one_thread",
+    # model checks
+    "nonfinite_parameters",
 ]

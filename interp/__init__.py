@@ -40,8 +40,9 @@ _export("interp.scoring.table", "read_table")
 _export("interp.report", "write_report")
 _export("interp.analysis.phase", "best_head_curve", "locate_phase_change")
 _export("interp.analysis.fourier_runs", "progress_measures", "run_progress_measures")
-_export("interp.analysis.split_memorization", "CAPACITY_SOURCES", "MEASURED_BITS_PER_PARAMETER",
-        "PAPER_BITS_PER_PARAMETER", "capacity_bits", "dataset_bits", "memorized_bits")
+_export("interp.analysis.capacity_figures", "CAPACITY_SOURCES", "MEASURED_BITS_PER_PARAMETER",
+        "PAPER_BITS_PER_PARAMETER")
+_export("interp.analysis.split_memorization", "capacity_bits", "dataset_bits", "memorized_bits")
 _export("interp.detectors.heads.figures", "plot_attention_patterns", "plot_head_heatmaps", "plot_head_scores")
 _export("interp.detectors.fourier.figures", "plot_fourier_spectrum", "plot_memorized_bits", "plot_neuron_clusters",
         "plot_progress_measures")

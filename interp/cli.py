@@ -1,4 +1,9 @@
-"""The ``interp`` command. A user mistake prints one line on stderr and exits 2, never a traceback."""
+"""The ``interp`` command. A user mistake prints one line on stderr and exits 2, never a traceback.
+
+``interp --help``, ``interp COMMAND --help`` and the mistakes the parser catches import neither
+torch nor transformer_lens: the parser is built from light modules (the presets, the detector
+folders read by :mod:`interp.detectors.catalog`); each command imports what it runs.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ class UsageError(Exception):
 
 def _train(args: argparse.Namespace) -> int:
     from interp.tasks.presets import preset
-    from interp.training.loop import train
 
     steps = args.steps if args.steps is not None else args.epochs
     corpus = getattr(args, "corpus", None)
@@ -29,11 +33,15 @@ def _train(args: argparse.Namespace) -> int:
         if args.task != "text":
             raise UsageError(f"--corpus is for the text task, not {args.task}")
         corpus = str(Path(corpus).expanduser().resolve())
+    # an unknown preset: one line before torch is imported
+    options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every,
+                     corpus=corpus)
+    if corpus is not None:
         from interp.tasks.text import load_corpus
 
         load_corpus(corpus)  # a missing folder or one without text files: one line, before anything is written
-    options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every,
-                     corpus=corpus)
+    from interp.training.loop import train
+
     out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps)
     if not args.quiet:
         print(f"run written to {out}")
@@ -69,9 +77,10 @@ def _report(args: argparse.Namespace) -> int:
     from interp.scoring.table import read_table
 
     if Path(args.table).is_dir():  # a sweep directory (interp sweep): its page
+        from interp.experiments.sweep import read_sweep
         from interp.experiments.sweep_page import write_sweep_report
 
-        path = write_sweep_report(args.table, args.out)
+        path = write_sweep_report(read_sweep(args.table), args.out)
     else:
         path = write_report(read_table(args.table), args.out)
     if not args.quiet:
@@ -118,14 +127,12 @@ def _memorization(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from interp.tasks.presets import SWEEP_GRIDS
+
+    if not args.grid and args.task not in SWEEP_GRIDS:  # one line before torch is imported
+        raise UsageError(f"no default grid for {args.task}; give --grid KEY=V1,V2")
     from interp.experiments.sweep import parse_grid, sweep
 
-    if args.grid:
-        grid = parse_grid(args.task, args.grid)
-    elif args.task in SWEEP_GRIDS:
-        grid = SWEEP_GRIDS[args.task]
-    else:
-        raise UsageError(f"no default grid for {args.task}; give --grid KEY=V1,V2")
+    grid = parse_grid(args.task, args.grid) if args.grid else SWEEP_GRIDS[args.task]
     result = sweep(args.task, args.preset, grid, args.seeds, args.out, workers=args.workers,
                    scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet)
     failed = result.table[result.table["error"] != ""]
@@ -136,17 +143,35 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if len(failed) else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from interp.detectors.registry import DETECTORS
-    from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
-    from interp.analysis.split_memorization import MEASURED_BITS_PER_PARAMETER
-    from interp.tasks.registry import TASKS
+def _detectors() -> dict[str, str | None]:
+    """Detector name -> its help line, for the parser.
 
+    The registry's when something has imported it already (a detector added to ``DETECTORS`` at
+    run time counts); else the detector folders and the help read from their source, which
+    imports neither torch nor the detectors (``tests/test_cli.py`` checks both agree).
+    """
+    registry = sys.modules.get("interp.detectors.registry")
+    if registry is not None and hasattr(registry, "DETECTORS"):
+        return {name: detector.help for name, detector in registry.DETECTORS.items()}
+    from interp.detectors.catalog import builtin_names, help_line
+
+    return {name: help_line(name) for name in builtin_names()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``interp`` parser; building it imports neither torch nor transformer_lens."""
+    from interp import __version__
+    from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER
+    from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
+
+    detectors = _detectors()
+    tasks = sorted(PRESETS)  # every task has its recipes (tests/test_cli.py: the same names as TASKS)
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"interp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a toy model, writing a run directory with checkpoints")
-    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("task", choices=tasks)
     p.add_argument("--out", required=True, help="run directory (created; must be empty unless --resume)")
     p.add_argument("--preset", default="default", help="training recipe: " + "; ".join(
         f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items())))
@@ -162,10 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("score", help="score checkpoints with the detectors into one long table",
-                       epilog="detectors: " + "; ".join(f"{d.name}: {d.help}" for d in DETECTORS.values()))
+                       epilog="detectors: " + "; ".join(f"{name}: {text}" if text else name
+                                                        for name, text in detectors.items()))
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, checkpoint files, or globs")
-    p.add_argument("--detectors", default=",".join(DETECTORS),
-                   help=f"comma-separated, any of {', '.join(DETECTORS)} (default all)")
+    p.add_argument("--detectors", default=",".join(detectors),
+                   help=f"comma-separated, any of {', '.join(detectors)} (default all)")
     p.add_argument("--out", required=True, help="table file, .parquet or .csv; checkpoints already in it are skipped")
     p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -214,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="default grids: " + "; ".join(
                            f"{task}: " + " ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items())
                            for task, grid in SWEEP_GRIDS.items()))
-    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("task", choices=tasks)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a training option and its values, one --grid per option, e.g. "
                         "--grid d_model=16,32 --grid frac_train=0.3,0.5 (default: the task's default grid)")

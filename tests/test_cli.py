@@ -1,4 +1,4 @@
-"""interp score / report / inspect / demo on the command line: exit codes, restart, errors."""
+"""interp score / report / inspect / demo on the command line: exit codes, restart, errors; help without torch."""
 
 from __future__ import annotations
 
@@ -161,3 +161,113 @@ def test_inspect_refuses_nan_weights_in_one_line(tiny_runs, tmp_path, capsys):
     assert main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NaN or infinite weights" in err and "Traceback" not in err
+
+
+# -- the parser answers at once: help, version and usage errors import neither torch nor transformer_lens --
+
+SUBCOMMANDS = ("train", "score", "report", "inspect", "demo", "memorization", "sweep")
+#: Runs ``interp.cli.main(argv)`` in a fresh interpreter, then prints the exit code and the heavy
+#: modules it imported.
+_CHECK = """
+import json, sys
+from interp.cli import main
+try:
+    code = main(json.loads(sys.argv[1]))
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "transformer_lens", "numpy", "pandas") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.__stdout__)
+"""
+
+
+def _run_cli_fresh(argv: list[str], tmp_path) -> tuple[dict, str, str]:
+    import json
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(argv)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    *out, last = proc.stdout.splitlines()
+    return json.loads(last), "\n".join(out), proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], *([cmd, "--help"] for cmd in SUBCOMMANDS)],
+                         ids=lambda argv: " ".join(argv))
+def test_help_imports_no_torch(argv, tmp_path):
+    result, out, _ = _run_cli_fresh(argv, tmp_path)
+    assert result["code"] == 0 and out.strip()
+    assert "torch" not in result["heavy"] and "transformer_lens" not in result["heavy"], result
+    assert result["heavy"] == [], result  # not even numpy or pandas: the help answers at once
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "required: command"),
+    (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
+    (["train", "nosuchtask", "--out", "x"], "invalid choice: 'nosuchtask'"),
+    (["train", "modadd"], "required: --out"),
+    (["train", "modadd", "--out", "x", "--steps", "0"], "expected a positive integer"),
+    (["train", "modadd", "--out", "x", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "modadd", "--out", "x", "--corpus", "y"], "--corpus is for the text task"),
+    (["score"], "required: PATH, --out"),
+    (["score", "x", "--out", "t.csv", "--workers", "many"], "expected a positive integer"),
+    (["report"], "required"),
+    (["memorization", "--out", "x", "--sizes", ","], "expected sizes"),
+    (["sweep", "induction", "--out", "x"], "no default grid for induction"),
+    (["sweep", "modadd", "--out", "x", "--seeds", "-1"], "expected comma-separated seeds"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_usage_errors_import_no_torch(argv, message, tmp_path):
+    result, _, err = _run_cli_fresh(argv, tmp_path)
+    assert result["code"] == 2 and message in err and "Traceback" not in err, (result, err)
+    assert "torch" not in result["heavy"] and "transformer_lens" not in result["heavy"], result
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_parser_covers_every_subcommand():
+    import argparse
+
+    from interp.cli import build_parser
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert tuple(action.choices) == SUBCOMMANDS
+
+
+def test_version(capsys):
+    import interp
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"interp {interp.__version__}\n"
+
+
+def test_the_light_names_are_the_registries():
+    """The parser's tasks, detectors and detector help come from light modules; they are the registries'."""
+    from interp.detectors.catalog import builtin_names, help_line
+    from interp.detectors.registry import DETECTORS
+    from interp.tasks.presets import PRESETS
+    from interp.tasks.registry import TASKS
+
+    assert sorted(PRESETS) == sorted(TASKS)
+    assert builtin_names() == list(DETECTORS)
+    assert {name: help_line(name) for name in builtin_names()} == {n: d.help for n, d in DETECTORS.items()}
+
+
+def test_help_line_evaluates_literals_concatenations_and_fstrings(tmp_path, monkeypatch):
+    from interp.detectors import catalog
+
+    for name, source in {
+        "plain": 'DETECTOR = Detector(name="plain", help="one " "line")\n',
+        "joined": 'A, B = 5, "x"\nDETECTOR = Detector(name="joined", help=f"token {A} of {B}" + " more")\n',
+        "dynamic": 'DETECTOR = Detector(name="dynamic", help=make_help())\n',
+        "formatted": 'A = 0.5\nDETECTOR = Detector(name="formatted", help=f"{A:.2f}")\n',
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("from .detector import DETECTOR\n")
+        (tmp_path / name / "detector.py").write_text(source)
+    monkeypatch.setattr(catalog, "_HERE", tmp_path)
+    assert catalog.builtin_names() == ["dynamic", "formatted", "joined", "plain"]
+    assert catalog.help_line("plain") == "one line" and catalog.help_line("joined") == "token 5 of x more"
+    assert catalog.help_line("dynamic") is None and catalog.help_line("formatted") is None
+    assert catalog.help_line("missing") is None

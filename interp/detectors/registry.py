@@ -9,22 +9,11 @@ folder (``docs/architecture.md``, "Adding a detector").
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from pathlib import Path
 
+from interp.detectors.catalog import builtin_names  # the folders, in registry order (no import of them)
 from interp.detectors.spec import Detector
 
 __all__ = ["DETECTORS", "builtin_names"]
-
-#: The built-in detectors in the order scoring runs them and the report shows them; a folder
-#: not named here comes after them, by name.
-_ORDER = ("heads", "fourier", "text", "reasoning")
-
-
-def builtin_names() -> list[str]:
-    """Names of the detector folders, in registry order, without importing them (for ``--help``)."""
-    found = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.ispkg]
-    return sorted(found, key=lambda name: (name not in _ORDER, _ORDER.index(name) if name in _ORDER else 0, name))
 
 
 def _registry() -> dict[str, Detector]:

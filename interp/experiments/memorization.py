@@ -27,16 +27,15 @@ unembedding included), as in the paper.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from interp.base.files import atomic_write
+from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.experiments.memorization_training import MemorizationCell, measure_memorization, train_to_saturation
 from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
@@ -157,40 +156,6 @@ def memorization_sweep(
     ran = run_jobs(_run_cell, todo, lost=_error_row, into=into, on_result=on_row, workers=workers,
                    scheduler=scheduler, quiet=quiet, desc="memorization")
     return _ordered(pd.DataFrame([dict(r) for r in done] + ran.results, columns=list(CELL_COLUMNS)))
-
-
-def capacity_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per model: capacity (the largest total memorised bits over its data sets) and bits/parameter.
-
-    ``saturated`` is True when that largest cell stopped on a plateau short of memorising its
-    whole data set, so the capacity is measured rather than bounded below by the data.
-    """
-    ok = cells[cells["stopped_by"] != "error"]
-    out = []
-    for (model, params), group in ok.groupby(["model", "params"], sort=False):
-        best = group.loc[group["memorized_bits"].idxmax()]
-        out.append({
-            "model": model, "d_model": int(best["d_model"]), "n_layers": int(best["n_layers"]), "params": int(params),
-            "capacity_bits": float(best["memorized_bits"]), "bits_per_parameter": float(best["memorized_bits"]) / params,
-            "at_n_sequences": int(best["n_sequences"]),
-            "saturated": bool(best["stopped_by"] == "plateau"),
-        })
-    columns = ["model", "d_model", "n_layers", "params", "capacity_bits", "bits_per_parameter", "at_n_sequences",
-               "saturated"]
-    return pd.DataFrame(out, columns=columns).sort_values("params", ignore_index=True)
-
-
-def fit_bits_per_parameter(capacity: pd.DataFrame) -> float:
-    """Least-squares slope of capacity on parameters through the origin, saturated models only.
-
-    ``nan`` when no model is saturated.
-    """
-    fit = capacity[capacity["saturated"]]
-    if fit.empty:
-        return math.nan
-    p = fit["params"].to_numpy(dtype=float)
-    c = fit["capacity_bits"].to_numpy(dtype=float)
-    return float(np.dot(p, c) / np.dot(p, p))
 
 
 # ---------------------------------------------------------------------------------------------

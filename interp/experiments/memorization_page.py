@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from interp.base.page import ReportFigure
 from interp.base.files import atomic_write_text
-from interp.experiments.memorization import capacity_table, fit_bits_per_parameter
+from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
 from interp.base.page import figure_html, html_page
 from interp.analysis.split_memorization import PAPER_BITS_PER_PARAMETER
 

@@ -105,12 +105,8 @@ def build_sweep_page(table: pd.DataFrame, title: str = "Training sweep: grokking
     return html_page(title, "\n".join(parts))
 
 
-def write_sweep_report(table: pd.DataFrame | str | Path, path: str | Path) -> Path:
-    """Write :func:`build_sweep_page` of ``table`` (or of the sweep directory's ``runs.csv``) to ``path``."""
-    if not isinstance(table, pd.DataFrame):
-        from interp.experiments.sweep import read_sweep
-
-        table = read_sweep(table)
+def write_sweep_report(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write :func:`build_sweep_page` of a sweep's table (:func:`interp.experiments.sweep.read_sweep`) to ``path``."""
     path = Path(path)
     atomic_write_text(path, build_sweep_page(table))
     return path

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
-from circuits._checks import nonfinite_parameters
+from circuits import nonfinite_parameters
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
