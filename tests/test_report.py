@@ -48,7 +48,7 @@ def test_report_is_self_contained_and_marks_the_phase_change():
     assert 275 <= step <= 325 and f"phase change ~ step {step}" in page
     assert "Heads at the final checkpoint (step 1000)" in page
     # the checkpoints of this made-up table are nowhere: the page says so instead of drawing them
-    missing = "the checkpoint /runs/ind/step_001000.safetensors is not on this machine"
+    missing = "the checkpoint /runs/ind/checkpoints/step_001000.safetensors is not on this machine"
     assert f"Attention patterns not drawn: {missing}" in page
     assert "head scores by layer and head" in page and "before" in page and "after" in page
 
