@@ -53,7 +53,7 @@ def main() -> None:
     text = f"""## Memorisation capacity (`python benchmarks/bench_memorization.py`)
 
 {machine()}. {load_note(before, after)} `interp memorization --workers {args.workers}` with its defaults: GPT-style models
-(pre-LayerNorm, heads of 8, GELU MLP 4x, untied embeddings; `interp.models.memorization_config`)
+(pre-LayerNorm, heads of 8, GELU MLP 4x, untied embeddings; `interp.memorization_config`)
 of sizes {", ".join(f"d_model {d} x {n} layer(s)" for d, n in MEMORIZATION_SIZES)}, each trained on
 {", ".join(map(str, MEMORIZATION_DATASETS))} uniformly random sequences of {cell.seq_len} tokens over
 {cell.vocab} ids (Adam lr {cell.lr}, batch {cell.batch_size}, plateau: < {cell.plateau_tol:.1%}

@@ -234,7 +234,7 @@ def main() -> int:
         "A warm process is a notebook scoring again: its model instance is built and its allocator holds the "
         "memory the scores need. A fresh process is `interp score`: the first call builds the model and faults "
         "in its memory, with 1 worker as with 2. The workers are forked with the checkpoints to score in "
-        "memory (`interp/fork_pool.py`). A 2-worker pool pays what a warm serial job does not: forking each "
+        "memory (`interp/scoring/fork_pool.py`). A 2-worker pool pays what a warm serial job does not: forking each "
         "worker from a process that holds ~330 MB of anonymous memory in ~950 mappings (torch and "
         "transformer_lens; 12-17 ms a fork, one after the other, so the second worker starts ~25 ms after the "
         "first); in each worker's first checkpoint ~6,000 page faults on memory it shares with its parent "

@@ -191,7 +191,7 @@ checkpoints included; then every checkpoint scored with the `heads` and `text` d
 | in-context learning score at the last checkpoint <= -0.2 nats, every seed | {'yes' if icl_ok else 'no'} | {verdict(icl_ok, False)} |
 | change points of prefix matching and of the score within 15 % of the run, every seed | {'yes' if gap_ok else 'no'} | {verdict(gap_ok, False)} |
 
-Per seed (the change points by `interp.detectors.text.change_points`: steepest rise of the best
+Per seed (the change points by `interp.icl_change_points`: steepest rise of the best
 prefix-matching score, steepest fall of the in-context learning score, both by
 `interp.locate_phase_change` on the checkpoints from 5 % of the run on; the ablation zeroes the
 heads flagged `is_induction` at the last checkpoint):

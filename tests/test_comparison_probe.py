@@ -1,4 +1,4 @@
-"""The comparison task's value probes (interp/comparison_probe.py): queries and known answers."""
+"""The comparison task's value probes (interp/detectors/reasoning/probes.py): queries and known answers."""
 
 from __future__ import annotations
 

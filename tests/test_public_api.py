@@ -23,7 +23,6 @@ PACKAGES = ("interp", "circuits")
 REFERENCE = re.compile(r"(?<![\w./\\-])(?:interp|circuits)(?:\.[A-Za-z_]\w*)+")
 #: References in README.md left stale by the regrouping into layer packages; the README is being
 #: corrected separately. Each must still be there and still not resolve: once fixed, drop it here.
-README_PENDING = {"interp.fast_forward.last_position_logits", "interp.notebook_figures.use_offline_renderer"}
 
 
 def _public(package: str) -> set[str]:
@@ -177,15 +176,22 @@ def test_import_interp_imports_no_torch():
     assert proc.stdout.strip() == "[]", proc.stdout
 
 
-# -- (c) the README ---------------------------------------------------------------------------------
+# -- (c) the README and the docs ------------------------------------------------------------------
+
+DOCUMENTS = ["README.md", "BENCHMARKS.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+#: ``interp/x.py`` or ``circuits/x.py``, optionally ``::name``: a file of the repository named in prose.
+FILE_REFERENCE = re.compile(r"\b((?:interp|circuits)/[a-z_/]+\.py)(?:::([A-Za-z_][\w.]*))?")
 
 
-def test_readme_references_resolve():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    bad = set(unresolved_references(text))
-    assert not bad - README_PENDING, f"README.md names what does not exist: {sorted(bad - README_PENDING)}"
-    fixed = README_PENDING - bad
-    assert not fixed, f"fixed in README.md (drop them from README_PENDING): {sorted(fixed)}"
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_document_references_resolve(document):
+    text = (ROOT / document).read_text(encoding="utf-8")
+    bad = unresolved_references(text)
+    assert not bad, f"{document} names what does not exist: {sorted(set(bad))}"
+    missing = [f"{path}::{name}" if name else path for path, name in FILE_REFERENCE.findall(text)
+               if not (ROOT / path).is_file() or (name and not re.search(rf"\b{re.escape(name.split('.')[0])}\b",
+                                                                          (ROOT / path).read_text(encoding="utf-8")))]
+    assert not missing, f"{document} names files or names in them that do not exist: {sorted(set(missing))}"
 
 
 def test_reference_extraction():

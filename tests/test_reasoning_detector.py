@@ -1,4 +1,4 @@
-"""The reasoning detector (interp/detectors/reasoning.py) on tiny composition and comparison runs."""
+"""The reasoning detector (interp/detectors/reasoning/) on tiny composition and comparison runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""interp/split_memorization.py: dataset bits, memorised bits and capacity, by hand and in the table."""
+"""interp/analysis/split_memorization.py: dataset bits, memorised bits and capacity, by hand and in the table."""
 
 from __future__ import annotations
 

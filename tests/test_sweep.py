@@ -1,4 +1,4 @@
-"""interp/sweep.py and interp/sweep_report.py: grids, restart after a kill, failed cells, the shared table."""
+"""interp/experiments/sweep.py and interp/experiments/sweep_page.py: grids, restart after a kill, failed cells, the shared table."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def locate_phase_change(
     With ``falling=True`` the same rule finds the steepest *fall* (the rule applied to
     ``-scores``; ``before``, ``after`` and ``slope`` stay in the curve's own units, the slope
     negative): the change point of the in-context learning score, which falls as induction
-    heads form (``interp/detectors/text.py``; ``docs/scores.md``).
+    heads form (``interp/detectors/text/detector.py``; ``docs/scores.md``).
 
     For the induction phase change pass the best prefix-matching score per checkpoint
     (:func:`best_head_curve`).

@@ -92,7 +92,7 @@ def loss_and_accuracy(model, facts: Facts) -> tuple[float, float]:
 
 
 class FactsTask:
-    """The training protocol of a fact task (``interp/training.py``); subclasses build ``self.data``.
+    """The training protocol of a fact task (``interp/training/loop.py``); subclasses build ``self.data``.
 
     ``self.data`` must have ``train`` (every trained query: atomic facts then inferred ones),
     ``n_atomic`` (how many of ``train`` are atomic), ``ood_atomic`` (the OOD atomic facts),
