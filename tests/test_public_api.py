@@ -208,3 +208,12 @@ if __name__ == "__main__":  # the unresolved references of README.md and docs/*.
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for ref in unresolved_references(doc.read_text(encoding="utf-8")):
             print(f"{doc.relative_to(ROOT)}: {ref}")
+
+
+def test_the_version_is_the_packages():
+    import tomllib
+
+    import interp
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert interp.__version__ == declared
