@@ -184,6 +184,16 @@ def test_interp_uses_only_public_circuits_names():
     assert not wrong, "interp reaches into private circuits names:\n" + "\n".join(wrong)
 
 
+#: The most lines a library module may have (split a longer one by concern).
+MAX_MODULE_LINES = 350
+
+
+def test_no_library_module_is_too_long():
+    long = {str(path.relative_to(ROOT)): n for package in ("interp", "circuits") for path in (ROOT / package).rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
 def test_architecture_doc_has_the_code_arrows():
     block = doc_block(DOC.read_text(encoding="utf-8"))
     assert block is not None, f"docs/architecture.md has no fenced block after {DOC_MARKER}"
