@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from interp.runs.layout import scored_checkpoint
+    from interp.runs.layout import scored_checkpoint, unlisted_files
     from interp.scoring.table import SUFFIXES
     from interp.scoring.batch import check_detectors, score_to_file
 
@@ -60,10 +60,17 @@ def _score(args: argparse.Namespace) -> int:
     table = score_to_file(args.paths, out, detectors, workers=args.workers, scheduler=args.scheduler,
                           quiet=args.quiet)
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
+    if table.empty and table.attrs["skipped"]:  # no detector fits any run named: nothing to write
+        reasons = "; ".join(f"{d} on {run}: {why}" for run, skips in table.attrs["skipped"].items()
+                            for d, why in skips.items())
+        raise UsageError(f"no checkpoint scored: the detectors fit none of the runs ({reasons})")
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
         path = scored_checkpoint(row["run"], row["checkpoint"])
         print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
+    for run in sorted({str(run) for run in table["run"].dropna().unique()}):
+        for path in unlisted_files(run):
+            print(f"interp: ignored {path}: a checkpoint inside a run is named step_N.safetensors", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():
             for detector, reason in why.items():
@@ -110,9 +117,13 @@ def _memorization(args: argparse.Namespace) -> int:
     from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
 
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
-    cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed,
-                        max_steps=round(default.max_steps * args.budget),
-                        plateau_window=round(default.plateau_window * args.budget))
+    budget = {"max_steps": round(default.max_steps * args.budget),
+              "plateau_window": round(default.plateau_window * args.budget)}
+    if min(budget.values()) < default.eval_every:
+        least = default.eval_every / min(default.max_steps, default.plateau_window)
+        raise UsageError(f"--budget {args.budget:g} leaves a cell {budget['max_steps']} steps and a plateau window "
+                         f"of {budget['plateau_window']}; it must be at least {least:g} (one evaluation)")
+    cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
     result = memorization_sweep_to_dir(cells, args.out, workers=args.workers, scheduler=args.scheduler,
                                        quiet=args.quiet)
     failed = result.cells[result.cells["stopped_by"] == "error"]
@@ -175,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (created; must be empty unless --resume)")
     p.add_argument("--preset", default="default", help="training recipe: " + "; ".join(
         f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items())))
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=None, help="training seed (default: the preset's, 0)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--steps", type=_positive, default=None, help="optimiser steps")
     group.add_argument("--epochs", type=_positive, default=None, help="same as --steps (modadd is full batch)")
@@ -225,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + ",".join(map(str, MEMORIZATION_DATASETS)) + ")")
     p.add_argument("--seq-len", type=_positive, default=32, help="tokens per sequence (default 32)")
     p.add_argument("--vocab", type=_positive, default=64, help="vocabulary size (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the data sets and models (default 0)")
     p.add_argument("--budget", type=_positive_float, default=1.0,
                    help="multiply each cell's step budget and plateau window (default 1; 4: the convergence "
                         "check of BENCHMARKS.md)")
@@ -257,13 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seed_list(text: str) -> list[int]:
+def _seed(text: str) -> int:
+    """A seed: an integer in ``[0, MAX_SEED]``, the range every command takes (``TrainOptions``)."""
+    from interp.tasks.presets import MAX_SEED
+
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        value = int(text)
     except ValueError:
-        values = []
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seeds (integers >= 0), got {text!r}")
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer in [0, {MAX_SEED}], got {text!r}")
+    return value
+
+
+def _seed_list(text: str) -> list[int]:
+    values = [_seed(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
     return values
 
 
@@ -274,12 +295,24 @@ def _positive_list(text: str) -> list[int]:
     return values
 
 
+#: Width of the memorisation models' heads: a model's d_model is a multiple of it.
+MEMORIZATION_HEAD = 8
+
+
 def _sizes(text: str) -> list[tuple[int, int]]:
-    """``32x1,64x2`` -> [(32, 1), (64, 2)]; a bare ``32`` means one layer."""
+    """``32x1,64x2`` -> [(32, 1), (64, 2)]: D_MODELxLAYERS, d_model a multiple of the head width 8."""
     sizes = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        d, _, n = part.lower().partition("x")
-        sizes.append((_positive(d), _positive(n or "1")))
+        d, x, n = part.lower().partition("x")
+        try:
+            size = (int(d), int(n)) if x else None
+        except ValueError:
+            size = None
+        if size is None or min(size) < 1 or size[0] % MEMORIZATION_HEAD:
+            raise argparse.ArgumentTypeError(
+                f"expected sizes D_MODELxLAYERS such as 32x1,64x2 (d_model a positive multiple of "
+                f"{MEMORIZATION_HEAD}, layers >= 1), got {part!r}")
+        sizes.append(size)
     if not sizes:
         raise argparse.ArgumentTypeError(f"expected sizes such as 32x1,64x2, got {text!r}")
     return sizes

@@ -49,6 +49,8 @@ window.addEventListener("load", function () { setTimeout(function () {
         return /^data:image/.test(el.getAttribute("href") || el.getAttribute("xlink:href") || ""); }),
       texts: Array.prototype.map.call(gd.querySelectorAll(".annotation-text, .gtitle"), function (el) {
         return el.textContent; }),
+      labels: Array.prototype.map.call(gd.querySelectorAll(".annotation-text"), function (el) {
+        return [el.textContent].concat(box(el)); }),
       plots: Array.prototype.map.call(gd.querySelectorAll(".draglayer .nsewdrag"), box),
       box: box(gd)
     };
@@ -76,6 +78,7 @@ class DrawnFigure:
     texts: list[str]
     plots: list[list[float]]  # page boxes (x, y, width, height) of its plot areas
     box: list[float]
+    labels: list[list] = field(default_factory=list)  # each annotation's [text, x, y, width, height]
     ink: list[float] = field(default_factory=list)  # share of ink pixels in each plot area
 
     @property
@@ -152,4 +155,14 @@ def problems(figures: list[DrawnFigure]) -> list[str]:
         empty = sum(1 for t in fig.texts if not t.strip())
         if empty:
             found.append(f"{name}: {empty} annotation(s) or title(s) without text")
+        found += [f"{name}: labels {a!r} and {b!r} print over each other" for a, b in overlapping(fig.labels)]
     return found
+
+
+def overlapping(labels: list[list]) -> list[tuple[str, str]]:
+    """Pairs of annotation texts whose drawn boxes ([text, x, y, width, height]) intersect."""
+    def meet(a, b) -> bool:
+        return a[1] < b[1] + b[3] and b[1] < a[1] + a[3] and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]
+
+    boxes = [label for label in labels if label[3] > 0 and label[4] > 0]
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:] if meet(a, b)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -216,7 +217,7 @@ def test_help_imports_no_torch(argv, tmp_path):
     (["report"], "required"),
     (["memorization", "--out", "x", "--sizes", ","], "expected sizes"),
     (["sweep", "induction", "--out", "x"], "no default grid for induction"),
-    (["sweep", "modadd", "--out", "x", "--seeds", "-1"], "expected comma-separated seeds"),
+    (["sweep", "modadd", "--out", "x", "--seeds", "-1"], "expected a seed, an integer in [0, "),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_usage_errors_import_no_torch(argv, message, tmp_path):
     result, _, err = _run_cli_fresh(argv, tmp_path)
@@ -271,3 +272,71 @@ def test_help_line_evaluates_literals_concatenations_and_fstrings(tmp_path, monk
     assert catalog.help_line("plain") == "one line" and catalog.help_line("joined") == "token 5 of x more"
     assert catalog.help_line("dynamic") is None and catalog.help_line("formatted") is None
     assert catalog.help_line("missing") is None
+
+
+def _usage_error(argv, capsys) -> str:
+    """The one line a usage error prints (argparse's errors exit 2 through SystemExit, ours return 2)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err, err
+    return err[-1]
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "modadd", "--seed", "18446744073709551616"],
+    ["train", "modadd", "--seed", "-1"],
+    ["sweep", "modadd", "--seeds", "0,-1"],
+    ["memorization", "--seed", "-1"],
+])
+def test_a_seed_out_of_range_is_one_line_naming_the_flag_and_the_range(argv, tmp_path, capsys):
+    line = _usage_error([*argv, "--out", str(tmp_path / "x")], capsys)
+    assert "--seed" in line and "[0, 9223372036854775807]" in line
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("sizes", ["7x1", "8", "8x", "16x0", "x1"])
+def test_memorization_sizes_are_d_model_x_layers(sizes, tmp_path, capsys):
+    line = _usage_error(["memorization", "--sizes", sizes, "--out", str(tmp_path / "x")], capsys)
+    assert "--sizes" in line and "D_MODELxLAYERS" in line and "multiple of 8" in line
+
+
+def test_a_budget_that_leaves_no_steps_is_refused(tmp_path, capsys):
+    line = _usage_error(["memorization", "--sizes", "8x1", "--datasets", "4", "--budget", "1e-9",
+                         "--out", str(tmp_path / "x")], capsys)
+    assert line.startswith("interp: error: --budget 1e-09 leaves a cell 0 steps") and "at least" in line
+    assert not (tmp_path / "x" / "cells.csv").exists()
+
+
+def test_detectors_that_fit_no_run_are_one_line_not_an_empty_success(tiny_runs, tmp_path, capsys):
+    ind, _ = tiny_runs
+    line = _usage_error(["score", str(ind), "--detectors", "fourier", "--out", str(tmp_path / "ff.csv")], capsys)
+    assert "no checkpoint scored" in line and f"fourier on {ind}" in line
+
+
+def test_a_file_inside_checkpoints_not_named_by_step_is_named(tiny_runs, tmp_path, capsys):
+    run = tmp_path / "ind"
+    shutil.copytree(tiny_runs[0], run)
+    stray = run / "checkpoints" / "final.safetensors"
+    shutil.copyfile(list_checkpoints(run)[-1][1], stray)
+    assert main(["score", str(run), "--out", str(tmp_path / "s.csv"), "--quiet"]) == 0
+    assert f"interp: ignored {stray}: a checkpoint inside a run is named step_N.safetensors" in capsys.readouterr().err
+
+
+def test_sweep_sends_workers_absolute_run_directories(tmp_path, monkeypatch):
+    import interp.experiments.sweep as sweep_module
+
+    sent = []
+
+    def record(fn, items, **kwargs):
+        sent.extend(items)
+        raise KeyboardInterrupt  # enough: the jobs are planned
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep_module, "run_jobs", record)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.sweep("modadd", "default", {"d_model": [8]}, [0], "relative/out")
+    assert sent and all(Path(runs_dir).is_absolute() for _, runs_dir, _ in sent)
+    assert Path(sent[0][1]) == tmp_path / "relative" / "out" / "runs"

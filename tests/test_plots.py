@@ -136,3 +136,57 @@ def test_attention_patterns_side_by_side_with_the_copy_marked():
     assert vertical == horizontal == [2.5, 2.5]  # one of each per panel, where the copy starts (N + 0.5)
     with pytest.raises(ValueError, match="square"):
         plot_attention_patterns([("c", np.ones((2, 3)))])
+
+
+def _narrow_phases_run() -> tuple[pd.DataFrame, GrokkingPhases]:
+    """Progress measures whose circuit-formation and cleanup bands are one checkpoint wide."""
+    steps = np.arange(0, 1501, 75)
+    frame = pd.DataFrame({
+        "step": steps, "train_loss": np.exp(-steps / 60.0), "test_loss": np.where(steps < 450, 8.0, 0.01),
+        "restricted_loss": np.where(steps < 450, 2.0, 0.01), "excluded_loss": np.linspace(0.1, 10, len(steps)),
+        "gini_embed": np.linspace(0.1, 0.9, len(steps)), "gini_unembed": np.linspace(0.1, 0.9, len(steps)),
+        "weight_norm": np.linspace(2000, 900, len(steps)),
+        "memorized_bits": np.where(steps < 450, 25_000.0, 100.0), "dataset_bits": 26_128.0,
+    })
+    return frame, GrokkingPhases(memorization_end=375, circuit_formation_end=450, cleanup_end=525, grokking_step=450)
+
+
+def test_phase_labels_stand_on_rows_of_their_own():
+    from interp.detectors.fourier.figures import plot_memorized_bits
+
+    frame, phases = _narrow_phases_run()
+    for fig in (plot_progress_measures(frame, phases), plot_memorized_bits(frame, phases)):
+        labels = {a.text: a.y for a in fig.layout.annotations if a.text in ("memorisation", "circuit formation", "cleanup")}
+        assert len(labels) == 3 and len(set(labels.values())) == 3  # three heights: never over each other
+
+
+def test_memorized_bits_are_not_flattened_by_a_capacity_far_above():
+    from interp.detectors.fourier.figures import plot_memorized_bits
+
+    frame, phases = _narrow_phases_run()
+    fig = plot_memorized_bits(frame, phases, [("capacity at 2.37 bits/param", 540_000.0), ("near", 30_000.0)])
+    low, high = fig.layout.yaxis.range
+    assert low == 0 and 26_128 < high < 60_000  # the curve fills the plot
+    assert [s.y0 for s in fig.layout.shapes if s.type == "line"] == [26_128.0, 30_000.0]  # the far line is not drawn
+    note = [a.text for a in fig.layout.annotations if a.text.startswith("off the scale")]
+    assert note and "540,000 bits" in note[0]
+
+
+def test_phase_labels_and_capacity_note_render_apart_in_chromium(tmp_path):
+    from chromium import inspect_page, overlapping, problems
+
+    from interp.base.page import ReportFigure, figure_html, html_page
+    from interp.detectors.fourier.figures import plot_memorized_bits
+
+    frame, phases = _narrow_phases_run()
+    figures = [plot_progress_measures(frame, phases),
+               plot_memorized_bits(frame, phases, [("capacity at 2.37 bits/param", 540_000.0)])]
+    body = "".join(figure_html(ReportFigure("f", fig, "c"), f"f{i}", first=i == 0) for i, fig in enumerate(figures))
+    page = tmp_path / "page.html"
+    page.write_text(html_page("phases", body), encoding="utf-8")
+    drawn = inspect_page(page, tmp_path / "chromium", screenshot=True)
+    assert problems(drawn) == [] and len(drawn) == 2
+    labels = [label[0] for fig in drawn for label in fig.labels]
+    assert labels.count("cleanup") == 2 and labels.count("circuit formation") == 2
+    # the check itself sees overlaps: two boxes that meet, and two that do not
+    assert overlapping([["a", 0, 0, 10, 10], ["b", 5, 5, 10, 10], ["c", 20, 20, 1, 1]]) == [("a", "b")]

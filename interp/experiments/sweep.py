@@ -261,7 +261,7 @@ def sweep(
     if not bits_per_parameter > 0:
         raise ValueError(f"bits per parameter must be positive, got {bits_per_parameter}")
     cells = sweep_cells(task, preset_name, grid, seeds)
-    out = Path(out)
+    out = Path(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a directory")
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR

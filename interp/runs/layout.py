@@ -42,6 +42,7 @@ __all__ = [
     "safetensors_extent",
     "scored_checkpoint",
     "step_of",
+    "unlisted_files",
 ]
 
 RUN_FILE = "run.json"
@@ -66,6 +67,16 @@ class CheckpointError(ValueError):
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """``RUN/checkpoints/step_NNNNNN.safetensors``."""
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
+
+
+def unlisted_files(run_dir: str | Path) -> list[Path]:
+    """Files in ``RUN/checkpoints/`` that :func:`list_checkpoints` leaves out: checkpoint-like files
+    (``.safetensors``, ``.pt``, ``.pth``) not named ``step_N.safetensors``, hidden files aside."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+                  and not _STEP_FILE.match(p.name))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
