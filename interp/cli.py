@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from interp import arguments
+
 EXIT_USAGE = 2
 #: Some items could not be done (error rows in the table, failed cells), or the job could not
 #: write its output (a full disk, a read-only file system).
@@ -119,8 +121,8 @@ def _memorization(args: argparse.Namespace) -> int:
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
     budget = {"max_steps": round(default.max_steps * args.budget),
               "plateau_window": round(default.plateau_window * args.budget)}
-    if min(budget.values()) < default.eval_every:
-        least = default.eval_every / min(default.max_steps, default.plateau_window)
+    if min(budget.values()) < 1:
+        least = 1 / min(default.max_steps, default.plateau_window)
         raise UsageError(f"--budget {args.budget:g} leaves a cell {budget['max_steps']} steps and a plateau window "
                          f"of {budget['plateau_window']}; it must be at least {least:g} (one evaluation)")
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
@@ -186,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (created; must be empty unless --resume)")
     p.add_argument("--preset", default="default", help="training recipe: " + "; ".join(
         f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items())))
-    p.add_argument("--seed", type=_seed, default=None, help="training seed (default: the preset's, 0)")
+    p.add_argument("--seed", type=arguments.seed, default=None, help="training seed (default: the preset's, 0)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--steps", type=_positive, default=None, help="optimiser steps")
-    group.add_argument("--epochs", type=_positive, default=None, help="same as --steps (modadd is full batch)")
-    p.add_argument("--checkpoint-every", type=_positive, default=None)
+    group.add_argument("--steps", type=arguments.positive, default=None, help="optimiser steps")
+    group.add_argument("--epochs", type=arguments.positive, default=None, help="same as --steps (modadd is full batch)")
+    p.add_argument("--checkpoint-every", type=arguments.positive, default=None)
     p.add_argument("--corpus", default=None, metavar="DIR",
                    help="text: train on the text files under DIR instead of the standard library's .py files")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detectors", default=",".join(detectors),
                    help=f"comma-separated, any of {', '.join(detectors)} (default all)")
     p.add_argument("--out", required=True, help="table file, .parquet or .csv; checkpoints already in it are skipped")
-    p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler, e.g. tcp://HOST:8786 (needs the [dask] extra)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -222,27 +224,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train both toy models, score their checkpoints, write the report")
     p.add_argument("--out", default="interp-demo", help="directory for the runs, table and report")
-    p.add_argument("--workers", type=_positive, default=None, help="scoring processes (default min(2, cores))")
+    p.add_argument("--workers", type=arguments.positive, default=None, help="scoring processes (default min(2, cores))")
     p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shorter runs
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("memorization", help="measure memorisation capacity (bits per parameter) on random data")
-    p.add_argument("--sizes", type=_sizes, default=MEMORIZATION_SIZES,
+    p.add_argument("--sizes", type=arguments.sizes, default=MEMORIZATION_SIZES,
                    help="model sizes as D_MODELxLAYERS, comma-separated (default "
                         + ",".join(f"{d}x{n}" for d, n in MEMORIZATION_SIZES) + ")")
-    p.add_argument("--datasets", type=_positive_list, default=MEMORIZATION_DATASETS,
+    p.add_argument("--datasets", type=arguments.positive_list, default=MEMORIZATION_DATASETS,
                    help="data-set sizes in sequences, comma-separated (default "
                         + ",".join(map(str, MEMORIZATION_DATASETS)) + ")")
-    p.add_argument("--seq-len", type=_positive, default=32, help="tokens per sequence (default 32)")
-    p.add_argument("--vocab", type=_positive, default=64, help="vocabulary size (default 64)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the data sets and models (default 0)")
-    p.add_argument("--budget", type=_positive_float, default=1.0,
+    p.add_argument("--seq-len", type=arguments.positive, default=32, help="tokens per sequence (default 32)")
+    p.add_argument("--vocab", type=arguments.positive, default=64, help="vocabulary size (default 64)")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="seed of the data sets and models (default 0)")
+    p.add_argument("--budget", type=arguments.positive_float, default=1.0,
                    help="multiply each cell's step budget and plateau window (default 1; 4: the convergence "
                         "check of BENCHMARKS.md)")
     p.add_argument("--out", required=True, help="directory for cells.csv, capacity.csv and memorization.html; "
                                                 "cells already in it are kept (restartable)")
-    p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_memorization)
@@ -255,87 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a training option and its values, one --grid per option, e.g. "
                         "--grid d_model=16,32 --grid frac_train=0.3,0.5 (default: the task's default grid)")
-    p.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", type=arguments.seed_list, default=[0], help="comma-separated seeds (default 0)")
     p.add_argument("--preset", default="default", help="the recipe every cell starts from")
     p.add_argument("--out", required=True, help="directory for runs/, runs.csv and sweep.html; finished cells are kept")
     p.add_argument("--bits-per-parameter", type=float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
                    help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}, measured by interp memorization, "
                         "BENCHMARKS.md; Morris et al. 2025: 3.6)")
-    p.add_argument("--workers", type=_positive, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_sweep)
     return parser
-
-
-def _seed(text: str) -> int:
-    """A seed: an integer in ``[0, MAX_SEED]``, the range every command takes (``TrainOptions``)."""
-    from interp.tasks.presets import MAX_SEED
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer in [0, {MAX_SEED}], got {text!r}")
-    return value
-
-
-def _seed_list(text: str) -> list[int]:
-    values = [_seed(part.strip()) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
-    return values
-
-
-def _positive_list(text: str) -> list[int]:
-    values = [_positive(part) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-#: Width of the memorisation models' heads: a model's d_model is a multiple of it.
-MEMORIZATION_HEAD = 8
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    """``32x1,64x2`` -> [(32, 1), (64, 2)]: D_MODELxLAYERS, d_model a multiple of the head width 8."""
-    sizes = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        d, x, n = part.lower().partition("x")
-        try:
-            size = (int(d), int(n)) if x else None
-        except ValueError:
-            size = None
-        if size is None or min(size) < 1 or size[0] % MEMORIZATION_HEAD:
-            raise argparse.ArgumentTypeError(
-                f"expected sizes D_MODELxLAYERS such as 32x1,64x2 (d_model a positive multiple of "
-                f"{MEMORIZATION_HEAD}, layers >= 1), got {part!r}")
-        sizes.append(size)
-    if not sizes:
-        raise argparse.ArgumentTypeError(f"expected sizes such as 32x1,64x2, got {text!r}")
-    return sizes
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -306,7 +306,7 @@ def test_memorization_sizes_are_d_model_x_layers(sizes, tmp_path, capsys):
 def test_a_budget_that_leaves_no_steps_is_refused(tmp_path, capsys):
     line = _usage_error(["memorization", "--sizes", "8x1", "--datasets", "4", "--budget", "1e-9",
                          "--out", str(tmp_path / "x")], capsys)
-    assert line.startswith("interp: error: --budget 1e-09 leaves a cell 0 steps") and "at least" in line
+    assert line.startswith("interp: error: --budget 1e-09 leaves a cell 0 steps") and "at least 0.002" in line
     assert not (tmp_path / "x" / "cells.csv").exists()
 
 

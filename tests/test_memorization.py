@@ -236,7 +236,7 @@ def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
     from interp.cli import main
 
     tiny = ["--sizes", "8x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16", "--budget", "0.01"]
-    for flag, values, shown in (("--sizes", "8x1,16,8", "8x1"), ("--datasets", "32,4,32", "32")):
+    for flag, values, shown in (("--sizes", "8x1,16x1,8x1", "8x1"), ("--datasets", "32,4,32", "32")):
         args = ["memorization", *tiny, flag, values, "--out", str(tmp_path / "mem"), "--quiet"]
         assert main(args) == 2
         assert capsys.readouterr().err == f"interp: error: {flag} repeats {shown}\n"
