@@ -180,6 +180,8 @@ def test_import_interp_imports_no_torch():
 
 DOCUMENTS = ["README.md", "BENCHMARKS.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 #: ``interp/x.py`` or ``circuits/x.py``, optionally ``::name``: a file of the repository named in prose.
+#: ``tests/test_x.py::test_name``: a test named in prose.
+TEST_REFERENCE = re.compile(r"\b(tests/\w+\.py)::(test_\w+)")
 FILE_REFERENCE = re.compile(r"\b((?:interp|circuits)/[a-z_/]+\.py)(?:::([A-Za-z_][\w.]*))?")
 
 
@@ -192,6 +194,10 @@ def test_document_references_resolve(document):
                if not (ROOT / path).is_file() or (name and not re.search(rf"\b{re.escape(name.split('.')[0])}\b",
                                                                           (ROOT / path).read_text(encoding="utf-8")))]
     assert not missing, f"{document} names files or names in them that do not exist: {sorted(set(missing))}"
+    tests = [f"{path}::{name}" for path, name in TEST_REFERENCE.findall(text)
+             if not (ROOT / path).is_file() or not re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(
+                 encoding="utf-8"), re.MULTILINE)]
+    assert not tests, f"{document} names tests that do not exist: {sorted(set(tests))}"
 
 
 def test_reference_extraction():
