@@ -243,3 +243,18 @@ def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
     assert not (tmp_path / "mem").exists()  # refused before anything is written
     cells = [MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)] * 2
     assert len(memorization_sweep(cells)) == 1  # a library caller's repeated cell is trained once
+
+
+def test_a_folder_with_a_failed_cell_still_takes_new_cells(tmp_path, capsys):
+    from interp.cli import main
+    from interp.experiments.memorization import memorization_sweep_to_dir
+
+    out = tmp_path / "mem"
+    failed = memorization_sweep_to_dir([MemorizationCell(d_model=12, n_layers=1, n_sequences=4, **TINY)], out)
+    assert failed.cells["stopped_by"].tolist() == ["error"]  # d_model 12 is no multiple of the heads' 8
+    code = main(["memorization", "--sizes", "16x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16",
+                 "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "invalid literal" not in err and "1L-d12" in err  # the old failure is still reported
+    assert sorted(pd.read_csv(out / "cells.csv")["d_model"]) == [12, 16]
+    assert pd.read_csv(out / "capacity.csv")["d_model"].tolist() == [16]  # rewritten with the new cell
