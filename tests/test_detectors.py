@@ -72,3 +72,40 @@ def test_report_sections_skip_detectors_without_rows():
                           "error": ["corrupt"]})
     page = build_report(table)
     assert ">Errors</h3>" in page and "corrupt" in page and "Progress measures" not in page
+
+
+_FOLDER_DETECTOR = '''
+from interp.detectors.spec import Detector
+
+DETECTOR = Detector(
+    name="n_layers", help="the number of layers, as a row", metrics=("n_layers",),
+    applies=lambda model: None, prepare=lambda model, run_dir: None,
+    score=lambda model, context: [{"metric": "n_layers", "value": float(model.cfg.n_layers)}],
+    summary=lambda model, run_dir: f"n_layers: {model.cfg.n_layers}", report=lambda rows: [],
+)
+'''
+
+
+@pytest.mark.slow  # a fresh interpreter that imports torch
+def test_a_detector_is_added_by_adding_one_folder(tiny_runs, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "interp", tmp_path / "interp", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "circuits", tmp_path / "circuits", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "interp" / "detectors" / "n_layers").mkdir()
+    (tmp_path / "interp" / "detectors" / "n_layers" / "__init__.py").write_text(_FOLDER_DETECTOR)
+    code = ("import sys; from interp.cli import main; from interp.scoring.table import read_table; "
+            f"assert main(['score', {str(tiny_runs[0])!r}, '--detectors', 'n_layers', '--out', 't.csv', '--quiet']) == 0; "
+            "t = read_table('t.csv'); print(sorted(set(t['value'])), list(__import__('interp').DETECTORS)[-1])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[2.0] n_layers"  # scored by the new folder, last in the registry
+    help_text = subprocess.run([sys.executable, "-c", "from interp.cli import main; main(['score', '--help'])"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                               env={"PYTHONPATH": str(tmp_path), "PATH": ""}).stdout
+    assert "n_layers: the number of layers, as a row" in help_text
