@@ -51,7 +51,7 @@ def help_line(name: str) -> str | None:
 
 
 class _NotStatic(Exception):
-    pass
+    """An expression that is not built of the module's literal constants."""
 
 
 def _literal_constants(tree: ast.Module) -> dict[str, object]:
