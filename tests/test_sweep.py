@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -227,3 +229,42 @@ def test_a_sweep_killed_with_sigkill_resumes(tmp_path, monkeypatch):
     assert not set(trained) & finished and len(trained) == 1
     table = read_sweep(out)
     assert len(table) == 2 and (table["error"] == "").all() and (table["steps"] == 600).all()
+
+
+@pytest.mark.slow  # starts a Dask scheduler and worker (the worker imports torch)
+def test_a_relative_out_on_a_cluster_started_elsewhere_lands_where_the_user_asked(tmp_path, monkeypatch):
+    """A real scheduler and worker on 127.0.0.1 whose working directory is another folder."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("distributed")
+    root = Path(__file__).resolve().parents[1]
+    elsewhere, user = tmp_path / "workers", tmp_path / "user"
+    elsewhere.mkdir()
+    user.mkdir()
+    address_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    common = dict(cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(address_file)], **common)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                   str(address_file), "--nthreads", "1", "--no-dashboard"], **common)
+        address = json.loads(address_file.read_text())["address"]
+        monkeypatch.chdir(user)
+        result = sweep("modadd", "default", {"d_model": [8], "steps": [20]}, [0], "relative/out", scheduler=address)
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+    assert result.n_failed == 0 and result.n_trained == 1
+    cell = result.table["cell"].iloc[0]
+    assert (user / "relative" / "out" / "runs" / cell / "run.json").is_file()  # where the user asked
+    assert not list(elsewhere.rglob("run.json"))  # nothing in the workers' directory
