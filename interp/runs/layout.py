@@ -1,4 +1,5 @@
-"""The run directory on disk: its layout, its checkpoints, its ``run.json``, its train/test split.
+"""The run directory on disk: its layout and its checkpoint files (``run.json`` and ``metrics.csv``
+are read and written by :mod:`interp.runs.record`).
 
 A run directory (``docs/architecture.md``, "Run format")::
 
@@ -7,8 +8,10 @@ A run directory (``docs/architecture.md``, "Run format")::
     RUN/optimizer.safetensors                 optimiser state of the newest checkpoint (for --resume)
     RUN/metrics.csv                           one row per evaluation
 
-This module is the only place that knows these names. It also resolves what a user names on the
-command line (run directories, folders of runs, checkpoint files, globs) into checkpoints.
+This module and :mod:`interp.runs.record` are the only places that know these names. This one also
+resolves what a user names on the command line (run directories, folders of runs, checkpoint
+files, globs, a series of checkpoint files) into checkpoints, fingerprints them, and reads only
+regular files (:func:`checked_file`).
 """
 
 from __future__ import annotations
