@@ -27,7 +27,7 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 _export("interp.runs.checkpoints", "CheckpointError", "load_model")
 _export("interp.runs.layout", "RunError", "find_checkpoints", "list_checkpoints")
 _export("interp.runs.record", "RunInfo", "read_run", "read_run_info", "run_train_mask")
-_export("interp.detectors.registry", "DETECTORS")
+_export("interp.detectors.registry", "DETECTORS", "register_detector")
 _export("interp.detectors.spec", "Detector")
 _export("interp.base.page", "ReportFigure")
 _export("interp.base.notebook_figures", "use_offline_renderer")

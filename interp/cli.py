@@ -166,9 +166,9 @@ def _detectors() -> dict[str, str | None]:
     registry = sys.modules.get("interp.detectors.registry")
     if registry is not None and hasattr(registry, "DETECTORS"):
         return {name: detector.help for name, detector in registry.DETECTORS.items()}
-    from interp.detectors.catalog import builtin_names, help_line
+    from interp.detectors.catalog import listing
 
-    return {name: help_line(name) for name in builtin_names()}
+    return listing()  # the folders and the plugins' entry points
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,10 @@
 Importing a detector imports torch and transformer_lens; the command line's help and usage
 errors must not. :func:`builtin_names` lists the sub-packages of ``interp/detectors/``;
 :func:`help_line` reads the ``help=`` of a folder's ``DETECTOR = Detector(...)`` from its source
-with :mod:`ast`. :mod:`interp.detectors.registry` imports them and is the truth;
-``tests/test_cli.py`` checks that both give the same names and help.
+with :mod:`ast`; :func:`listing` adds the detectors of other packages, named by their entry
+points (:func:`interp.detectors.plugins.plugin_help`, not imported either).
+:mod:`interp.detectors.registry` imports them and is the truth; ``tests/test_cli.py`` checks that
+both give the same names and help.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ast
 import pkgutil
 from pathlib import Path
 
-__all__ = ["builtin_names", "help_line"]
+__all__ = ["builtin_names", "help_line", "listing"]
 
 _HERE = Path(__file__).parent
 #: The built-in detectors in the order scoring runs them and the report shows them; a folder
@@ -25,6 +27,14 @@ def builtin_names() -> list[str]:
     """Names of the detector folders, in registry order, without importing them."""
     found = [m.name for m in pkgutil.iter_modules([str(_HERE)]) if m.ispkg]
     return sorted(found, key=lambda name: (name not in _ORDER, _ORDER.index(name) if name in _ORDER else 0, name))
+
+
+def listing() -> dict[str, str | None]:
+    """Detector name -> help, without importing any: the folders, then the plugins ("(plugin from DIST)")."""
+    from interp.detectors.plugins import plugin_help
+
+    builtin = {name: help_line(name) for name in builtin_names()}
+    return {**builtin, **plugin_help(builtin)}
 
 
 def help_line(name: str) -> str | None:

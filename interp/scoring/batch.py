@@ -28,6 +28,7 @@ import pandas as pd
 
 from interp.base.allocator import reuse_freed_memory
 from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
+from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
 from interp.scoring.executors import Executor
 from interp.scoring.jobs import TableFile, run_jobs
@@ -41,11 +42,22 @@ __all__ = ["drop_failed", "score_checkpoints", "score_to_file"]
 FLUSH_SECONDS = 1.0
 
 
-def check_detectors(detectors: Sequence[str]) -> tuple[str, ...]:
-    """``detectors`` without repeats; ``ValueError`` naming the unknown ones and the known ones."""
+def check_detectors(detectors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``detectors`` without repeats (None: all); ``ValueError`` naming the unknown ones and the known ones.
+
+    Plugins left out of the registry (:data:`interp.detectors.plugins.SKIPPED`: each has had its
+    warning) are dropped from ``detectors``, so the command line's default, which lists them
+    without importing them, still scores everything else.
+    """
+    if detectors is None:
+        return tuple(DETECTORS)
+    if any(d in DETECTORS for d in detectors):
+        detectors = [d for d in detectors if d in DETECTORS or d not in SKIPPED]
     unknown = [d for d in detectors if d not in DETECTORS]
     if unknown or not detectors:
-        raise ValueError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(DETECTORS)}")
+        said = "; ".join(SKIPPED[d] for d in unknown if d in SKIPPED)
+        raise ValueError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(DETECTORS)}"
+                         + (f" ({said})" if said else ""))
     return tuple(dict.fromkeys(detectors))
 
 
@@ -132,6 +144,10 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name in task.detectors:
         try:
+            if name not in DETECTORS:  # registered in the parent, which this worker was not forked from
+                raise LookupError(f"detector {name} is not registered in this worker process: a detector added "
+                                  "with interp.register_detector reaches forked workers only; publish it as an "
+                                  "interp.detectors entry point to score it here")
             found = DETECTORS[name].score(model, task.plan.contexts[name])
         except Exception as exc:  # a detector failing on one checkpoint is recorded
             found = [{"metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
@@ -198,7 +214,7 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set
 
 def score_checkpoints(
     paths: str | Path | Iterable[str | Path],
-    detectors: Sequence[str] = tuple(DETECTORS),
+    detectors: Sequence[str] | None = None,
     *,
     existing: pd.DataFrame | None = None,
     workers: int = 1,
@@ -211,8 +227,11 @@ def score_checkpoints(
 
     Args:
         paths: run directories, checkpoint files, folders of runs, or globs (:func:`interp.runs.find_checkpoints`).
-        detectors: names in :data:`interp.detectors.DETECTORS` (default all); those that do not
-            apply to a run's model are skipped for that run.
+        detectors: names in :data:`interp.detectors.DETECTORS` (default None: all, as registered
+            at the call); those that do not apply to a run's model are skipped for that run. A
+            detector added with :func:`interp.register_detector` reaches the workers of
+            ``workers=1`` and of the forked local pool (Linux) only; elsewhere its checkpoints
+            get error rows (entry-point plugins load in every process).
         existing: a table from an earlier call: its (checkpoint, detector) pairs are not scored
             again and its rows are kept; checkpoints with an error row in it, or whose file's
             fingerprint changed, are scored again (their old rows dropped).
@@ -231,7 +250,7 @@ def score_checkpoints(
                   quiet=quiet, on_checkpoint=on_checkpoint)[0]
 
 
-def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str], existing: pd.DataFrame | None,
+def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | None, existing: pd.DataFrame | None,
            into: TableFile | None, *, on_checkpoint: Callable[[pd.DataFrame], None] | None = None,
            **options: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`score_checkpoints`, merging the new rows into ``into`` as they arrive (:func:`run_jobs`).
@@ -283,7 +302,7 @@ def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def score_to_file(
     paths: str | Path | Iterable[str | Path],
     out: str | Path,
-    detectors: Sequence[str] = tuple(DETECTORS),
+    detectors: Sequence[str] | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """:func:`score_checkpoints` into the table file ``out`` (``.parquet`` or ``.csv``), resumable.
