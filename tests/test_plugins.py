@@ -15,9 +15,9 @@ import pytest
 from interp import Detector, load_model, register_detector
 from interp.detectors import plugins
 from interp.detectors.registry import DETECTORS
-from interp.runs.layout import list_checkpoints
+from interp.runs.layout import find_checkpoints, list_checkpoints
 from interp.scoring.batch import RunPlan, ScoreTask, check_detectors, score_checkpoints, score_task
-from interp.runs.layout import find_checkpoints
+from interp.scoring.table import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,8 +182,6 @@ def test_a_plugin_scores_inspects_and_reports(plugin_dirs, tiny_runs, tmp_path):
     done = _cli(tmp_path, _env(plugin_dirs["good"]), ["score", str(ind), "--out", "t.csv", "--quiet"],
                 ["inspect", str(ind)], ["report", "t.csv", "--out", "r.html", "--quiet"])
     assert done.returncode == 0, done.stderr[-3000:]
-    from interp.scoring.table import read_table
-
     table = read_table(tmp_path / "t.csv")
     assert {"heads", "wu_norm"} <= set(table["detector"]) and not (table["metric"] == "error").any()
     wu = table[table["metric"] == "wu_norm"]
@@ -208,8 +206,6 @@ def test_a_broken_plugin_or_a_clash_leaves_the_rest_working(plugin_dirs, tiny_ru
     assert any("interp-broken-plugin" in line and "failed to import" in line for line in lines)
     assert any("interp-clash-plugin" in line and "clashes" in line for line in lines)
     assert not any(line.startswith(" ") for line in done.stderr.splitlines())  # no source line under a warning
-    from interp.scoring.table import read_table
-
     table = read_table(tmp_path / "t.csv")
     assert set(table["detector"]) == {"heads", "wu_norm"} and "fake" not in set(table["metric"])
     assert "fake heads" not in done.stdout
