@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["MEMORIZATION_HEAD", "positive", "positive_float", "positive_list", "seed", "seed_list", "sizes"]
+__all__ = ["MEMORIZATION_HEAD", "device", "positive", "positive_float", "positive_list", "seed", "seed_list", "sizes"]
+
+
+def device(text: str) -> str:
+    """A device name (:mod:`interp.base.device`); whether this machine has it is checked when the command runs."""
+    from interp.base.device import check_device_name
+
+    try:
+        return check_device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def seed(text: str) -> int:

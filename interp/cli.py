@@ -38,16 +38,33 @@ def _train(args: argparse.Namespace) -> int:
     # an unknown preset: one line before torch is imported
     options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every,
                      corpus=corpus)
+    if args.set:
+        options = _recipe_values(args, options)
     if corpus is not None:
         from interp.tasks.text import load_corpus
 
         load_corpus(corpus)  # a missing folder or one without text files: one line, before anything is written
     from interp.training.loop import train
 
-    out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps)
+    out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps, device=args.device)
     if not args.quiet:
         print(f"run written to {out}")
     return 0
+
+
+def _recipe_values(args: argparse.Namespace, options):
+    """``options`` with the values of ``--set KEY=VALUE`` (:func:`interp.experiments.sweep_grid.parse_settings`)."""
+    if args.resume:
+        raise UsageError("--set cannot change the recipe of a run being resumed (its run.json holds the recipe)")
+    keys = {spec.partition("=")[0].strip() for spec in args.set}
+    flags = {"steps": (args.steps if args.steps is not None else args.epochs, "--steps/--epochs"),
+             "checkpoint_every": (args.checkpoint_every, "--checkpoint-every")}
+    for key, (value, flag) in flags.items():
+        if key in keys and value is not None:
+            raise UsageError(f"{key} is given twice: by {flag} and by --set {key}=...")
+    from interp.experiments.sweep_grid import parse_settings
+
+    return parse_settings(args.task, args.set, options)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -60,7 +77,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .parquet or .csv, got {out}")
     detectors = check_detectors([d.strip() for d in args.detectors.split(",") if d.strip()])
     table = score_to_file(args.paths, out, detectors, workers=args.workers, scheduler=args.scheduler,
-                          quiet=args.quiet)
+                          quiet=args.quiet, device=args.device)
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
     if table.empty and table.attrs["skipped"]:  # no detector fits any run named: nothing to write
         reasons = "; ".join(f"{d} on {run}: {why}" for run, skips in table.attrs["skipped"].items()
@@ -100,14 +117,15 @@ def _report(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from interp.inspection import inspect_checkpoint
 
-    print(inspect_checkpoint(args.checkpoint))
+    print(inspect_checkpoint(args.checkpoint, device=args.device))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from interp.demo import run_demo
 
-    result = run_demo(args.out, steps_scale=args.steps_scale, workers=args.workers, quiet=args.quiet)
+    result = run_demo(args.out, steps_scale=args.steps_scale, workers=args.workers, quiet=args.quiet,
+                      device=args.device)
     print(f"report: {result.report.resolve()}")
     if not args.quiet:
         print(f"runs: {', '.join(str(p) for p in result.runs.values())}; scores: {result.table}")
@@ -127,7 +145,7 @@ def _memorization(args: argparse.Namespace) -> int:
                          f"of {budget['plateau_window']}; it must be at least {least:g} (one evaluation)")
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
     result = memorization_sweep_to_dir(cells, args.out, workers=args.workers, scheduler=args.scheduler,
-                                       quiet=args.quiet)
+                                       quiet=args.quiet, device=args.device)
     failed = result.cells[result.cells["stopped_by"] == "error"]
     for row in failed.itertuples():
         print(f"interp: cell {row.model} x {row.n_sequences} failed: {row.error}", file=sys.stderr)
@@ -147,7 +165,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     grid = parse_grid(args.task, args.grid) if args.grid else SWEEP_GRIDS[args.task]
     result = sweep(args.task, args.preset, grid, args.seeds, args.out, workers=args.workers,
-                   scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet)
+                   scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet,
+                   device=args.device)
     failed = result.table[result.table["error"] != ""]
     for row in failed.head(MAX_ERRORS_SHOWN).itertuples():
         print(f"interp: cell {row.cell} failed: {row.error}", file=sys.stderr)
@@ -169,6 +188,14 @@ def _detectors() -> dict[str, str | None]:
     from interp.detectors.catalog import listing
 
     return listing()  # the folders and the plugins' entry points
+
+
+def _device_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    from interp.base.device import DEVICE_NAMES
+
+    parser.add_argument("--device", type=arguments.device, default="auto", metavar="DEVICE",
+                        help=f"{what}: {DEVICE_NAMES} (default auto: the first CUDA device when there is one, "
+                             "else the CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=arguments.positive, default=None)
     p.add_argument("--corpus", default=None, metavar="DIR",
                    help="text: train on the text files under DIR instead of the standard library's .py files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one value of the recipe, e.g. --set lr=0.003 --set d_model=64 (the keys of "
+                        "sweep --grid; recorded in run.json)")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    _device_flag(p, "where the model trains")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -209,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler, e.g. tcp://HOST:8786 (needs the [dask] extra)")
+    _device_flag(p, "where checkpoints are loaded and scored")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_score)
 
@@ -220,12 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="print the summary of every detector that applies to one checkpoint")
     p.add_argument("checkpoint", help="checkpoint file or run directory (its latest checkpoint)")
+    _device_flag(p, "where the checkpoint is loaded and the detectors run")
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("demo", help="train both toy models, score their checkpoints, write the report")
     p.add_argument("--out", default="interp-demo", help="directory for the runs, table and report")
     p.add_argument("--workers", type=arguments.positive, default=None, help="scoring processes (default min(2, cores))")
     p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shorter runs
+    _device_flag(p, "where the models train and are scored")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_demo)
 
@@ -246,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "cells already in it are kept (restartable)")
     p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
+    _device_flag(p, "where each cell trains")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_memorization)
 
@@ -265,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "BENCHMARKS.md; Morris et al. 2025: 3.6)")
     p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
+    _device_flag(p, "where each cell trains")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_sweep)
     return parser

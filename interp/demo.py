@@ -39,11 +39,12 @@ class DemoResult:
 
 
 def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, workers: int | None = None,
-             quiet: bool = False) -> DemoResult:
+             quiet: bool = False, device: str | None = None) -> DemoResult:
     """Train both default recipes into ``out``, score every checkpoint, write the report.
 
     ``steps_scale`` multiplies both recipes' step counts (tests use a small value; 1.0 is the
-    real demo). ``workers`` defaults to ``min(2, cores)`` scoring processes.
+    real demo). ``workers`` defaults to ``min(2, cores)`` scoring processes. ``device``: where
+    the models train and are scored (:func:`interp.base.device.resolve_device`; None: the CPU).
     """
     if steps_scale <= 0:
         raise ValueError(f"steps_scale must be positive, got {steps_scale}")
@@ -62,11 +63,13 @@ def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, worke
         options = preset(task)
         steps = max(2, round(options.steps * steps_scale))
         options = preset(task, steps=steps)
-        runs[task] = train(options, out / task, resume=(out / task / RUN_FILE).exists(), quiet=quiet)
+        runs[task] = train(options, out / task, resume=(out / task / RUN_FILE).exists(), quiet=quiet,
+                           device=device)
         lap(task)
     table_path = out / "scores.parquet"
     workers = workers or max(1, min(2, os.cpu_count() or 1))
-    table = score_to_file([runs["induction"], runs["modadd"]], table_path, workers=workers, quiet=quiet)
+    table = score_to_file([runs["induction"], runs["modadd"]], table_path, workers=workers, quiet=quiet,
+                          device=device)
     lap("score")
     report = write_report(table, out / "report.html", title="interp demo: induction heads and grokking")
     lap("report")

@@ -11,16 +11,17 @@ from interp.runs.layout import run_of
 __all__ = ["inspect_checkpoint"]
 
 
-def inspect_checkpoint(path: str | Path) -> str:
+def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     """The ``summary`` of every detector of :data:`interp.detectors.DETECTORS` that applies, as text.
 
     ``path`` is anything :func:`interp.load_model` reads (a run directory means its latest
     checkpoint); the run directory, when there is one, gives detectors their run context (the
     train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies and
-    :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights.
+    :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``:
+    where the model is loaded and the detectors run (:func:`interp.base.device.resolve_device`).
     """
     path = Path(path)
-    model = load_model(path, strict=True)  # NaN or infinite weights: one line, not a table of NaN
+    model = load_model(path, strict=True, device=device)  # NaN or infinite weights: one line, not a table of NaN
     cfg = model.cfg
     sections = [f"{path}: {cfg.n_layers} layer(s), {cfg.n_heads} heads, d_model {cfg.d_model}, "
                 f"n_ctx {cfg.n_ctx}, d_vocab {cfg.d_vocab}"]

@@ -27,6 +27,7 @@ unembedding included), as in the paper.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from interp.base.device import device_name
 from interp.base.files import atomic_write
 from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
 from interp.scoring.jobs import TableFile, pending, run_jobs
@@ -69,10 +71,10 @@ CELL_COLUMNS = (
 )
 
 
-def _run_cell(cell: MemorizationCell) -> dict[str, Any]:
+def _run_cell(cell: MemorizationCell, device: str = "cpu") -> dict[str, Any]:
     """Executor entry point: a result row, or an error row (the sweep goes on)."""
     try:
-        return train_to_saturation(cell)
+        return train_to_saturation(cell, device=device)
     except Exception as exc:  # one bad cell must not lose the sweep; the reason is kept
         return _error_row(cell, exc)
 
@@ -138,6 +140,7 @@ def memorization_sweep(
     quiet: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     into: TableFile | None = None,
+    device: Any = None,
 ) -> pd.DataFrame:
     """Train every cell (skipping those already in ``existing`` without error); the cell table.
 
@@ -146,6 +149,7 @@ def memorization_sweep(
     given twice once. A cell that fails becomes a row with ``stopped_by="error"`` and the reason
     in ``error``. Each row goes to ``on_row`` and, with ``into``, is merged into that table file
     as its cell finishes. Returns the rows of ``existing`` without error and the new rows.
+    ``device``: where each cell trains (:func:`interp.base.device.resolve_device`).
     """
     done = []
     if existing is not None and not existing.empty:
@@ -153,8 +157,10 @@ def memorization_sweep(
     # Biggest first (cost grows with both), so parallel workers do not wait on one long last cell.
     todo = pending(cells, key=lambda c: _key(dataclasses.asdict(c)), done={_key(r) for r in done},
                    cost=lambda c: c.d_model ** 2 * c.n_layers * c.n_sequences)
-    ran = run_jobs(_run_cell, todo, lost=_error_row, into=into, on_result=on_row, workers=workers,
-                   scheduler=scheduler, quiet=quiet, desc="memorization")
+    target = device_name(device, remote=scheduler is not None)
+    ran = run_jobs(functools.partial(_run_cell, device=target), todo, lost=_error_row, into=into, on_result=on_row,
+                   workers=workers, scheduler=scheduler, spawn=target.startswith("cuda"), quiet=quiet,
+                   desc="memorization")
     return _ordered(pd.DataFrame([dict(r) for r in done] + ran.results, columns=list(CELL_COLUMNS)))
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from interp.tasks.fast_forward import logits as fast_logits
-from interp.tasks.models import build_model, memorization_config
+from interp.tasks.models import build_model, memorization_config, on_device_of
 from interp.tasks.random_sequences import (
     code_length_bits,
     memorized_bits,
@@ -92,25 +92,27 @@ def measure_memorization(model, tokens: torch.Tensor, vocab: int, batch_size: in
     return memorized_bits(lengths, seq_len, vocab)
 
 
-def train_to_saturation(cell: MemorizationCell, on_eval: Callable[[int, torch.Tensor], None] | None = None
-                        ) -> dict[str, Any]:
+def train_to_saturation(cell: MemorizationCell, on_eval: Callable[[int, torch.Tensor], None] | None = None,
+                        device: str | torch.device | None = None) -> dict[str, Any]:
     """Train ``cell``'s model on its data set until the plateau rule stops it; one result row.
 
     Adam (no weight decay, which would erase stored bits) with a 100-step warm-up to ``lr``, on
     minibatches of ``batch_size`` sequences drawn by a seeded shuffle each epoch. At each
     plateau the learning rate drops tenfold, ``lr_drops`` times, before the run stops: a constant
     rate leaves the loss hovering above what the weights could reach. ``on_eval(step, bits)``
-    receives the memorised bits of every sequence at each evaluation.
+    receives the memorised bits of every sequence at each evaluation. ``device``: where it trains
+    (:func:`interp.base.device.resolve_device`; None: the CPU).
     """
     start = time.perf_counter()
     tokens = random_sequences(cell.n_sequences, cell.seq_len, cell.vocab, seed=cell.seed)
-    model = build_model(cell.config(), seed=cell.seed)
+    model = build_model(cell.config(), seed=cell.seed, device=device)
     model.train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=cell.lr, betas=(0.9, 0.98))
     generator = torch.Generator().manual_seed(cell.seed)
     entropy = cell.n_sequences * sequence_bits(cell.seq_len, cell.vocab)
     reachable = entropy - unreachable_bits(tokens)
+    (tokens,) = on_device_of(model, tokens)
     history: dict[int, float] = {}
     order, cursor, step, lr, drops = torch.randperm(cell.n_sequences, generator=generator), 0, 0, cell.lr, 0
     while True:

@@ -51,6 +51,7 @@ from interp.experiments.sweep_grid import (
 from interp.runs.layout import RUN_FILE, RunError
 from interp.runs.record import read_metrics, read_run, run_train_mask
 from interp.scoring.jobs import TableFile, pending, run_jobs
+from interp.base.device import device_name
 from interp.tasks.models import build_model
 from interp.tasks.presets import TrainOptions
 from interp.tasks.registry import make_task
@@ -158,15 +159,15 @@ def _prepare_run_dir(run_dir: Path, options: TrainOptions) -> bool:
     return True
 
 
-def _run_cell(job: tuple[SweepCell, str, float]) -> dict[str, Any]:
+def _run_cell(job: tuple[SweepCell, str, float, str]) -> dict[str, Any]:
     """Executor entry point: train (or resume) one cell, return its row; an error row if it fails."""
-    cell, runs_dir, bits_per_parameter = job
+    cell, runs_dir, bits_per_parameter, device = job
     start = time.perf_counter()
     run_dir = Path(runs_dir) / cell.name
     try:
         options = cell.options()
         with locked(run_dir):  # a second sweep on the same cell waits, then finds it finished
-            train(options, run_dir, resume=_prepare_run_dir(run_dir, options), quiet=True)
+            train(options, run_dir, resume=_prepare_run_dir(run_dir, options), quiet=True, device=device)
             row = run_summary(run_dir, bits_per_parameter)
     except Exception as exc:  # one bad cell must not stop the sweep; the reason is kept
         return _error_row(cell, exc, time.perf_counter() - start)
@@ -179,7 +180,7 @@ def _error_row(cell: SweepCell, exc: BaseException, seconds: float = math.nan) -
     return {**cell.columns(), "seconds": seconds, "error": f"{type(exc).__name__}: {text[0] if text else ''}"}
 
 
-def _lost(job: tuple[SweepCell, str, float], exc: BaseException) -> dict[str, Any]:
+def _lost(job: tuple[SweepCell, str, float, str], exc: BaseException) -> dict[str, Any]:
     """The error row of a cell whose worker process died under it."""
     return _error_row(job[0], exc)
 
@@ -248,6 +249,7 @@ def sweep(
     scheduler: Any = None,
     bits_per_parameter: float = MEASURED_BITS_PER_PARAMETER,
     quiet: bool = True,
+    device: Any = None,
 ) -> SweepResult:
     """Train every cell of ``grid`` x ``seeds`` into ``out``, restartable; see the module docstring.
 
@@ -255,6 +257,8 @@ def sweep(
     their run directory holds a partial run). Writes ``out/runs.csv`` as cells finish and the
     sweep page ``out/sweep.html`` at the end (:mod:`interp.experiments.sweep_page`). ``ValueError``
     for a bad grid, or when a finished cell's run was trained with other options than the cell's.
+    ``device``: where each cell trains (:func:`interp.base.device.resolve_device`; on a Dask
+    cluster each worker resolves it on its own machine).
     """
     from interp.experiments.sweep_page import write_sweep_report
 
@@ -273,9 +277,10 @@ def sweep(
         if cell.name in finished:
             _prepare_run_dir(runs_dir / cell.name, cell.options())  # refuses a run of other options
     todo = pending(cells, key=lambda cell: cell.name, done=finished, cost=_cost)
-    jobs = [(cell, str(runs_dir), float(bits_per_parameter)) for cell in todo]
+    target = device_name(device, remote=scheduler is not None)
+    jobs = [(cell, str(runs_dir), float(bits_per_parameter), target) for cell in todo]
     ran = run_jobs(_run_cell, jobs, lost=_lost, into=table_file, workers=workers, scheduler=scheduler,
-                   quiet=quiet, desc=f"sweep {task}", unit="cell")
+                   spawn=target.startswith("cuda"), quiet=quiet, desc=f"sweep {task}", unit="cell")
     failed = sum(bool(row["error"]) for row in ran.results)
     table = read_sweep(path) if path.exists() else pd.DataFrame(columns=[*_LEAD, "seed", *RESULT_COLUMNS])
     page = write_sweep_report(table, out / "sweep.html")

@@ -19,7 +19,8 @@ from typing import Any
 from interp.tasks.presets import TrainOptions, preset
 from interp.tasks.registry import TASKS, make_task
 
-__all__ = ["LOOP_OPTIONS", "SweepCell", "base_type", "option_types", "parse_grid", "sweep_cells", "sweepable_options"]
+__all__ = ["LOOP_OPTIONS", "SweepCell", "base_type", "option_types", "parse_grid", "parse_settings", "sweep_cells",
+           "sweepable_options"]
 
 #: ``TrainOptions`` fields the training loop itself reads, so every task takes them in a grid.
 LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay_ramp_start", "warmup_steps",
@@ -71,10 +72,10 @@ def base_type(kind: str) -> str:
     return kind.replace(" | None", "").strip()
 
 
-def _parse_value(key: str, kind: str, text: str) -> Any:
+def _parse_value(key: str, kind: str, text: str, noun: str = "grid") -> Any:
     base = base_type(kind)
     if base not in (*_EXPECTED, "str"):
-        raise ValueError(f"grid key {key} cannot be swept (a {base})")
+        raise ValueError(f"{noun} key {key} cannot be {'swept' if noun == 'grid' else 'set'} (a {base})")
     try:
         if base == "int":
             value: Any = int(text)
@@ -89,23 +90,24 @@ def _parse_value(key: str, kind: str, text: str) -> Any:
         else:
             value = text
     except ValueError:
-        raise ValueError(f"bad grid value {key}={text}: expected {_EXPECTED[base]}") from None
+        raise ValueError(f"bad {noun} value {key}={text}: expected {_EXPECTED[base]}") from None
     if key in _POSITIVE and value <= 0:
-        raise ValueError(f"bad grid value {key}={text}: must be positive")
+        raise ValueError(f"bad {noun} value {key}={text}: must be positive")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ValueError(f"bad grid value {key}={text}: must not be negative")
+        raise ValueError(f"bad {noun} value {key}={text}: must not be negative")
     return value
 
 
-def _check_key(task: str, key: str) -> str:
+def _check_key(task: str, key: str, noun: str = "grid") -> str:
     types = option_types()
     if key == "seed":
-        raise ValueError("seed is not a grid key; give the seeds with --seeds")
+        raise ValueError("seed is not a grid key; give the seeds with --seeds" if noun == "grid"
+                         else f"seed is not a {noun} key; give it with --seed")
     allowed = sweepable_options(task)
     if key not in allowed:
         why = ("not a training option" if key not in types
                else f"not an option the {task} task or the training loop reads")
-        raise ValueError(f"bad grid key {key!r}: {why}; {task} takes {', '.join(sorted(allowed))}")
+        raise ValueError(f"bad {noun} key {key!r}: {why}; {task} takes {', '.join(sorted(allowed))}")
     return types[key]
 
 
@@ -130,6 +132,29 @@ def parse_grid(task: str, specs: Sequence[str]) -> dict[str, list[Any]]:
             raise ValueError(f"grid key {key} repeats a value: {values}")
         grid[key] = parsed
     return grid
+
+
+def parse_settings(task: str, specs: Sequence[str], base: TrainOptions) -> TrainOptions:
+    """``base`` with ``["lr=3e-3", "d_model=64"]`` set (``interp train --set``), checked like a grid.
+
+    Keys and values are parsed and checked as :func:`parse_grid` does, one value per key, and the
+    options that result must build the task and its model (``ValueError`` naming the bad key or
+    value and what is accepted).
+    """
+    values: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, text = (part.strip() for part in str(spec).partition("="))
+        if not sep or not key or not text:
+            raise ValueError(f"bad --set {spec!r}: expected KEY=VALUE, e.g. lr=0.003")
+        if key in values:
+            raise ValueError(f"--set key {key} is given twice")
+        values[key] = _parse_value(key, _check_key(task, key, "--set"), text, "--set")
+    try:
+        options = dataclasses.replace(base, **values)
+        make_task(options).model_config()
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise ValueError(f"bad --set {', '.join(f'{k}={v}' for k, v in values.items())}: {exc}") from None
+    return options
 
 
 def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],

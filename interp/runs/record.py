@@ -4,7 +4,7 @@ The only module that reads or writes these two files (``docs/architecture.md``, 
 ``run.json`` is written once when a run starts (again when a resume extends it)::
 
     {"format": "interp-run-v1", "task": {...}, "model_config": {...}, "training": {...},
-     "seed": N, "versions": {...}}
+     "seed": N, "device": "cpu", "versions": {...}}
 
 ``task`` is what the task object describes (enough to rebuild its data); ``training`` is the
 :class:`interp.tasks.presets.TrainOptions` of the run. :meth:`RunInfo.rebuild_task` builds the
@@ -140,8 +140,9 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
     return None if info is None else dict(info.raw)
 
 
-def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: dict[str, Any]) -> None:
-    """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``."""
+def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: dict[str, Any],
+              device: str = "cpu") -> None:
+    """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``, trained on ``device``."""
     import transformer_lens
 
     info = {
@@ -150,6 +151,7 @@ def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: di
         "model_config": model_config,
         "training": options.to_dict(),
         "seed": options.seed,
+        "device": str(device),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -30,6 +30,7 @@ from interp.base.allocator import reuse_freed_memory
 from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
 from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
+from interp.base.device import device_name
 from interp.scoring.executors import Executor
 from interp.scoring.jobs import TableFile, run_jobs
 from interp.runs.layout import CheckpointRef, find_checkpoints, fingerprint, run_of
@@ -107,6 +108,7 @@ class ScoreTask:
     ref: CheckpointRef
     detectors: tuple[str, ...]
     plan: RunPlan
+    device: str = "cpu"  # where the worker loads the model and the detectors run
 
 
 def _reason(exc: BaseException) -> str:
@@ -133,7 +135,7 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
     """
     ref = _with_fingerprint(task.ref)
     try:
-        model, step = load_cached(ref.path)
+        model, step = load_cached(ref.path, device=task.device)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
         return [_error_row(ref, "load", _reason(exc))]
     bad = nonfinite_weights(model)
@@ -192,7 +194,8 @@ def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | N
     return existing[pd.Series(keep, index=existing.index, dtype=bool)]
 
 
-def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set) -> tuple[list[ScoreTask], dict]:
+def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set,
+                device: str = "cpu") -> tuple[list[ScoreTask], dict]:
     tasks: list[ScoreTask] = []
     skipped: dict[str, dict[str, str]] = {}
     by_run: dict[str, list[CheckpointRef]] = {}
@@ -208,7 +211,7 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set
         for ref in todo:
             need = tuple(d for d in plan.contexts if (ref.run, ref.checkpoint, d) not in done)
             if need:
-                tasks.append(ScoreTask(ref, need, plan))
+                tasks.append(ScoreTask(ref, need, plan, device))
     return tasks, skipped
 
 
@@ -222,6 +225,7 @@ def score_checkpoints(
     executor: Executor | None = None,
     quiet: bool = True,
     on_checkpoint: Callable[[pd.DataFrame], None] | None = None,
+    device: Any = None,
 ) -> pd.DataFrame:
     """Score every checkpoint under ``paths`` with ``detectors``; return the long table.
 
@@ -239,6 +243,10 @@ def score_checkpoints(
             or ``distributed.Client`` instead. ``executor``: any :class:`interp.executors.Executor`
             (then ``workers`` and ``scheduler`` are ignored and the executor is left open).
         quiet: no progress bar (the default; the CLI turns it on).
+        device: where the checkpoints are loaded and scored (:func:`interp.base.device.resolve_device`;
+            None: the CPU). What a detector prepares once per run is computed on the CPU. With a
+            CUDA device, local workers are spawned rather than forked (CUDA cannot be used in a
+            forked child); Dask workers resolve the name on their own machines.
         on_checkpoint: called in this process with each checkpoint's new rows as they arrive.
 
     Returns the table of :mod:`interp.score_table` (``run, checkpoint, step, detector, layer, head,
@@ -247,12 +255,12 @@ def score_checkpoints(
     did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
     return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
-                  quiet=quiet, on_checkpoint=on_checkpoint)[0]
+                  quiet=quiet, on_checkpoint=on_checkpoint, device=device)[0]
 
 
 def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | None, existing: pd.DataFrame | None,
            into: TableFile | None, *, on_checkpoint: Callable[[pd.DataFrame], None] | None = None,
-           **options: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+           device: Any = None, **options: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`score_checkpoints`, merging the new rows into ``into`` as they arrive (:func:`run_jobs`).
 
     Returns the table of :func:`score_checkpoints` and the file's table as last written (None
@@ -271,7 +279,8 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
         refs = [_with_fingerprint(r) if (r.run, r.checkpoint) in known else r for r in refs]
     done, _ = _done_keys(existing, refs)
     kept = drop_failed(existing, refs)
-    tasks, skipped = _plan_tasks(refs, detectors, done)
+    target = device_name(device, remote=options.get("scheduler") is not None)
+    tasks, skipped = _plan_tasks(refs, detectors, done, target)
 
     def arrived(rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -281,7 +290,7 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
     # their memory meanwhile, while the table is built).
     ran = run_jobs(score_task, tasks, lost=_lost_rows, into=into, rows_of=_rows, flush_seconds=FLUSH_SECONDS,
                    on_result=None if on_checkpoint is None else arrived, wait=False, desc="score", unit="ckpt",
-                   **options)
+                   spawn=target.startswith("cuda"), **options)
     new = [row for rows in ran.results for row in rows]
     n_failed = sum(any(r["metric"] == ERROR_METRIC for r in rows) for rows in ran.results)
     if not new:

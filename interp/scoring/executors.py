@@ -23,6 +23,7 @@ failure and goes on.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -83,16 +84,19 @@ FORK_WORKERS = sys.platform.startswith("linux")
 class ProcessExecutor:
     """``workers`` local processes, each on one intra-op thread.
 
-    On Linux a :class:`interp.fork_pool.ForkPool` per call; elsewhere a spawned
-    ``ProcessPoolExecutor`` with the same rule for a dead worker (at most ``2 * workers`` items
-    in flight, so memory stays bounded).
+    On Linux a :class:`interp.fork_pool.ForkPool` per call; elsewhere, or with ``spawn=True``, a
+    spawned ``ProcessPoolExecutor`` with the same rule for a dead worker (at most ``2 * workers``
+    items in flight, so memory stays bounded). Spawn for work on a CUDA device: a forked child
+    cannot use CUDA once its parent has touched it; spawned workers pay the package import
+    (seconds) and need picklable functions and items.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, spawn: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self._pool: ForkPool | _SpawnedPool = ForkPool(workers) if FORK_WORKERS else _SpawnedPool(workers)
+        self._pool: ForkPool | _SpawnedPool = (ForkPool(workers) if FORK_WORKERS and not spawn
+                                                 else _SpawnedPool(workers, "spawn" if spawn else None))
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
         return self._pool.map_unordered(fn, items, lost)
@@ -104,12 +108,14 @@ class ProcessExecutor:
 class _SpawnedPool:
     """A ``ProcessPoolExecutor``; the items in flight when a worker died are tried again one at a time."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, start_method: str | None = None) -> None:
         self.workers = workers
+        self._context = None if start_method is None else multiprocessing.get_context(start_method)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker)
+        return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker,
+                                   mp_context=self._context)
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], lost: Lost | None = None) -> Iterator[R]:
         pending: dict[Future, tuple[Any, bool, ProcessPoolExecutor]] = {}  # future -> item, alone, pool
@@ -251,10 +257,12 @@ def _connect(client_class: Any, address: str, timeout: float) -> Any:
     raise ValueError(f"cannot connect to the Dask scheduler at {address} ({why})")
 
 
-def make_executor(workers: int = 1, scheduler: Any = None) -> SerialExecutor | ProcessExecutor | DaskExecutor:
-    """The executor for ``--workers N`` / ``--scheduler ADDRESS`` (the scheduler wins when given)."""
+def make_executor(workers: int = 1, scheduler: Any = None, spawn: bool = False
+                  ) -> SerialExecutor | ProcessExecutor | DaskExecutor:
+    """The executor for ``--workers N`` / ``--scheduler ADDRESS`` (the scheduler wins when given);
+    ``spawn``: local workers are spawned, not forked (work on a CUDA device, :class:`ProcessExecutor`)."""
     if scheduler is not None:
         return DaskExecutor(scheduler)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    return SerialExecutor() if workers == 1 else ProcessExecutor(workers)
+    return SerialExecutor() if workers == 1 else ProcessExecutor(workers, spawn=spawn)

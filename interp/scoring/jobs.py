@@ -140,6 +140,7 @@ def run_jobs(
     workers: int = 1,
     scheduler: Any = None,
     executor: Executor | None = None,
+    spawn: bool = False,
     wait: bool = True,
     quiet: bool = True,
     desc: str | None = None,
@@ -157,15 +158,16 @@ def run_jobs(
             exception or Ctrl-C.
         on_result: called in this process with each result as it arrives.
         workers, scheduler: the executor (:func:`interp.scoring.executors.make_executor`),
-            closed at the end (``wait``: for its workers to exit). ``executor``: one of the
-            caller's instead, left open.
+            closed at the end (``wait``: for its workers to exit); ``spawn``: local workers are
+            spawned, not forked (work on a CUDA device). ``executor``: one of the caller's
+            instead, left open.
         quiet, desc, unit: the progress bar (:func:`interp.base.progress_bar.progress_bar`).
     """
     from interp.base.progress_bar import progress_bar  # tqdm, imported when a job runs
 
     items = list(items)
     own = executor is None
-    executor = executor or make_executor(workers, scheduler)
+    executor = executor or make_executor(workers, scheduler, spawn)
     results: list[Any] = []
     waiting: list[dict[str, Any]] = []
     written: list[pd.DataFrame] = []

@@ -19,6 +19,7 @@ import torch
 
 from interp.tasks.fast_forward import logits as fast_logits
 from interp.tasks.induction import step_generator
+from interp.tasks.models import on_device_of
 
 #: Longest query (``h r1 r2``, ``attr e1 e2``); every query is padded to it.
 N_CTX = 3
@@ -78,8 +79,9 @@ def check_vocabulary(cfg, d_vocab: int) -> None:
 
 def answer_logits(model, facts: Facts) -> torch.Tensor:
     """Logits (n, d_vocab_out) at each query's answer position."""
-    out = fast_logits(model, facts.tokens)
-    return out[torch.arange(len(facts)), facts.answer_pos]
+    tokens, answer_pos = on_device_of(model, facts.tokens, facts.answer_pos)
+    out = fast_logits(model, tokens)
+    return out[torch.arange(len(facts), device=out.device), answer_pos]
 
 
 def loss_and_accuracy(model, facts: Facts) -> tuple[float, float]:
@@ -87,8 +89,9 @@ def loss_and_accuracy(model, facts: Facts) -> tuple[float, float]:
     if len(facts) == 0:
         return float("nan"), float("nan")
     logits = answer_logits(model, facts)
-    loss = torch.nn.functional.cross_entropy(logits, facts.answer).item()
-    return loss, (logits.argmax(-1) == facts.answer).float().mean().item()
+    (answer,) = on_device_of(model, facts.answer)
+    loss = torch.nn.functional.cross_entropy(logits, answer).item()
+    return loss, (logits.argmax(-1) == answer).float().mean().item()
 
 
 class FactsTask:
@@ -121,7 +124,7 @@ class FactsTask:
     def train_loss(self, model, step: int) -> torch.Tensor:
         g = step_generator(self.options.seed, step)
         batch = self.data.train.take(torch.randint(len(self.data.train), (self.batch_size,), generator=g))
-        return torch.nn.functional.cross_entropy(answer_logits(model, batch), batch.answer)
+        return torch.nn.functional.cross_entropy(answer_logits(model, batch), *on_device_of(model, batch.answer))
 
     def evaluate(self, model, step: int) -> dict[str, float]:
         """Losses and accuracies of the training set (atomic and inferred), the OOD atomic facts

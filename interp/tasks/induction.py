@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.tasks.fast_forward import logits as fast_logits
-from interp.tasks.models import INDUCTION_BOS, induction_config
+from interp.tasks.models import INDUCTION_BOS, induction_config, on_device_of
 
 #: Version of the data generator, recorded in run.json: a run resumes only on the data it began with.
 DATA_VERSION = "copied-spans-v1"
@@ -132,7 +132,7 @@ class InductionTask:
         """Loss of the batch the next step trains on, and held-out losses (all / repeated tokens)."""
         train_loss = self.train_loss(model, step).item()
         losses, correct = _next_token_losses(model, self.eval_tokens, with_correct=True)
-        rep = self.eval_repeated[:, 1:]
+        (rep,) = on_device_of(model, self.eval_repeated[:, 1:])
         return {
             "train_loss": train_loss,
             "test_loss": losses.mean().item(),
@@ -145,6 +145,7 @@ class InductionTask:
 
 def _next_token_losses(model, tokens: torch.Tensor, with_correct: bool = False):
     """Per-position loss (batch, n_ctx - 1) of predicting token j+1 at position j."""
+    (tokens,) = on_device_of(model, tokens)
     logits = fast_logits(model, tokens)[:, :-1]
     targets = tokens[:, 1:]
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")

@@ -168,16 +168,26 @@ FAMILIES = {"induction": induction_config, "modadd": modadd_config, "memorizatio
             "text": text_config, "reasoning": reasoning_config}
 
 
-def build_model(cfg: HookedTransformerConfig | dict[str, Any], seed: int | None = None) -> HookedTransformer:
-    """Build a ``HookedTransformer`` on the CPU from a config (or its JSON dict), in eval mode.
+def build_model(
+    cfg: HookedTransformerConfig | dict[str, Any], seed: int | None = None, device: str | torch.device | None = None
+) -> HookedTransformer:
+    """Build a ``HookedTransformer`` from a config (or its JSON dict), in eval mode, on ``device``.
 
-    With ``seed`` the initial weights are a deterministic function of it.
+    With ``seed`` the initial weights are a deterministic function of it, the same on every
+    device: they are drawn on the CPU and then moved. ``device``: a name of
+    :func:`interp.base.device.resolve_device` (None: the CPU); ``model.cfg.device`` names it.
     """
+    from interp.base.device import resolve_device
+
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
+    target = resolve_device(device)
     if seed is not None:
         torch.manual_seed(seed)
     model = HookedTransformer(cfg, move_to_device=False)
+    # TransformerLens' own .to() records the device in the config (and prints unless told not
+    # to); its string form keeps the index of cuda:N, which a torch.device would lose there.
+    model.to(str(target), print_details=False)
     model.eval()
     return model
 
@@ -223,3 +233,10 @@ def config_from_dict(d: dict[str, Any]) -> HookedTransformerConfig:
         return HookedTransformerConfig(**kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ValueError(f"invalid model config: {exc}") from exc
+
+
+def on_device_of(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` on the device of ``model``'s weights: a task's data (built on the CPU) meets a
+    model wherever it runs. Tensors already there are returned as they are, without a copy."""
+    device = next(model.parameters()).device
+    return tuple(t.to(device) for t in tensors)

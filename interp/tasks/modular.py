@@ -6,7 +6,7 @@ import torch
 
 from circuits import modadd_answers, modadd_inputs
 from interp.tasks.fast_forward import last_position_logits
-from interp.tasks.models import modadd_config
+from interp.tasks.models import modadd_config, on_device_of
 
 
 def all_pairs(p: int) -> torch.Tensor:
@@ -59,15 +59,17 @@ class ModAddTask:
         return torch.nn.functional.cross_entropy(logits, labels)
 
     def train_loss(self, model, step: int) -> torch.Tensor:
-        logits = last_position_logits(model, self.x_train)
+        x, y = on_device_of(model, self.x_train, self.y_train)
+        logits = last_position_logits(model, x)
         if logits.requires_grad:
             logits.register_hook(_flush_subnormals)
-        return self._loss(logits, self.y_train)
+        return self._loss(logits, y)
 
     def evaluate(self, model, step: int) -> dict[str, float]:
         """Loss and accuracy on the training split and on the held-out pairs."""
         out = {}
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            x, y = on_device_of(model, x, y)
             logits = last_position_logits(model, x)
             out[f"{split}_loss"] = self._loss(logits, y).item()
             out[f"{split}_acc"] = (logits.argmax(-1) == y).float().mean().item()

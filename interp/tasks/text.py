@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from interp.tasks.fast_forward import logits as fast_logits
-from interp.tasks.models import TEXT_BOS, TEXT_VOCAB, text_config
+from interp.tasks.models import TEXT_BOS, TEXT_VOCAB, on_device_of, text_config
 from interp.tasks.induction import step_generator
 
 __all__ = ["BOS", "D_VOCAB", "DATA_VERSION", "HELD_OUT_SHARE", "Corpus", "TextTask", "encode", "load_corpus",
@@ -285,5 +285,6 @@ class TextTask:
 
 def _losses(model, tokens: torch.Tensor) -> torch.Tensor:
     """Per-position loss (batch, n - 1) of predicting token j+1 at position j (fused forward)."""
+    (tokens,) = on_device_of(model, tokens)
     logits = fast_logits(model, tokens)[:, :-1]
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")

@@ -56,6 +56,7 @@ def train(
     quiet: bool = False,
     on_eval: Callable[[dict[str, float]], None] | None = None,
     steps: int | None = None,
+    device: str | torch.device | None = None,
 ) -> Path:
     """Train ``options.task`` into run directory ``out``; returns ``out``.
 
@@ -63,6 +64,11 @@ def train(
     recorded options are used, not ``options``: it continues to its recorded length, or to
     ``steps`` when that is given and longer (``run.json`` then records the new length); the step
     it resumes from is evaluated again, so ``metrics.csv`` keeps a row for it.
+
+    ``device``: where the model trains (:func:`interp.base.device.resolve_device`; None: the
+    CPU). The initial weights are drawn on the CPU, so a seed starts the same model everywhere;
+    checkpoints are written from the CPU and ``run.json`` records the device. A run may resume on
+    another device (its floating-point results then differ in the last bits).
 
     Raises :class:`RunError` when ``out`` holds something other than an empty directory and
     ``resume`` is False, or when a resume finds no usable state; :class:`CheckpointError` when a
@@ -81,7 +87,7 @@ def train(
     task = make_task(options)
     if resume and has_run:
         read_run(out).check_same_data(task)
-    model = build_model(task.model_config(), seed=options.seed)
+    model = build_model(task.model_config(), seed=options.seed, device=device)
     if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
         task.init_model(model)
     model.train()
@@ -92,9 +98,9 @@ def train(
     start, rows = 0, []
     if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
-        write_run(out, options, task, config_to_dict(model.cfg))  # records an extension, if any
+        write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)  # an extension, if any
     else:
-        write_run(out, options, task, config_to_dict(model.cfg))
+        write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)
 
     ckpt_steps = set(checkpoint_steps(options.steps, options.checkpoint_every))
     bar = progress_bar(total=options.steps, initial=start, quiet=quiet, desc=f"train {options.task}", unit="step")
@@ -151,7 +157,7 @@ class _GradFilter:
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         if tensors:
-            self.ema = [tensors[f"grokfast.{i}"] for i in range(len(self.params))]
+            self.ema = [tensors[f"grokfast.{i}"].to(p.device) for i, p in enumerate(self.params)]
 
 
 def _evaluate(task, model, step: int) -> dict[str, float]:

@@ -1,0 +1,55 @@
+"""``interp train TASK --set KEY=VALUE``: recipe values from the shell, parsed as ``sweep --grid`` parses them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interp.cli import main
+
+
+def test_set_values_train_the_run_and_are_recorded(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "modadd", "--out", str(out), "--steps", "2", "--quiet",
+                 "--set", "lr=0.003", "--set", "d_model=64", "--set", "lr_schedule=linear"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / "run.json").read_text())
+    assert info["training"]["lr"] == 0.003 and info["training"]["d_model"] == 64
+    assert info["training"]["lr_schedule"] == "linear" and info["training"]["steps"] == 2
+    assert info["model_config"]["d_model"] == 64
+
+
+def test_set_reaches_a_task_of_its_own_keys(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "induction", "--out", str(out), "--steps", "1", "--quiet", "--set", "batch_size=8"]) == 0
+    assert json.loads((out / "run.json").read_text())["training"]["batch_size"] == 8
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("bogus=1", "bad --set key 'bogus': not a training option; modadd takes checkpoint_every, d_model, "),
+    ("batch_size=8", "bad --set key 'batch_size': not an option the modadd task or the training loop reads"),
+    ("lr=fast", "bad --set value lr=fast: expected a number"),
+    ("lr=0.1,0.2", "bad --set value lr=0.1,0.2: expected a number"),
+    ("lr=0", "bad --set value lr=0: must be positive"),
+    ("d_model=18", "bad --set d_model=18: d_model must be a positive multiple of 4"),
+    ("frac_train=1.5", r"bad --set frac_train=1.5: frac_train must be in (0, 1)"),
+    ("seed=1", "seed is not a --set key; give it with --seed"),
+    ("lr", "bad --set 'lr': expected KEY=VALUE, e.g. lr=0.003"),
+])
+def test_a_bad_key_or_value_is_one_line_naming_what_is_accepted(tmp_path, capsys, spec: str, message: str) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "modadd", "--out", str(out), "--steps", "2", "--set", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_a_value_given_twice_or_to_a_resumed_run_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "modadd", "--out", str(out), "--steps", "2", "--set", "steps=3"]) == 2
+    assert "steps is given twice: by --steps/--epochs and by --set steps=..." in capsys.readouterr().err
+    assert main(["train", "modadd", "--out", str(out), "--set", "lr=0.1", "--set", "lr=0.2"]) == 2
+    assert "--set key lr is given twice" in capsys.readouterr().err
+    assert main(["train", "modadd", "--out", str(out), "--resume", "--set", "lr=0.1"]) == 2
+    assert "--set cannot change the recipe of a run being resumed" in capsys.readouterr().err
