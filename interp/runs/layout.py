@@ -227,16 +227,17 @@ def fingerprint(path: str | Path) -> str:
     in an arbitrary order, so two writes of the same weights differ byte for byte. Other files
     are hashed whole. A Hugging Face directory is hashed as its ``config.json`` (parsed, keys
     sorted) and each weight file by name (:func:`interp.runs.series.weight_like_files`), SIZE
-    their total. Batch scoring stores it beside each checkpoint's rows, so a checkpoint whose
-    content changed (a run retrained into the same folder) is scored again.
+    their total (the config counted as that sorted JSON), so rewriting the same weights keeps it.
+    Batch scoring stores it beside each checkpoint's rows, so a checkpoint whose content changed
+    (a run retrained into the same folder) is scored again.
     """
     digest = hashlib.blake2b(digest_size=8)
     try:
         if Path(path).is_dir():
             files = weight_like_files(path)
-            config = json.loads(checked_file(files[0]).read_bytes())
-            digest.update(json.dumps(config, sort_keys=True).encode())
-            size = files[0].stat().st_size
+            config = json.dumps(json.loads(checked_file(files[0]).read_bytes()), sort_keys=True).encode()
+            digest.update(config)
+            size = len(config)
             for file in files[1:]:
                 digest.update(file.name.encode())
                 size += _hash_file(digest, file)
