@@ -89,3 +89,15 @@ def test_score_report_inspect_a_series(series, tmp_path, capsys):
     # scoring again keeps everything (fingerprints unchanged)
     assert main(["score", str(series), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 0
     assert len(read_table(table_path)) == len(table)
+
+
+def test_a_trainer_output_folder_is_its_series_and_load_model_takes_the_latest(series, tmp_path):
+    out = tmp_path / "trainer_out"
+    shutil.copytree(series, out)
+    _neox(out, seed=7)  # the final model at the top, as transformers' Trainer leaves it
+    assert [r.checkpoint for r in find_checkpoints(out)] == list(STEPS)
+    from interp import load_model
+
+    latest = load_model(series)
+    assert torch.equal(latest.W_E, load_model(series / "global_step_2000").W_E)
+    assert not torch.equal(load_model(out).W_E, latest.W_E)  # a folder with its own model is that model

@@ -29,7 +29,7 @@ from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
 from interp.runs.huggingface import read_hf_dir
 from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of, step_of
-from interp.runs.series import CONFIG_FILE
+from interp.runs.series import CONFIG_FILE, series_children
 from interp.runs.record import read_run
 
 __all__ = [
@@ -184,7 +184,8 @@ def load_model(path: str | Path, *, strict: bool = False,
 
     ``path`` may be:
 
-    - a run directory: its latest complete checkpoint;
+    - a run directory: its latest complete checkpoint; a series of Hugging Face directories
+      (:mod:`interp.runs.series`): its latest step;
     - a Hugging Face causal-LM directory (``config.json`` + ``model.safetensors``, sharded
       safetensors, or ``pytorch_model.bin`` read weights-only) of an architecture in
       :data:`interp.runs.hf_config.SUPPORTED_ARCHITECTURES`, read offline
@@ -214,6 +215,8 @@ def load_model(path: str | Path, *, strict: bool = False,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {path}")
+    if path.is_dir() and not list_checkpoints(path) and not (path / CONFIG_FILE).is_file() and series_children(path):
+        path = series_children(path)[-1][1]  # a series: its latest step
     hf_dir = path.is_dir() and not list_checkpoints(path) and (path / CONFIG_FILE).is_file()
     if path.is_dir() and not hf_dir:
         ckpts = list_checkpoints(path)

@@ -299,11 +299,11 @@ def _ref(path: Path) -> CheckpointRef:
 def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
     if (directory / CHECKPOINT_DIR).is_dir():
         return [_ref(p) for _, p in list_checkpoints(directory)]
+    children = series_children(directory)
+    if children:  # a series of Hugging Face directories: one run (before a model of its own, as Trainer writes)
+        return [_ref(p) for _, p in children]
     if is_hf_dir(directory):  # one Hugging Face directory: a checkpoint whose run is its parent
         return [_ref(directory)]
-    children = series_children(directory)
-    if children:  # a series of Hugging Face directories: one run
-        return [_ref(p) for _, p in children]
     if directory.name == CHECKPOINT_DIR and (directory.parent / RUN_FILE).exists():
         return [_ref(p) for _, p in list_checkpoints(directory.parent)]
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
