@@ -158,3 +158,24 @@ def test_a_pickle_with_code_is_refused(tmp_path):
     (directory / "model.safetensors").unlink()
     torch.save({"x": PurePosixPath("code")}, directory / "pytorch_model.bin")  # a global weights-only refuses
     assert "weights-only" in _error(directory)
+
+
+@pytest.mark.parametrize("name", ["neo", "llama"])
+def test_inspect_a_directory(tmp_path, name):
+    from interp.inspection import inspect_checkpoint
+
+    save_hf_model(name, tmp_path / name)
+    text = inspect_checkpoint(tmp_path / name)
+    assert "heads:" in text and "prefix_matching" in text
+
+
+def test_score_a_lone_directory(tmp_path):
+    from interp.cli import main
+    from interp.scoring.table import read_table
+
+    save_hf_model("gpt2", tmp_path / "models" / "my-gpt2")
+    out = tmp_path / "t.csv"
+    assert main(["score", str(tmp_path / "models" / "my-gpt2"), "--out", str(out), "--quiet", "--detectors", "heads"]) == 0
+    table = read_table(out)
+    assert set(table["run"]) == {str(tmp_path / "models")} and set(table["checkpoint"]) == {"my-gpt2"}
+    assert not (table["metric"] == "error").any() and len(table) == 2 * 4 * 6

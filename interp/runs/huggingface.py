@@ -181,6 +181,6 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
         raise CheckpointError(f"{path}: weights lack {exc.key}, which a {arch} of this config has") from exc
     except Exception as exc:  # einops and torch raise several types when shapes disagree with the config
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: the weights do not fit config.json ({first})") from exc
+        raise CheckpointError(f"{path}: the weights do not fit the sizes in config.json ({first})") from exc
     state.setdefault("unembed.b_U", torch.zeros(cfg["d_vocab"]))
     return {k: v.detach().contiguous() for k, v in state.items()}
