@@ -26,7 +26,7 @@ def final_model(rows: pd.DataFrame) -> tuple[HookedTransformer | None, int | Non
     row = last.iloc[-1]
     step = None if pd.isna(row["step"]) else int(row["step"])
     path = scored_checkpoint(str(row["run"]), str(row["checkpoint"]))
-    if not path.is_file():
+    if not path.exists():  # a file, or a Hugging Face directory
         return None, step, f"the checkpoint {path} is not on this machine"
     value = row["fingerprint"] if "fingerprint" in rows else None
     scored = "" if value is None or pd.isna(value) else str(value)

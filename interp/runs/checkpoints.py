@@ -1,5 +1,8 @@
 """Checkpoint files: our safetensors format, loaders for foreign checkpoints, and a model cache.
 
+Foreign checkpoints are read by :mod:`interp.runs.foreign` (torch files) and
+:mod:`interp.runs.huggingface` (Hugging Face directories).
+
 The run directory around the checkpoints is :mod:`interp.runs` (``docs/architecture.md``, "Run
 format"). Every file is written atomically (:mod:`interp.files`). Nothing is ever unpickled:
 our files are safetensors, and foreign ``.pt``/``.pth`` files go through
@@ -24,7 +27,9 @@ from circuits import nonfinite_parameters
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
-from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of
+from interp.runs.huggingface import read_hf_dir
+from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of, step_of
+from interp.runs.series import CONFIG_FILE, series_children
 from interp.runs.record import read_run
 
 __all__ = [
@@ -172,12 +177,22 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
 nonfinite_weights = nonfinite_parameters
 
 
-def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
-    """Load a ``HookedTransformer`` (CPU, eval mode) from any checkpoint this toolkit knows.
+def load_model(path: str | Path, *, strict: bool = False,
+               device: str | torch.device | None = None) -> HookedTransformer:
+    """Load a ``HookedTransformer`` (eval mode) from any checkpoint this toolkit knows, on ``device``
+    (None: the CPU; the model is built and loaded on the CPU, then moved).
 
     ``path`` may be:
 
-    - a run directory: its latest complete checkpoint;
+    - a run directory: its latest complete checkpoint; a series of Hugging Face directories
+      (:mod:`interp.runs.series`): its latest step;
+    - a Hugging Face causal-LM directory (``config.json`` + ``model.safetensors``, sharded
+      safetensors, or ``pytorch_model.bin`` read weights-only) of an architecture in
+      :data:`interp.runs.hf_config.SUPPORTED_ARCHITECTURES`, read offline
+      (:mod:`interp.runs.huggingface`);
+    - the original-layout two-layer attention-only induction model of Nanda
+      (``{"model": ..., "model_config": ...}`` with ``attn_blocks.{l}.attn.W_Q``; any depth and
+      size, with or without ``model_config``);
     - one of our checkpoint files (``.safetensors`` with the config in its metadata);
     - a TransformerLens state dict with its config: a ``.pt``/``.pth`` dict with keys
       ``state_dict`` (or ``model``) and ``config`` (or ``cfg``);
@@ -192,19 +207,26 @@ def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
     ``strict=True``).
 
     Raises ``FileNotFoundError`` for a missing path, :class:`CheckpointError` for a file that
-    is truncated, corrupt, in a layout this loader does not know or foreign to its run, and
-    :class:`interp.runs.RunError` when the run's ``run.json`` is unreadable.
+    is truncated, corrupt, in a layout this loader does not know or foreign to its run (for a
+    Hugging Face directory also: an unreadable ``config.json``, an unsupported architecture, no
+    weights file, weights of other shapes than the config), and :class:`interp.runs.RunError` when
+    the run's ``run.json`` is unreadable.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {path}")
-    if path.is_dir():
+    if path.is_dir() and not list_checkpoints(path) and not (path / CONFIG_FILE).is_file() and series_children(path):
+        path = series_children(path)[-1][1]  # a series: its latest step
+    hf_dir = path.is_dir() and not list_checkpoints(path) and (path / CONFIG_FILE).is_file()
+    if path.is_dir() and not hf_dir:
         ckpts = list_checkpoints(path)
         if not ckpts:
             raise CheckpointError(f"{path}: run directory has no checkpoints/step_*.safetensors")
         path = ckpts[-1][1]
     training = None
-    if path.suffix == ".safetensors":
+    if hf_dir:
+        state, cfg = read_hf_dir(path)
+    elif path.suffix == ".safetensors":
         state, cfg, _ = read_checkpoint(path)
         _check_run(path, cfg)
     else:
@@ -218,7 +240,7 @@ def load_model(path: str | Path, *, strict: bool = False) -> HookedTransformer:
         if strict:
             raise CheckpointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return model
+    return model if device is None else model.to(device)
 
 
 def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> HookedTransformer:
@@ -263,22 +285,27 @@ class ModelCache:
     costs more than loading its weights, so our safetensors checkpoints are copied into the
     parameters of the model of the previous one (their shapes checked first). Other formats go through
     :func:`load_model`. The returned model is shared: the next :meth:`load` overwrites it.
+
+    ``device``: where the models live (None: the CPU); weights are read on the CPU and copied there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = None if device is None else torch.device(device)
         self._key: str | None = None
         self._model: HookedTransformer | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._params: dict[str, torch.Tensor] = {}
 
     def load(self, path: str | Path) -> tuple[HookedTransformer, int | None]:
-        """(model, step) of a checkpoint (step None for foreign files). Raises like :func:`load_model`."""
+        """(model, step) of a checkpoint (step None for foreign files, except a Hugging Face
+        directory named by step: ``step1000``, ``checkpoint-500``). Raises like :func:`load_model`."""
         path = Path(path)
         if path.suffix != ".safetensors":
             self._key, self._model = None, None
             with warnings.catch_warnings():  # non-finite weights are the caller's to check
                 warnings.simplefilter("ignore", RuntimeWarning)
-                return load_model(path), None
+                model = load_model(path, device=self.device)
+            return model, step_of(path) if path.is_dir() and (path / CONFIG_FILE).is_file() else None
         state, cfg, step = read_checkpoint(path)
         _check_run(path, cfg)
         key = json.dumps(cfg, sort_keys=True)
@@ -289,7 +316,8 @@ class ModelCache:
                     param.copy_(state[name])
         else:
             self._key = None  # a failed build leaves no stale model behind
-            self._model = _instantiate(path, cfg, state)
+            model = _instantiate(path, cfg, state)
+            self._model = model if self.device is None else model.to(self.device)
             self._shapes = _weight_shapes(self._model)
             self._params = {k: v for k, v in self._model.state_dict(keep_vars=True).items() if k in self._shapes}
             self._key = key
@@ -299,9 +327,13 @@ class ModelCache:
 _LOCAL = threading.local()
 
 
-def load_cached(path: str | Path) -> tuple[HookedTransformer, int | None]:
-    """:meth:`ModelCache.load` on this thread's cache (one per worker thread or process)."""
-    cache = getattr(_LOCAL, "cache", None)
-    if cache is None:
-        cache = _LOCAL.cache = ModelCache()
-    return cache.load(path)
+def load_cached(path: str | Path, device: str | torch.device | None = None) -> tuple[HookedTransformer, int | None]:
+    """:meth:`ModelCache.load` on this thread's cache for ``device`` (None: the CPU; one cache
+    per worker thread or process and device)."""
+    key = "cpu" if device is None else str(torch.device(device))
+    caches = getattr(_LOCAL, "caches", None)
+    if caches is None:
+        caches = _LOCAL.caches = {}
+    if key not in caches:
+        caches[key] = ModelCache(device)
+    return caches[key].load(path)

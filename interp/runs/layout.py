@@ -10,8 +10,9 @@ A run directory (``docs/architecture.md``, "Run format")::
 
 This module and :mod:`interp.runs.record` are the only places that know these names. This one also
 resolves what a user names on the command line (run directories, folders of runs, checkpoint
-files, globs, a series of checkpoint files) into checkpoints, fingerprints them, and reads only
-regular files (:func:`checked_file`).
+files, globs, a series of checkpoint files, Hugging Face directories and series of them,
+:mod:`interp.runs.series`) into checkpoints, fingerprints them, and reads only regular files
+(:func:`checked_file`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from interp.runs.errors import CheckpointError, RunError
+from interp.runs.series import is_hf_dir, series_children, series_step, unnamed_children, weight_like_files
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -59,14 +63,6 @@ _STEP = re.compile(r"step_(\d+)")
 _GLOB = re.compile(r"[*?\[]")
 
 
-class RunError(ValueError):
-    """A run directory that cannot be read, started or resumed as asked."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or run directory that cannot be read: missing, truncated, corrupt, or foreign."""
-
-
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """``RUN/checkpoints/step_NNNNNN.safetensors``."""
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
@@ -74,10 +70,13 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 def unlisted_files(run_dir: str | Path) -> list[Path]:
     """Files in ``RUN/checkpoints/`` that :func:`list_checkpoints` leaves out: checkpoint-like files
-    (``.safetensors``, ``.pt``, ``.pth``) not named ``step_N.safetensors``, hidden files aside."""
+    (``.safetensors``, ``.pt``, ``.pth``) not named ``step_N.safetensors``, hidden files aside.
+
+    For a series of Hugging Face directories (:mod:`interp.runs.series`): its children that are
+    Hugging Face directories not named by step."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
-        return []
+        return unnamed_children(run_dir)
     return sorted(p for p in ckpt_dir.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
                   and not _STEP_FILE.match(p.name))
 
@@ -98,14 +97,18 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[tuple[int, Path]], Path | None]:
     """(step, path) pairs sorted by step, and the run directory they come from (if one).
 
-    ``source`` is a run directory (its checkpoints) or a list of checkpoint files, whose steps
-    come from ``step_<N>`` in their names, else their list position. Raises ``FileNotFoundError``
-    for a missing file, :class:`CheckpointError` for a run without checkpoints and ``ValueError``
-    for duplicate steps.
+    ``source`` is a run directory (its checkpoints), a series of Hugging Face directories (its
+    children named by step; the series is the run), one Hugging Face directory, or a list of
+    checkpoint files or directories, whose steps come from their names (:func:`step_of`), else
+    their list position. Raises ``FileNotFoundError`` for a missing file, :class:`CheckpointError`
+    for a run without checkpoints and ``ValueError`` for duplicate steps.
     """
     if isinstance(source, (str, Path)):
         source = Path(source)
-        if source.is_dir():
+        children = [] if (source / CHECKPOINT_DIR).is_dir() else series_children(source)
+        if children:
+            return children, source
+        if source.is_dir() and not is_hf_dir(source):
             found = list_checkpoints(source)
             if not found:
                 raise CheckpointError(f"{source}: run directory has no checkpoints/step_*.safetensors")
@@ -129,7 +132,8 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
 
 
 def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
-    """The file of a scores-table row: ``RUN/checkpoints/FILE`` when it exists, else ``RUN/FILE`` (a loose file).
+    """The file of a scores-table row: ``RUN/checkpoints/FILE`` when it exists, else ``RUN/FILE`` (a loose
+    file, or a Hugging Face directory: a child of a series, or a lone directory whose run is its parent).
 
     When neither exists (a deleted run), a ``step_N.safetensors`` name is placed inside ``checkpoints/``,
     where the training loop writes it.
@@ -142,21 +146,27 @@ def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
 
 
 def step_of(path: str | Path) -> int | None:
-    """The step in a checkpoint's file name (``step_<N>``), or None."""
-    match = _STEP.search(Path(path).stem)
+    """The step in a checkpoint's name (``step_<N>`` in a file's, or a series child's name such as
+    ``step1000``, ``checkpoint-500``, ``global_step2000``), or None."""
+    path = Path(path)
+    step = series_step(path.name)
+    if step is not None:
+        return step
+    match = _STEP.search(path.stem)
     return int(match.group(1)) if match else None
 
 
 def run_of(path: str | Path) -> Path | None:
-    """The run directory of a checkpoint file (``RUN/checkpoints/FILE``), or of a run directory; else None."""
+    """The run directory of a checkpoint (``RUN/checkpoints/FILE``, or a series child named by step:
+    the series), or of a run directory or series itself; else None (a loose file or directory)."""
     path = Path(path)
     if path.is_dir():
-        return path if (path / RUN_FILE).exists() or (path / CHECKPOINT_DIR).is_dir() else None
+        if (path / RUN_FILE).exists() or (path / CHECKPOINT_DIR).is_dir() or series_children(path):
+            return path
+        if is_hf_dir(path) and series_step(path.name) is not None:
+            return path.parent
+        return None
     return path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
-
-
-
-
 
 
 #: Longest safetensors header read (the JSON of names, shapes and offsets; ours are a few kB).
@@ -215,27 +225,45 @@ def fingerprint(path: str | Path) -> str:
     For safetensors files the hash covers the metadata with sorted keys and each tensor's name,
     dtype, shape and bytes in name order, not the raw file: the library writes the header's keys
     in an arbitrary order, so two writes of the same weights differ byte for byte. Other files
-    are hashed whole. Batch scoring stores it beside each checkpoint's rows, so a checkpoint whose
-    content changed (a run retrained into the same folder) is scored again.
+    are hashed whole. A Hugging Face directory is hashed as its ``config.json`` (parsed, keys
+    sorted) and each weight file by name (:func:`interp.runs.series.weight_like_files`), SIZE
+    their total (the config counted as that sorted JSON), so rewriting the same weights keeps it.
+    Batch scoring stores it beside each checkpoint's rows, so a checkpoint whose content changed
+    (a run retrained into the same folder) is scored again.
     """
     digest = hashlib.blake2b(digest_size=8)
     try:
-        data = checked_file(path).read_bytes()
-        if Path(path).suffix == ".safetensors":
-            size = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + size])
-            body = memoryview(data)[8 + size:]
-            digest.update(json.dumps(header.pop("__metadata__", {}), sort_keys=True).encode())
-            for name in sorted(header):
-                entry = header[name]
-                begin, stop = entry["data_offsets"]
-                digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
-                digest.update(body[begin:stop])
+        if Path(path).is_dir():
+            files = weight_like_files(path)
+            config = json.dumps(json.loads(checked_file(files[0]).read_bytes()), sort_keys=True).encode()
+            digest.update(config)
+            size = len(config)
+            for file in files[1:]:
+                digest.update(file.name.encode())
+                size += _hash_file(digest, file)
         else:
-            digest.update(data)
+            size = _hash_file(digest, path)
     except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
         return ""
-    return f"{len(data)}-{digest.hexdigest()}"
+    return f"{size}-{digest.hexdigest()}"
+
+
+def _hash_file(digest, path: str | Path) -> int:
+    """Feed one checkpoint file's content into ``digest`` (see :func:`fingerprint`); its size."""
+    data = checked_file(path).read_bytes()
+    if Path(path).suffix == ".safetensors":
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size])
+        body = memoryview(data)[8 + size:]
+        digest.update(json.dumps(header.pop("__metadata__", {}), sort_keys=True).encode())
+        for name in sorted(header):
+            entry = header[name]
+            begin, stop = entry["data_offsets"]
+            digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+            digest.update(body[begin:stop])
+    else:
+        digest.update(data)
+    return len(data)
 
 
 
@@ -263,7 +291,7 @@ class CheckpointRef:
 
 def _ref(path: Path) -> CheckpointRef:
     path = Path(os.path.abspath(path))  # absolute, symlinks kept: a linked file is its own checkpoint
-    run = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    run = path.parent.parent if path.parent.name == CHECKPOINT_DIR and not path.is_dir() else path.parent
     step = step_of(path)
     return CheckpointRef(str(run), -1 if step is None else step, path.name, str(path), step)
 
@@ -271,21 +299,28 @@ def _ref(path: Path) -> CheckpointRef:
 def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
     if (directory / CHECKPOINT_DIR).is_dir():
         return [_ref(p) for _, p in list_checkpoints(directory)]
+    children = series_children(directory)
+    if children:  # a series of Hugging Face directories: one run (before a model of its own, as Trainer writes)
+        return [_ref(p) for _, p in children]
+    if is_hf_dir(directory):  # one Hugging Face directory: a checkpoint whose run is its parent
+        return [_ref(directory)]
     if directory.name == CHECKPOINT_DIR and (directory.parent / RUN_FILE).exists():
         return [_ref(p) for _, p in list_checkpoints(directory.parent)]
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
     if files:
         return [_ref(p) for p in files]
-    # a folder of runs, one level down
-    return [r for child in sorted(directory.iterdir()) if (child / CHECKPOINT_DIR).is_dir() for r in _refs_in_dir(child)]
+    # a folder of runs or of series, one level down
+    return [r for child in sorted(directory.iterdir())
+            if (child / CHECKPOINT_DIR).is_dir() or series_children(child) for r in _refs_in_dir(child)]
 
 
 def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
     """Checkpoints named by ``paths``, each once, sorted by (run, step, file name).
 
     Each path may be a run directory (all its ``checkpoints/step_*.safetensors``), a folder of
-    runs or of checkpoint files (``.safetensors``, ``.pt``, ``.pth``), one checkpoint file, or a
-    glob of any of these (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises
+    runs or of checkpoint files (``.safetensors``, ``.pt``, ``.pth``), one checkpoint file, a
+    Hugging Face directory (one checkpoint; its run is its parent), a series of them (one run:
+    the children named by step, :mod:`interp.runs.series`), or a glob of any of these (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises
     ``FileNotFoundError`` for a path or glob that matches nothing.
     """
     if isinstance(paths, (str, Path)):

@@ -1,0 +1,186 @@
+"""Hugging Face causal-LM directories read offline into TransformerLens weights.
+
+A directory (:mod:`interp.runs.series`) holds ``config.json`` and the weights: ``model.safetensors``,
+shards listed in ``model.safetensors.index.json``, or ``pytorch_model.bin`` (or its shards),
+which goes through ``torch.load(..., weights_only=True)``: nothing is unpickled. The config is
+mapped to a TransformerLens config by :mod:`interp.runs.hf_config`; the weights are converted by
+TransformerLens' own conversion functions (``transformer_lens.pretrained.weight_conversions``),
+which read attributes of a Hugging Face model object: here they read a view of the state dict
+(:class:`_Weights`), so no Hugging Face model is built and nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.runs.errors import CheckpointError
+from interp.runs.hf_config import tied_embeddings, tl_config
+from interp.runs.layout import checked_file
+from interp.runs.series import BIN_FILE, BIN_INDEX, CONFIG_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX
+
+__all__ = ["read_hf_config", "read_hf_dir", "read_hf_weights"]
+
+#: Longest ``config.json`` or shard index read (they are a few kB).
+MAX_JSON_BYTES = 16 * 2**20
+#: What the unembedding is tied to, by architecture: (unembedding key, embedding key).
+_TIES = {"GPT2LMHeadModel": ("lm_head.weight", "transformer.wte.weight"),
+         "GPTNeoForCausalLM": ("lm_head.weight", "transformer.wte.weight"),
+         "GPTNeoXForCausalLM": ("embed_out.weight", "gpt_neox.embed_in.weight"),
+         "LlamaForCausalLM": ("lm_head.weight", "model.embed_tokens.weight")}
+
+
+def read_hf_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(TransformerLens state dict, TransformerLens config dict) of a Hugging Face directory.
+
+    Raises :class:`CheckpointError` naming the directory for an unreadable ``config.json``, an
+    unsupported architecture (naming the supported ones), missing or unreadable weight files, and
+    weights the config does not describe (a tensor missing, or of another shape). The caller
+    checks the converted weights against the model's keys and shapes.
+    """
+    path = Path(path)
+    hf = read_hf_config(path)
+    arch, cfg = tl_config(path, hf)
+    weights = read_hf_weights(path)
+    return _convert(path, arch, hf, cfg, weights), cfg
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """The parsed ``DIR/config.json``; :class:`CheckpointError` when it is missing or not a JSON object."""
+    file = path / CONFIG_FILE
+    try:
+        hf = json.loads(_read_small(file))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable config.json ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path}: unreadable config.json (expected an object, found {type(hf).__name__})")
+    return hf
+
+
+def _read_small(file: Path) -> bytes:
+    checked_file(file)
+    if file.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{file.name} is larger than {MAX_JSON_BYTES} bytes")
+    return file.read_bytes()
+
+
+def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face directory's weight files, by their Hugging Face names.
+
+    Raises :class:`CheckpointError` naming the directory when there are none, or a file (a shard)
+    is missing, truncated, corrupt or refers to code.
+    """
+    for index, single in ((SAFETENSORS_INDEX, SAFETENSORS_FILE), (BIN_INDEX, BIN_FILE)):
+        if (path / index).is_file():
+            return _read_shards(path, index)
+        if (path / single).is_file():
+            return _read_weight_file(path / single)
+    raise CheckpointError(f"{path}: config.json but no weights ({SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
+                          f"{BIN_FILE} or {BIN_INDEX})")
+
+
+def _read_shards(path: Path, index: str) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(_read_small(path / index))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: unreadable {index} ({exc})") from exc
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise CheckpointError(f"{path}: {index} names a shard outside the directory ({shard!r})")
+        if not (path / shard).is_file():
+            raise CheckpointError(f"{path}: shard {shard} listed in {index} is missing")
+        tensors.update(_read_weight_file(path / shard))
+    return tensors
+
+
+def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
+    checked_file(file)
+    if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(file))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{file}: refused: not a weights-only torch file (it may refer to code, "
+                              "which weights-only loading never runs)") from exc
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{file}: cannot read as a weights-only torch file ({type(exc).__name__}: {first})") from exc
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{file}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+class _Missing(AttributeError):
+    """A weight the conversion asked for and the files lack (an ``AttributeError``, so ``hasattr`` works)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _Weights:
+    """Attribute view of a Hugging Face state dict: ``view.transformer.h[0].ln_1.weight`` is the
+    tensor ``transformer.h.0.ln_1.weight``; what TransformerLens' conversion functions read."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], prefixes: set[str] | None = None, at: str = "") -> None:
+        self._tensors = tensors
+        self._prefixes = prefixes if prefixes is not None else {
+            key.rsplit(".", i)[0] for key in tensors for i in range(1, key.count(".") + 1)}
+        self._at = at
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        key = self._at + name
+        if key in self._tensors:
+            return self._tensors[key]
+        if key in self._prefixes:
+            return _Weights(self._tensors, self._prefixes, key + ".")
+        raise _Missing(key)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getattr__(str(index))
+
+
+def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
+             weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Hugging Face weights in TransformerLens names and shapes (TransformerLens' conversion)."""
+    from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import (convert_gpt2_weights, convert_llama_weights,
+                                                                convert_neo_weights, convert_neox_weights)
+
+    convert = {"GPT2LMHeadModel": convert_gpt2_weights, "GPTNeoForCausalLM": convert_neo_weights,
+               "GPTNeoXForCausalLM": convert_neox_weights, "LlamaForCausalLM": convert_llama_weights}[arch]
+    weights = dict(weights)
+    if arch == "GPT2LMHeadModel" and not any(k.startswith("transformer.") for k in weights):
+        weights = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in weights.items()}
+    if arch == "GPTNeoXForCausalLM" and "lm_head.weight" in weights:  # the newer name of embed_out
+        weights["embed_out.weight"] = weights.pop("lm_head.weight")
+    head, embedding = _TIES[arch]
+    if head not in weights and embedding in weights and tied_embeddings(arch, hf):
+        weights[head] = weights[embedding]
+    try:
+        config = HookedTransformerConfig(**cfg)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise CheckpointError(f"{path}: config.json gives an invalid model config ({exc})") from exc
+    try:
+        state = convert(_Weights(weights), config)
+    except _Missing as exc:
+        raise CheckpointError(f"{path}: weights lack {exc.key}, which a {arch} of this config has") from exc
+    except Exception as exc:  # einops and torch raise several types when shapes disagree with the config
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the weights do not fit the sizes in config.json ({first})") from exc
+    state.setdefault("unembed.b_U", torch.zeros(cfg["d_vocab"]))
+    return {k: v.detach().contiguous() for k, v in state.items()}

@@ -1,0 +1,93 @@
+"""Names of Hugging Face checkpoint directories and of series of them (no file is read here).
+
+A Hugging Face causal-LM directory (what ``save_pretrained`` writes)::
+
+    DIR/config.json                          the model's config (``architectures``, sizes)
+    DIR/model.safetensors                    the weights, or
+    DIR/model.safetensors.index.json + DIR/model-0000N-of-0000M.safetensors   sharded, or
+    DIR/pytorch_model.bin (or its .index.json + shards)                     read weights-only
+
+A series is a directory whose children are such directories named by their training step
+(``step1000``, ``step_1000``, ``checkpoint-500``, ``global_step2000``); it is scored as one run,
+the child's name being the checkpoint. :mod:`interp.runs.layout` resolves both;
+:mod:`interp.runs.huggingface` reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = [
+    "BIN_FILE",
+    "BIN_INDEX",
+    "CONFIG_FILE",
+    "SAFETENSORS_FILE",
+    "SAFETENSORS_INDEX",
+    "WEIGHT_MARKERS",
+    "is_hf_dir",
+    "is_series",
+    "series_children",
+    "series_step",
+    "unnamed_children",
+    "weight_like_files",
+]
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_FILE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+#: Any of these beside ``config.json`` makes a directory a Hugging Face checkpoint, in this order of preference.
+WEIGHT_MARKERS = (SAFETENSORS_INDEX, SAFETENSORS_FILE, BIN_INDEX, BIN_FILE)
+_CHILD_STEP = re.compile(r"^(?:global_step|step|checkpoint)[-_]?(\d+)$")
+_WEIGHT_FILE = re.compile(r"^(?:model.*\.safetensors|pytorch_model.*\.bin)$")
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory with ``config.json`` and a weights file (or an index of shards)."""
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and any((path / name).is_file() for name in WEIGHT_MARKERS)
+
+
+def series_step(name: str) -> int | None:
+    """The step of a series child's name (``step1000``, ``step_1000``, ``checkpoint-500``,
+    ``global_step2000``), or None when the name carries none."""
+    match = _CHILD_STEP.match(name)
+    return int(match.group(1)) if match else None
+
+
+def series_children(directory: str | Path) -> list[tuple[int, Path]]:
+    """(step, child) of every Hugging Face directory in ``directory`` named by step, by step
+    (numerically: ``step100`` before ``step1000``); [] when it has none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        step = series_step(child.name)
+        if step is not None and is_hf_dir(child):
+            found.append((step, child))
+    return sorted(found, key=lambda pair: (pair[0], pair[1].name))
+
+
+def is_series(directory: str | Path) -> bool:
+    """Whether ``directory`` holds at least one Hugging Face directory named by step."""
+    return bool(series_children(directory))
+
+
+def unnamed_children(directory: str | Path) -> list[Path]:
+    """Children of a series that look like checkpoints (Hugging Face directories) but are not
+    named by step, so the series leaves them out; hidden ones aside. [] for anything but a series."""
+    if not is_series(directory):
+        return []
+    return sorted(child for child in Path(directory).iterdir() if not child.name.startswith(".")
+                  and series_step(child.name) is None and is_hf_dir(child))
+
+
+def weight_like_files(directory: str | Path) -> list[Path]:
+    """``config.json`` and the weight files (``model*.safetensors``, ``pytorch_model*.bin``) of a
+    Hugging Face directory, by name: what its content fingerprint covers."""
+    directory = Path(directory)
+    files = [p for p in directory.iterdir() if _WEIGHT_FILE.match(p.name) and p.is_file()]
+    return [directory / CONFIG_FILE, *sorted(files)]

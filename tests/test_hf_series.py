@@ -1,0 +1,103 @@
+"""A series of Hugging Face checkpoint directories named by step is one run: listed, scored,
+reported and inspected like a run of ours."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from interp.cli import main  # noqa: E402
+from interp.runs.checkpoints import ModelCache  # noqa: E402
+from interp.runs.layout import (checkpoint_series, find_checkpoints, fingerprint, run_of,  # noqa: E402
+                                scored_checkpoint, step_of, unlisted_files)
+from interp.scoring.table import read_table  # noqa: E402
+
+STEPS = {"step100": 100, "checkpoint-500": 500, "step1000": 1000, "global_step_2000": 2000}
+
+
+def _neox(directory, seed: int) -> None:
+    torch.manual_seed(seed)
+    config = transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                        intermediate_size=64, vocab_size=64, max_position_embeddings=48,
+                                        rotary_pct=0.5)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series") / "pythia-tiny"
+    for seed, name in enumerate(STEPS):
+        _neox(root / name, seed)
+    (root / "runs").mkdir()  # not checkpoints: ignored without a word
+    (root / "logs").mkdir()
+    (root / "logs" / "events.txt").write_text("x")
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "tokenizer.json").write_text("{}")
+    shutil.copytree(root / "step100", root / "final")  # a checkpoint not named by step: named in a notice
+    return root
+
+
+def test_the_series_is_one_run_by_step(series):
+    refs = find_checkpoints(series)
+    assert [r.checkpoint for r in refs] == list(STEPS) and [r.step for r in refs] == list(STEPS.values())
+    assert {r.run for r in refs} == {str(series)}
+    pairs, run = checkpoint_series(series)
+    assert run == series and [s for s, _ in pairs] == list(STEPS.values())
+    assert find_checkpoints(series.parent) == refs  # a folder of series
+    assert unlisted_files(series) == [series / "final"]
+    child = series / "step1000"
+    assert step_of(child) == 1000 and run_of(child) == series and run_of(series) == series
+    assert scored_checkpoint(str(series), "step1000") == child
+    one = find_checkpoints(child)  # a lone Hugging Face directory: one checkpoint, its run is its parent
+    assert [(r.run, r.checkpoint, r.step) for r in one] == [(str(series), "step1000", 1000)]
+    assert ModelCache().load(child)[1] == 1000
+
+
+def test_fingerprint_of_a_directory_is_content_based(series, tmp_path):
+    first = fingerprint(series / "step100")
+    assert first and first == fingerprint(series / "step100") and first != fingerprint(series / "step1000")
+    copy = tmp_path / "copy"
+    shutil.copytree(series / "step100", copy)
+    assert fingerprint(copy) == first
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"vocab_size": 64', '"vocab_size":64'))
+    assert fingerprint(copy) == first  # the config is compared parsed
+    _neox(copy, seed=9)
+    assert fingerprint(copy) != first
+
+
+def test_score_report_inspect_a_series(series, tmp_path, capsys):
+    table_path, page = tmp_path / "t.csv", tmp_path / "r.html"
+    assert main(["score", str(series), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 0
+    assert "final" in capsys.readouterr().err  # the unnamed checkpoint is named
+    table = read_table(table_path)
+    assert not (table["metric"] == "error").any()
+    heads = table[table["detector"] == "heads"]
+    assert heads.drop_duplicates("checkpoint")["step"].tolist() == list(STEPS.values())
+    assert len(heads) == len(STEPS) * 8 * 6  # 2 layers x 4 heads x 6 metrics per step
+    assert set(heads["fingerprint"]) and "" not in set(heads["fingerprint"])
+    assert main(["report", str(table_path), "--out", str(page), "--quiet"]) == 0
+    text = page.read_text()
+    assert "head scores over training" in text and "Attention patterns not drawn" not in text
+    capsys.readouterr()
+    assert main(["inspect", str(series / "step1000")]) == 0
+    out = capsys.readouterr().out
+    assert "heads:" in out and "prefix_matching" in out
+    # scoring again keeps everything (fingerprints unchanged)
+    assert main(["score", str(series), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 0
+    assert len(read_table(table_path)) == len(table)
+
+
+def test_a_trainer_output_folder_is_its_series_and_load_model_takes_the_latest(series, tmp_path):
+    out = tmp_path / "trainer_out"
+    shutil.copytree(series, out)
+    _neox(out, seed=7)  # the final model at the top, as transformers' Trainer leaves it
+    assert [r.checkpoint for r in find_checkpoints(out)] == list(STEPS)
+    from interp import load_model
+
+    latest = load_model(series)
+    assert torch.equal(latest.W_E, load_model(series / "global_step_2000").W_E)
+    assert not torch.equal(load_model(out).W_E, latest.W_E)  # a folder with its own model is that model

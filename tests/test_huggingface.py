@@ -1,0 +1,181 @@
+"""Hugging Face causal-LM directories load offline into HookedTransformers with the same logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import PurePosixPath
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from interp import CheckpointError, load_model  # noqa: E402
+from interp.runs.checkpoints import ModelCache, load_cached  # noqa: E402
+from interp.runs.hf_config import SUPPORTED_ARCHITECTURES  # noqa: E402
+
+VOCAB = 100
+
+
+def _configs():
+    return {
+        "gpt2": transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=64),
+        "neox": transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                           intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=64,
+                                           rotary_pct=0.5),
+        "neox_sequential": transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                                      intermediate_size=64, vocab_size=VOCAB,
+                                                      max_position_embeddings=64, rotary_pct=0.25,
+                                                      use_parallel_residual=False, tie_word_embeddings=True),
+        "neo": transformers.GPTNeoConfig(num_layers=2, hidden_size=32, num_heads=4, vocab_size=VOCAB,
+                                         max_position_embeddings=64, attention_types=[[["global", "local"], 1]],
+                                         window_size=8),
+        "llama": transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=64, vocab_size=VOCAB,
+                                          max_position_embeddings=64, rms_norm_eps=1e-5),
+        "llama_tied": transformers.LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
+                                               intermediate_size=48, vocab_size=VOCAB, max_position_embeddings=64,
+                                               tie_word_embeddings=True),
+    }
+
+
+def save_hf_model(name: str, directory, seed: int = 0, **save):
+    """A tiny random Hugging Face model of kind ``name`` saved to ``directory``; the model (float32, eval).
+
+    Weights are drawn with a large scale so that the logits differ a lot between positions and a
+    conversion mistake shows.
+    """
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(_configs()[name]).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+    model.save_pretrained(directory, **save)
+    return model
+
+
+def _assert_same_logits(hf_model, model):
+    tokens = torch.randint(0, VOCAB, (3, 24), generator=torch.Generator().manual_seed(1))  # longer than Neo's window
+    with torch.no_grad():
+        expected = hf_model(tokens).logits
+        actual = model(tokens)
+    assert expected.abs().max() > 1.0  # not vanishing logits
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "neox", "neox_sequential", "neo", "llama", "llama_tied"])
+def test_logits_equal_the_transformers_model(tmp_path, name):
+    hf_model = save_hf_model(name, tmp_path / name)
+    model = load_model(tmp_path / name)
+    _assert_same_logits(hf_model, model)
+    assert model.cfg.original_architecture in SUPPORTED_ARCHITECTURES
+
+
+def test_pytorch_bin_is_read_weights_only(tmp_path):
+    hf_model = save_hf_model("gpt2", tmp_path / "bin", safe_serialization=False) if _bin_supported() else None
+    if hf_model is None:  # transformers 5 always writes safetensors: write the .bin the old way
+        hf_model = save_hf_model("gpt2", tmp_path / "bin")
+        state = {k: v.clone() for k, v in hf_model.state_dict().items()}
+        (tmp_path / "bin" / "model.safetensors").unlink()
+        torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+    assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
+    _assert_same_logits(hf_model, load_model(tmp_path / "bin"))
+
+
+def _bin_supported() -> bool:
+    import inspect
+
+    return "safe_serialization" in inspect.signature(transformers.PreTrainedModel.save_pretrained).parameters
+
+
+def test_sharded_safetensors(tmp_path):
+    hf_model = save_hf_model("llama", tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    _assert_same_logits(hf_model, load_model(tmp_path / "sharded"))
+
+
+def test_device_argument_and_caches(tmp_path):
+    save_hf_model("gpt2", tmp_path / "step100")
+    model = load_model(tmp_path / "step100", device="cpu")
+    assert model.W_E.device.type == "cpu"
+    cache = ModelCache(device=torch.device("cpu"))
+    cached, step = cache.load(tmp_path / "step100")
+    assert step == 100 and torch.equal(cached.W_E, model.W_E)
+    one, step = load_cached(tmp_path / "step100", device="cpu")
+    assert step == 100 and torch.equal(one.W_E, model.W_E)
+
+
+def _error(path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_errors_are_one_line_naming_the_directory(tmp_path):
+    base = tmp_path / "base"
+    save_hf_model("gpt2", base)
+
+    bad = tmp_path / "arch"
+    shutil.copytree(base, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "architectures": ["BertForMaskedLM"]}))
+    message = _error(bad)
+    assert "unsupported architecture 'BertForMaskedLM'" in message and "LlamaForCausalLM" in message
+
+    nothing = tmp_path / "no_weights"
+    nothing.mkdir()
+    shutil.copy(base / "config.json", nothing / "config.json")
+    assert "no weights" in _error(nothing)
+
+    unreadable = tmp_path / "unreadable"
+    shutil.copytree(base, unreadable)
+    (unreadable / "config.json").write_text("{not json")
+    assert "unreadable config.json" in _error(unreadable)
+
+    wrong = tmp_path / "wrong_shape"
+    shutil.copytree(base, wrong)
+    (wrong / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
+    assert "config" in _error(wrong)
+
+    vocab = tmp_path / "vocab"
+    shutil.copytree(base, vocab)
+    (vocab / "config.json").write_text(json.dumps({**cfg, "vocab_size": 120}))
+    assert "shape" in _error(vocab)
+
+    missing = tmp_path / "missing_key"
+    shutil.copytree(base, missing)
+    (missing / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "n_layer"}))
+    assert "lacks 'n_layer'" in _error(missing)
+
+
+def test_a_pickle_with_code_is_refused(tmp_path):
+    directory = tmp_path / "evil"
+    save_hf_model("gpt2", directory)
+    (directory / "model.safetensors").unlink()
+    torch.save({"x": PurePosixPath("code")}, directory / "pytorch_model.bin")  # a global weights-only refuses
+    assert "weights-only" in _error(directory)
+
+
+@pytest.mark.parametrize("name", ["neo", "llama"])
+def test_inspect_a_directory(tmp_path, name):
+    from interp.inspection import inspect_checkpoint
+
+    save_hf_model(name, tmp_path / name)
+    text = inspect_checkpoint(tmp_path / name)
+    assert "heads:" in text and "prefix_matching" in text
+
+
+def test_score_a_lone_directory(tmp_path):
+    from interp.cli import main
+    from interp.scoring.table import read_table
+
+    save_hf_model("gpt2", tmp_path / "models" / "my-gpt2")
+    out = tmp_path / "t.csv"
+    assert main(["score", str(tmp_path / "models" / "my-gpt2"), "--out", str(out), "--quiet", "--detectors", "heads"]) == 0
+    table = read_table(out)
+    assert set(table["run"]) == {str(tmp_path / "models")} and set(table["checkpoint"]) == {"my-gpt2"}
+    assert not (table["metric"] == "error").any() and len(table) == 2 * 4 * 6
