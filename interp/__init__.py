@@ -34,6 +34,7 @@ _export("interp.base.notebook_figures", "use_offline_renderer")
 _export("interp.tasks.models", "build_model", "induction_config", "memorization_config", "modadd_config",
         "reasoning_config", "text_config")
 _export("interp.tasks.presets", "TrainOptions", "preset", "PRESETS")
+_export("interp.tasks.induction", "CopiedSpans")
 _export("interp.training.loop", "train")
 _export("interp.scoring.batch", "score_checkpoints", "score_to_file")
 _export("interp.scoring.table", "read_table")

@@ -89,7 +89,9 @@ def _score(args: argparse.Namespace) -> int:
         print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
     for run in sorted({str(run) for run in table["run"].dropna().unique()}):
         for path in unlisted_files(run):
-            print(f"interp: ignored {path}: a checkpoint inside a run is named step_N.safetensors", file=sys.stderr)
+            rule = ("a checkpoint of a series is a folder named by step (step1000, checkpoint-500, global_step2000)"
+                    if path.is_dir() else "a checkpoint inside a run is named step_N.safetensors")
+            print(f"interp: ignored {path}: {rule}", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():
             for detector, reason in why.items():

@@ -338,5 +338,5 @@ def test_sweep_sends_workers_absolute_run_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "run_jobs", record)
     with pytest.raises(KeyboardInterrupt):
         sweep_module.sweep("modadd", "default", {"d_model": [8]}, [0], "relative/out")
-    assert sent and all(Path(runs_dir).is_absolute() for _, runs_dir, _ in sent)
+    assert sent and all(Path(runs_dir).is_absolute() for _, runs_dir, _, _ in sent)
     assert Path(sent[0][1]) == tmp_path / "relative" / "out" / "runs"

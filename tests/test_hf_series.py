@@ -72,7 +72,8 @@ def test_fingerprint_of_a_directory_is_content_based(series, tmp_path):
 def test_score_report_inspect_a_series(series, tmp_path, capsys):
     table_path, page = tmp_path / "t.csv", tmp_path / "r.html"
     assert main(["score", str(series), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 0
-    assert "final" in capsys.readouterr().err  # the unnamed checkpoint is named
+    err = capsys.readouterr().err  # the unnamed checkpoint is named, with the rule
+    assert f"ignored {series / 'final'}: a checkpoint of a series is a folder named by step" in err
     table = read_table(table_path)
     assert not (table["metric"] == "error").any()
     heads = table[table["detector"] == "heads"]

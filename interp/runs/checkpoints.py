@@ -24,6 +24,7 @@ from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
 from circuits import nonfinite_parameters
+from interp.base.device import resolve_device
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
@@ -240,7 +241,13 @@ def load_model(path: str | Path, *, strict: bool = False,
         if strict:
             raise CheckpointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return model if device is None else model.to(device)
+    return _moved(model, device)
+
+
+def _moved(model: HookedTransformer, device: str | torch.device | None) -> HookedTransformer:
+    """``model`` on ``device`` (:func:`interp.base.device.resolve_device`), its config saying where
+    (TransformerLens' ``.to`` records ``cuda:N`` whole only from the string, and prints unless told not to)."""
+    return model.to(str(resolve_device(device)), print_details=False)
 
 
 def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> HookedTransformer:
@@ -290,7 +297,7 @@ class ModelCache:
     """
 
     def __init__(self, device: str | torch.device | None = None) -> None:
-        self.device = None if device is None else torch.device(device)
+        self.device = resolve_device(device)
         self._key: str | None = None
         self._model: HookedTransformer | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -317,7 +324,7 @@ class ModelCache:
         else:
             self._key = None  # a failed build leaves no stale model behind
             model = _instantiate(path, cfg, state)
-            self._model = model if self.device is None else model.to(self.device)
+            self._model = _moved(model, self.device)
             self._shapes = _weight_shapes(self._model)
             self._params = {k: v for k, v in self._model.state_dict(keep_vars=True).items() if k in self._shapes}
             self._key = key
@@ -330,7 +337,7 @@ _LOCAL = threading.local()
 def load_cached(path: str | Path, device: str | torch.device | None = None) -> tuple[HookedTransformer, int | None]:
     """:meth:`ModelCache.load` on this thread's cache for ``device`` (None: the CPU; one cache
     per worker thread or process and device)."""
-    key = "cpu" if device is None else str(torch.device(device))
+    key = str(resolve_device(device))
     caches = getattr(_LOCAL, "caches", None)
     if caches is None:
         caches = _LOCAL.caches = {}
