@@ -38,6 +38,13 @@ EXPECTED = {
                                    r"in-context learning score at step \d+: -?\d\.\d+ nats",
                                    r"ablating (L\dH\d(, )?)+: token 50 loss [+-]\d\.\d\d, token 500 loss "
                                    r"[+-]\d\.\d\d nats"],
+    # trains its own GPT-NeoX with transformers (no run of the session fits)
+    "06_your_own_model.ipynb": [r"31 checkpoints scored, 0 failed",
+                                r"induction phase change at step \d+: best prefix-matching score 0\.\d\d -> 0\.[6-9]\d",
+                                r"induction head L1H\d: prefix matching 0\.[6-9]\d",
+                                r"loss on copied tokens: \d\.\d\d nats at step \d+, [0-2]\.\d\d at step \d+",
+                                r"largest logit difference to transformers: \d\.\de-0[5-9]",
+                                r"phase change in it: True"],
 }
 
 #: Steps of the text run notebook 05 trains when the suite runs it (the default recipe takes minutes).
