@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
+import interp
+from interp.base import provenance
 from interp.runs.layout import RunError, find_checkpoints, list_checkpoints, run_of, step_of
 from interp.runs.record import read_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):
@@ -67,3 +75,57 @@ def test_fingerprint_follows_the_weights_not_the_bytes(tmp_path):
     save_checkpoint(tmp_path / "changed.safetensors", model, 5)
     assert fingerprint(tmp_path / "changed.safetensors") != fingerprint(tmp_path / "0.safetensors")
     assert fingerprint(tmp_path / "missing.safetensors") == ""
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_run_json_names_the_toolkits_version_and_commit(tiny_runs):
+    ind, _ = tiny_runs
+    versions = read_run(ind).versions
+    assert versions["interp"] == interp.__version__
+    assert versions["interp_commit"] == provenance.toolkit_commit()
+    assert {"python", "torch", "transformer_lens"} <= set(versions)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_commit_is_the_checkouts_head_dirty_when_tracked_files_differ():
+    try:
+        head = _git("rev-parse", "HEAD")
+        changed = _git("status", "--porcelain", "--untracked-files=no")
+    except subprocess.CalledProcessError:
+        pytest.skip("this copy of the toolkit is not a git checkout")
+    commit = provenance.git_commit(ROOT / "interp")
+    assert commit == head + ("-dirty" if changed else "")
+    assert provenance.toolkit_commit() == commit
+
+
+def test_the_commit_is_none_outside_a_checkout_or_without_git(tmp_path, monkeypatch):
+    inside = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True).returncode == 0 if shutil.which("git") else False
+    if not inside:  # the temporary directory is in no checkout
+        assert provenance.git_commit(tmp_path) is None
+    assert provenance.git_commit(tmp_path / "missing") is None
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+        assert provenance.git_commit(tmp_path / "repo") is None  # a repository without a commit
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on the PATH: None, not an exception
+    assert provenance.git_commit(ROOT) is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_commit_with_untracked_files_is_clean_and_with_a_changed_tracked_file_dirty(tmp_path):
+    repo = tmp_path / "repo"
+    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "tracked.txt").write_text("one\n")
+    subprocess.run([*run, "add", "tracked.txt"], check=True)
+    subprocess.run([*run, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*run, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "untracked.txt").write_text("new\n")
+    (repo / "ignored").mkdir()
+    assert provenance.git_commit(repo) == head
+    assert provenance.git_commit(repo / "ignored") is None  # a folder the checkout does not track
+    (repo / "tracked.txt").write_text("two\n")
+    assert provenance.git_commit(repo) == head + "-dirty"

@@ -4,7 +4,8 @@ The only module that reads or writes these two files (``docs/architecture.md``, 
 ``run.json`` is written once when a run starts (again when a resume extends it)::
 
     {"format": "interp-run-v1", "task": {...}, "model_config": {...}, "training": {...},
-     "seed": N, "device": "cpu", "versions": {...}}
+     "seed": N, "device": "cpu", "versions": {"python": ..., "torch": ..., "transformer_lens": ...,
+     "interp": "X.Y.Z", "interp_commit": "<git commit>[-dirty]" or null}}
 
 ``task`` is what the task object describes (enough to rebuild its data); ``training`` is the
 :class:`interp.tasks.presets.TrainOptions` of the run. :meth:`RunInfo.rebuild_task` builds the
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from interp.base.files import atomic_write_text
+from interp.base.provenance import toolkit_commit
 from interp.runs.layout import METRICS_FILE, RUN_FILE, RunError
 from interp.tasks.presets import TrainOptions
 
@@ -53,7 +55,11 @@ class RunInfo:
         model_config: the model config as a dict (``interp.tasks.models.config_to_dict``), or None.
         training: the training options as a dict, or None.
         seed: the training seed, or None.
-        versions: what the run was trained with (Python, torch, TransformerLens).
+        versions: what the run was trained with: ``python``, ``torch``, ``transformer_lens``, and
+            (runs written by 0.3.0 on) ``interp``, the toolkit's version, and ``interp_commit``,
+            the ``git rev-parse HEAD`` of the checkout the toolkit was imported from (``-dirty``
+            when tracked files differed from it), None when it was not a git checkout or git
+            was missing (:func:`interp.base.provenance.git_commit`).
         raw: the whole parsed file.
     """
 
@@ -142,8 +148,14 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
 
 def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: dict[str, Any],
               device: str = "cpu") -> None:
-    """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``, trained on ``device``."""
+    """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``, trained on ``device``.
+
+    ``versions`` names the code that trains it (:class:`RunInfo`, ``versions``); the toolkit's
+    commit is looked up once per process and is None outside a git checkout.
+    """
     import transformer_lens
+
+    from interp import __version__
 
     info = {
         "format": RUN_FORMAT,
@@ -156,6 +168,8 @@ def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: di
             "python": platform.python_version(),
             "torch": torch.__version__,
             "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+            "interp": __version__,
+            "interp_commit": toolkit_commit(),
         },
     }
     atomic_write_text(Path(run_dir) / RUN_FILE, json.dumps(info, indent=2) + "\n")
