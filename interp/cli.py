@@ -123,6 +123,7 @@ def _report(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from interp.inspection import inspect_checkpoint
 
+    # the summary is the command's result: --quiet (no bars, no informational lines) leaves it
     print(inspect_checkpoint(args.checkpoint, device=args.device))
     return 0
 

@@ -79,7 +79,8 @@ def test_the_new_spellings_do_not_warn(capsys):
 def test_sweep_seeds_is_the_old_seed(capsys):
     args = parse_args(["sweep", "modadd", "--out-dir", "d", "--seeds", "2,3"])
     assert args.seed == [2, 3]
-    assert capsys.readouterr().err == "interp: warning: --seeds is now --seed for sweep; --seeds will be removed in 0.4\n"
+    warning = "interp: warning: --seeds is now --seed for sweep; --seeds will be removed in 0.4\n"
+    assert capsys.readouterr().err == warning
     assert parse_args(["sweep", "modadd", "--out-dir", "d"]).seed == [0]
 
 
