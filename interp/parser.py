@@ -54,7 +54,7 @@ def _renamed(parser: argparse.ArgumentParser, command: str, old: str, new: argpa
 
 def _out_dir(parser: argparse.ArgumentParser, command: str, what: str, default: str | None = None) -> None:
     """``--out-dir DIR`` (required unless ``default``), and ``--out`` as its old spelling."""
-    shown = f" (default {default})" if default else " (required)"
+    shown = f" (default {default})" if default else "; required"
     new = parser.add_argument("--out-dir", default=default, metavar="DIR", help=what + shown)
     _renamed(parser, command, "--out", new)
 
