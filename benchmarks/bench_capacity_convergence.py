@@ -55,12 +55,12 @@ def main() -> None:
     before, start = load_average(), time.perf_counter()
     capacities = {}
     for seed in seeds:
-        run(["--seed", str(seed), "--out", str(args.root / f"seed{seed}")])
+        run(["--seed", str(seed), "--out-dir", str(args.root / f"seed{seed}")])
         capacities[seed] = capacity_table(read_cells(args.root / f"seed{seed}" / "cells.csv"))
     base = capacities[seeds[0]]
     for row in base.itertuples():
         run(["--budget", str(BUDGET), "--sizes", f"{row.d_model}x{row.n_layers}", "--datasets", str(row.at_n_sequences),
-             "--out", str(args.root / f"budget{BUDGET}")])
+             "--out-dir", str(args.root / f"budget{BUDGET}")])
     seconds, after = time.perf_counter() - start, load_average()
 
     longer = read_cells(args.root / f"budget{BUDGET}" / "cells.csv")

@@ -41,7 +41,7 @@ def main() -> None:
         out = Path(args.out or Path(tmp) / "sweep")
         before = load_average()
         start = time.perf_counter()
-        status = interp_main(["memorization", "--out", str(out), "--workers", str(args.workers), "--quiet"])
+        status = interp_main(["memorization", "--out-dir", str(out), "--workers", str(args.workers), "--quiet"])
         seconds = time.perf_counter() - start
         after = load_average()
         cells = pd.read_csv(out / "cells.csv")

@@ -186,7 +186,7 @@ def main() -> int:
 
             run = root / "induction"
             start = time.perf_counter()
-            assert cli(["train", "induction", "--out", str(run), "--quiet"]) == 0
+            assert cli(["train", "induction", "--out-dir", str(run), "--quiet"]) == 0
             print(f"trained the default induction run in {time.perf_counter() - start:.0f} s")
         n = len(list_checkpoints(run))
         load_before = load_average()

@@ -1,8 +1,8 @@
 """The ``interp`` command. A user mistake prints one line on stderr and exits 2, never a traceback.
 
 ``interp --help``, ``interp COMMAND --help`` and the mistakes the parser catches import neither
-torch nor transformer_lens: the parser is built from light modules (the presets, the detector
-folders read by :mod:`interp.detectors.catalog`); each command imports what it runs.
+torch nor transformer_lens: the parser (:mod:`interp.parser`) is built from light modules; each
+command imports what it runs, after the checks that need no model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from interp import arguments
+from interp.parser import build_parser, parse_args
+
+__all__ = ["EXIT_SOME_FAILED", "EXIT_USAGE", "HANDLERS", "UsageError", "build_parser", "main"]
 
 EXIT_USAGE = 2
 #: Some items could not be done (error rows in the table, failed cells), or the job could not
@@ -29,8 +31,10 @@ class UsageError(Exception):
 def _train(args: argparse.Namespace) -> int:
     from interp.tasks.presets import preset
 
+    if args.epochs is not None and args.task != "modadd":
+        raise UsageError("--epochs is for modadd (full batch: an epoch is a step); use --steps")
     steps = args.steps if args.steps is not None else args.epochs
-    corpus = getattr(args, "corpus", None)
+    corpus = args.corpus
     if corpus is not None:
         if args.task != "text":
             raise UsageError(f"--corpus is for the text task, not {args.task}")
@@ -46,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         load_corpus(corpus)  # a missing folder or one without text files: one line, before anything is written
     from interp.training.loop import train
 
-    out = train(options, args.out, resume=args.resume, quiet=args.quiet, steps=steps, device=args.device)
+    out = train(options, args.out_dir, resume=args.resume, quiet=args.quiet, steps=steps, device=args.device)
     if not args.quiet:
         print(f"run written to {out}")
     return 0
@@ -119,6 +123,7 @@ def _report(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from interp.inspection import inspect_checkpoint
 
+    # the summary is the command's result: --quiet (no bars, no informational lines) leaves it
     print(inspect_checkpoint(args.checkpoint, device=args.device))
     return 0
 
@@ -126,7 +131,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from interp.demo import run_demo
 
-    result = run_demo(args.out, steps_scale=args.steps_scale, workers=args.workers, quiet=args.quiet,
+    result = run_demo(args.out_dir, steps_scale=args.steps_scale, workers=args.workers, quiet=args.quiet,
                       device=args.device)
     print(f"report: {result.report.resolve()}")
     if not args.quiet:
@@ -146,7 +151,7 @@ def _memorization(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget {args.budget:g} leaves a cell {budget['max_steps']} steps and a plateau window "
                          f"of {budget['plateau_window']}; it must be at least {least:g} (one evaluation)")
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
-    result = memorization_sweep_to_dir(cells, args.out, workers=args.workers, scheduler=args.scheduler,
+    result = memorization_sweep_to_dir(cells, args.out_dir, workers=args.workers, scheduler=args.scheduler,
                                        quiet=args.quiet, device=args.device)
     failed = result.cells[result.cells["stopped_by"] == "error"]
     for row in failed.itertuples():
@@ -166,7 +171,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from interp.experiments.sweep import parse_grid, sweep
 
     grid = parse_grid(args.task, args.grid) if args.grid else SWEEP_GRIDS[args.task]
-    result = sweep(args.task, args.preset, grid, args.seeds, args.out, workers=args.workers,
+    result = sweep(args.task, args.preset, grid, args.seed, args.out_dir, workers=args.workers,
                    scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet,
                    device=args.device)
     failed = result.table[result.table["error"] != ""]
@@ -177,141 +182,15 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if len(failed) else 0
 
 
-def _detectors() -> dict[str, str | None]:
-    """Detector name -> its help line, for the parser.
-
-    The registry's when something has imported it already (a detector added to ``DETECTORS`` at
-    run time counts); else the detector folders and the help read from their source, which
-    imports neither torch nor the detectors (``tests/test_cli.py`` checks both agree).
-    """
-    registry = sys.modules.get("interp.detectors.registry")
-    if registry is not None and hasattr(registry, "DETECTORS"):
-        return {name: detector.help for name, detector in registry.DETECTORS.items()}
-    from interp.detectors.catalog import listing
-
-    return listing()  # the folders and the plugins' entry points
-
-
-def _device_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    from interp.base.device import DEVICE_NAMES
-
-    parser.add_argument("--device", type=arguments.device, default="auto", metavar="DEVICE",
-                        help=f"{what}: {DEVICE_NAMES} (default auto: the first CUDA device when there is one, "
-                             "else the CPU)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``interp`` parser; building it imports neither torch nor transformer_lens."""
-    from interp import __version__
-    from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER
-    from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES, PRESETS, SWEEP_GRIDS
-
-    detectors = _detectors()
-    tasks = sorted(PRESETS)  # every task has its recipes (tests/test_cli.py: the same names as TASKS)
-    parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"interp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a toy model, writing a run directory with checkpoints")
-    p.add_argument("task", choices=tasks)
-    p.add_argument("--out", required=True, help="run directory (created; must be empty unless --resume)")
-    p.add_argument("--preset", default="default", help="training recipe: " + "; ".join(
-        f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items())))
-    p.add_argument("--seed", type=arguments.seed, default=None, help="training seed (default: the preset's, 0)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--steps", type=arguments.positive, default=None, help="optimiser steps")
-    group.add_argument("--epochs", type=arguments.positive, default=None, help="same as --steps (modadd is full batch)")
-    p.add_argument("--checkpoint-every", type=arguments.positive, default=None)
-    p.add_argument("--corpus", default=None, metavar="DIR",
-                   help="text: train on the text files under DIR instead of the standard library's .py files")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one value of the recipe, e.g. --set lr=0.003 --set d_model=64 (the keys of "
-                        "sweep --grid; recorded in run.json)")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
-    _device_flag(p, "where the model trains")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("score", help="score checkpoints with the detectors into one long table",
-                       epilog="detectors: " + "; ".join(f"{name}: {text}" if text else name
-                                                        for name, text in detectors.items()))
-    p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, checkpoint files, or globs")
-    p.add_argument("--detectors", default=",".join(detectors),
-                   help=f"comma-separated, any of {', '.join(detectors)} (default all)")
-    p.add_argument("--out", required=True, help="table file, .parquet or .csv; checkpoints already in it are skipped")
-    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="Dask scheduler, e.g. tcp://HOST:8786 (needs the [dask] extra)")
-    _device_flag(p, "where checkpoints are loaded and scored")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=_score)
-
-    p = sub.add_parser("report", help="turn a scores table (or a sweep directory) into a self-contained HTML page")
-    p.add_argument("table", help="table written by interp score (.parquet or .csv), or a directory of interp sweep")
-    p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_report)
-
-    p = sub.add_parser("inspect", help="print the summary of every detector that applies to one checkpoint")
-    p.add_argument("checkpoint", help="checkpoint file or run directory (its latest checkpoint)")
-    _device_flag(p, "where the checkpoint is loaded and the detectors run")
-    p.set_defaults(func=_inspect)
-
-    p = sub.add_parser("demo", help="train both toy models, score their checkpoints, write the report")
-    p.add_argument("--out", default="interp-demo", help="directory for the runs, table and report")
-    p.add_argument("--workers", type=arguments.positive, default=None, help="scoring processes (default min(2, cores))")
-    p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: shorter runs
-    _device_flag(p, "where the models train and are scored")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_demo)
-
-    p = sub.add_parser("memorization", help="measure memorisation capacity (bits per parameter) on random data")
-    p.add_argument("--sizes", type=arguments.sizes, default=MEMORIZATION_SIZES,
-                   help="model sizes as D_MODELxLAYERS, comma-separated (default "
-                        + ",".join(f"{d}x{n}" for d, n in MEMORIZATION_SIZES) + ")")
-    p.add_argument("--datasets", type=arguments.positive_list, default=MEMORIZATION_DATASETS,
-                   help="data-set sizes in sequences, comma-separated (default "
-                        + ",".join(map(str, MEMORIZATION_DATASETS)) + ")")
-    p.add_argument("--seq-len", type=arguments.positive, default=32, help="tokens per sequence (default 32)")
-    p.add_argument("--vocab", type=arguments.positive, default=64, help="vocabulary size (default 64)")
-    p.add_argument("--seed", type=arguments.seed, default=0, help="seed of the data sets and models (default 0)")
-    p.add_argument("--budget", type=arguments.positive_float, default=1.0,
-                   help="multiply each cell's step budget and plateau window (default 1; 4: the convergence "
-                        "check of BENCHMARKS.md)")
-    p.add_argument("--out", required=True, help="directory for cells.csv, capacity.csv and memorization.html; "
-                                                "cells already in it are kept (restartable)")
-    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
-    _device_flag(p, "where each cell trains")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_memorization)
-
-    p = sub.add_parser("sweep", help="train a grid of runs of one task (restartable): grokking against capacity",
-                       epilog="default grids: " + "; ".join(
-                           f"{task}: " + " ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items())
-                           for task, grid in SWEEP_GRIDS.items()))
-    p.add_argument("task", choices=tasks)
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a training option and its values, one --grid per option, e.g. "
-                        "--grid d_model=16,32 --grid frac_train=0.3,0.5 (default: the task's default grid)")
-    p.add_argument("--seeds", type=arguments.seed_list, default=[0], help="comma-separated seeds (default 0)")
-    p.add_argument("--preset", default="default", help="the recipe every cell starts from")
-    p.add_argument("--out", required=True, help="directory for runs/, runs.csv and sweep.html; finished cells are kept")
-    p.add_argument("--bits-per-parameter", type=float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
-                   help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}, measured by interp memorization, "
-                        "BENCHMARKS.md; Morris et al. 2025: 3.6)")
-    p.add_argument("--workers", type=arguments.positive, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786")
-    _device_flag(p, "where each cell trains")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_sweep)
-    return parser
+#: The function that runs each subcommand.
+HANDLERS = {"train": _train, "score": _score, "report": _report, "inspect": _inspect, "demo": _demo,
+            "memorization": _memorization, "sweep": _sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
-        return args.func(args)
+        return HANDLERS[args.command](args)
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130

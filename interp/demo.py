@@ -13,7 +13,6 @@ in the table are not scored again.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +37,14 @@ class DemoResult:
     seconds: dict[str, float]  # wall-clock seconds per stage: induction, modadd, score, report
 
 
-def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, workers: int | None = None,
+def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, workers: int = 1,
              quiet: bool = False, device: str | None = None) -> DemoResult:
     """Train both default recipes into ``out``, score every checkpoint, write the report.
 
     ``steps_scale`` multiplies both recipes' step counts (tests use a small value; 1.0 is the
-    real demo). ``workers`` defaults to ``min(2, cores)`` scoring processes. ``device``: where
-    the models train and are scored (:func:`interp.base.device.resolve_device`; None: the CPU).
+    real demo). ``workers``: scoring processes (default 1, as every command's ``--workers``).
+    ``device``: where the models train and are scored (:func:`interp.base.device.resolve_device`;
+    None: the CPU).
     """
     if steps_scale <= 0:
         raise ValueError(f"steps_scale must be positive, got {steps_scale}")
@@ -67,7 +67,6 @@ def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, worke
                            device=device)
         lap(task)
     table_path = out / "scores.parquet"
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
     table = score_to_file([runs["induction"], runs["modadd"]], table_path, workers=workers, quiet=quiet,
                           device=device)
     lap("score")

@@ -28,7 +28,7 @@ def induction_run(tmp_path_factory) -> Path:
     from interp.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "induction"
-    assert main(["train", "induction", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), "--quiet"]) == 0
     return out
 
 
@@ -38,7 +38,7 @@ def modadd_run(tmp_path_factory) -> Path:
     from interp.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "modadd"
-    assert main(["train", "modadd", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "modadd", "--out-dir", str(out), "--quiet"]) == 0
     return out
 
 
@@ -56,6 +56,6 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("tiny_runs")
     ind, mod = root / "ind", root / "mod"
-    assert main(["train", "induction", "--out", str(ind), *TINY_INDUCTION_ARGS]) == 0
-    assert main(["train", "modadd", "--out", str(mod), *TINY_MODADD_ARGS]) == 0
+    assert main(["train", "induction", "--out-dir", str(ind), *TINY_INDUCTION_ARGS]) == 0
+    assert main(["train", "modadd", "--out-dir", str(mod), *TINY_MODADD_ARGS]) == 0
     return ind, mod

@@ -205,18 +205,23 @@ def test_help_imports_no_torch(argv, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "required: command"),
+    ([], "required: COMMAND"),
     (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
-    (["train", "nosuchtask", "--out", "x"], "invalid choice: 'nosuchtask'"),
-    (["train", "modadd"], "required: --out"),
-    (["train", "modadd", "--out", "x", "--steps", "0"], "expected a positive integer"),
-    (["train", "modadd", "--out", "x", "--preset", "nope"], "unknown preset 'nope'"),
-    (["train", "modadd", "--out", "x", "--corpus", "y"], "--corpus is for the text task"),
+    (["train", "nosuchtask", "--out-dir", "x"], "invalid choice: 'nosuchtask'"),
+    (["train", "modadd"], "required: --out-dir"),
+    (["train", "modadd", "--out-dir", "x", "--steps", "0"], "expected a positive integer"),
+    (["train", "modadd", "--out-dir", "x", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "modadd", "--out-dir", "x", "--corpus", "y"], "--corpus is for the text task"),
+    (["train", "induction", "--out-dir", "x", "--epochs", "5"],
+     "--epochs is for modadd (full batch: an epoch is a step); use --steps"),
+    (["train", "text", "--out", "x", "--epochs", "5"], "--epochs is for modadd"),
     (["score"], "required: PATH, --out"),
     (["score", "x", "--out", "t.csv", "--workers", "many"], "expected a positive integer"),
     (["report"], "required"),
-    (["memorization", "--out", "x", "--sizes", ","], "expected sizes"),
-    (["sweep", "induction", "--out", "x"], "no default grid for induction"),
+    (["memorization", "--out-dir", "x", "--sizes", ","], "expected sizes"),
+    (["memorization"], "required: --out-dir"),
+    (["sweep", "induction", "--out-dir", "x"], "no default grid for induction"),
+    (["sweep", "modadd", "--out-dir", "x", "--seed", "-1"], "expected a seed, an integer in [0, "),
     (["sweep", "modadd", "--out", "x", "--seeds", "-1"], "expected a seed, an integer in [0, "),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_usage_errors_import_no_torch(argv, message, tmp_path):
@@ -288,24 +293,24 @@ def _usage_error(argv, capsys) -> str:
 @pytest.mark.parametrize("argv", [
     ["train", "modadd", "--seed", "18446744073709551616"],
     ["train", "modadd", "--seed", "-1"],
-    ["sweep", "modadd", "--seeds", "0,-1"],
+    ["sweep", "modadd", "--seed", "0,-1"],
     ["memorization", "--seed", "-1"],
 ])
 def test_a_seed_out_of_range_is_one_line_naming_the_flag_and_the_range(argv, tmp_path, capsys):
-    line = _usage_error([*argv, "--out", str(tmp_path / "x")], capsys)
+    line = _usage_error([*argv, "--out-dir", str(tmp_path / "x")], capsys)
     assert "--seed" in line and "[0, 9223372036854775807]" in line
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("sizes", ["7x1", "8", "8x", "16x0", "x1"])
 def test_memorization_sizes_are_d_model_x_layers(sizes, tmp_path, capsys):
-    line = _usage_error(["memorization", "--sizes", sizes, "--out", str(tmp_path / "x")], capsys)
+    line = _usage_error(["memorization", "--sizes", sizes, "--out-dir", str(tmp_path / "x")], capsys)
     assert "--sizes" in line and "D_MODELxLAYERS" in line and "multiple of 8" in line
 
 
 def test_a_budget_that_leaves_no_steps_is_refused(tmp_path, capsys):
     line = _usage_error(["memorization", "--sizes", "8x1", "--datasets", "4", "--budget", "1e-9",
-                         "--out", str(tmp_path / "x")], capsys)
+                         "--out-dir", str(tmp_path / "x")], capsys)
     assert line.startswith("interp: error: --budget 1e-09 leaves a cell 0 steps") and "at least 0.002" in line
     assert not (tmp_path / "x" / "cells.csv").exists()
 

@@ -18,14 +18,14 @@ from interp.scoring.table import read_table
 @pytest.mark.slow
 def test_demo_on_reduced_settings(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
+    assert main(["demo", "--out-dir", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"report: {(out / 'report.html').resolve()}" in printed
     table = read_table(out / "scores.parquet")
     assert set(table["detector"]) == {"heads", "fourier"}
     assert "plotly" in (out / "report.html").read_text()[:5_000_000].lower()
     # a second run resumes: nothing to train or score again
-    assert main(["demo", "--out", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
+    assert main(["demo", "--out-dir", str(out), "--steps-scale", "0.02", "--quiet"]) == 0
     pd.testing.assert_frame_equal(read_table(out / "scores.parquet"), table)
 
 
@@ -40,7 +40,7 @@ def demo(induction_run, modadd_run, tmp_path_factory):
         shutil.copytree(run, out / task)
     printed, log = io.StringIO(), io.StringIO()
     with redirect_stdout(printed), redirect_stderr(log):
-        assert main(["demo", "--out", str(out)]) == 0
+        assert main(["demo", "--out-dir", str(out)]) == 0
     return out, printed.getvalue(), log.getvalue()
 
 

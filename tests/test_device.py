@@ -46,11 +46,11 @@ def test_a_cuda_device_this_machine_lacks_is_one_line(name: str) -> None:
 
 def test_the_flag_is_checked_before_anything_runs(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["train", "modadd", "--out", str(tmp_path / "r"), "--device", "gpu"])
+        main(["train", "modadd", "--out-dir", str(tmp_path / "r"), "--device", "gpu"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "argument --device: unknown device 'gpu'" in err
     if not HAS_CUDA:
-        assert main(["train", "modadd", "--out", str(tmp_path / "r"), "--steps", "2", "--device", "cuda:1"]) == 2
+        assert main(["train", "modadd", "--out-dir", str(tmp_path / "r"), "--steps", "2", "--device", "cuda:1"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "device cuda:1: this machine has no CUDA device" in err
         assert not (tmp_path / "r").exists()

@@ -155,7 +155,7 @@ def test_cli_writes_table_capacity_and_page_and_resumes(tmp_path, capsys):
 
     out = tmp_path / "mem"
     args = ["memorization", "--sizes", "16x1", "--datasets", "4,8", "--seq-len", "8", "--vocab", "16",
-            "--out", str(out), "--quiet"]
+            "--out-dir", str(out), "--quiet"]
     assert main(args) == 0
     cells = pd.read_csv(out / "cells.csv")
     assert sorted(cells["n_sequences"]) == [4, 8] and (cells["fraction"] <= 1).all()
@@ -174,7 +174,7 @@ def test_budget_scales_steps_and_window_and_is_part_of_a_cell(tmp_path):
 
     out = tmp_path / "mem"
     args = ["memorization", "--sizes", "16x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16",
-            "--out", str(out), "--quiet"]
+            "--out-dir", str(out), "--quiet"]
     assert main(args) == 0
     assert main(args + ["--budget", "2"]) == 0  # not taken for the cell already trained on budget 1
     cells = pd.read_csv(out / "cells.csv")
@@ -191,15 +191,15 @@ def test_cli_usage_errors(tmp_path, capsys):
     from interp.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["memorization", "--sizes", "big", "--out", str(tmp_path / "x")])
+        main(["memorization", "--sizes", "big", "--out-dir", str(tmp_path / "x")])
     assert exc.value.code == 2
     (tmp_path / "file").write_text("x")
-    assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--out", str(tmp_path / "file")]) == 2
+    assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--out-dir", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
 
 
 def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
-    """Two ``interp memorization`` jobs of different sizes writing one --out at once: every cell of both stays."""
+    """Two ``interp memorization`` jobs of different sizes writing one --out-dir at once: every cell of both stays."""
     import threading
 
     import interp.experiments.memorization as memorization_module
@@ -213,7 +213,7 @@ def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
 
     monkeypatch.setattr(memorization_module, "train_to_saturation", together)
     out = tmp_path / "mem"
-    common = ["--datasets", "4,8", "--seq-len", "8", "--vocab", "16", "--out", str(out), "--quiet"]
+    common = ["--datasets", "4,8", "--seq-len", "8", "--vocab", "16", "--out-dir", str(out), "--quiet"]
     status = {}
 
     def job(sizes: str) -> None:
@@ -237,7 +237,7 @@ def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
 
     tiny = ["--sizes", "8x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16", "--budget", "0.01"]
     for flag, values, shown in (("--sizes", "8x1,16x1,8x1", "8x1"), ("--datasets", "32,4,32", "32")):
-        args = ["memorization", *tiny, flag, values, "--out", str(tmp_path / "mem"), "--quiet"]
+        args = ["memorization", *tiny, flag, values, "--out-dir", str(tmp_path / "mem"), "--quiet"]
         assert main(args) == 2
         assert capsys.readouterr().err == f"interp: error: {flag} repeats {shown}\n"
     assert not (tmp_path / "mem").exists()  # refused before anything is written
@@ -253,7 +253,7 @@ def test_a_folder_with_a_failed_cell_still_takes_new_cells(tmp_path, capsys):
     failed = memorization_sweep_to_dir([MemorizationCell(d_model=12, n_layers=1, n_sequences=4, **TINY)], out)
     assert failed.cells["stopped_by"].tolist() == ["error"]  # d_model 12 is no multiple of the heads' 8
     code = main(["memorization", "--sizes", "16x1", "--datasets", "4", "--seq-len", "8", "--vocab", "16",
-                 "--out", str(out), "--quiet"])
+                 "--out-dir", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "invalid literal" not in err and "1L-d12" in err  # the old failure is still reported
     assert sorted(pd.read_csv(out / "cells.csv")["d_model"]) == [12, 16]

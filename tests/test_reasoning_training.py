@@ -63,7 +63,7 @@ def test_a_short_composition_run_learns_its_facts(tmp_path):
 @pytest.mark.parametrize("task", ["composition", "comparison"])
 def test_cli_trains_the_default_preset(tmp_path, task):
     out = tmp_path / task
-    assert main(["train", task, "--out", str(out), "--steps", "2", "--quiet"]) == 0
+    assert main(["train", task, "--out-dir", str(out), "--steps", "2", "--quiet"]) == 0
     info = json.loads((out / "run.json").read_text())
     assert info["training"] == preset(task, steps=2).to_dict()
     assert info["task"]["n_entities"] == preset(task).n_entities

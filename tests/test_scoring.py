@@ -221,7 +221,7 @@ def test_a_retrained_run_is_scored_again(tiny_runs, tmp_path):
     from interp.scoring.batch import score_to_file
 
     run = tmp_path / "ind"
-    args = ["train", "induction", "--out", str(run), "--steps", "8", "--checkpoint-every", "4", "--quiet"]
+    args = ["train", "induction", "--out-dir", str(run), "--steps", "8", "--checkpoint-every", "4", "--quiet"]
     assert main([*args, "--seed", "0"]) == 0
     out = tmp_path / "t.csv"
     first = score_to_file(run, out, ["heads"])

@@ -93,7 +93,7 @@ def test_bad_grid_keys_and_values_are_named():
     cases = {
         "bogus=1": "bad grid key 'bogus': not a training option; modadd takes",
         "batch_size=2": "bad grid key 'batch_size': not an option the modadd task or the training loop reads",
-        "seed=1": "give the seeds with --seeds",
+        "seed=1": "give the seeds with --seed 0,1",
         "betas=1": "bad grid key 'betas'",
         "d_model": "expected KEY=VALUE",
         "d_model=": "expected KEY=VALUE",
@@ -130,20 +130,20 @@ def test_bad_grid_keys_and_values_are_named():
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["sweep", "modadd", "--grid", "bogus=1", "--out", str(tmp_path / "s")]) == 2
+    assert main(["sweep", "modadd", "--grid", "bogus=1", "--out-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad grid key 'bogus'" in err
     assert not (tmp_path / "s").exists()  # nothing written before the grid is checked
-    assert main(["sweep", "induction", "--out", str(tmp_path / "s")]) == 2
+    assert main(["sweep", "induction", "--out-dir", str(tmp_path / "s")]) == 2
     assert "no default grid for induction" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
-    assert main(["sweep", "modadd", "--grid", "steps=2", "--grid", "p=7", "--out", str(tmp_path / "file")]) == 2
+    assert main(["sweep", "modadd", "--grid", "steps=2", "--grid", "p=7", "--out-dir", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
 
 
 def test_a_cell_holding_only_a_killed_write_is_trained(tmp_path):
     """A sweep killed while a cell wrote its first run.json leaves the cell directory with a temp file only."""
-    args = ["--grid", "d_model=4", "--grid", "p=7", "--grid", "steps=20", "--out", str(tmp_path / "s"), "--quiet"]
+    args = ["--grid", "d_model=4", "--grid", "p=7", "--grid", "steps=20", "--out-dir", str(tmp_path / "s"), "--quiet"]
     cell = tmp_path / "s" / "runs" / "d_model=4,p=7,steps=20,seed=0"
     cell.mkdir(parents=True)
     (cell / ".interp-0badc0de.tmp").write_text("{")
@@ -211,7 +211,7 @@ def test_a_sweep_killed_with_sigkill_resumes(tmp_path, monkeypatch):
     import time
 
     out = tmp_path / "sweep"
-    args = ["--grid", "d_model=4,8", "--grid", "p=7", "--grid", "steps=600", "--out", str(out), "--quiet"]
+    args = ["--grid", "d_model=4,8", "--grid", "p=7", "--grid", "steps=600", "--out-dir", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "interp", "sweep", "modadd", *args], env=env)
     try:

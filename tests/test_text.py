@@ -219,7 +219,7 @@ def test_bad_corpus_is_one_line(tmp_path, capsys):
              (["induction", "--corpus", str(tmp_path / "one")], "--corpus is for the text task")]
     for args, message in cases:
         out = tmp_path / "run"
-        assert main(["train", *args, "--out", str(out), "--quiet"]) == 2
+        assert main(["train", *args, "--out-dir", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
@@ -233,7 +233,7 @@ def tiny_text_run(tmp_path_factory):
     """Four steps on a folder of letters (the default model shape, 512-token contexts)."""
     root = tmp_path_factory.mktemp("text")
     out = root / "run"
-    args = ["train", "text", "--corpus", str(_letters_corpus(root / "corpus")), "--out", str(out),
+    args = ["train", "text", "--corpus", str(_letters_corpus(root / "corpus")), "--out-dir", str(out),
             "--steps", "4", "--checkpoint-every", "2", "--quiet"]
     assert main(args) == 0
     return out

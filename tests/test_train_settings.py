@@ -11,7 +11,7 @@ from interp.cli import main
 
 def test_set_values_train_the_run_and_are_recorded(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    code = main(["train", "modadd", "--out", str(out), "--steps", "2", "--quiet",
+    code = main(["train", "modadd", "--out-dir", str(out), "--steps", "2", "--quiet",
                  "--set", "lr=0.003", "--set", "d_model=64", "--set", "lr_schedule=linear"])
     assert code == 0, capsys.readouterr().err
     info = json.loads((out / "run.json").read_text())
@@ -22,7 +22,7 @@ def test_set_values_train_the_run_and_are_recorded(tmp_path, capsys) -> None:
 
 def test_set_reaches_a_task_of_its_own_keys(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(["train", "induction", "--out", str(out), "--steps", "1", "--quiet", "--set", "batch_size=8"]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), "--steps", "1", "--quiet", "--set", "batch_size=8"]) == 0
     assert json.loads((out / "run.json").read_text())["training"]["batch_size"] == 8
 
 
@@ -39,7 +39,7 @@ def test_set_reaches_a_task_of_its_own_keys(tmp_path, capsys) -> None:
 ])
 def test_a_bad_key_or_value_is_one_line_naming_what_is_accepted(tmp_path, capsys, spec: str, message: str) -> None:
     out = tmp_path / "run"
-    assert main(["train", "modadd", "--out", str(out), "--steps", "2", "--set", spec]) == 2
+    assert main(["train", "modadd", "--out-dir", str(out), "--steps", "2", "--set", spec]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not out.exists()
@@ -47,9 +47,9 @@ def test_a_bad_key_or_value_is_one_line_naming_what_is_accepted(tmp_path, capsys
 
 def test_a_value_given_twice_or_to_a_resumed_run_is_refused(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(["train", "modadd", "--out", str(out), "--steps", "2", "--set", "steps=3"]) == 2
+    assert main(["train", "modadd", "--out-dir", str(out), "--steps", "2", "--set", "steps=3"]) == 2
     assert "steps is given twice: by --steps/--epochs and by --set steps=..." in capsys.readouterr().err
-    assert main(["train", "modadd", "--out", str(out), "--set", "lr=0.1", "--set", "lr=0.2"]) == 2
+    assert main(["train", "modadd", "--out-dir", str(out), "--set", "lr=0.1", "--set", "lr=0.2"]) == 2
     assert "--set key lr is given twice" in capsys.readouterr().err
-    assert main(["train", "modadd", "--out", str(out), "--resume", "--set", "lr=0.1"]) == 2
+    assert main(["train", "modadd", "--out-dir", str(out), "--resume", "--set", "lr=0.1"]) == 2
     assert "--set cannot change the recipe of a run being resumed" in capsys.readouterr().err

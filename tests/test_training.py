@@ -28,7 +28,7 @@ def test_checkpoint_schedule_is_log_spaced_then_regular():
 def test_same_seed_same_metrics(tmp_path):
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        assert main(["train", "induction", "--out", str(tmp_path / name), "--seed", str(seed), *TINY]) == 0
+        assert main(["train", "induction", "--out-dir", str(tmp_path / name), "--seed", str(seed), *TINY]) == 0
         runs.append(pd.read_csv(tmp_path / name / "metrics.csv"))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert not runs[0]["test_loss"].equals(runs[2]["test_loss"])
@@ -39,7 +39,7 @@ def test_run_directory_layout(tmp_path):
     import json
 
     out = tmp_path / "run"
-    main(["train", "modadd", "--out", str(out), *TINY])
+    main(["train", "modadd", "--out-dir", str(out), *TINY])
     info = json.loads((out / "run.json").read_text())
     assert info["task"] == {"name": "modadd", "p": 113, "frac_train": 0.3, "split_seed": 0}
     assert info["training"]["weight_decay"] == 1.0 and info["training"]["weight_decay_end"] == 14.0
@@ -53,7 +53,7 @@ def test_run_directory_layout(tmp_path):
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     args = ["train", "induction", "--steps", "120", "--checkpoint-every", "20", "--quiet"]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "interp", *args, "--out", str(killed)])
+    proc = subprocess.Popen([sys.executable, "-m", "interp", *args, "--out-dir", str(killed)])
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if any(step >= 40 for step, _ in list_checkpoints(killed)):
@@ -64,8 +64,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     proc.wait()
     done = max(step for step, _ in list_checkpoints(killed))
     assert 40 <= done < 120
-    assert main([*args, "--out", str(killed), "--resume"]) == 0
-    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--out-dir", str(killed), "--resume"]) == 0
+    assert main([*args, "--out-dir", str(tmp_path / "whole")]) == 0
     pd.testing.assert_frame_equal(
         pd.read_csv(killed / "metrics.csv"), pd.read_csv(tmp_path / "whole" / "metrics.csv")
     )
@@ -74,17 +74,17 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "induction", "--out", str(out), *SMALL]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), *SMALL]) == 0
     capsys.readouterr()
-    assert main(["train", "induction", "--out", str(out), *SMALL]) == 2  # exists, no --resume
+    assert main(["train", "induction", "--out-dir", str(out), *SMALL]) == 2  # exists, no --resume
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err
-    assert main(["train", "modadd", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "modadd", "--preset", "nope", "--out-dir", str(tmp_path / "x")]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     newest = list_checkpoints(out)[-1][1]
     newest.write_bytes(newest.read_bytes()[:100])
     (out / "optimizer.safetensors").write_bytes(b"garbage")
-    assert main(["train", "induction", "--out", str(out), "--resume", *SMALL]) == 2
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", *SMALL]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt or truncated" in err
 
@@ -114,21 +114,21 @@ def test_resume_rejects_a_run_of_another_task(tmp_path):
 @pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_cli_has_no_traceback_for_a_missing_required_option():
     proc = subprocess.run([sys.executable, "-m", "interp", "train", "induction"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--out" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "--out-dir" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_resume_keeps_the_recorded_length_unless_steps_extend_it(tmp_path):
     import json
 
     out = tmp_path / "run"
-    assert main(["train", "induction", "--out", str(out), *TINY]) == 0
-    assert main(["train", "induction", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), *TINY]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", "--quiet"]) == 0
     assert max(s for s, _ in list_checkpoints(out)) == 8
     assert json.loads((out / "run.json").read_text())["training"]["steps"] == 8
-    assert main(["train", "induction", "--out", str(out), "--resume", "--steps", "12", "--quiet"]) == 0
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "12", "--quiet"]) == 0
     assert max(s for s, _ in list_checkpoints(out)) == 12
     assert json.loads((out / "run.json").read_text())["training"]["steps"] == 12
-    assert main(["train", "induction", "--out", str(out), "--resume", "--steps", "4", "--quiet"]) == 2
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "4", "--quiet"]) == 2
 
 
 def test_steps_overrides_the_preset_on_a_fresh_run(tmp_path):

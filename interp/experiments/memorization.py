@@ -191,7 +191,7 @@ def read_cells(path: str | Path) -> pd.DataFrame | None:
         for column in budget:
             table.insert(CELL_COLUMNS.index(column), column, getattr(default, column))
     if list(table.columns) != list(CELL_COLUMNS):
-        raise ValueError(f"{path} is not a memorization table; choose another --out")
+        raise ValueError(f"{path} is not a memorization table; choose another --out-dir")
     return _typed(table)
 
 
@@ -226,7 +226,7 @@ def memorization_sweep_to_dir(cells: Sequence[MemorizationCell], out: str | Path
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+        raise NotADirectoryError(f"--out-dir {out} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     into = cells_table(out)
     memorization_sweep(cells, existing=into.existing(), into=into, **options)

@@ -155,7 +155,7 @@ def _prepare_run_dir(run_dir: Path, options: TrainOptions) -> bool:
     if recorded != options:
         theirs, ours = recorded.to_dict(), options.to_dict()
         diff = ", ".join(f"{k} {theirs[k]!r} not {ours[k]!r}" for k in ours if theirs[k] != ours[k])
-        raise RunError(f"{run_dir} holds a run trained with other options ({diff}); delete it or choose another --out")
+        raise RunError(f"{run_dir} holds a run trained with other options ({diff}); delete it or choose another --out-dir")
     return True
 
 
@@ -202,7 +202,7 @@ def read_sweep(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path} is not a sweep table ({exc})") from None
     missing = [c for c in (*_LEAD, "seed", *RESULT_COLUMNS) if c not in table.columns]
     if missing:
-        raise ValueError(f"{path} is not a sweep table (no column {', '.join(missing)}); choose another --out")
+        raise ValueError(f"{path} is not a sweep table (no column {', '.join(missing)}); choose another --out-dir")
     return _ordered(table)
 
 
@@ -267,7 +267,7 @@ def sweep(
     cells = sweep_cells(task, preset_name, grid, seeds)
     out = Path(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+        raise NotADirectoryError(f"--out-dir {out} is a file, not a directory")
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     table_file = sweep_table(path)

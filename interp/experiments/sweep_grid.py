@@ -101,7 +101,7 @@ def _parse_value(key: str, kind: str, text: str, noun: str = "grid") -> Any:
 def _check_key(task: str, key: str, noun: str = "grid") -> str:
     types = option_types()
     if key == "seed":
-        raise ValueError("seed is not a grid key; give the seeds with --seeds" if noun == "grid"
+        raise ValueError("seed is not a grid key; give the seeds with --seed 0,1" if noun == "grid"
                          else f"seed is not a {noun} key; give it with --seed")
     allowed = sweepable_options(task)
     if key not in allowed:

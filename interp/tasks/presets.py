@@ -227,7 +227,7 @@ MEMORIZATION_DATASETS: list[int] = [32, 64, 128, 256, 512]
 #: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.6k-153k bits at 2.37 bits/parameter)
 #: x training fractions 0.1-0.5 (8.7k-43.5k bits of labels, 3,831 x log2 113 = 26k at 0.3): the
 #: labels' bits run from 0.06x to 6.6x the capacity. 4.5 minutes on two workers, idle
-#: (docs/training.md, "Sweeps"); --seeds 0,1 doubles it.
+#: (docs/training.md, "Sweeps"); --seed 0,1 doubles it.
 SWEEP_GRIDS: dict[str, dict[str, list]] = {
     "modadd": {"d_model": [8, 16, 32, 64], "frac_train": [0.1, 0.3, 0.5]},
 }
