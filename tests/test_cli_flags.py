@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,15 @@ def test_every_task_can_be_swept(task, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", task, "--grid", "steps=2", "--out-dir", str(out), "--quiet"]) == 0
     assert (out / "runs.csv").exists() and (out / "sweep.html").exists()
+
+
+def test_the_docs_use_the_current_spellings():
+    """Every ``interp train|demo|memorization|sweep`` line in the README, docs/ and the notebooks
+    writes its folder with ``--out-dir`` and gives sweep seeds with ``--seed``."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "notebooks").glob("*.ipynb"))]
+    old = re.compile(r"interp (train|demo|memorization|sweep)\b[^\n`\"]*?(--out(?![-\w])|--seeds\b)")
+    found = [f"{path.name}: {m.group(0)}" for path in files for m in old.finditer(path.read_text(encoding="utf-8"))]
+    assert found == []
