@@ -1,10 +1,12 @@
 """Copying scores: empirical on the probe (Olsson et al. 2022) and from OV eigenvalues (Elhage et al. 2021).
 
-No function here materialises a ``d_vocab x d_vocab`` matrix. The empirical score needs the
-full-vocabulary logits of every head's direct write at every second-half position: a small
-layer's all at once (reading the attention pattern in place), a large layer's one head at a time
-in chunks of positions, at most ``chunk_elements`` logits per worker (one worker per intra-op
-thread on the CPU, see :mod:`circuits._parallel`).
+No function here materialises a ``d_vocab x d_vocab`` matrix. The empirical score needs, per
+head and second-half query, the logits of the key tokens and the sum of the ReLU'd logits over
+the whole vocabulary: a small layer's full logits at once (reading the attention pattern in
+place); a large layer's key logits alone, and the sum over fixed tiles of the vocabulary, each
+tile's ``W_O W_U`` columns made in the tile, at most ``chunk_elements`` logits per worker (one
+worker per intra-op thread on the CPU, see :mod:`circuits._parallel`). Neither a layer's
+``W_O W_U`` nor any query's full logits are held for a large layer.
 """
 
 from __future__ import annotations
