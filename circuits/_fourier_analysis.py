@@ -99,7 +99,7 @@ def unembed_power(model: HookedTransformer, p: int) -> torch.Tensor:
 def safe_sum(x: torch.Tensor) -> torch.Tensor:
     """``x.sum()``, or 1 when that is not positive (so shares of an all-zero power stay 0)."""
     total = x.sum()
-    return total if total > 0 else torch.ones((), dtype=x.dtype)
+    return total if total > 0 else torch.ones((), dtype=x.dtype, device=x.device)
 
 
 def neuron_block_fractions(acts: torch.Tensor, p: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import nonfinite_parameters
+from circuits._checks import model_device, nonfinite_parameters
 from circuits.architecture import plain_forward_supported
 
 __all__ = [
@@ -105,7 +105,7 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
         if plain_forward_supported(model, n_layers=1, require_mlp=True):
             logits, post = _fast_forward(model, p)
             return logits.cpu(), post.cpu()
-        tokens = modadd_inputs(p).to(model.cfg.device)
+        tokens = modadd_inputs(p).to(model_device(model))
         name = "blocks.0.mlp.hook_post"
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
         return logits[:, -1].cpu(), cache[name][:, -1].cpu()

@@ -48,7 +48,7 @@ def check_targets(model: HookedTransformer, targets: object, shape: tuple[int, .
                   ) -> torch.Tensor:
     """Output token ids of the given shape, in [0, d_vocab_out), as int64 on the model's device."""
     if isinstance(targets, int):
-        targets = torch.full(shape, targets, dtype=torch.long)
+        targets = torch.full(shape, targets, dtype=torch.long, device=model_device(model))
     if not isinstance(targets, torch.Tensor) or targets.dtype == torch.bool or targets.is_floating_point():
         raise TypeError(f"{name} must be an int or an integer torch.Tensor of token ids")
     if tuple(targets.shape) != shape:

@@ -34,7 +34,8 @@ def _ablated_losses(model: HookedTransformer, tokens: torch.Tensor, n: int) -> t
 
     def zero_heads(first: int, copies: int) -> Callable[[torch.Tensor, object], torch.Tensor]:
         keep = torch.ones(copies, n_heads, dtype=resid.dtype, device=resid.device)
-        keep[torch.arange(copies), first + torch.arange(copies)] = 0.0
+        heads = torch.arange(copies, device=resid.device)
+        keep[heads, first + heads] = 0.0
 
         def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
             view = z.view(copies, batch, *z.shape[1:])  # (copies, batch, pos, n_heads, d_head)

@@ -92,7 +92,7 @@ def causal_trace(model: HookedTransformer, tokens: torch.Tensor, corrupted: torc
     rows = torch.arange(batch, device=tokens.device)
 
     def measure(logits: torch.Tensor, reps: int = 1) -> torch.Tensor:
-        at = logits[torch.arange(logits.shape[0]), read.repeat(reps)]
+        at = logits[torch.arange(logits.shape[0], device=logits.device), read.repeat(reps)]
         tgt = target.repeat(reps)
         if metric == "rank":
             return target_ranks(at, tgt).double()
@@ -130,4 +130,4 @@ def _read_positions(read_position: object, batch: int, n_pos: int) -> torch.Tens
         values = [read_position] * batch
     else:
         raise TypeError(f"read_position must be an int or a tensor, got {type(read_position).__name__}")
-    return torch.tensor(check_positions(values, n_pos, "read_position"), dtype=torch.long)
+    return torch.tensor(check_positions(values, n_pos, "read_position"), dtype=torch.long)  # moved by the caller

@@ -1,10 +1,12 @@
 """Copying scores: empirical on the probe (Olsson et al. 2022) and from OV eigenvalues (Elhage et al. 2021).
 
-No function here materialises a ``d_vocab x d_vocab`` matrix. The empirical score needs the
-full-vocabulary logits of every head's direct write at every second-half position: a small
-layer's all at once (reading the attention pattern in place), a large layer's one head at a time
-in chunks of positions, at most ``chunk_elements`` logits per worker (one worker per intra-op
-thread on the CPU, see :mod:`circuits._parallel`).
+No function here materialises a ``d_vocab x d_vocab`` matrix. The empirical score needs, per
+head and second-half query, the logits of the key tokens and the sum of the ReLU'd logits over
+the whole vocabulary: a small layer's full logits at once (reading the attention pattern in
+place); a large layer's key logits alone, and the sum over fixed tiles of the vocabulary, each
+tile's ``W_O W_U`` columns made in the tile, at most ``chunk_elements`` logits per worker (one
+worker per intra-op thread on the CPU, see :mod:`circuits._parallel`). Neither a layer's
+``W_O W_U`` nor any query's full logits are held for a large layer.
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ def head_logit_maps(w_o: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
 
 
 class LayerLogitMaps:
-    """``maps[layer]``: :func:`head_logit_maps` of ``model``'s layer, the last one asked for kept.
+    """Per layer, what the copying score maps ``z`` with: ``W_O`` and, for small layers, ``W_O W_U``.
 
-    The fused path hands a layer's chunks over one after another, so each layer's maps are
-    computed once per pass while only one layer's are held.
+    ``maps.w_o(layer)``: the layer's ``(n_heads, d_head, d_model)`` float32 ``W_O``;
+    ``maps[layer]``: its :func:`head_logit_maps`, the last one asked for kept. The fused path hands
+    a layer's chunks over one after another, so each layer's maps are computed once per pass while
+    only one layer's are held. Large layers never ask for the maps (see :func:`copying_from_layer`).
     """
 
     def __init__(self, model: HookedTransformer) -> None:
@@ -76,10 +80,13 @@ class LayerLogitMaps:
         self._layer: int | None = None
         self._maps: torch.Tensor | None = None
 
+    def w_o(self, layer: int) -> torch.Tensor:
+        return self.model.blocks[layer].attn.W_O.detach().float()
+
     def __getitem__(self, layer: int) -> torch.Tensor:
         if layer != self._layer:
             self._maps = None  # freed before the next layer's are made
-            self._maps = head_logit_maps(self.model.blocks[layer].attn.W_O.detach(), self.w_u)
+            self._maps = head_logit_maps(self.w_o(layer), self.w_u)
             self._layer = layer
         return self._maps
 
@@ -87,7 +94,8 @@ class LayerLogitMaps:
 def copying_from_layer(
     pattern: torch.Tensor,
     z: torch.Tensor,
-    logit_maps: torch.Tensor,
+    maps: LayerLogitMaps,
+    layer: int,
     tokens: torch.Tensor,
     half_len: int,
     chunk_elements: int | None = None,
@@ -97,21 +105,27 @@ def copying_from_layer(
     Args:
         pattern: ``(batch, n_heads, L, L)`` attention pattern on ``[x0, r, r]``, ``L = 2N + 1``.
         z: ``(batch, L, n_heads, d_head)`` attention-weighted values (hook ``z``).
-        logit_maps: the layer's :func:`head_logit_maps`.
+        maps: the model's :class:`LayerLogitMaps`; ``layer``: which layer.
         tokens: ``(batch, L)`` token ids.
         half_len: N.
         chunk_elements: logits held at once per task (default: the whole layer in one chunk when it
-            has at most 2**22 logits; else, on the CPU, one head per task in cache-sized chunks of
-            2**18 on single-threaded workers, elsewhere 2**24); at least one row of ``V`` logits.
+            and its maps have at most 2**22 numbers; else tiles of the vocabulary, 2**18 logits per
+            single-threaded worker on the CPU, 2**24 elsewhere).
 
     At each second-half query ``q = N+1..2N`` the head's direct write ``z[q] @ W_O`` is mapped to
     logits ``l`` (centred over the vocabulary); ``w = relu(l) / sum(relu(l))`` (``w = 0`` when the
     head raises no logit); the position score is ``sum_k A[q, k] * w[x_k]`` and the head's score is
     its mean. Key tokens without an output logit (id >= V) count as ``w = 0``.
+
+    Large layers never hold a layer's ``W_O W_U`` nor a query's full logits: the numerator needs
+    the logits of the key tokens only, and the denominator ``sum relu(l)`` is accumulated over
+    tiles of the vocabulary, each tile's ``W_O W_U`` columns made in the tile
+    (:func:`_vocab_tile_sums`).
     """
     batch, n_heads, length, _ = pattern.shape
     n = int(half_len)
-    vocab = logit_maps.shape[-1]
+    w_u = maps.w_u
+    vocab = w_u.shape[-1]
     rows = batch * n
     device = z.device
     # The second-half queries: (n_heads, batch, N, L) attention (a view of float32 patterns) and
@@ -121,38 +135,65 @@ def copying_from_layer(
     if bool((tokens >= vocab).any()):
         attn = attn * (tokens < vocab)[None, :, None, :]
         tokens = tokens.clamp(max=vocab - 1)
-    # Small layers: all heads in one batched chunk. Large layers on the CPU: one head per task, in
-    # cache-sized chunks, on single-threaded workers. Elsewhere: all heads, in large chunks.
     d_head = zq.shape[-1]
-    per_head = device.type == "cpu" and n_heads * (rows + d_head) * vocab > _SMALL_LAYER_ELEMENTS
+    small = n_heads * (rows + d_head) * vocab <= _SMALL_LAYER_ELEMENTS
     if chunk_elements is None:
-        if device.type != "cpu":
-            chunk_elements = 1 << 24
-        else:
-            chunk_elements = DEFAULT_CHUNK_ELEMENTS if per_head else _SMALL_LAYER_ELEMENTS
-    if not per_head and n_heads * rows * vocab <= chunk_elements:  # one chunk: the pattern is read in place
-        logits = torch.bmm(zq, logit_maps).view(n_heads, batch, n, vocab)
+        chunk_elements = DEFAULT_CHUNK_ELEMENTS if device.type == "cpu" else 1 << 24
+        if small:
+            chunk_elements = max(chunk_elements, _SMALL_LAYER_ELEMENTS)
+    if small and n_heads * rows * vocab <= chunk_elements:  # one chunk: the pattern is read in place
+        logits = torch.bmm(zq, maps[layer]).view(n_heads, batch, n, vocab)
         keys = tokens[None, :, None, :].expand(n_heads, batch, n, length)
         return _position_scores(logits, keys, attn).sum(dim=(1, 2)) / rows
-    attn = attn.reshape(n_heads, rows, length)
-    keys = tokens.repeat_interleave(n, dim=0)  # (rows, L): the key tokens each query row sees
+    w_o = maps.w_o(layer)
+    # Numerator: the logits of each sequence's own key tokens, (n_heads, batch, d_head, L).
+    key_maps = (w_o.reshape(-1, w_o.shape[-1]) @ w_u[:, tokens.flatten()]).view(n_heads, d_head, batch, length)
+    key_logits = torch.matmul(zq.view(n_heads, batch, n, d_head), key_maps.transpose(1, 2))
+    copied = key_logits.relu_().mul_(attn).sum(dim=-1).reshape(n_heads, rows)
+    positive = _vocab_tile_sums(zq, w_o, w_u, int(chunk_elements))
+    scores = torch.where(positive > 0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    return scores.sum(dim=-1) / rows
 
-    def heads_total(heads: slice) -> torch.Tensor:
-        w_ou = logit_maps[heads]  # (hc, d_head, V): centred logits per unit of z
-        hc = w_ou.shape[0]
-        total = torch.zeros(hc, dtype=torch.float32, device=device)
-        row_chunk = max(1, min(rows, int(chunk_elements) // (hc * vocab)))
-        buf = torch.empty(hc * row_chunk * vocab, dtype=torch.float32, device=device)
-        for r0 in range(0, rows, row_chunk):
-            r1 = min(rows, r0 + row_chunk)
-            logits = buf[: hc * (r1 - r0) * vocab].view(hc, r1 - r0, vocab)
-            torch.bmm(zq[heads, r0:r1], w_ou, out=logits)
-            total += _position_scores(logits, keys[None, r0:r1].expand(hc, -1, -1), attn[heads, r0:r1]).sum(dim=-1)
-        return total
 
-    groups = [slice(h, h + 1) for h in range(n_heads)] if per_head else [slice(0, n_heads)]
-    totals = parallel_map(heads_total, groups, device=device)
-    return torch.cat(totals) / rows
+def _vocab_tile_sums(zq: torch.Tensor, w_o: torch.Tensor, w_u: torch.Tensor, chunk_elements: int) -> torch.Tensor:
+    """``(n_heads, rows)``: ``sum_v relu(zq[h, r] @ W_O[h] @ w_u[:, v])`` over the whole vocabulary.
+
+    The vocabulary is cut into fixed tiles of ``max(1, chunk_elements // rows)`` ids (rows cut too
+    when ``chunk_elements < rows``); per tile, one product makes the tile's ``W_O W_U`` columns of
+    every head and one per head (and chunk of rows) its logits, ReLU'd and summed at once. The
+    tiles are shared out in contiguous runs to single-threaded workers
+    (:func:`circuits._parallel.parallel_map`), each writing into buffers it allocates once (a
+    fresh buffer per product costs page faults that were measured to double the product's time);
+    the per-tile sums are added in tile order, so the result does not depend on the thread count.
+    """
+    n_heads, rows, d_head = zq.shape
+    vocab = w_u.shape[-1]
+    w_o_flat = w_o.reshape(-1, w_o.shape[-1])  # (n_heads * d_head, d_model)
+    width = max(1, min(vocab, chunk_elements // rows))
+    row_chunk = max(1, min(rows, chunk_elements // width))
+    starts = list(range(0, vocab, width))
+    n_runs = min(len(starts), torch.get_num_threads()) if zq.device.type == "cpu" else 1
+    runs = [starts[i::n_runs] for i in range(n_runs)]
+
+    def run_sums(run: list[int]) -> torch.Tensor:
+        out = torch.empty(len(run), n_heads, rows, dtype=torch.float32, device=zq.device)
+        tile_buf = torch.empty(w_o_flat.shape[0] * width, dtype=torch.float32, device=zq.device)
+        logit_buf = torch.empty(row_chunk * width, dtype=torch.float32, device=zq.device)
+        for index, start in enumerate(run):
+            cols = min(width, vocab - start)
+            tile = torch.mm(w_o_flat, w_u[:, start : start + cols], out=tile_buf[: w_o_flat.shape[0] * cols].view(-1, cols))
+            tile = tile.view(n_heads, d_head, cols)
+            for head in range(n_heads):
+                for r0 in range(0, rows, row_chunk):
+                    r1 = min(rows, r0 + row_chunk)
+                    logits = torch.mm(zq[head, r0:r1], tile[head], out=logit_buf[: (r1 - r0) * cols].view(-1, cols))
+                    torch.sum(logits.relu_(), dim=-1, out=out[index, head, r0:r1])
+        return out
+
+    per_tile = torch.empty(len(starts), n_heads, rows, dtype=torch.float32, device=zq.device)
+    for i, sums in enumerate(parallel_map(run_sums, runs, device=zq.device)):
+        per_tile[i::n_runs] = sums
+    return per_tile.sum(dim=0)
 
 
 def _position_scores(logits: torch.Tensor, keys: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -193,7 +234,7 @@ def copying_scores(
 
     def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None
-        return copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
+        return copying_from_layer(pattern, z, maps, layer, chunk, n, chunk_elements)
 
     out = torch.stack(layer_means(model, tokens, reduce, need_z=True))
     return head_frame(n_layers, n_heads, {"score": out})

@@ -86,7 +86,7 @@ def induction_heads(
 
         def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
             assert z is not None
-            copying = copying_from_layer(pattern, z, maps[layer], chunk, n, chunk_elements)
+            copying = copying_from_layer(pattern, z, maps, layer, chunk, n, chunk_elements)
             return torch.stack([previous_token_from_pattern(pattern), prefix_matching_from_pattern(pattern, n), copying])
 
         previous, prefix, copying = torch.stack(layer_means(model, tokens, reduce, need_z=True)).unbind(1)

@@ -142,7 +142,7 @@ def fit_linear_probe(model: HookedTransformer, tokens: torch.Tensor, targets: to
     scale = torch.where(scale > 1e-6 * scale.amax(-1, keepdim=True).clamp_min(1e-30), scale, torch.ones_like(scale))
     z = ((x - mean) / scale).transpose(0, 1)  # (S, n, d)
     bias = y.mean(0)
-    gram = z.transpose(1, 2) @ z + ridge * n * torch.eye(d, dtype=torch.float64)
+    gram = z.transpose(1, 2) @ z + ridge * n * torch.eye(d, dtype=torch.float64, device=z.device)
     weight = torch.linalg.solve(gram, z.transpose(1, 2) @ (y - bias))
     return LinearProbe(kind, mean, scale, weight, bias.expand(x.shape[1], -1).clone())
 

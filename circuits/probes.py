@@ -102,6 +102,8 @@ def repeated_tokens(
         raise ValueError(
             f"probe too long: 2*half_len+1 = {2 * half_len + 1} positions exceed the model's context n_ctx={n_ctx}"
         )
+    # Drawn on the CPU with a CPU generator, so the probe is the same whatever the model's device,
+    # then moved to the model's device.
     gen = torch.Generator().manual_seed(int(seed))
     n_cand = candidates.numel()
     if half_len <= n_cand:

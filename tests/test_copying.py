@@ -7,7 +7,8 @@ import pytest
 import torch
 from handbuilt_models import random_model
 
-from circuits import copying_scores, ov_copying_scores, repeated_tokens
+from circuits import copying_scores, induction_heads, ov_copying_scores, repeated_tokens
+from circuits._fused import hooked_only
 
 
 @torch.no_grad()
@@ -89,3 +90,38 @@ def test_ov_copying_matches_dense_eigenvalues():
     ours = ov_copying_scores(model)["score"].to_numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)  # W_U W_E is taken in float32
     assert ((ours >= -1) & (ours <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(normalization_type="LN"),  # LayerNorm, GELU MLPs, learned positions: the fused path
+        dict(normalization_type="LN", positional_embedding_type="rotary", rotary_dim=4, parallel_attn_mlp=True),
+    ],
+    ids=["ln-gelu-mlp", "rotary-parallel"],
+)
+@pytest.mark.parametrize("chunk_elements", [None, 7, 64])
+def test_vocabulary_tiles_equal_the_full_logits(kwargs, chunk_elements, monkeypatch):
+    """The large-layer path (key logits gathered, ``sum relu(l)`` over vocabulary tiles) gives the
+    definition's numbers on standard shapes: equal to the full-logit path and the dense reference,
+    in one tile or many (7: one id per tile, rows cut; 64: several ids and rows per tile)."""
+    model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=61, **kwargs)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.W_Q.mul_(8.0)
+            block.attn.W_O.mul_(4.0)
+    tokens = repeated_tokens(model, n_seqs=3, half_len=9, seed=2)
+    reference = _reference_copying(model, tokens).reshape(-1)
+    full = copying_scores(model, tokens)["score"].to_numpy()  # small layers: full logits in one chunk
+    table = induction_heads(model, tokens)
+    with hooked_only():
+        hooked_table = induction_heads(model, tokens)
+    monkeypatch.setattr("circuits.copying._SMALL_LAYER_ELEMENTS", 0)
+    tiled = copying_scores(model, tokens, chunk_elements=chunk_elements)["score"].to_numpy()
+    tiled_table = induction_heads(model, tokens, chunk_elements=chunk_elements)
+    np.testing.assert_allclose(full, reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tiled, reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(tiled, full, rtol=1e-5, atol=1e-7)
+    for other in (hooked_table, tiled_table):
+        for column in ("previous_token", "prefix_matching", "copying", "ov_copying"):
+            np.testing.assert_allclose(other[column], table[column], rtol=1e-4, atol=1e-6)
