@@ -19,8 +19,10 @@ from interp import CheckpointError, load_model
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nanda_induction_2l_attn_only.pth"
 
 
-def original_forward(state: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
-    """Logits of the original code's attention-only transformer, from its raw weights."""
+def original_forward(state: dict[str, torch.Tensor], tokens: torch.Tensor, patterns: list | None = None
+                     ) -> torch.Tensor:
+    """Logits of the original code's attention-only transformer, from its raw weights (each
+    layer's attention pattern, batch x head x query x key, appended to ``patterns`` if given)."""
     n_layers = len([k for k in state if k.endswith(".attn.W_Q")])
     seq = tokens.shape[1]
     x = state["embed.W_E"][:, tokens].permute(1, 2, 0) + state["pos_embed.W_pos"][:seq]  # b p d
@@ -33,6 +35,8 @@ def original_forward(state: dict[str, torch.Tensor], tokens: torch.Tensor) -> to
         scores = torch.einsum("biph,biqh->biqp", k, q)
         scores = scores * mask - 1e10 * (1 - mask)
         pattern = torch.softmax(scores / math.sqrt(w["W_Q"].shape[1]), dim=-1)
+        if patterns is not None:
+            patterns.append(pattern)
         z = torch.einsum("biph,biqp->biqh", v, pattern)
         z_flat = z.permute(0, 2, 1, 3).reshape(z.shape[0], seq, -1)  # b q (i h)
         x = x + torch.einsum("df,bqf->bqd", w["W_O"], z_flat)
@@ -74,6 +78,30 @@ def test_synthetic_files_of_the_layout(tmp_path, sizes, with_config):
     tokens = _tokens(d_vocab, n_ctx)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), original_forward(state, tokens), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sizes", [(1, 16, 2, 8, 20, 30), (3, 24, 3, 8, 33, 50)])
+def test_head_scores_equal_those_of_the_raw_weights(tmp_path, sizes):
+    """previous_token and prefix_matching of the loaded model equal their definitions
+    (docs/scores.md) applied to the attention the raw-weight forward computes."""
+    n_layers, d_model, n_heads, d_head, n_ctx, d_vocab = sizes
+    state = synthetic(*sizes, seed=5)
+    torch.save({"model": state}, tmp_path / "induction.pth")
+    model = load_model(tmp_path / "induction.pth")
+    probe = circuits.repeated_tokens(model, n_seqs=8)
+    half = (probe.shape[1] - 1) // 2
+    patterns: list[torch.Tensor] = []
+    with torch.no_grad():
+        original_forward(state, probe, patterns)
+    pattern = torch.stack(patterns, dim=1)  # batch, layer, head, query, key
+    q = torch.arange(1, probe.shape[1])
+    previous = pattern[..., q, q - 1].mean(dim=(0, -1))
+    k = torch.arange(1, half + 1)
+    prefix = pattern[..., half + k, k + 1].mean(dim=(0, -1))
+    heads = circuits.induction_heads(model, tokens=probe)
+    for column, expected in (("previous_token", previous), ("prefix_matching", prefix)):
+        got = torch.tensor(heads[column].to_numpy(), dtype=expected.dtype).reshape(n_layers, n_heads)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_a_bare_state_dict_of_the_layout(tmp_path):
