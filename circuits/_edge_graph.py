@@ -99,6 +99,7 @@ def check_edge_model(model: object) -> HookedTransformer:
     reasons = {
         "grouped-query attention (keys and values shared between heads)": grouped,
         "shortformer positional embeddings (added inside attention)": cfg.positional_embedding_type == "shortformer",
+        "4-bit weights": bool(getattr(cfg, "load_in_4bit", False)),
         "a LayerNorm after attention or MLP outputs": bool(cfg.use_normalization_before_and_after)
         or "Olmo2" in str(cfg.original_architecture) or "Olmo3" in str(cfg.original_architecture),
     }
@@ -132,12 +133,13 @@ def copies_metric(metric: Callable, logits: torch.Tensor, n_copies: int) -> list
 
 
 @contextmanager
-def split_inputs(model: HookedTransformer) -> Iterator[None]:
-    """Expose each head's q/k/v input and each MLP's input as hook points, for the ``with`` block."""
+def split_inputs(model: HookedTransformer, qkv: bool = True) -> Iterator[None]:
+    """Expose each MLP's input and (with ``qkv``) each head's q/k/v input as hook points, for the
+    ``with`` block; the model's flags are restored after it."""
     cfg = model.cfg
     old = (cfg.use_split_qkv_input, cfg.use_hook_mlp_in, cfg.use_attn_in)
     try:
-        cfg.use_split_qkv_input, cfg.use_attn_in = True, False
+        cfg.use_split_qkv_input, cfg.use_attn_in = qkv, False
         cfg.use_hook_mlp_in = not cfg.attn_only
         yield
     finally:
@@ -188,24 +190,28 @@ def source_hooks(model: HookedTransformer, graph: Graph, store: Callable[[int, t
         w_o = model.blocks[layer].attn.W_O  # (n_heads, d_head, d_model)
 
         def on_z(z: torch.Tensor, hook: object, start: int = start, w_o: torch.Tensor = w_o) -> None:
-            out = torch.einsum("bphe,hed->hbpd", z, w_o)
+            with torch.no_grad():  # outputs are read, never differentiated
+                out = torch.einsum("bphe,hed->hbpd", z.detach(), w_o.detach())
             for h in range(out.shape[0]):
                 store(start + h, out[h])
 
         hooks.append((f"blocks.{layer}.attn.hook_z", on_z))
         if graph.has_mlp:
             hooks.append((f"blocks.{layer}.hook_mlp_out",
-                          lambda out, hook, i=stop: store(i, out)))
+                          lambda out, hook, i=stop: store(i, out.detach())))
     return hooks
 
 
-def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, source outputs (n_sources, batch, pos, d_model)) of one forward, no gradient."""
+def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor, logits: bool = True
+                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(logits, or None without ``logits``; source outputs (n_sources, batch, pos, d_model)) of one
+    forward, no gradient."""
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
 
     def store(i: int, out: torch.Tensor) -> None:
         outs[i] = out.detach()
 
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=source_hooks(model, graph, store))
-    return logits, torch.stack(outs)  # type: ignore[arg-type]
+        out = model.run_with_hooks(tokens, fwd_hooks=source_hooks(model, graph, store),
+                                   return_type="logits" if logits else None)
+    return out, torch.stack(outs)  # type: ignore[arg-type]

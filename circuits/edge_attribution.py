@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_graph import Graph, build_graph, check_edge_model, check_pair, input_slots, metric_value, \
-    run_sources, source_hooks, split_inputs
+from circuits._edge_gradients import gradient_scores
+from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_value, run_sources
 from circuits._edge_patching import exact_scores
 
 __all__ = ["METHODS", "edge_attribution"]
@@ -69,65 +69,12 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
     graph = build_graph(model)
     frame = graph.edges()
-    corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
+    _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
     if method == "exact":
         clean_logits, clean_out = run_sources(model, graph, clean)
         m_clean = float(metric_value(metric, clean_logits))
         scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
     else:
-        metric_value(metric, corrupted_logits)
-        steps = 1 if method == "eap" else ig_steps
-        clean_out, grads = input_gradients(model, graph, clean, corrupted_out[0], metric, steps)
-        scores = gradient_scores(graph, corrupted_out - clean_out, grads)
+        scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else ig_steps)
     frame["score"] = scores.astype(np.float64)
     return frame
-
-
-def input_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_embed: torch.Tensor,
-                    metric: Callable, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean source outputs (n_sources, b, p, d), mean gradient of the metric at each input (n_inputs, b, p, d)).
-
-    The gradient is averaged over ``steps`` runs with embedding output ``e' + k/steps (e - e')``,
-    ``k = 1..steps`` (one run, the clean one, when ``steps = 1``), batched as copies.
-    """
-    batch = clean.shape[0]
-    outs: list[torch.Tensor | None] = [None] * len(graph.sources)
-    held: dict[str, torch.Tensor] = {}
-    alphas = torch.arange(1, steps + 1, dtype=corrupted_embed.dtype, device=corrupted_embed.device) / steps
-
-    def embed(resid: torch.Tensor) -> torch.Tensor:
-        clean_embed = resid.detach()[(steps - 1) * batch:]  # the last copy is the clean run
-        outs[0] = clean_embed
-        if steps == 1:
-            return clean_embed.clone().requires_grad_(True)
-        path = corrupted_embed + alphas[:, None, None, None] * (clean_embed - corrupted_embed)
-        return path.reshape(resid.shape).requires_grad_(True)
-
-    def store(i: int, out: torch.Tensor) -> None:
-        if i:
-            outs[i] = out.detach()[(steps - 1) * batch:]
-
-    def hold(x: torch.Tensor, hook: object) -> None:
-        held[hook.name] = x
-
-    hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in input_slots(graph)]
-    with split_inputs(model), torch.enable_grad():
-        logits = model.run_with_hooks(clean.repeat(steps, 1), fwd_hooks=hooks)
-        total = sum(metric_value(metric, chunk) for chunk in logits.chunk(steps))
-        if not total.requires_grad:
-            raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
-        names = list(held)
-        grads = dict(zip(names, torch.autograd.grad(total, [held[n] for n in names])))
-    per_input: list[torch.Tensor | None] = [None] * len(graph.inputs)
-    for name, slots in input_slots(graph).items():
-        g = grads[name].view(steps, batch, *grads[name].shape[1:]).sum(0) / steps
-        for i, head in slots:
-            per_input[i] = g[:, :, head] if head >= 0 else g
-    return torch.stack(outs), torch.stack(per_input)  # type: ignore[arg-type]
-
-
-def gradient_scores(graph: Graph, deltas: torch.Tensor, grads: torch.Tensor) -> np.ndarray:
-    """``deltas[s] . grads[i]`` summed over batch, positions and d_model, for every edge."""
-    s_idx, i_idx = graph.edge_index()
-    table = deltas.flatten(1).double() @ grads.flatten(1).double().T  # (n_sources, n_inputs)
-    return table[torch.as_tensor(s_idx), torch.as_tensor(i_idx)].cpu().numpy()
