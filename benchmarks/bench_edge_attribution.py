@@ -71,27 +71,43 @@ def measure(name: str, model, repeats: int) -> dict:
         with torch.no_grad():
             model(clean)
 
-    fns = {"forward": forward,
+    def floor():
+        # What any EAP needs at least: the corrupted forward and a forward + backward of the clean
+        # run to its input (no hooks, no per-input gradients, no parameter gradients).
+        forward_on(corrupted)
+        with torch.no_grad():
+            embedded = model.embed(clean) + model.pos_embed(clean)
+        embedded.requires_grad_(True)
+        torch.autograd.grad(loss(model(embedded, start_at_layer=0)), embedded)
+
+    def forward_on(tokens):
+        with torch.no_grad():
+            model(tokens)
+
+    fns = {"forward": forward, "floor": floor,
            "eap": lambda: edge_attribution(model, clean, corrupted, loss, "eap"),
            "eap-ig": lambda: edge_attribution(model, clean, corrupted, loss, "eap-ig", ig_steps=5),
            "exact": lambda: edge_attribution(model, clean, corrupted, loss, "exact")}
     seconds = rounds_of_each(fns, repeats)
     n_edges = len(edge_attribution(model, clean, corrupted, loss, "eap"))
     ratio = {m: statistics.median(s / f for s, f in zip(seconds[m], seconds["forward"])) for m in fns}
+    ratio_floor = ratio["floor"]
     speedup = statistics.median(x / e for x, e in zip(seconds["exact"], seconds["eap"]))
     row = {"model": name, "edges": n_edges, "forward_ms": 1e3 * min(seconds["forward"]),
            **{f"{m}_ms": 1e3 * min(seconds[m]) for m in ("eap", "eap-ig", "exact")},
-           **{f"{m}_fwd": ratio[m] for m in ("eap", "eap-ig", "exact")}, "speedup": speedup}
+           **{f"{m}_fwd": ratio[m] for m in ("eap", "eap-ig", "exact")}, "speedup": speedup,
+           "floor_fwd": ratio_floor}
     print(row, flush=True)
     return row
 
 
 def markdown(rows: list[dict], before, after, repeats: int) -> tuple[str, bool]:
     busy = is_busy(before)
-    lines = ["| model | edges | bare forward | `eap` | `eap-ig` (5 steps) | `exact` | `exact` / `eap` |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | edges | bare forward | floor | `eap` | `eap-ig` (5 steps) | `exact` | `exact` / `eap` |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['edges']} | {r['forward_ms']:.1f} ms | {r['eap_ms']:.1f} ms "
+        lines.append(f"| {r['model']} | {r['edges']} | {r['forward_ms']:.1f} ms | {r['floor_fwd']:.1f} fwd | "
+                     f"{r['eap_ms']:.1f} ms "
                      f"({r['eap_fwd']:.1f} fwd) | {r['eap-ig_ms']:.1f} ms ({r['eap-ig_fwd']:.1f} fwd) | "
                      f"{r['exact_ms']:.0f} ms ({r['exact_fwd']:.0f} fwd) | {r['speedup']:.0f}x |")
     worst = max(r["eap_fwd"] for r in rows)
@@ -109,7 +125,9 @@ random weights. Times: best of {repeats} rounds; forward equivalents ("fwd"): th
 of the method's time over one bare `model(tokens)` under `torch.no_grad()` in the same round.
 (a) `induction_config()`: 2 layers, attention only, d_model 64, 4 heads, n_ctx 64; (b) 4 layers,
 d_model 128, 4 heads, d_mlp 512, LayerNorm, GELU. `exact` patches one edge per forward (edges
-batched as copies, each group started at its layer).
+batched as copies, each group started at its layer). "floor": what any EAP needs at least, timed the
+same way: one forward of the corrupted tokens plus one forward and backward of the clean run to its
+embeddings (no hooks, no parameter gradients); when it exceeds 3, so must `eap`.
 
 | what | figure | target |
 |---|---|---|

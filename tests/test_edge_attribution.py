@@ -284,3 +284,24 @@ def test_the_model_flags_are_restored():
     for method in METHODS:
         edge_attribution(model, tokens, tokens.flip(1), lambda logits: logits[:, -1, 0].mean(), method)
     assert (model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in, model.cfg.use_attn_in) == before
+
+
+@pytest.mark.parametrize("norm", ["LN", "LNPre", "RMS", "RMSPre"])
+def test_norm_jacobians_in_closed_form_equal_autograd(norm):
+    from circuits._edge_gradients import norm_vjp
+
+    model = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8, normalization_type=norm)
+    ln1 = model.blocks[0].ln1
+    if norm in ("LN", "RMS"):
+        with torch.no_grad():
+            ln1.w.copy_(torch.linspace(0.5, 1.5, 16))
+    x, cot = torch.randn(2, 5, 16), torch.randn(2, 5, 3, 16)
+
+    class Wrapped(torch.nn.Module):  # an unknown norm: the autograd fallback
+        def forward(self, t):
+            return ln1(t)
+
+    leaf = x[:, :, None].expand_as(cot).clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(ln1(leaf), leaf, cot)
+    assert torch.allclose(norm_vjp(ln1, x, cot), expected, atol=1e-5)
+    assert torch.allclose(norm_vjp(Wrapped(), x, cot), expected, atol=1e-5)
