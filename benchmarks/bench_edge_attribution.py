@@ -134,6 +134,12 @@ embeddings (no hooks, no parameter gradients); when it exceeds 3, so must `eap`.
 {chr(10).join(targets)}
 
 {chr(10).join(lines)}
+
+`eap` over its floor: {", ".join(f"{r['eap_fwd'] / r['floor_fwd']:.2f}x on {r['model'][:3]}" for r in rows)} (the rest: the
+per-head outputs `z_h @ W_O[h]` of both runs, the per-input gradients through `W_Q`/`W_K`/`W_V` and
+the norms, the products with the output differences). With a floor near 3 on this CPU (a backward
+costs about twice a forward here) the first target cannot be met by any EAP that runs the corrupted
+input and a backward pass.
 """
     return text, ok_fwd and ok_speed and not busy
 
