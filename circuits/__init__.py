@@ -26,6 +26,11 @@ from circuits.causal_tracing import CausalTrace, causal_trace
 from circuits.linear_probe import LinearProbe, fit_linear_probe, probe_score, residual_states_at
 from circuits.logit_lens import LogitLens, logit_lens
 
+# Circuit discovery: edge attribution patching (Syed et al. 2023; Hanna et al. 2024) checked against exact
+# edge patching, circuits and their faithfulness.
+from circuits.edge_attribution import edge_attribution
+from circuits.faithfulness import circuit_faithfulness, faithfulness_curve, top_edges
+
 # Thread policy shared with interp: small CPU work on one intra-op thread.
 from circuits._parallel import one_thread
 
@@ -68,6 +73,11 @@ __all__ = [
     "logit_lens",
     "probe_score",
     "residual_states_at",
+    # circuits
+    "circuit_faithfulness",
+    "edge_attribution",
+    "faithfulness_curve",
+    "top_edges",
     # thread policy
     "one_thread",
     # model checks

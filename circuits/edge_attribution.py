@@ -1,0 +1,80 @@
+"""Edge attribution: how much each edge between components carries a behaviour.
+
+Definition (docs/scores.md, "Edge attribution"). Nodes: ``embed``, every head ``L{l}H{h}``, every
+MLP ``mlp{l}`` and the ``logits``; an edge runs from a node that writes to the residual stream
+into a node input that reads it later: a head's query, key or value input (``input`` = ``q``,
+``k``, ``v``), an MLP's input or the logits (``input`` = ``""``), each read before its
+LayerNorm (:mod:`circuits._edge_graph`). Patching an edge gives that one input the source's
+contribution from the corrupted run. With a metric ``m(logits)`` the score of an edge is the
+change of the metric when the edge alone is patched:
+
+    score(s -> i) = m(clean run, edge s -> i patched) - m(clean run)
+
+- ``exact``: that difference, one patched forward per edge (the ground truth).
+- ``eap`` (Syed et al. 2023, "Attribution patching outperforms automated circuit discovery"):
+  the first-order estimate ``sum_{batch, pos} (out_s(corrupted) - out_s(clean)) . dm/dx_i`` with
+  the gradient at the clean run; one forward with gradient, its backward and one corrupted forward.
+- ``eap-ig`` (Hanna et al. 2024, "Have faith in faithfulness", the variant that integrates over
+  the *inputs*): the gradient is averaged over ``ig_steps`` runs whose embedding output is
+  ``e' + k/n (e - e')`` for ``k = 1..n`` (``e`` clean, ``e'`` corrupted; ``k = n`` is the clean
+  run, so one step equals ``eap``), a Riemann sum of the integrated gradient along the straight
+  path between the corrupted and clean inputs.
+
+A positive score means patching the edge raises the metric (with a loss as metric: the edge
+carries the behaviour when its score is large and positive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from circuits._edge_gradients import gradient_scores
+from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_value, run_sources
+from circuits._edge_patching import exact_scores
+
+__all__ = ["METHODS", "edge_attribution"]
+
+METHODS = ("exact", "eap", "eap-ig")
+
+
+def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+                     metric: Callable[[torch.Tensor], torch.Tensor], method: str = "eap", *,
+                     ig_steps: int = 5) -> pd.DataFrame:
+    """Score every edge of ``model``'s graph: a DataFrame with columns source, target, input, score.
+
+    Args:
+        model: a ``HookedTransformer`` (attention-only or with MLPs, sequential or parallel
+            blocks, LayerNorm, RMSNorm or none). Its hook flags are set for the call and restored.
+        clean_tokens, corrupted_tokens: int (batch, pos) of the same shape, ``pos <= n_ctx``.
+        metric: ``metric(logits) -> 0-dim tensor`` (logits ``(batch, pos, d_vocab_out)`` of the
+            clean batch's shape); differentiable for ``eap`` and ``eap-ig``.
+        method: ``"exact"``, ``"eap"`` or ``"eap-ig"`` (module docstring).
+        ig_steps: the number of interpolation points of ``eap-ig`` (>= 1).
+
+    One row per edge, ordered by target input (forward order), then source; ``score`` is
+    float64 (module docstring for its sign). Raises ``TypeError``/``ValueError`` (one line) for
+    mismatched or out-of-range tokens, a metric that does not return a 0-dim tensor, an unknown
+    method, or a model whose residual stream does not split into these sources.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+        raise ValueError(f"ig_steps must be an int >= 1, got {ig_steps!r}")
+    model = check_edge_model(model)
+    clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
+    graph = build_graph(model)
+    frame = graph.edges()
+    _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
+    if method == "exact":
+        clean_logits, clean_out = run_sources(model, graph, clean)
+        m_clean = float(metric_value(metric, clean_logits))
+        scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
+    else:
+        scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else ig_steps)
+    frame["score"] = scores.astype(np.float64)
+    return frame

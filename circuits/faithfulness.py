@@ -1,0 +1,123 @@
+"""Circuits from edge scores, and how faithful they are.
+
+Definition (docs/scores.md, "Edge attribution"). A circuit is a set of edges of the graph of
+:func:`circuits.edge_attribution`, usually the top edges by ``|score|`` (:func:`top_edges`).
+Running the circuit means running the clean input with every edge *outside* it patched from the
+corrupted run (each input then reads, from a circuit edge, what its source writes in this run,
+and from any other edge what the source wrote on the corrupted run). Its faithfulness is
+
+    faithfulness = (m(circuit) - m(corrupted)) / (m(clean) - m(corrupted))
+
+1 when the circuit alone keeps the metric at its clean value, 0 when it does no better than the
+corrupted run; it can leave [0, 1] (a circuit without an edge that worked against the behaviour
+does better than the whole model). The empty circuit gives 0 and the whole graph 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_model, check_pair, metric_value, \
+    run_sources
+from circuits._edge_patching import patched_metrics
+
+__all__ = ["circuit_faithfulness", "faithfulness_curve", "top_edges"]
+
+
+def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | None = None) -> pd.DataFrame:
+    """The edges of ``scores`` by decreasing ``|score|`` (ties keep their order): the first ``k``,
+    those with ``|score| >= threshold``, or both conditions at once; all edges when neither is given.
+    """
+    missing = [c for c in [*EDGE_COLUMNS, "score"] if c not in getattr(scores, "columns", ())]
+    if missing:
+        raise ValueError(f"scores must be a DataFrame with columns source, target, input, score; missing {missing}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    ranked = scores.iloc[np.argsort(-scores["score"].abs().to_numpy(), kind="stable")]
+    if threshold is not None:
+        ranked = ranked[ranked["score"].abs() >= threshold]
+    if k is not None:
+        ranked = ranked.iloc[:k]
+    return ranked.reset_index(drop=True)
+
+
+def circuit_faithfulness(model: HookedTransformer, edges: pd.DataFrame | Iterable[Sequence[str]],
+                         clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+                         metric: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Faithfulness of the circuit made of ``edges`` (module docstring).
+
+    ``edges``: a DataFrame with columns source, target, input (as :func:`circuits.edge_attribution`
+    returns, or :func:`top_edges`), or (source, target, input) tuples; ``input`` is ``q``, ``k``,
+    ``v`` or ``""`` (a 2-tuple means ``""``). Raises ``ValueError`` naming an edge the model's graph
+    lacks, and when the clean and corrupted runs give the same metric (faithfulness undefined).
+    """
+    curve = _curve(model, [edges], clean_tokens, corrupted_tokens, metric)
+    return float(curve["faithfulness"].iloc[0])
+
+
+def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tokens: torch.Tensor,
+                       corrupted_tokens: torch.Tensor, metric: Callable[[torch.Tensor], torch.Tensor],
+                       sizes: Iterable[int] | None = None) -> pd.DataFrame:
+    """Faithfulness of the top-``k`` edges of ``scores`` by ``|score|`` for each ``k`` in ``sizes``.
+
+    Default sizes: 0..16, then powers of two, then the whole graph. Returns a DataFrame with
+    columns ``size``, ``faithfulness`` and ``metric`` (the circuit's metric), one row per size
+    in increasing order. The circuits run as copies of the batch (one forward per chunk of them).
+    """
+    ranked = top_edges(scores)
+    n = len(ranked)
+    if sizes is None:
+        sizes = sorted({*range(min(n, 16) + 1), *(2 ** j for j in range(n.bit_length()) if 2 ** j <= n), n})
+    sizes = sorted({int(s) for s in sizes})
+    if sizes and (sizes[0] < 0 or sizes[-1] > n):
+        raise ValueError(f"sizes must lie in [0, {n}] (the number of scored edges), got {sizes[0]}..{sizes[-1]}")
+    curve = _curve(model, [ranked.iloc[:k] for k in sizes], clean_tokens, corrupted_tokens, metric)
+    curve.insert(0, "size", sizes)
+    return curve
+
+
+def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+           metric: Callable) -> pd.DataFrame:
+    model = check_edge_model(model)
+    clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
+    graph = build_graph(model)
+    sets = np.stack([~_mask(graph, edges) & graph.upstream for edges in circuits])
+    with torch.no_grad():
+        clean_logits = model(clean)
+    corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
+    m_clean = float(metric_value(metric, clean_logits))
+    m_corrupted = float(metric_value(metric, corrupted_logits))
+    if m_clean == m_corrupted:
+        raise ValueError(f"the clean and corrupted runs give the same metric ({m_clean:g}): faithfulness is undefined")
+    values = np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric), dtype=np.float64)
+    return pd.DataFrame({"faithfulness": (values - m_corrupted) / (m_clean - m_corrupted), "metric": values})
+
+
+def _mask(graph: Graph, edges: pd.DataFrame | Iterable[Sequence[str]]) -> np.ndarray:
+    """Bool (n_sources, n_inputs): True on the given edges; an edge not in the graph is one error line."""
+    if isinstance(edges, pd.DataFrame):
+        missing = [c for c in EDGE_COLUMNS if c not in edges.columns]
+        if missing:
+            raise ValueError(f"edges must have columns source, target, input; missing {missing}")
+        rows = [(s, t, "" if i is None or (isinstance(i, float) and np.isnan(i)) else i)
+                for s, t, i in edges[EDGE_COLUMNS].itertuples(index=False)]
+    else:
+        rows = []
+        for edge in edges:
+            if isinstance(edge, str) or len(edge) not in (2, 3):
+                raise ValueError(f"an edge is (source, target, input) or (source, target), got {edge!r}")
+            rows.append((edge[0], edge[1], edge[2] if len(edge) == 3 else ""))
+    source_index = {name: s for s, name in enumerate(graph.sources)}
+    input_index = {(target, kind): i for i, (target, kind, _, _) in enumerate(graph.inputs)}
+    mask = np.zeros_like(graph.upstream)
+    for source, target, kind in rows:
+        s, i = source_index.get(source), input_index.get((target, kind))
+        if s is None or i is None or not graph.upstream[s, i]:
+            raise ValueError(f"edge {source} -> {target}{'.' + kind if kind else ''} is not an edge of this model")
+        mask[s, i] = True
+    return mask
