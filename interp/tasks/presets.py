@@ -224,10 +224,10 @@ MEMORIZATION_SIZES: list[tuple[int, int]] = [(8, 1), (16, 1), (24, 1), (32, 1)]
 MEMORIZATION_DATASETS: list[int] = [32, 64, 128, 256, 512]
 
 #: ``interp sweep`` defaults: the grid of each task (with its default preset and seed 0). For
-#: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.6k-153k bits at 2.37 bits/parameter)
+#: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.8k-158k bits at 2.44 bits/parameter)
 #: x training fractions 0.1-0.5 (8.7k-43.5k bits of labels, 3,831 x log2 113 = 26k at 0.3): the
-#: labels' bits run from 0.06x to 6.6x the capacity. 4.5 minutes on two workers, idle
-#: (docs/training.md, "Sweeps"); --seed 0,1 doubles it.
+#: labels' bits run from 0.06x to 6.4x the capacity (docs/training.md, "Sweeps"); --seed 0,1
+#: doubles the cells.
 SWEEP_GRIDS: dict[str, dict[str, list]] = {
     "modadd": {"d_model": [8, 16, 32, 64], "frac_train": [0.1, 0.3, 0.5]},
 }
