@@ -140,12 +140,13 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
         # 0.10 at step 1,600, 0.56 at 2,600; score -0.10 -> -0.45 nats); the cooldown settles
         # them: seeds 0-2 end at prefix matching 0.70-0.81, score -0.50 to -0.56, the two change
         # points 5-10 % of the run apart. Random positions: no previous-token head in 1,000 steps.
-        # docs/training.md has the curves; BENCHMARKS.md the seeds of the preset itself.
+        # docs/training.md has the curves; BENCHMARKS.md ("Training on text") seed 0 of the preset itself.
         "default": TrainOptions(
             task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
             batch_size=4, eval_every=100, checkpoint_every=200,
         ),
         # The same with a ReLU MLP of width 256 in both layers (interp.tasks.text.PRESET_MODELS).
+        # No benchmark or document measures its training.
         "mlp": TrainOptions(
             task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
             batch_size=4, eval_every=100, checkpoint_every=200,
