@@ -89,7 +89,8 @@ def test_benchmark_sections_cited_exist(document):
 
 
 def _definitions() -> str:
-    return "\n".join(p.read_text(encoding="utf-8") for pkg in ("interp", "circuits") for p in (ROOT / pkg).rglob("*.py"))
+    files = [p for pkg in ("interp", "circuits") for p in (ROOT / pkg).rglob("*.py")]
+    return "\n".join(p.read_text(encoding="utf-8") for p in files)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)

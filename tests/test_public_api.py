@@ -189,7 +189,8 @@ def defines(path: Path, name: str) -> bool:
     """Whether the module at ``path`` defines ``name`` (def, class, assignment) or imports it by name."""
     source = path.read_text(encoding="utf-8")
     n = re.escape(name)
-    return bool(re.search(rf"^\s*(?:async\s+)?(?:def|class)\s+{n}\b|^\s*{n}\s*(?::[^=\n]*)?=(?!=)", source, re.MULTILINE)
+    definition = rf"^\s*(?:async\s+)?(?:def|class)\s+{n}\b|^\s*{n}\s*(?::[^=\n]*)?=(?!=)"
+    return bool(re.search(definition, source, re.MULTILINE)
                 or re.search(rf"^\s*from\s+\S+\s+import\s+\(?[^)]*?\b{n}\b", source, re.MULTILINE))
 
 
