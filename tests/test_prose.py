@@ -1,7 +1,7 @@
 """Every sentence true: the figures the README and docs/ state, checked against their sources.
 
 - the README's recipe table ("Models and recipes") against ``interp.tasks.presets.PRESETS``;
-- a time quoted in prose (README.md, docs/*.md, outside code blocks) cites ``BENCHMARKS.md`` in
+- a time quoted in prose (README.md, docs/*.md, notebook markdown; outside code blocks) cites ``BENCHMARKS.md`` in
   its sentence (a table row: in the row or in the paragraph just before the table), unless it is
   a target (``<= 60 s``) or a constant of the code;
 - a bare private name in backticks (``_ablated_losses``) is defined in ``interp/`` or ``circuits/``;
@@ -175,3 +175,12 @@ def test_readme_recipe_table_matches_the_presets():
                                                                                   cmp_.weight_decay)
     assert "cooldown" in row and cmp_.lr_schedule == "cooldown"
     assert _find(r"([\d,]+) steps of (\d+)", row) == (cmp_.steps, cmp_.batch_size)
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_times_in_notebook_markdown_cite_benchmarks(notebook):
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+    bad = uncited_times("\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+    assert not bad, f"{notebook}: times without a BENCHMARKS.md reference:\n" + "\n".join(bad)
