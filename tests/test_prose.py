@@ -1,8 +1,8 @@
 """Every sentence true: the figures the README and docs/ state, checked against their sources.
 
 - the README's recipe table ("Models and recipes") against ``interp.tasks.presets.PRESETS``;
-- a time quoted in prose (README.md, docs/*.md, notebook markdown; outside code blocks) cites ``BENCHMARKS.md`` in
-  its sentence (a table row: in the row or in the paragraph just before the table), unless it is
+- a time quoted in prose (README.md, docs/*.md, notebook markdown; outside code blocks) cites
+  ``BENCHMARKS.md`` in its sentence (a table row: in the row or in the paragraph just before the table), unless it is
   a target (``<= 60 s``) or a constant of the code;
 - a bare private name in backticks (``_ablated_losses``) is defined in ``interp/`` or ``circuits/``;
 - a "BENCHMARKS.md, "Heading"" citation names a section BENCHMARKS.md has;
