@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_average, load_note, machine, markdown_table, write_section  # noqa: E402
+from common import load_average, load_note, machine, markdown_table, minutes, write_section  # noqa: E402
 
 from interp.cli import main as interp_main  # noqa: E402
 from interp.experiments.memorization import capacity_table, fit_bits_per_parameter, read_cells  # noqa: E402
@@ -78,10 +78,12 @@ def main() -> None:
     fits = {s: fit_bits_per_parameter(c) for s, c in capacities.items()}
     values = pd.Series(fits)
     lo, hi = PAPER_RANGE
+    spent = (f"{minutes(seconds)} for what was not already in `DIR`" if seconds >= 1 else
+             "Every run was already in `DIR`, so nothing was trained")
     text = f"""## Capacity convergence (`python benchmarks/bench_capacity_convergence.py --root DIR`)
 
-{machine()}. {load_note(before, after)} {seconds / 60:.1f} minutes for what was not already in
-`DIR` (runs are kept and reused, so this time is not the cost of the check). `interp memorization`
+{machine()}. {load_note(before, after)} {spent}
+(runs are kept and reused, so no time here is the cost of the check). `interp memorization`
 defaults, seeds {", ".join(map(str, seeds))}; then each model's capacity cell of seed {seeds[0]} again with
 `--budget {BUDGET}` ({BUDGET}x the step budget and the plateau window).
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
+from common import is_busy, load_average, load_note, machine, markdown_table, minutes, verdict, write_section  # noqa: E402
 
 from interp.cli import main as interp_main  # noqa: E402
 from interp.experiments.memorization import (
@@ -61,7 +61,7 @@ growth over {cell.plateau_window} steps, then lr / 10, {cell.lr_drops} times). E
 
 | what | figure |
 |---|---|
-| whole default sweep, {len(cells)} cells (target <= 20 min) | **{seconds / 60:.1f} min**: {verdict(seconds <= 1200, is_busy(before))} |
+| whole default sweep, {len(cells)} cells (target <= 20 min) | **{minutes(seconds)}**: {verdict(seconds <= 1200, is_busy(before))} |
 | fitted capacity, bits per parameter (Morris et al. 2025, fp32: 2.86-4.23) | **{slope:.2f}** |
 
 Capacity per model (the largest total memorised bits over its data sets; `saturated` = that

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_busy, load_average, load_note, machine, verdict, write_section  # noqa: E402
+from common import is_busy, load_average, load_note, machine, seeds_label, verdict, write_section  # noqa: E402
 
 from interp import load_model  # noqa: E402
 from interp.detectors.reasoning.context import run_context  # noqa: E402
@@ -114,7 +114,7 @@ def markdown(runs: list[dict], before: tuple[float, float, float], after: tuple[
         target = ("train >= 0.99, ID >= 0.9, OOD <= 0.3, ID 0.9 >= 2x later than train 0.99" if task == "composition"
                   else "ID >= 0.8 and OOD >= 0.8")
         ok = all(meets(r) for r in mine)
-        rows.append(f"| {task}: {target}, every seed | {'yes' if ok else 'no'} | {judged(ok, False)} |")
+        rows.append(f"| {task}: {target}, {seeds_label(r['seed'] for r in mine)} | {'yes' if ok else 'no'} | {judged(ok, False)} |")
     shortened = (f" **Shortened to {steps} steps with `--steps`: a check of the script, not the presets' figures.**"
                  if steps is not None else "")
     return f"""## Implicit reasoning (`python benchmarks/bench_reasoning.py`)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_of, is_busy, load_average, load_note, machine, verdict, write_section  # noqa: E402
+from common import best_of, is_busy, load_average, load_note, machine, seeds_label, verdict, write_section  # noqa: E402
 
 from circuits import grokking_phases, prefix_matching_scores, repeated_token_loss  # noqa: E402
 from interp import build_model, load_model, modadd_config, run_progress_measures  # noqa: E402
@@ -178,6 +178,7 @@ def text_markdown(runs: list[dict], before: tuple[float, float, float], after: t
     icl_ok = all(r["icl"] <= -0.2 for r in runs)
     gap_ok = all(r["gap"] <= 0.15 for r in runs)
     options = preset("text")
+    label = seeds_label(r["seed"] for r in runs)
     text = f"""## Training on text (`python benchmarks/bench_training.py --only text`)
 
 {machine()}. {load_note(before, after)} One process; real runs of the text `default` preset
@@ -187,9 +188,9 @@ checkpoints included; then every checkpoint scored with the `heads` and `text` d
 | what | figure | target |
 |---|---|---|
 | slowest whole run | {slowest:.0f} s | <= 600 s (goal 240): {verdict(slowest <= 600, busy)} |
-| best prefix matching at the last checkpoint >= 0.6, every seed | {'yes' if pm_ok else 'no'} | {verdict(pm_ok, False)} |
-| in-context learning score at the last checkpoint <= -0.2 nats, every seed | {'yes' if icl_ok else 'no'} | {verdict(icl_ok, False)} |
-| change points of prefix matching and of the score within 15 % of the run, every seed | {'yes' if gap_ok else 'no'} | {verdict(gap_ok, False)} |
+| best prefix matching at the last checkpoint >= 0.6, {label} | {'yes' if pm_ok else 'no'} | {verdict(pm_ok, False)} |
+| in-context learning score at the last checkpoint <= -0.2 nats, {label} | {'yes' if icl_ok else 'no'} | {verdict(icl_ok, False)} |
+| change points of prefix matching and of the score within 15 % of the run, {label} | {'yes' if gap_ok else 'no'} | {verdict(gap_ok, False)} |
 
 Per seed (the change points by `interp.icl_change_points`: steepest rise of the best
 prefix-matching score, steepest fall of the in-context learning score, both by
@@ -268,16 +269,16 @@ and checkpoints included.
 
 | what | figure | target |
 |---|---|---|
-| modadd epoch (3,830 pairs, forward + backward + AdamW), last-position forward | {fast * 1e3:.1f} ms | |
+| modadd epoch ({int(train_mask(113, 0.3, 0).sum()):,} pairs, forward + backward + AdamW), last-position forward | {fast * 1e3:.1f} ms | |
 | same, full `HookedTransformer` forward | {full * 1e3:.1f} ms ({full / fast:.2f}x slower) | |
 | modadd default: seeds reaching 99 % test accuracy within the run | {len(reached)} of {len(groks)} | all: {verdict(len(reached) == len(groks), busy)} |
 | modadd default: median seconds to 99 % test accuracy | {median:.1f} s | <= 60 s: {verdict(median <= 60, busy)} |
 | modadd default: slowest seed | {slowest:.1f} s | <= 120 s: {verdict(slowest <= 120, busy)} |
-| modadd default: test 99 % >= 2x train 99 % (grokking, not plain learning), every seed | {'yes' if grokking else 'no'} | {verdict(grokking, False)} |
-| modadd default: three phases located (`circuits.grokking_phases`), every seed | {'yes' if phased else 'no'} | {verdict(phased, False)} |
+| modadd default: test 99 % >= 2x train 99 % (grokking, not plain learning), {seeds_label(g['seed'] for g in groks)} | {'yes' if grokking else 'no'} | {verdict(grokking, False)} |
+| modadd default: three phases located (`circuits.grokking_phases`), {seeds_label(g['seed'] for g in groks)} | {'yes' if phased else 'no'} | {verdict(phased, False)} |
 | canonical recipe (`nanda2023`): full-forward epoch x ~{PAPER_EPOCHS:,} epochs to 99 % test | {canonical:.0f} s ({canonical / median:.0f}x the default's median) | |
-| induction default: best layer-1 prefix matching >= 0.8 and second-copy loss <= 1 nat at L = {', '.join(map(str, REPEATS))}, every seed | {'yes' if copies else 'no'} | {verdict(copies, False)} |
-| induction default: best prefix matching < 0.3 at the first checkpoint, every seed | {'yes' if starts_low else 'no'} | {verdict(starts_low, False)} |
+| induction default: best layer-1 prefix matching >= 0.8 and second-copy loss <= 1 nat at L = {', '.join(map(str, REPEATS))}, {seeds_label(r['seed'] for r in inductions)} | {'yes' if copies else 'no'} | {verdict(copies, False)} |
+| induction default: best prefix matching < 0.3 at the first checkpoint, {seeds_label(r['seed'] for r in inductions)} | {'yes' if starts_low else 'no'} | {verdict(starts_low, False)} |
 | induction default: slowest whole run | {ind_slowest:.1f} s | <= 60 s: {verdict(ind_slowest <= 60, busy)} |
 
 Modular addition, default preset, per seed (epochs; the phases from the progress measures of the

@@ -66,6 +66,25 @@ def verdict(ok: bool, busy: bool) -> str:
     return "not judged (busy)" if busy else "ok"
 
 
+def seeds_label(seeds) -> str:
+    """The seeds a row was measured on, as its label says them: ``seed 0``, ``seeds 0-9``, ``seeds 0, 2``.
+
+    A row judged over several runs names exactly the seeds it ran, never "every seed"."""
+    seeds = sorted(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("no seeds")
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def minutes(seconds: float) -> str:
+    """A duration for a benchmark's prose: ``45 s`` under two minutes, else ``12.6 min``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def write_section(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help="the recipe every cell starts from (default: default)")
     _out_dir(p, "sweep", "directory for runs/, runs.csv and sweep.html; finished cells are kept")
     p.add_argument("--bits-per-parameter", type=float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
-                   help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}, measured by interp memorization, "
-                        "BENCHMARKS.md; Morris et al. 2025: 3.6)")
+                   help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}: BENCHMARKS.md, "
+                        "'Memorisation capacity'; Morris et al. 2025: 3.6)")
     _workers(p)
     _device(p, "where each cell trains")
     _quiet(p)

@@ -236,3 +236,22 @@ if __name__ == "__main__":
     print("\n".join(arrow_lines(package_graph(module_graph()))))
     print("```")
     sys.exit(0)
+
+
+def test_the_circuits_names_outside_its_all_that_interp_imports_are_the_ones_the_docs_list():
+    """docs/architecture.md names every circuits helper outside ``circuits.__all__`` that interp imports."""
+    import circuits
+
+    modules = module_files()
+    used = set()
+    for name, path in modules.items():
+        if name.split(".")[0] != "interp":
+            continue
+        for target, imported in imports_of(name, path, modules):
+            public = imported if target == "circuits" else target.removeprefix("circuits.") if not imported else None
+            if target.split(".")[0] != "circuits" or public in circuits.__all__:  # `from circuits import logit_lens`
+                continue
+            used.add(f"{target}.{imported}" if imported else target)  # a name, or a module imported whole
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(circuits\.[\w.]+)`", doc[doc.index("keeps off its top-level list"):][:400]))
+    assert used == named, f"interp imports {sorted(used)}; docs/architecture.md lists {sorted(named)}"

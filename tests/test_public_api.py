@@ -185,14 +185,22 @@ TEST_REFERENCE = re.compile(r"\b(tests/\w+\.py)::(test_\w+)")
 FILE_REFERENCE = re.compile(r"\b((?:interp|circuits)/[a-z_/]+\.py)(?:::([A-Za-z_][\w.]*))?")
 
 
+def defines(path: Path, name: str) -> bool:
+    """Whether the module at ``path`` defines ``name`` (def, class, assignment) or imports it by name."""
+    source = path.read_text(encoding="utf-8")
+    n = re.escape(name)
+    definition = rf"^\s*(?:async\s+)?(?:def|class)\s+{n}\b|^\s*{n}\s*(?::[^=\n]*)?=(?!=)"
+    return bool(re.search(definition, source, re.MULTILINE)
+                or re.search(rf"^\s*from\s+\S+\s+import\s+\(?[^)]*?\b{n}\b", source, re.MULTILINE))
+
+
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_document_references_resolve(document):
     text = (ROOT / document).read_text(encoding="utf-8")
     bad = unresolved_references(text)
     assert not bad, f"{document} names what does not exist: {sorted(set(bad))}"
     missing = [f"{path}::{name}" if name else path for path, name in FILE_REFERENCE.findall(text)
-               if not (ROOT / path).is_file() or (name and not re.search(rf"\b{re.escape(name.split('.')[0])}\b",
-                                                                          (ROOT / path).read_text(encoding="utf-8")))]
+               if not (ROOT / path).is_file() or (name and not defines(ROOT / path, name.split(".")[0]))]
     assert not missing, f"{document} names files or names in them that do not exist: {sorted(set(missing))}"
     tests = [f"{path}::{name}" for path, name in TEST_REFERENCE.findall(text)
              if not (ROOT / path).is_file() or not re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(
@@ -208,6 +216,9 @@ def test_reference_extraction():
     assert not resolves("interp.fast_forward") and not resolves("interp.runs.read_run_info")
     assert resolves("interp.__main__") and not resolves("interp.tasks.__main__")
     assert unresolved_references(text) == []
+    here = ROOT / "circuits" / "progress.py"
+    assert defines(here, "progress_measures") and defines(here, "gini")  # defined; imported by name
+    assert not defines(here, "repeated_loss") and not defines(ROOT / "circuits" / "ablation.py", "_repeated_loss")
 
 
 if __name__ == "__main__":  # the unresolved references of README.md and docs/*.md

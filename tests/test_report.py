@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER, PAPER_BITS_PER_PARAMETER
 from interp.cli import main
 from interp.detectors.registry import DETECTORS
 from interp.base.page import ReportFigure
@@ -112,7 +113,7 @@ def test_the_report_draws_the_circuits_of_the_final_checkpoints(tiny_table):
     bits_figure = figures["memorised bits"].figure
     drawn = [s.y0 for s in bits_figure.layout.shapes if s.line.dash == "dash"]
     note = " ".join(a.text for a in bits_figure.layout.annotations if a.text.startswith("off the scale"))
-    for capacity in (2.37 * params, 3.6 * params):  # a line, or named in the note when far above the curve
+    for capacity in (MEASURED_BITS_PER_PARAMETER * params, PAPER_BITS_PER_PARAMETER * params):  # a line, or named in the note when far above the curve
         assert any(y == pytest.approx(capacity) for y in drawn) or f"{capacity:,.0f} bits" in note
     final = fourier_report(load_model(mod / "checkpoints" / "step_000010.safetensors"))
     spectrum = figures["Fourier spectrum"].figure

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER
 from interp.tasks.models import config_to_dict, modadd_config
 from interp.tasks.presets import preset
 from interp.analysis.split_memorization import capacity_bits, dataset_bits, memorized_bits
@@ -27,7 +28,7 @@ def test_memorized_bits_by_hand():
     # the default split: 3,831 of 113^2 pairs, log2 113 bits per label
     assert dataset_bits(3831, 113) == pytest.approx(26128.106, abs=1e-3)
     assert dataset_bits(0, 113) == 0.0 and dataset_bits(10, 1) == 0.0
-    assert capacity_bits(1000) == pytest.approx(2370.0) and capacity_bits(1000, 3.6) == pytest.approx(3600.0)
+    assert capacity_bits(1000) == pytest.approx(1000 * MEASURED_BITS_PER_PARAMETER) and capacity_bits(1000, 3.6) == pytest.approx(3600.0)
     with pytest.raises(ValueError, match="n_train"):
         memorized_bits(0.1, 0.2, -1, 113)
     with pytest.raises(ValueError, match="n_classes"):
@@ -56,7 +57,8 @@ def test_run_summary_of_hand_made_metrics(tmp_path):
     assert row["peak_memorized_bits"] == pytest.approx(10 * (math.log(5) - 0.2) / math.log(2)) and row["peak_step"] == 10
     assert row["peak_memorized_bits"] <= row["dataset_bits"]
     assert row["train99_step"] == 10 and row["test99_step"] == 30 and row["steps"] == 30
-    assert row["capacity_bits"] == pytest.approx(2.37 * 289) and row["bits_per_parameter"] == 2.37
+    assert row["capacity_bits"] == pytest.approx(MEASURED_BITS_PER_PARAMETER * 289)
+    assert row["bits_per_parameter"] == MEASURED_BITS_PER_PARAMETER
 
 
 def test_the_fourier_detector_writes_the_bits(tiny_runs):

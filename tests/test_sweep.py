@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import interp.experiments.sweep as sweep_module
+from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER
 from interp.cli import main
 from interp.runs.layout import list_checkpoints
 from interp.experiments.sweep import parse_grid, read_sweep, sweep, sweep_cells, sweep_table
@@ -60,13 +61,13 @@ def test_killed_sweep_resumes_keeping_finished_cells(tmp_path, monkeypatch):
     table = result.table
     assert list(table["cell"]) == list(CELLS) and list(table["d_model"]) == [4, 8] and (table["error"] == "").all()
     assert (table["steps"] == 12).all() and (table["params"] > 0).all()
-    assert (table["capacity_bits"] == 2.37 * table["params"]).all()
+    assert (table["capacity_bits"] == MEASURED_BITS_PER_PARAMETER * table["params"]).all()
     assert (table["dataset_bits"] > 0).all() and (table["peak_memorized_bits"] >= 0).all()
     metrics = pd.read_csv(tmp_path / "runs" / killed / "metrics.csv")
     assert metrics["step"].iloc[-1] == 12 and metrics["step"].is_unique  # resumed to the end, no row twice
     page = result.page.read_text()
     assert "Steps to grokking" in page and "Peak memorised bits against capacity" in page
-    assert "2.37 bits per parameter (measured by interp memorization" in page and page.count("<figcaption>") == 2
+    assert f"{MEASURED_BITS_PER_PARAMETER} bits per parameter (measured by interp memorization" in page and page.count("<figcaption>") == 2
 
 
 def test_a_failing_cell_is_an_error_row_and_the_sweep_goes_on(tmp_path, monkeypatch):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 __all__ = ["CAPACITY_SOURCES", "MEASURED_BITS_PER_PARAMETER", "PAPER_BITS_PER_PARAMETER"]
 
-#: ``interp memorization``'s fitted capacity of the toolkit's GPT-style models of 2.2k-11k
-#: parameters (fp32, random sequences; 2.35-2.37 over 3 seeds). The figure rises with size:
-#: with d_model 32 (18k parameters, 2.48-2.57) in the default sizes the fit is 2.47 (2.44-2.49
-#: over 3 seeds, ``BENCHMARKS.md``, "Capacity convergence"). Kept at the smaller models' figure,
-#: which the sweep's capacities and notebook 02 were measured with; 4 % lower than the new fit.
-MEASURED_BITS_PER_PARAMETER = 2.37
-#: Morris et al. 2025's capacity of GPT-style models (bits per parameter; 2.86-4.23 by configuration).
+#: ``interp memorization``'s fitted capacity (fp32, random sequences) of its default GPT-style
+#: models (d_model 8-32, 2.2k-18k parameters), seed 0: the row "fitted capacity, bits per
+#: parameter" of ``BENCHMARKS.md``, "Memorisation capacity" (written by
+#: ``benchmarks/bench_memorization.py``). Seeds 0-2 give 2.44-2.49 (``BENCHMARKS.md``, "Capacity
+#: convergence"). Until 2026-12-06 this was 2.37, a fit without d_model 32 that no benchmark
+#: printed; ``docs/data/sweep_modadd_seed0.csv`` was computed with it (its ``bits_per_parameter``).
+MEASURED_BITS_PER_PARAMETER = 2.44
+#: Morris et al. 2025's headline capacity of GPT-style models (bits per parameter; 2.86-4.23 across
+#: their fp32 configurations, the range ``BENCHMARKS.md`` compares with).
 PAPER_BITS_PER_PARAMETER = 3.6
 #: Where each capacity figure comes from, for captions and legends.
 CAPACITY_SOURCES = {

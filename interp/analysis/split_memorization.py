@@ -17,8 +17,8 @@ checkpoint, from the mean losses on the two splits:
 - :func:`capacity_bits`: ``bits_per_parameter x parameters``: the line a model's memorised bits
   cannot cross if the capacity figure holds for it.
 
-The capacity figure is named wherever it is used: :data:`MEASURED_BITS_PER_PARAMETER` (2.37,
-``interp memorization``'s fitted figure on 2-11k-parameter GPT-style models, ``BENCHMARKS.md``,
+The capacity figure is named wherever it is used: :data:`MEASURED_BITS_PER_PARAMETER` (2.44,
+``interp memorization``'s fitted figure on 2-18k-parameter GPT-style models, ``BENCHMARKS.md``,
 "Memorisation capacity") by default, and :data:`PAPER_BITS_PER_PARAMETER` (3.6, Morris et al.)
 for comparison. The definitions are in ``docs/scores.md`` (fourier detector).
 """
@@ -89,8 +89,8 @@ def memorized_bits(train_loss, test_loss, n_train: int, n_classes: int):
 def capacity_bits(params: int, bits_per_parameter: float = MEASURED_BITS_PER_PARAMETER) -> float:
     """``bits_per_parameter * params``: the most a model of ``params`` parameters can memorise.
 
-    Range ``[0, inf)``. Default figure: :data:`MEASURED_BITS_PER_PARAMETER` (2.37, this toolkit's
-    measurement on 2-11k-parameter models); Morris et al. 2025 measure 3.6
+    Range ``[0, inf)``. Default figure: :data:`MEASURED_BITS_PER_PARAMETER` (2.44, this toolkit's
+    measurement on 2-18k-parameter models, ``BENCHMARKS.md``, "Memorisation capacity"); Morris et al. 2025 measure 3.6
     (:data:`PAPER_BITS_PER_PARAMETER`) on models of 100k parameters and up. Neither was measured
     on the modadd architecture (no LayerNorm, ReLU): it is a reference line, not a measurement.
     """

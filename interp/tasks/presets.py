@@ -140,12 +140,13 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
         # 0.10 at step 1,600, 0.56 at 2,600; score -0.10 -> -0.45 nats); the cooldown settles
         # them: seeds 0-2 end at prefix matching 0.70-0.81, score -0.50 to -0.56, the two change
         # points 5-10 % of the run apart. Random positions: no previous-token head in 1,000 steps.
-        # docs/training.md has the curves; BENCHMARKS.md the seeds of the preset itself.
+        # docs/training.md has the curves; BENCHMARKS.md ("Training on text") seed 0 of the preset itself.
         "default": TrainOptions(
             task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
             batch_size=4, eval_every=100, checkpoint_every=200,
         ),
         # The same with a ReLU MLP of width 256 in both layers (interp.tasks.text.PRESET_MODELS).
+        # No benchmark or document measures its training.
         "mlp": TrainOptions(
             task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
             batch_size=4, eval_every=100, checkpoint_every=200,
@@ -224,10 +225,10 @@ MEMORIZATION_SIZES: list[tuple[int, int]] = [(8, 1), (16, 1), (24, 1), (32, 1)]
 MEMORIZATION_DATASETS: list[int] = [32, 64, 128, 256, 512]
 
 #: ``interp sweep`` defaults: the grid of each task (with its default preset and seed 0). For
-#: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.6k-153k bits at 2.37 bits/parameter)
+#: modadd, widths 8-64 (2.8k-65k parameters; capacity 6.8k-158k bits at 2.44 bits/parameter)
 #: x training fractions 0.1-0.5 (8.7k-43.5k bits of labels, 3,831 x log2 113 = 26k at 0.3): the
-#: labels' bits run from 0.06x to 6.6x the capacity. 4.5 minutes on two workers, idle
-#: (docs/training.md, "Sweeps"); --seed 0,1 doubles it.
+#: labels' bits run from 0.06x to 6.4x the capacity (docs/training.md, "Sweeps"); --seed 0,1
+#: doubles the cells.
 SWEEP_GRIDS: dict[str, dict[str, list]] = {
     "modadd": {"d_model": [8, 16, 32, 64], "frac_train": [0.1, 0.3, 0.5]},
 }

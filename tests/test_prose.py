@@ -1,0 +1,186 @@
+"""Every sentence true: the figures the README and docs/ state, checked against their sources.
+
+- the README's recipe table ("Models and recipes") against ``interp.tasks.presets.PRESETS``;
+- a time quoted in prose (README.md, docs/*.md, notebook markdown; outside code blocks) cites
+  ``BENCHMARKS.md`` in its sentence (a table row: in the row or in the paragraph just before the table), unless it is
+  a target (``<= 60 s``) or a constant of the code;
+- a bare private name in backticks (``_ablated_losses``) is defined in ``interp/`` or ``circuits/``;
+- a "BENCHMARKS.md, "Heading"" citation names a section BENCHMARKS.md has;
+- the capacity figure the prose quotes is the one in code.
+
+(Files and ``module.name`` references are resolved by ``tests/test_public_api.py``.)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from interp.analysis.capacity_figures import MEASURED_BITS_PER_PARAMETER, PAPER_BITS_PER_PARAMETER
+from interp.tasks.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+
+#: A duration: ``269 s``, ``12.6 min``, ``6-9 minutes``, ``350 ms``.
+TIME = re.compile(r"(?<![\w.])~?\d[\d,.]*(?:\s?-\s?\d[\d,.]*)?\s?(?:ms|s|min|minutes?|seconds?|hours?)\b")
+#: What may carry a time without citing BENCHMARKS.md: a target, or a constant of the code.
+NOT_A_MEASUREMENT = re.compile(r"(?:<=|>=|<|>|\bunder|\bwithin|\bat most)\s*~?$|`[A-Z_]+` = $")
+
+
+def _without_code(text: str) -> str:
+    return re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+
+
+def _sentences(paragraph: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z`(*\[])", " ".join(paragraph.split()))
+
+
+def uncited_times(text: str) -> list[str]:
+    """The times of ``text``'s prose whose sentence (table row: row or the paragraph before the
+    table) does not cite BENCHMARKS.md."""
+    bad = []
+    before_table = ""
+    for block in re.split(r"\n\s*\n", _without_code(text)):
+        lines = block.strip().splitlines()
+        rows = [line for line in lines if line.startswith("|")]
+        prose = "\n".join(line for line in lines if not line.startswith("|"))
+        units = [(row, row + " " + before_table) for row in rows]
+        for item in re.split(r"\n(?=- )", prose):
+            units += [(s, s) for s in _sentences(item)]
+        for shown, context in units:
+            for m in TIME.finditer(shown):
+                if "BENCHMARKS" in context or NOT_A_MEASUREMENT.search(shown[: m.start()]):
+                    continue
+                bad.append(f"{m.group(0)!r} in: {shown[:160]}")
+        if prose.strip():
+            before_table = _sentences(prose)[-1] if not rows else before_table
+    return bad
+
+
+def test_the_time_check_finds_uncited_times():
+    text = ("A run took 269 s (`BENCHMARKS.md`, \"Training\"). Another took 40 s.\n\n"
+            "Target: <= 60 s.\n\n```bash\ninterp demo  # 5 min\n```\n\n"
+            "Seed 0 (`BENCHMARKS.md`, \"Training\"):\n\n| seed | time |\n|---|---|\n| 0 | 16.3 s |\n\n"
+            "Measured once:\n\n| seed | time |\n|---|---|\n| 1 | 17.6 s |\n")
+    assert [b.split(" in: ")[0] for b in uncited_times(text)] == ["'40 s'", "'17.6 s'"]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_times_in_prose_cite_benchmarks(document):
+    bad = uncited_times((ROOT / document).read_text(encoding="utf-8"))
+    assert not bad, f"{document}: times without a BENCHMARKS.md reference:\n" + "\n".join(bad)
+
+
+def _benchmark_headings() -> set[str]:
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    return {re.sub(r"\s*\(.*$", "", h).strip() for h in re.findall(r"^## (.+)$", text, re.MULTILINE)}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_benchmark_sections_cited_exist(document):
+    text = " ".join((ROOT / document).read_text(encoding="utf-8").split())
+    cited = re.findall(r"BENCHMARKS\.md`?,? \(?\"([^\"]+)\"", text)
+    headings = _benchmark_headings()
+    missing = sorted({c for c in cited if c not in headings})
+    assert not missing, f"{document} cites BENCHMARKS.md sections that do not exist: {missing}; have {sorted(headings)}"
+
+
+def _definitions() -> str:
+    files = [p for pkg in ("interp", "circuits") for p in (ROOT / pkg).rglob("*.py")]
+    return "\n".join(p.read_text(encoding="utf-8") for p in files)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_private_names_in_docs_are_defined(document):
+    text = (ROOT / document).read_text(encoding="utf-8")
+    names = set(re.findall(r"`(_[a-z]\w*)(?:\(\))?`", text))
+    code = _definitions()
+    missing = sorted(n for n in names if not re.search(rf"^\s*(?:def|class) {n}\b|^{n}\s*[:=]", code, re.MULTILINE))
+    assert not missing, f"{document} names private functions that do not exist: {missing}"
+
+
+def test_capacity_figures_in_prose_are_the_constants():
+    """The measured capacity is quoted as the constant, and the benchmark prints the constant."""
+    bench = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    fitted = re.search(r"\| fitted capacity, bits per parameter [^|]*\| \*\*([\d.]+)\*\* \|", bench)
+    assert fitted and float(fitted.group(1)) == MEASURED_BITS_PER_PARAMETER
+    for document in DOCUMENTS:
+        text = (ROOT / document).read_text(encoding="utf-8")
+        for m in re.finditer(r"(\d\.\d+) bits(?: per |/)param", text):
+            value = float(m.group(1))
+            context = text[max(0, m.start() - 300): m.end() + 300]
+            assert value in (MEASURED_BITS_PER_PARAMETER, PAPER_BITS_PER_PARAMETER) or "2.37" in m.group(1) and (
+                "when this sweep ran" in context or "(2.44 now)" in context or "stored" in context), (
+                f"{document}: capacity {value} bits per parameter is neither constant: ...{context}...")
+
+
+# -- the README's recipe table ---------------------------------------------------------------------
+
+
+def _recipe_rows() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("### Models and recipes"):].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[2]
+    return rows
+
+
+def _number(text: str) -> float:
+    text = text.replace(",", "")
+    return float(text[:-1]) * 1000 if text.endswith("k") else float(text)
+
+
+def _find(pattern: str, row: str) -> tuple[float, ...]:
+    m = re.search(pattern, row)
+    assert m, f"the README's recipe row no longer says {pattern!r}: {row}"
+    return tuple(_number(g) for g in m.groups())
+
+
+def test_readme_recipe_table_matches_the_presets():
+    rows = _recipe_rows()
+    assert set(rows) == {"induction", "text", "modadd", "reasoning"}
+
+    ind = PRESETS["induction"]["default"]
+    assert _find(r"lr ([\d.e-]+) decaying linearly", rows["induction"]) == (ind.lr,) and ind.lr_schedule == "linear"
+    assert _find(r"([\d,]+) steps of (\d+) sequences", rows["induction"]) == (ind.steps, ind.batch_size)
+
+    grok = PRESETS["modadd"]["default"]
+    row = rows["modadd"].split("`nanda2023`")[0]
+    assert _find(r"full batch on (\d+) % of pairs", row) == (100 * grok.frac_train,) and grok.batch_size is None
+    assert _find(r"lr ([\d.e-]+)", row) == (grok.lr,)
+    assert _find(r"weight decay rising linearly from ([\d.]+) to ([\d.]+)", row) == (grok.weight_decay,
+                                                                                    grok.weight_decay_end)
+    assert grok.weight_decay_ramp_start == 0
+    assert _find(r"α ([\d.]+), λ ([\d.]+)", row) == (grok.grokfast_alpha, grok.grokfast_lambda)
+    assert _find(r"([\d,]+) epochs", row) == (grok.steps,)
+    paper = PRESETS["modadd"]["nanda2023"]
+    row = rows["modadd"].split("`nanda2023`")[1]
+    assert _find(r"lr ([\d.e-]+), wd ([\d.]+), ([\d.]+k?) epochs", row) == (paper.lr, paper.weight_decay, paper.steps)
+
+    comp, cmp_ = PRESETS["composition"]["default"], PRESETS["comparison"]["default"]
+    row = rows["reasoning"].split("`comparison`")[0]
+    assert _find(r"(\d+) entities", row) == (comp.n_entities,)
+    assert _find(r"lr ([\d.e-]+) with betas \(([\d.]+), ([\d.]+)\)", row) == (comp.lr, *comp.betas)
+    assert _find(r"weight decay ([\d.]+) for the first third, then rising to ([\d.]+)", row) == (
+        comp.weight_decay, comp.weight_decay_end) and comp.weight_decay_ramp_start == pytest.approx(1 / 3)
+    assert "cooldown" in row and comp.lr_schedule == "cooldown"
+    assert _find(r"([\d,]+) steps of (\d+) queries", row) == (comp.steps, comp.batch_size)
+    row = rows["reasoning"].split("`comparison`")[1]
+    assert _find(r"(\d+) entities, lr ([\d.e-]+), weight decay ([\d.]+)", row) == (cmp_.n_entities, cmp_.lr,
+                                                                                  cmp_.weight_decay)
+    assert "cooldown" in row and cmp_.lr_schedule == "cooldown"
+    assert _find(r"([\d,]+) steps of (\d+)", row) == (cmp_.steps, cmp_.batch_size)
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_times_in_notebook_markdown_cite_benchmarks(notebook):
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+    bad = uncited_times("\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+    assert not bad, f"{notebook}: times without a BENCHMARKS.md reference:\n" + "\n".join(bad)
