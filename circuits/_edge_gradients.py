@@ -77,7 +77,7 @@ def gradient_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
                 i += 1
         table[:, i] = flat @ _mean_over_steps(grads[names[-1]], steps).flatten()
     s_idx, i_idx = graph.edge_index()
-    return table[torch.as_tensor(s_idx), torch.as_tensor(i_idx)].double().cpu().numpy()
+    return table[torch.as_tensor(s_idx, device=table.device), torch.as_tensor(i_idx, device=table.device)].double().cpu().numpy()
 
 
 def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:

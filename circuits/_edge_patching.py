@@ -50,7 +50,7 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
             resid = cache[final if layer == graph.n_layers else f"blocks.{layer}.hook_resid_pre"]
             for start in range(0, len(rows), n_copies):
                 part = rows[start:start + n_copies]
-                src, inp = torch.as_tensor(s_idx[part]), i_idx[part]
+                src, inp = torch.as_tensor(s_idx[part], device=deltas.device), i_idx[part]
                 x = resid.repeat(len(part), 1, 1)
                 if layer == graph.n_layers:
                     x = (x.view(len(part), batch, *x.shape[1:]) + deltas[src]).view_as(x)
@@ -67,12 +67,12 @@ def _single_edge_hooks(graph: Graph, layer: int, src: torch.Tensor, inp: np.ndar
     """Hooks on ``layer``'s inputs adding ``deltas[src[c]]`` to input ``inp[c]`` of copy ``c`` only."""
     hooks = []
     kinds = [graph.inputs[i][1] for i in inp]
-    heads = torch.as_tensor([graph.inputs[i][3] for i in inp])
+    heads = torch.as_tensor([graph.inputs[i][3] for i in inp], device=deltas.device)
     for kind in ("q", "k", "v", ""):
         sel = [c for c, k in enumerate(kinds) if k == kind]
         if not sel:
             continue
-        copies = torch.as_tensor(sel)
+        copies = torch.as_tensor(sel, device=deltas.device)
 
         def hook(x: torch.Tensor, hook: object, copies: torch.Tensor = copies, kind: str = kind) -> torch.Tensor:
             x = x.clone()
