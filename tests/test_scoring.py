@@ -93,10 +93,10 @@ def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     victim = list_checkpoints(ind)[2][1]
     original = scoring.load_cached
 
-    def die_on_victim(path):  # forked workers inherit the patch
+    def die_on_victim(path, **options):  # forked workers inherit the patch
         if str(path) == str(victim):
             os._exit(1)
-        return original(path)
+        return original(path, **options)
 
     monkeypatch.setattr(scoring, "load_cached", die_on_victim)
     table = score_checkpoints(ind, detectors=["heads"], workers=2)
