@@ -143,7 +143,7 @@ def estimate_llc(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any
         for t in range(steps):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(walker, used[t % len(used)])
-            rise = float(loss) - init[t % len(used)]
+            rise = float(loss.detach()) - init[t % len(used)]
             if not math.isfinite(rise) or rise > limit:
                 why = "the loss is not finite" if not math.isfinite(rise) else (
                     f"the loss rose by {rise:.3g} (limit {limit:.3g}, {DIVERGED_RISE:g} x (1 + L(w*)))")
