@@ -134,3 +134,16 @@ def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):
     table = score_checkpoints([loose], detectors=["llc"])
     assert (table["metric"] == "error").all() and table["error"].str.contains("no run.json").all()
     assert "run.json" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+    monkeypatch.delenv(llc.ENV)
+    assert "not estimated here" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+
+
+def test_not_applicable_without_devinterp(monkeypatch):
+    import importlib.util
+
+    from interp.detectors.llc.estimate import devinterp_missing
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "devinterp" else real(name, *a))
+    assert devinterp_missing() == 'devinterp is not installed: pip install "interp-circuits[llc]"'
+    assert llc.applies(None) == devinterp_missing()

@@ -38,7 +38,7 @@ from interp.detectors.llc.estimate import LLCEstimate, Sampling, estimate_llc
 __all__ = ["AGREE", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError", "calibrate",
            "default_nbeta", "summary_line", "trial_problem"]
 
-EPSILONS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+EPSILONS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 GAMMAS = (100.0, 1000.0)
 SETTLE_TOL = 0.10
 MAX_BELOW = 0.05

@@ -11,8 +11,8 @@ token for the induction and text runs), :func:`interp.detectors.llc.estimate.est
 
 The setting is chosen once per run in ``prepare`` from the final checkpoint
 (:mod:`interp.detectors.llc.calibrate`, whose docstring is the procedure) and kept for every
-checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch, or full-batch
-modular addition, keeps its own), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
+checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch keeps its
+own; full-batch modular addition: :data:`FULL_BATCH` of its training pairs), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
 on of the run's data stream, the same for every chain and checkpoint. A diverged chain, a
 failed calibration or a run without ``run.json`` is an error row with the reason, never a number.
 
@@ -49,6 +49,8 @@ __all__ = ["DETECTOR", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "pars
 METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta")
 HEAD_METRICS = ("llc_head", "llc_head_std")
 SGLD_BATCH = 16
+#: Examples per SGLD step for a full-batch task (modular addition's 3,830 training pairs).
+FULL_BATCH = 256
 POOL = 16
 BATCH_BASE = 1_000_000
 ENV = "INTERP_LLC"
@@ -129,11 +131,33 @@ def run_loss(run_dir: str) -> tuple[Any, tuple[int, ...], int]:
     options = task.options
     if options.batch_size is not None and options.batch_size > SGLD_BATCH:
         task = make_task(dataclasses.replace(options, batch_size=SGLD_BATCH))
+    batches = tuple(range(BATCH_BASE, BATCH_BASE + POOL))
     if options.batch_size is not None:
-        examples, pool = min(options.batch_size, SGLD_BATCH), POOL
-    else:  # full batch: one batch, every step
-        examples, pool = int(len(getattr(task, "y_train", ()))) or 1, 1
-    return task, tuple(range(BATCH_BASE, BATCH_BASE + pool)), examples
+        return task, batches, min(options.batch_size, SGLD_BATCH)
+    if hasattr(task, "x_train") and len(task.y_train) > FULL_BATCH:  # full batch (modadd): minibatches of its split
+        return _Minibatches(task, len(batches)), batches, FULL_BATCH
+    return task, batches, max(int(len(getattr(task, "y_train", ()))), 1)
+
+
+class _Minibatches:
+    """A full-batch task's loss on :data:`FULL_BATCH` training examples per step: ``pool`` fixed
+    seeded subsets of its training split, each seen through a copy of the task (its own loss code)."""
+
+    def __init__(self, task: Any, pool: int) -> None:
+        import copy
+
+        import torch
+
+        g = torch.Generator().manual_seed(BATCH_BASE)
+        self.parts = []
+        for _ in range(pool):
+            pick = torch.randperm(len(task.y_train), generator=g)[:FULL_BATCH]
+            part = copy.copy(task)
+            part.x_train, part.y_train = task.x_train[pick], task.y_train[pick]
+            self.parts.append(part)
+
+    def train_loss(self, model: Any, step: int) -> Any:
+        return self.parts[(step - BATCH_BASE) % len(self.parts)].train_loss(model, step)
 
 
 def _loss(task: Any) -> Any:
@@ -209,6 +233,10 @@ def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
+    """The whole-model LLC when ``INTERP_LLC`` is set (a calibration and a scoring: minutes), else how to get it."""
+    if ENV not in os.environ:
+        return (f"llc: not estimated here (a calibration and {2 * 150} SGLD steps); set {ENV} (e.g. {ENV}=heads=none) "
+                "to estimate it, or score the run with --detectors llc")
     context = prepare(model, run_dir)
     if context.reason:
         return f"llc: {context.reason}"

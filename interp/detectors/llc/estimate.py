@@ -92,12 +92,11 @@ class LLCEstimate:
 
 
 def devinterp_missing() -> str | None:
-    """None when devinterp imports, else the line saying how to install it."""
-    try:
-        import devinterp.optim  # noqa: F401
-        import devinterp.slt.weight_restrictions  # noqa: F401
-    except ImportError as exc:
-        return f'devinterp is not installed ({exc}); pip install "interp-circuits[llc]"'
+    """None when devinterp is installed (found, not imported: its import takes seconds), else how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("devinterp") is None:
+        return 'devinterp is not installed: pip install "interp-circuits[llc]"'
     return None
 
 
