@@ -13,6 +13,7 @@ here (full batch, so the paired loss rise is exact):
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -23,7 +24,7 @@ pytest.importorskip("devinterp", reason='devinterp is not installed (pip install
 from circuits import one_thread  # noqa: E402
 from interp import load_model  # noqa: E402
 from interp.detectors.llc import detector as llc  # noqa: E402
-from interp.detectors.llc.calibrate import trial_problem  # noqa: E402
+from interp.detectors.llc.calibrate import CalibrationError, calibrate, trial_problem  # noqa: E402
 from interp.detectors.llc.estimate import Sampling, estimate_llc  # noqa: E402
 from interp.runs.layout import list_checkpoints  # noqa: E402
 from interp.scoring.batch import score_checkpoints  # noqa: E402
@@ -104,6 +105,30 @@ def _rows(table, metric):
     return table[(table["detector"] == "llc") & (table["metric"] == metric)]
 
 
+def test_calibration_chooses_a_plateau_on_the_regular_model():
+    """The largest step size whose estimate agrees with the next smaller one's; the too large ones are refused.
+
+    At ``nbeta`` 145 and ``gamma`` 100 the localisation is not weak against the curvature (the
+    eigenvalues of ``X^T X / n``, about 1), so the estimate's target is the localised posterior's
+    ``1/2 sum nbeta l / (nbeta l + gamma)`` (about 0.6), not d/2.
+    """
+    model, data = _regression(2)
+    with one_thread():
+        found = calibrate(model, _half_mse, data, examples=1000, chains=4, draws=400, burnin=50,
+                          epsilons=(1e-1, 1e-2, 3e-3, 1e-3, 3e-4))
+        estimate = estimate_llc(model, _half_mse, data, found.sampling)
+    nbeta = 1000 / math.log(1000)
+    assert found.sampling.nbeta == pytest.approx(nbeta)
+    assert found.plateau and found.sampling.epsilon == 1e-3 and found.sampling.gamma == 100.0, found.trials
+    assert "diverged" in found.trials[0]  # 1e-1: the chain leaves the basin at once
+    curvature = torch.linalg.eigvalsh(data[0][0].T @ data[0][0] / len(data[0][0]))
+    target = float(0.5 * (nbeta * curvature / (nbeta * curvature + 100.0)).sum())
+    assert estimate.llc == pytest.approx(target, rel=0.15)
+    with pytest.raises(CalibrationError, match="epsilon=10 gamma=100: SGLD chain 0 diverged"):
+        calibrate(model, _half_mse, data, examples=1000, epsilons=(10.0,))
+
+
+@pytest.mark.slow
 def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
     """Calibrated once (recorded in the rows), whole-model rows at every checkpoint, head rows at the final one."""
     ind, _ = tiny_runs
@@ -118,6 +143,20 @@ def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
     heads = _rows(table, "llc_head")
     assert len(heads) == 8 and heads["step"].nunique() == 1 and heads["step"].iloc[0] == table["step"].max()
     assert set(table["metric"]) <= set(llc.DETECTOR.metrics)
+
+
+def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
+    """The quick tier's run of the detector: a setting given, so no calibration; it is recorded in the rows."""
+    ind, _ = tiny_runs
+    monkeypatch.setenv(llc.ENV, "heads=L1H0+L0H3,draws=6,burnin=2,setting=1e-3/100/5")
+    found = [path for _, path in list_checkpoints(ind)]
+    table = score_checkpoints([found[0], found[-1]], detectors=["llc"])
+    assert not (table["metric"] == "error").any(), table["error"].unique()
+    assert _rows(table, "llc")["value"].notna().all() and len(_rows(table, "llc")) == 2
+    assert set(_rows(table, "llc_epsilon")["value"]) == {1e-3} and set(_rows(table, "llc_nbeta")["value"]) == {5.0}
+    heads = _rows(table, "llc_head")
+    assert sorted(zip(heads["layer"], heads["head"])) == [(0, 3), (0, 3), (1, 0), (1, 0)]
+    assert _rows(table, "llc_head_std")["value"].notna().all()
 
 
 def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):
