@@ -60,7 +60,7 @@ def one_run(task: str, run: Path) -> dict:
     return {"run": task, "step": step, "setting": f"eps {s.epsilon:g}, gamma {s.gamma:g}, nbeta {s.nbeta:.3g}",
             "plateau": "no plateau" not in context.calibration[0], "calibration s": round(calibration, 1),
             "llc": round(values["llc"], 2), "llc_std": round(values["llc_std"], 2),
-            "whole model s/ckpt": round(whole, 1), f"heads s/ckpt": round(heads, 1), "heads": n_heads}
+            "whole model s/ckpt": round(whole, 1), "heads s/ckpt": round(heads, 1), "heads": n_heads}
 
 
 def main() -> None:

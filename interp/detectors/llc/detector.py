@@ -12,7 +12,7 @@ token for the induction and text runs), :func:`interp.detectors.llc.estimate.est
 The setting is chosen once per run in ``prepare`` from the final checkpoint
 (:mod:`interp.detectors.llc.calibrate`, whose docstring is the procedure) and kept for every
 checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch keeps its
-own; full-batch modular addition: :data:`FULL_BATCH` of its training pairs), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
+own; the fact tasks' queries and full-batch modular addition's training pairs: :data:`FULL_BATCH`), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
 on of the run's data stream, the same for every chain and checkpoint. A diverged chain, a
 failed calibration or a run without ``run.json`` is an error row with the reason, never a number.
 
@@ -38,7 +38,7 @@ import pandas as pd
 from transformer_lens import HookedTransformer
 
 from interp.detectors._curves import metric_curves
-from interp.detectors.llc.calibrate import Calibration, CalibrationError, calibrate, summary_line
+from interp.detectors.llc.calibrate import Calibration, calibrate, summary_line
 from interp.detectors.llc.estimate import Sampling, devinterp_missing, estimate_llc, head_masks
 from interp.detectors.spec import Detector, Row
 from interp.runs.layout import RunError
@@ -129,14 +129,18 @@ def run_loss(run_dir: str) -> tuple[Any, tuple[int, ...], int]:
                        "(the llc detector needs a run trained by interp train)")
     task = info.rebuild_task()
     options = task.options
-    if options.batch_size is not None and options.batch_size > SGLD_BATCH:
-        task = make_task(dataclasses.replace(options, batch_size=SGLD_BATCH))
     batches = tuple(range(BATCH_BASE, BATCH_BASE + POOL))
-    if options.batch_size is not None:
-        return task, batches, min(options.batch_size, SGLD_BATCH)
-    if hasattr(task, "x_train") and len(task.y_train) > FULL_BATCH:  # full batch (modadd): minibatches of its split
+    if hasattr(task, "batch_size"):  # queries of the fact tasks
+        size = min(int(task.batch_size), FULL_BATCH)
+    elif options.batch_size is not None:  # sequences (induction, text)
+        size = min(options.batch_size, SGLD_BATCH)
+    elif hasattr(task, "x_train") and len(task.y_train) > FULL_BATCH:  # full batch (modadd): minibatches of its split
         return _Minibatches(task, len(batches)), batches, FULL_BATCH
-    return task, batches, max(int(len(getattr(task, "y_train", ()))), 1)
+    else:
+        return task, batches, max(int(len(getattr(task, "y_train", ()))), 1)
+    if size != getattr(task, "batch_size", options.batch_size):
+        task = make_task(dataclasses.replace(options, batch_size=size))
+    return task, batches, size
 
 
 class _Minibatches:
@@ -192,7 +196,7 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
         with one_thread():
             found: Calibration = calibrate(model, _loss(task), batches, examples, chains=options.chains,
                                            draws=options.draws, burnin=options.burnin, seed=options.seed)
-    except (RunError, OSError, ValueError, CalibrationError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here is every checkpoint's error row, not a stopped job
         return LLCContext(str(run_dir), None, options, final, f"{type(exc).__name__}: {exc}")
     return LLCContext(str(run_dir), found.sampling, options, final, None,
                       (summary_line(found), *found.trials))
