@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from interp import arguments
+from interp.detectors.catalog import OPT_IN
 
 __all__ = ["DESCRIPTION", "QUIET_HELP", "REMOVED_IN", "OldSpelling", "build_parser", "parse_args"]
 
@@ -135,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                  epilog="detectors: " + "; ".join(f"{name}: {text}" if text else name
                                                   for name, text in detectors.items()))
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, checkpoint files, or globs")
-    p.add_argument("--detectors", default=",".join(detectors),
-                   help=f"comma-separated, any of {', '.join(detectors)} (default all)")
+    p.add_argument("--detectors", default=",".join(d for d in detectors if d not in OPT_IN),
+                   help=f"comma-separated, any of {', '.join(detectors)} (default all but {', '.join(OPT_IN)}, "
+                        "which cost minutes per run: name them)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="table file, .parquet or .csv; checkpoints already in it are skipped")
     _workers(p)

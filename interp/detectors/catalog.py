@@ -15,12 +15,15 @@ import ast
 import pkgutil
 from pathlib import Path
 
-__all__ = ["builtin_names", "help_line", "listing"]
+__all__ = ["OPT_IN", "builtin_names", "help_line", "listing"]
 
 _HERE = Path(__file__).parent
 #: The built-in detectors in the order scoring runs them and the report shows them; a folder
 #: not named here comes after them, by name.
 _ORDER = ("heads", "fourier", "text", "reasoning")
+#: Detectors scored only when named (``--detectors llc``): each costs minutes per run, so scoring
+#: with no detector named (the command line's default, ``interp demo``) leaves them out.
+OPT_IN = ("llc",)
 
 
 def builtin_names() -> list[str]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from interp.base.allocator import reuse_freed_memory
 from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
+from interp.detectors.catalog import OPT_IN
 from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
 from interp.base.device import device_name
@@ -44,14 +45,14 @@ FLUSH_SECONDS = 1.0
 
 
 def check_detectors(detectors: Sequence[str] | None = None) -> tuple[str, ...]:
-    """``detectors`` without repeats (None: all); ``ValueError`` naming the unknown ones and the known ones.
+    """``detectors`` without repeats (None: all but the opt-in ones, ``catalog.OPT_IN``); ``ValueError`` naming the unknown ones and the known ones.
 
     Plugins left out of the registry (:data:`interp.detectors.plugins.SKIPPED`: each has had its
     warning) are dropped from ``detectors``, so the command line's default, which lists them
     without importing them, still scores everything else.
     """
     if detectors is None:
-        return tuple(DETECTORS)
+        return tuple(d for d in DETECTORS if d not in OPT_IN)
     if any(d in DETECTORS for d in detectors):
         detectors = [d for d in detectors if d in DETECTORS or d not in SKIPPED]
     unknown = [d for d in detectors if d not in DETECTORS]

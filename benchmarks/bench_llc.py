@@ -1,0 +1,98 @@
+"""Cost of the llc detector: seconds per checkpoint for the whole-model LLC and for all heads.
+
+On the final checkpoint of a default induction run and a default modadd run (trained into a
+temporary folder unless ``--induction RUN`` / ``--modadd RUN`` name existing ones): the
+calibration of ``prepare`` (once per run; its chosen setting and whether it found a plateau),
+then ``score`` with ``heads=none`` (whole model: 2 chains x 150 SGLD steps) and the head rows
+alone (every head, each as many steps again), on one intra-op thread (the detector's own
+setting). Targets: whole-model LLC <= 15 s per checkpoint (goal 3 s) for both runs, at a
+calibration that passed its checks. Figures with a 1-minute load above half the cores are marked
+busy and never meet a target. Writes the ``llc`` section of BENCHMARKS.md.
+
+Usage: python benchmarks/bench_llc.py [--induction RUN] [--modadd RUN] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
+
+TARGET, GOAL = 15.0, 3.0
+
+
+def _train(task: str, out: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "interp", "train", task, "--out-dir", str(out), "--quiet"], check=True)
+    return out
+
+
+def one_run(task: str, run: Path) -> dict:
+    from interp import load_model
+    from interp.detectors.llc import detector as llc
+    from interp.runs.layout import list_checkpoints
+
+    step, path = list_checkpoints(run)[-1]
+    model = load_model(path)
+    clock = time.perf_counter()
+    context = llc.prepare(model, run)
+    calibration = time.perf_counter() - clock
+    if context.reason:
+        return {"run": task, "step": step, "calibration s": round(calibration, 1), "setting": context.reason[:120]}
+    whole_context = dataclasses.replace(context, options=dataclasses.replace(context.options, heads="none"))
+    clock = time.perf_counter()
+    rows = llc.score(model, whole_context)
+    whole = time.perf_counter() - clock
+    clock = time.perf_counter()
+    all_rows = llc.score(model, dataclasses.replace(context, options=dataclasses.replace(context.options, heads="all")))
+    heads = time.perf_counter() - clock - whole  # the head rows alone (the whole model is scored again inside)
+    values = {r["metric"]: r["value"] for r in rows}
+    n_heads = sum(r["metric"] == "llc_head" for r in all_rows)
+    s = context.sampling
+    return {"run": task, "step": step, "setting": f"eps {s.epsilon:g}, gamma {s.gamma:g}, nbeta {s.nbeta:.3g}",
+            "plateau": "no plateau" not in context.calibration[0], "calibration s": round(calibration, 1),
+            "llc": round(values["llc"], 2), "llc_std": round(values["llc_std"], 2),
+            "whole model s/ckpt": round(whole, 1), "heads s/ckpt": round(heads, 1), "heads": n_heads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--induction", type=Path, default=None, help="a default induction run (default: train one)")
+    parser.add_argument("--modadd", type=Path, default=None, help="a default modadd run (default: train one)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {"induction": args.induction or _train("induction", Path(tmp) / "induction"),
+                "modadd": args.modadd or _train("modadd", Path(tmp) / "modadd")}
+        rows = [one_run(task, run) for task, run in runs.items()]
+    after = load_average()
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    busy = is_busy(before) or is_busy(after)
+    seconds = table.get("whole model s/ckpt", pd.Series([float("nan")] * len(table)))
+    ok = bool((seconds <= TARGET).all()) and bool(table.get("plateau", pd.Series([False])).all())
+    goal = bool((seconds <= GOAL).all())
+    text = (f"## LLC cost per checkpoint (`benchmarks/bench_llc.py`)\n\n{machine()}. {load_note(before, after)}\n\n"
+            "Final checkpoints of the default induction and modadd runs. `calibration s`: `prepare` (once per run, "
+            "the procedure of docs/scores.md, \"Local learning coefficient\"); `whole model s/ckpt`: the model rows "
+            "(2 chains x (50 burn-in + 100 draws) SGLD steps); `heads s/ckpt`: the head rows alone (every head, as "
+            "many steps each; `INTERP_LLC=heads=...` chooses heads or the final checkpoint only). One intra-op "
+            f"thread.\n\n{markdown_table(table)}\n\n"
+            f"Whole-model LLC <= {TARGET:g} s per checkpoint at a calibration on a plateau: **{verdict(ok, busy)}**; "
+            f"goal {GOAL:g} s: **{verdict(goal, busy)}**.\n")
+    print(text)
+    if not args.no_write:
+        write_section("llc", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Calibration of the SGLD sampler, once per run, on its final checkpoint (``docs/scores.md``, "LLC").
+
+The estimate depends on the step size ``epsilon``, the localisation ``gamma`` and the inverse
+temperature ``nbeta``; a run's checkpoints are only comparable at one setting. :func:`calibrate`
+chooses it from the run's final checkpoint with the chain shape every checkpoint is then scored
+with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in steps, 100 draws):
+
+1. ``nbeta = m / log(m)``, ``m`` the examples in one SGLD batch (sequences, or training pairs
+   for a full-batch task): devinterp's ``default_nbeta``.
+2. For ``gamma`` in :data:`GAMMAS` (weakest first), for ``epsilon`` in :data:`EPSILONS` (largest
+   first), run the chains; a trial *passes* when
+   - no chain diverges (``estimate.DIVERGED_RISE``; a NaN or infinite loss or weight),
+   - the trace settles: the mean loss rise over the second half of the draws differs from the
+     first half's by at most :data:`SETTLE_TOL` (10 %) of the mean over all draws,
+   - few draws fall below the starting loss: at most :data:`MAX_BELOW` (5 %) of the draws have
+     ``L(w_t; B_t) < L(w*; B_t)``,
+   - the estimate is positive.
+3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes and whose estimate is
+   within :data:`AGREE` (20 %) of the next smaller ``epsilon``'s, which also passes (the estimate
+   has stopped depending on the step size); the first ``gamma`` with such a pair wins. Without
+   one, the largest passing ``epsilon`` of the first ``gamma`` that has any is chosen and
+   :attr:`Calibration.plateau` is False. Nothing passing is a :class:`CalibrationError` naming
+   every trial's failure; each checkpoint of the run is then an error row saying so.
+
+The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
+(``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from interp.detectors.llc.estimate import LLCEstimate, Sampling, estimate_llc
+
+__all__ = ["AGREE", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError", "calibrate",
+           "default_nbeta", "summary_line", "trial_problem"]
+
+EPSILONS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+GAMMAS = (100.0, 1000.0)
+SETTLE_TOL = 0.10
+MAX_BELOW = 0.05
+AGREE = 0.20
+
+
+class CalibrationError(RuntimeError):
+    """No step size passed the checks on the final checkpoint."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The chosen setting, whether it is on a plateau, and what each trial gave (for the record)."""
+
+    sampling: Sampling
+    plateau: bool
+    trials: tuple[str, ...]
+
+
+def default_nbeta(examples: int) -> float:
+    """devinterp's default inverse temperature ``m / log(m)`` for ``m`` examples per batch (1 for m <= 1)."""
+    return examples / math.log(examples) if examples > 1 else 1.0
+
+
+def trial_problem(estimate: LLCEstimate) -> str | None:
+    """Why a trial fails the checks of the module docstring, or None when it passes."""
+    if estimate.diverged:
+        return estimate.diverged
+    draws = estimate.draws
+    half = draws.shape[1] // 2
+    first, second, whole = draws[:, :half].mean(), draws[:, half:].mean(), draws.mean()
+    if abs(second - first) > SETTLE_TOL * abs(whole):
+        return (f"the loss trace does not settle (mean rise {first:.3g} then {second:.3g}, more than "
+                f"{SETTLE_TOL:.0%} apart)")
+    below = float((draws < 0).mean())
+    if below > MAX_BELOW:
+        return f"{below:.0%} of the draws fall below the starting loss (at most {MAX_BELOW:.0%})"
+    if not estimate.llc > 0:
+        return f"the estimate {estimate.llc:.3g} is not positive"
+    return None
+
+
+def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any], examples: int, *,
+              chains: int = 2, draws: int = 100, burnin: int = 50, seed: int = 0,
+              epsilons: Sequence[float] = EPSILONS, gammas: Sequence[float] = GAMMAS) -> Calibration:
+    """The setting of the module docstring for ``model`` (the run's final checkpoint)."""
+    nbeta = default_nbeta(examples)
+    trials: list[str] = []
+    fallback = None
+    for gamma in gammas:
+        passed: list[tuple[Sampling, float]] = []
+        for epsilon in sorted(epsilons, reverse=True):
+            sampling = Sampling(epsilon, gamma, nbeta, chains=chains, draws=draws, burnin=burnin, seed=seed)
+            estimate = estimate_llc(model, loss_fn, data, sampling)
+            problem = trial_problem(estimate)
+            trials.append(f"epsilon={epsilon:g} gamma={gamma:g}: " + (problem or f"passes, llc {estimate.llc:.4g}"))
+            if problem is None:
+                if passed and abs(passed[-1][1] - estimate.llc) <= AGREE * abs(estimate.llc):
+                    return Calibration(passed[-1][0], True, tuple(trials))
+                passed.append((sampling, estimate.llc))
+            elif passed:  # a smaller step failing after a larger one passed: no pair at this gamma
+                break
+        if passed and fallback is None:
+            fallback = passed[0][0]
+    if fallback is not None:
+        return Calibration(fallback, False, tuple(trials))
+    raise CalibrationError(f"no SGLD step size passed the calibration at nbeta={nbeta:.4g}: " + "; ".join(trials))
+
+
+def summary_line(calibration: Calibration) -> str:
+    s = calibration.sampling
+    return (f"epsilon={s.epsilon:g} gamma={s.gamma:g} nbeta={s.nbeta:.4g}, {s.chains} chains x ({s.burnin} burn-in + "
+            f"{s.draws} draws)" + ("" if calibration.plateau else " (no plateau over step sizes)"))
+

@@ -1,0 +1,279 @@
+"""The ``llc`` detector: the local learning coefficient of each checkpoint, whole model and per head.
+
+Per checkpoint, on the run's own training distribution and loss (``RunInfo.rebuild_task``:
+``train_loss(model, step)``, the answer token for modular addition and the fact tasks, the next
+token for the induction and text runs), :func:`interp.detectors.llc.estimate.estimate_llc` gives
+
+- model rows: ``llc`` and ``llc_std`` (mean and spread over chains) and the setting they were
+  estimated at, ``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``;
+- head rows (attention models): ``llc_head`` and ``llc_head_std``, the refined LLC of one head
+  (SGLD restricted to its ``W_Q, W_K, W_V, W_O`` slices and Q/K/V biases, devinterp's masks).
+
+The setting is chosen once per run in ``prepare`` from the final checkpoint
+(:mod:`interp.detectors.llc.calibrate`, whose docstring is the procedure) and kept for every
+checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch keeps its
+own; the fact tasks' queries and full-batch modular addition's training pairs: :data:`FULL_BATCH`), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
+on of the run's data stream, the same for every chain and checkpoint. A diverged chain, a
+failed calibration or a run without ``run.json`` is an error row with the reason, never a number.
+
+Cost: the whole-model LLC is ``chains x (burnin + draws)`` = 300 forward and backward passes per
+checkpoint; each head costs as much again. The option string in the environment variable
+``INTERP_LLC`` (read by ``prepare``, in the process that plans the run) chooses what is scored:
+``heads=final`` (default: head rows at the final checkpoint only), ``heads=all``, ``heads=none``,
+or ``heads=L0H1+L1H3`` (those heads, at every checkpoint); ``chains=N``, ``draws=N``,
+``burnin=N``, ``seed=N``; ``setting=EPSILON/GAMMA/NBETA`` skips the calibration. Example:
+``INTERP_LLC=heads=all,draws=200 interp score RUN --detectors heads,llc --out scores.parquet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformer_lens import HookedTransformer
+
+from interp.detectors._curves import metric_curves
+from interp.detectors.llc.calibrate import Calibration, calibrate, summary_line
+from interp.detectors.llc.estimate import Sampling, devinterp_missing, estimate_llc, head_masks
+from interp.detectors.spec import Detector, Row
+from interp.runs.layout import RunError
+from interp.runs.record import read_run
+
+__all__ = ["DETECTOR", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss"]
+
+METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta")
+HEAD_METRICS = ("llc_head", "llc_head_std")
+SGLD_BATCH = 16
+#: Examples per SGLD step for a full-batch task (modular addition's 3,830 training pairs).
+FULL_BATCH = 256
+POOL = 16
+BATCH_BASE = 1_000_000
+ENV = "INTERP_LLC"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What is scored (the ``INTERP_LLC`` option string; module docstring)."""
+
+    heads: str = "final"  # final, all, none, or heads joined by '+': L0H1+L1H3
+    chains: int = 2
+    draws: int = 100
+    burnin: int = 50
+    seed: int = 0
+    setting: tuple[float, float, float] | None = None  # epsilon, gamma, nbeta: no calibration
+
+
+def parse_options(text: str | None) -> Options:
+    """:class:`Options` from ``key=value`` pairs joined by commas; ``ValueError`` naming a bad one."""
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, _, value = part.partition("=")
+        try:
+            if key in ("chains", "draws", "burnin", "seed"):
+                values[key] = int(value)
+            elif key == "setting":
+                epsilon, gamma, nbeta = (float(v) for v in value.split("/"))
+                values[key] = (epsilon, gamma, nbeta)
+            elif key == "heads":
+                values[key] = value
+                if value not in ("final", "all", "none"):
+                    _head_list(value)
+            else:
+                raise ValueError("unknown key")
+        except ValueError as exc:
+            raise ValueError(f"{ENV}: cannot read {part!r} ({exc}); keys: heads=final|all|none|L0H1+..., "
+                             "chains=N, draws=N, burnin=N, seed=N, setting=EPSILON/GAMMA/NBETA") from None
+    return Options(**values)
+
+
+def _head_list(text: str) -> tuple[tuple[int, int], ...]:
+    heads = []
+    for item in text.upper().split("+"):
+        layer, _, head = item.removeprefix("L").partition("H")
+        heads.append((int(layer), int(head)))
+    return tuple(heads)
+
+
+@dataclasses.dataclass(frozen=True)
+class LLCContext:
+    """What ``prepare`` fixes for a run: its directory, the setting, the head policy (picklable)."""
+
+    run_dir: str | None
+    sampling: Sampling | None
+    options: Options
+    final_digest: str
+    reason: str | None = None  # why no checkpoint of the run gets a number
+    calibration: tuple[str, ...] = ()
+
+
+def applies(model: HookedTransformer) -> str | None:
+    return devinterp_missing()
+
+
+@functools.lru_cache(maxsize=4)
+def run_loss(run_dir: str) -> tuple[Any, tuple[int, ...], int]:
+    """``(task, batches, examples)``: the run's task (SGLD batch size), the batch steps, examples per batch.
+
+    :class:`RunError` without ``run.json`` or when its task cannot be rebuilt.
+    """
+    from interp.tasks.registry import make_task
+
+    info = read_run(run_dir)
+    if info is None:
+        raise RunError(f"{run_dir}: no run.json, so no training task and loss to estimate the LLC on "
+                       "(the llc detector needs a run trained by interp train)")
+    task = info.rebuild_task()
+    options = task.options
+    batches = tuple(range(BATCH_BASE, BATCH_BASE + POOL))
+    if hasattr(task, "batch_size"):  # queries of the fact tasks
+        size = min(int(task.batch_size), FULL_BATCH)
+    elif options.batch_size is not None:  # sequences (induction, text)
+        size = min(options.batch_size, SGLD_BATCH)
+    elif hasattr(task, "x_train") and len(task.y_train) > FULL_BATCH:  # full batch (modadd): minibatches of its split
+        return _Minibatches(task, len(batches)), batches, FULL_BATCH
+    else:
+        return task, batches, max(int(len(getattr(task, "y_train", ()))), 1)
+    if size != getattr(task, "batch_size", options.batch_size):
+        task = make_task(dataclasses.replace(options, batch_size=size))
+    return task, batches, size
+
+
+class _Minibatches:
+    """A full-batch task's loss on :data:`FULL_BATCH` training examples per step: ``pool`` fixed
+    seeded subsets of its training split, each seen through a copy of the task (its own loss code)."""
+
+    def __init__(self, task: Any, pool: int) -> None:
+        import copy
+
+        import torch
+
+        g = torch.Generator().manual_seed(BATCH_BASE)
+        self.parts = []
+        for _ in range(pool):
+            pick = torch.randperm(len(task.y_train), generator=g)[:FULL_BATCH]
+            part = copy.copy(task)
+            part.x_train, part.y_train = task.x_train[pick], task.y_train[pick]
+            self.parts.append(part)
+
+    def train_loss(self, model: Any, step: int) -> Any:
+        return self.parts[(step - BATCH_BASE) % len(self.parts)].train_loss(model, step)
+
+
+def _loss(task: Any) -> Any:
+    return lambda model, step: task.train_loss(model, step)
+
+
+def digest(model: HookedTransformer) -> str:
+    """A hash of the weights: which checkpoint ``score`` is looking at (the final one or not)."""
+    h = hashlib.sha1()
+    for param in model.parameters():
+        h.update(param.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
+    try:
+        options = parse_options(os.environ.get(ENV))
+    except ValueError as exc:
+        return LLCContext(None, None, Options(), "", str(exc))
+    final = digest(model)
+    if run_dir is None:
+        return LLCContext(None, None, options, final, "a loose checkpoint has no run.json, so no training task and "
+                          "loss to estimate the LLC on")
+    from circuits import one_thread
+
+    try:
+        task, batches, examples = run_loss(str(run_dir))
+        if options.setting is not None:
+            epsilon, gamma, nbeta = options.setting
+            sampling = Sampling(epsilon, gamma, nbeta, options.chains, options.draws, options.burnin, options.seed)
+            return LLCContext(str(run_dir), sampling, options, final, None, ("given by INTERP_LLC",))
+        with one_thread():
+            found: Calibration = calibrate(model, _loss(task), batches, examples, chains=options.chains,
+                                           draws=options.draws, burnin=options.burnin, seed=options.seed)
+    except Exception as exc:  # noqa: BLE001 - any failure here is every checkpoint's error row, not a stopped job
+        return LLCContext(str(run_dir), None, options, final, f"{type(exc).__name__}: {exc}")
+    return LLCContext(str(run_dir), found.sampling, options, final, None,
+                      (summary_line(found), *found.trials))
+
+
+def _heads(model: HookedTransformer, context: LLCContext) -> list[tuple[int, int]]:
+    policy = context.options.heads
+    if policy == "none" or not int(model.cfg.n_heads):
+        return []
+    if policy == "final" and digest(model) != context.final_digest:
+        return []
+    if policy in ("final", "all"):
+        return [(la, h) for la in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    return [(la, h) for la, h in _head_list(policy) if la < model.cfg.n_layers and h < model.cfg.n_heads]
+
+
+def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
+    from circuits import one_thread
+
+    if context.reason or context.sampling is None:
+        raise RunError(context.reason or "the llc detector was not prepared for this run")
+    task, batches, _ = run_loss(context.run_dir)
+    s = context.sampling
+    with one_thread():
+        whole = estimate_llc(model, _loss(task), batches, s)
+        if whole.diverged:
+            raise RuntimeError(f"{whole.diverged} (epsilon={s.epsilon:g} gamma={s.gamma:g} nbeta={s.nbeta:.4g})")
+        rows: list[Row] = [{"metric": "llc", "value": whole.llc}, {"metric": "llc_std", "value": whole.llc_std},
+                           {"metric": "llc_epsilon", "value": s.epsilon}, {"metric": "llc_gamma", "value": s.gamma},
+                           {"metric": "llc_nbeta", "value": s.nbeta}]
+        for layer, head in _heads(model, context):
+            found = estimate_llc(model, _loss(task), batches, s, masks=head_masks(model, layer, head))
+            if found.diverged:
+                raise RuntimeError(f"head L{layer}H{head}: {found.diverged}")
+            rows += [{"metric": "llc_head", "value": found.llc, "layer": layer, "head": head},
+                     {"metric": "llc_head_std", "value": found.llc_std, "layer": layer, "head": head}]
+    return rows
+
+
+def summary(model: HookedTransformer, run_dir: Path | None) -> str:
+    """The whole-model LLC when ``INTERP_LLC`` is set (a calibration and a scoring: minutes), else how to get it."""
+    if ENV not in os.environ:
+        return (f"llc: not estimated here (a calibration and {2 * 150} SGLD steps); set {ENV} (e.g. {ENV}=heads=none) "
+                "to estimate it, or score the run with --detectors llc")
+    context = prepare(model, run_dir)
+    if context.reason:
+        return f"llc: {context.reason}"
+    rows = score(model, dataclasses.replace(context, options=dataclasses.replace(context.options, heads="none")))
+    values = {row["metric"]: row["value"] for row in rows}
+    return (f"llc (whole model, {context.calibration[0]}):\n  llc {values['llc']:.3f} +- {values['llc_std']:.3f}")
+
+
+def report(rows: pd.DataFrame) -> list[Any]:
+    """A table of the whole-model LLC per checkpoint, and the final heads' LLC."""
+    curve = metric_curves(rows, "llc", ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta"))
+    if curve.empty:
+        return ["<p class='note'>No LLC estimate in the table.</p>"]
+    last = curve.iloc[-1]
+    text = (f"<p>Local learning coefficient (SGLD, epsilon={last['llc_epsilon']:g}, gamma={last['llc_gamma']:g}, "
+            f"nbeta={last['llc_nbeta']:.3g}, calibrated on the final checkpoint): "
+            + ", ".join(f"step {int(r.step)}: {r.llc:.2f} &plusmn; {r.llc_std:.2f}" for r in curve.itertuples())
+            + ".</p>")
+    heads = rows[(rows["detector"] == "llc") & (rows["metric"] == "llc_head")].dropna(subset=["step", "value"])
+    if not heads.empty:
+        final = heads[heads["step"] == heads["step"].max()].sort_values("value", ascending=False)
+        text += (f"<p>Refined LLC per head at step {int(final['step'].iloc[0])}: "
+                 + ", ".join(f"L{int(r.layer)}H{int(r.head)} {r.value:.2f}" for r in final.itertuples()) + ".</p>")
+    return [text]
+
+
+DETECTOR = Detector(
+    name="llc",
+    help="local learning coefficient (SGLD, devinterp) of the whole model and of each head, on the run's own loss",
+    metrics=METRICS + HEAD_METRICS,
+    applies=applies,
+    prepare=prepare,
+    score=score,
+    summary=summary,
+    report=report,
+)

@@ -1,0 +1,162 @@
+"""The local learning coefficient of a model at its weights: SGLD chains on devinterp's sampler.
+
+:func:`estimate_llc` is the one estimation path: the known-answer tests (``tests/test_llc.py``),
+the calibration (:mod:`interp.detectors.llc.calibrate`) and the detector all call it.
+
+Estimator (Lau et al. 2023; Hoogland et al. 2025). Around the weights ``w*`` of the model,
+``chains`` SGLD chains sample the localised tempered posterior
+``p(w) ~ exp(-nbeta * L(w) - gamma / 2 * |w - w*|^2)`` with devinterp's optimizer
+(``devinterp.optim.SGMCMC.sgld``: step size ``epsilon``, localisation ``gamma``, inverse
+temperature ``nbeta``). Step ``t`` of every chain uses batch ``data[t % len(data)]`` (the same
+batches in every chain and at every checkpoint) and records ``L(w_t; B_t) - L(w*; B_t)``: the
+loss at the chain's weights minus the loss of the starting weights on the same batch (paired,
+which removes the batch-to-batch spread of the loss from the estimate). After ``burnin`` steps,
+the mean of the ``draws`` recorded differences times ``nbeta`` is the chain's estimate; ``llc``
+and ``llc_std`` are the mean and standard deviation (ddof 0) over chains. ``masks`` restricts
+the chains to some weights (devinterp's ``create_param_masks``: one head's ``W_Q, W_K, W_V,
+W_O, b_Q, b_K, b_V`` slices), the refined LLC of Wang et al. 2024; every other weight stays at
+``w*``.
+
+Why not ``devinterp.slt.llc.llc`` / ``sample``: they take a Hugging Face ``Dataset`` of
+``input_ids`` and a per-token next-token loss of shape (batch, seq - 1), write every step's
+per-token losses to a zarr store, average the LLC over the burn-in steps too, and turn a chain
+whose loss goes NaN into a warning (its zeros stay in the store). The toolkit's runs have their
+own losses (the answer token of modular addition and the fact tasks, float64 for modular
+addition) and a diverged chain must be an error, so the chain loop is here (a dozen lines) and
+the update rule, localisation, temperature and head masks are devinterp's.
+
+A chain *diverges* when a loss or a weight is not finite, or when a recorded loss rise exceeds
+:data:`DIVERGED_RISE` times ``1 + L(w*)`` (the chain left the basin); :attr:`LLCEstimate.diverged`
+names the chain, the step and why, and no number is given for it. Deterministic for a seed: chain
+``k`` draws its noise from a generator seeded ``seed + k``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DIVERGED_RISE", "LLCEstimate", "Sampling", "estimate_llc", "head_masks", "devinterp_missing"]
+
+#: A recorded loss rise above this many times ``1 + L(w*)`` is a diverged chain.
+DIVERGED_RISE = 10.0
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """SGLD settings: step size, localisation, inverse temperature, chain shape, seed."""
+
+    epsilon: float
+    gamma: float
+    nbeta: float
+    chains: int = 2
+    draws: int = 100
+    burnin: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0 and self.gamma >= 0 and self.nbeta > 0):
+            raise ValueError(f"need epsilon > 0, gamma >= 0, nbeta > 0; got {self}")
+        if self.chains < 1 or self.draws < 2 or self.burnin < 0:
+            raise ValueError(f"need chains >= 1, draws >= 2, burnin >= 0; got {self}")
+
+
+@dataclass(frozen=True)
+class LLCEstimate:
+    """The estimate of one model (or one restriction of it) and its chains' traces.
+
+    ``per_chain``: each chain's LLC; ``trace``: (chains, burnin + draws) loss rises
+    ``L(w_t; B_t) - L(w*; B_t)`` (NaN after a chain stopped); ``init_loss``: mean ``L(w*)`` over
+    the batches used; ``diverged``: None, or which chain diverged, at which step and why (then
+    ``llc`` and ``llc_std`` are NaN).
+    """
+
+    llc: float
+    llc_std: float
+    per_chain: tuple[float, ...]
+    init_loss: float
+    trace: np.ndarray = field(repr=False)
+    sampling: Sampling
+    diverged: str | None = None
+
+    @property
+    def draws(self) -> np.ndarray:
+        """(chains, draws): the rises after burn-in."""
+        return self.trace[:, self.sampling.burnin:]
+
+
+def devinterp_missing() -> str | None:
+    """None when devinterp is installed (found, not imported: its import takes seconds), else how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("devinterp") is None:
+        return 'devinterp is not installed: pip install "interp-circuits[llc]"'
+    return None
+
+
+def head_masks(model: torch.nn.Module, layer: int, head: int) -> dict[str, torch.Tensor | None]:
+    """devinterp's masks of one attention head: its slices of ``W_Q, W_K, W_V, W_O`` (and Q/K/V biases)."""
+    from devinterp.slt.weight_restrictions import create_param_masks
+
+    return create_param_masks(model, f"l{layer}h{head}")
+
+
+def estimate_llc(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+                 data: Sequence[Any], sampling: Sampling,
+                 masks: dict[str, torch.Tensor | None] | None = None) -> LLCEstimate:
+    """The LLC of ``model`` at its weights (module docstring); ``model`` itself is not changed.
+
+    ``loss_fn(model, batch)`` is the mean loss of one batch (a scalar tensor with gradients);
+    ``data`` the batches (cycled); ``masks`` None for every weight, else devinterp's parameter
+    masks (name -> bool tensor, or None for the whole parameter; other parameters stay fixed).
+    """
+    from devinterp.optim import SGMCMC
+
+    steps = sampling.burnin + sampling.draws
+    used = [data[t % len(data)] for t in range(min(steps, len(data)))]
+    with torch.no_grad():
+        init = [float(loss_fn(model, batch)) for batch in used]
+    init_loss = float(np.mean(init))
+    if not math.isfinite(init_loss):
+        raise ValueError(f"the loss at the starting weights is not finite ({init_loss})")
+    limit = DIVERGED_RISE * (1.0 + abs(init_loss))
+    trace = np.full((sampling.chains, steps), np.nan)
+    diverged = None
+    for chain in range(sampling.chains):
+        walker = copy.deepcopy(model)
+        walker.train()
+        params = dict(walker.named_parameters())
+        chosen = masks if masks is not None else dict.fromkeys(params)
+        for name, param in params.items():
+            param.requires_grad_(name in chosen)
+        groups = [{"params": [params[name]], **({} if mask is None else {"mask": [mask.to(params[name].device)]})}
+                  for name, mask in chosen.items()]
+        optimizer = SGMCMC.sgld(groups, lr=sampling.epsilon, localization=sampling.gamma, nbeta=sampling.nbeta)
+        noise = torch.Generator(device=next(walker.parameters()).device).manual_seed(sampling.seed + chain)
+        for t in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(walker, used[t % len(used)])
+            rise = float(loss.detach()) - init[t % len(used)]
+            if not math.isfinite(rise) or rise > limit:
+                why = "the loss is not finite" if not math.isfinite(rise) else (
+                    f"the loss rose by {rise:.3g} (limit {limit:.3g}, {DIVERGED_RISE:g} x (1 + L(w*)))")
+                diverged = f"SGLD chain {chain} diverged at step {t} of {steps}: {why}"
+                break
+            trace[chain, t] = rise
+            loss.backward()
+            optimizer.step(noise_generator=noise)
+        if not diverged and not all(bool(torch.isfinite(params[name]).all()) for name in chosen):
+            diverged = f"SGLD chain {chain} diverged at its last step: a weight is not finite"
+        del walker, optimizer
+        if diverged:
+            break
+    if diverged:
+        return LLCEstimate(math.nan, math.nan, (), init_loss, trace, sampling, diverged)
+    per_chain = tuple(float(sampling.nbeta * row[sampling.burnin:].mean()) for row in trace)
+    return LLCEstimate(float(np.mean(per_chain)), float(np.std(per_chain)), per_chain, init_loss, trace, sampling)

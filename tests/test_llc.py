@@ -1,0 +1,188 @@
+"""The llc detector: known learning coefficients first, then the detector on a tiny induction run.
+
+Known answers, on the detector's own estimation path (:func:`estimate_llc`), at settings fixed
+here (full batch, so the paired loss rise is exact):
+
+- a linear regression with d weights at its least-squares solution is regular: d/2 (d = 2, 6);
+- ``y = a * b * x`` with data whose best product is exactly 0, at ``(a, b) = (1, 0)``: the loss is
+  flat along ``a`` and quadratic in ``b``, coefficient 1/2 (d = 2: singular). At the crossing
+  ``(0, 0)`` the coefficient is 1/2 too, but with multiplicity 2, and the expectation the sampler
+  estimates is ``1/2 - 1 / log(nbeta / gamma^2) + ...``: 0.38-0.42 at any affordable nbeta / gamma^2
+  (numerical integration), so that point is not a test of the sampler.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("devinterp", reason='devinterp is not installed (pip install "interp-circuits[llc]")')
+
+from circuits import one_thread  # noqa: E402
+from interp import load_model  # noqa: E402
+from interp.detectors.llc import detector as llc  # noqa: E402
+from interp.detectors.llc.calibrate import CalibrationError, calibrate, trial_problem  # noqa: E402
+from interp.detectors.llc.estimate import Sampling, estimate_llc  # noqa: E402
+from interp.runs.layout import list_checkpoints  # noqa: E402
+from interp.scoring.batch import score_checkpoints  # noqa: E402
+
+
+def _half_mse(model, batch):
+    x, y = batch
+    return 0.5 * ((model(x).reshape(-1) - y) ** 2).mean()
+
+
+def _regression(d: int, n: int = 1000):
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.randn(d, generator=g) + torch.randn(n, generator=g)
+    model = torch.nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y[:, None]).solution.T)  # the minimum
+    return model, [(x, y)]
+
+
+class _Product(torch.nn.Module):
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.tensor(a)), torch.nn.Parameter(torch.tensor(b))
+
+    def forward(self, x):
+        return self.a * self.b * x
+
+
+def _product_data(n: int = 1000):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    return [(x, y - x * (x @ y) / (x @ x))]  # y orthogonal to x: the best product is exactly 0
+
+
+# nbeta * curvature * epsilon = 0.1: the step's bias on the variance is 2.5 %; gamma / nbeta = 0.1 %.
+REGULAR = Sampling(epsilon=1e-4, gamma=1.0, nbeta=1000.0, chains=8, draws=1500, burnin=200, seed=0)
+
+
+@pytest.mark.parametrize("d", [2, 6])
+def test_regular_model_gives_half_its_dimension(d):
+    model, data = _regression(d)
+    with one_thread():
+        found = estimate_llc(model, _half_mse, data, REGULAR)
+    assert found.diverged is None
+    assert found.llc == pytest.approx(d / 2, rel=0.10), found
+    assert trial_problem(found) is None  # the calibration's checks pass at a sound setting
+
+
+def test_singular_product_gives_one_half_and_is_deterministic():
+    sampling = Sampling(epsilon=1e-4, gamma=50.0, nbeta=1000.0, chains=4, draws=1000, burnin=100, seed=3)
+    data = _product_data()
+    with one_thread():
+        first = estimate_llc(_Product(1.0, 0.0), _half_mse, data, sampling)
+        again = estimate_llc(_Product(1.0, 0.0), _half_mse, data, sampling)
+    assert first.llc == pytest.approx(0.5, rel=0.15), first
+    assert again.per_chain == first.per_chain and again.llc == first.llc  # same seed, same estimate
+    other = estimate_llc(_Product(1.0, 0.0), _half_mse, data, Sampling(**{**sampling.__dict__, "seed": 4}))
+    assert other.llc != first.llc
+
+
+def test_a_diverging_chain_is_named_not_a_number():
+    model, data = _regression(2)
+    found = estimate_llc(model, _half_mse, data, Sampling(epsilon=1.0, gamma=1.0, nbeta=1000.0, chains=2, draws=50))
+    assert found.diverged and "chain 0 diverged" in found.diverged
+    assert found.llc != found.llc  # NaN
+    assert trial_problem(found) == found.diverged
+
+
+def test_options_are_read_and_refused_by_name():
+    options = llc.parse_options("heads=L0H1+L1H3,chains=3,setting=1e-3/100/5.5")
+    assert options.heads == "L0H1+L1H3" and options.chains == 3 and options.setting == (1e-3, 100.0, 5.5)
+    with pytest.raises(ValueError, match="INTERP_LLC: cannot read 'speed=2'"):
+        llc.parse_options("speed=2")
+
+
+def _rows(table, metric):
+    return table[(table["detector"] == "llc") & (table["metric"] == metric)]
+
+
+def test_calibration_chooses_a_plateau_on_the_regular_model():
+    """The largest step size whose estimate agrees with the next smaller one's; the too large ones are refused.
+
+    At ``nbeta`` 145 and ``gamma`` 100 the localisation is not weak against the curvature (the
+    eigenvalues of ``X^T X / n``, about 1), so the estimate's target is the localised posterior's
+    ``1/2 sum nbeta l / (nbeta l + gamma)`` (about 0.6), not d/2.
+    """
+    model, data = _regression(2)
+    with one_thread():
+        found = calibrate(model, _half_mse, data, examples=1000, chains=4, draws=400, burnin=50,
+                          epsilons=(1e-1, 1e-2, 3e-3, 1e-3, 3e-4))
+        estimate = estimate_llc(model, _half_mse, data, found.sampling)
+    nbeta = 1000 / math.log(1000)
+    assert found.sampling.nbeta == pytest.approx(nbeta)
+    assert found.plateau and found.sampling.epsilon == 1e-3 and found.sampling.gamma == 100.0, found.trials
+    assert "diverged" in found.trials[0]  # 1e-1: the chain leaves the basin at once
+    curvature = torch.linalg.eigvalsh(data[0][0].T @ data[0][0] / len(data[0][0]))
+    target = float(0.5 * (nbeta * curvature / (nbeta * curvature + 100.0)).sum())
+    assert estimate.llc == pytest.approx(target, rel=0.15)
+    with pytest.raises(CalibrationError, match="epsilon=10 gamma=100: SGLD chain 0 diverged"):
+        calibrate(model, _half_mse, data, examples=1000, epsilons=(10.0,))
+
+
+@pytest.mark.slow
+def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
+    """Calibrated once (recorded in the rows), whole-model rows at every checkpoint, head rows at the final one."""
+    ind, _ = tiny_runs
+    monkeypatch.setenv(llc.ENV, "draws=10,burnin=4")
+    found = [path for _, path in list_checkpoints(ind)]
+    paths = [found[0], found[3], found[-1]]  # steps 0, 4 and the run's final one
+    table = score_checkpoints(paths, detectors=["llc"])
+    assert set(table["detector"]) == {"llc"} and not (table["metric"] == "error").any(), table["error"].unique()
+    assert len(_rows(table, "llc")) == len(paths) == 3 and _rows(table, "llc")["value"].notna().all()
+    for name in ("llc_epsilon", "llc_gamma", "llc_nbeta"):  # one setting for the whole run
+        assert _rows(table, name)["value"].nunique() == 1
+    heads = _rows(table, "llc_head")
+    assert len(heads) == 8 and heads["step"].nunique() == 1 and heads["step"].iloc[0] == table["step"].max()
+    assert set(table["metric"]) <= set(llc.DETECTOR.metrics)
+
+
+def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
+    """The quick tier's run of the detector: a setting given, so no calibration; it is recorded in the rows."""
+    ind, _ = tiny_runs
+    monkeypatch.setenv(llc.ENV, "heads=L1H0+L0H3,draws=6,burnin=2,setting=1e-3/100/5")
+    found = [path for _, path in list_checkpoints(ind)]
+    table = score_checkpoints([found[0], found[-1]], detectors=["llc"])
+    assert not (table["metric"] == "error").any(), table["error"].unique()
+    assert _rows(table, "llc")["value"].notna().all() and len(_rows(table, "llc")) == 2
+    assert set(_rows(table, "llc_epsilon")["value"]) == {1e-3} and set(_rows(table, "llc_nbeta")["value"]) == {5.0}
+    heads = _rows(table, "llc_head")
+    assert sorted(zip(heads["layer"], heads["head"])) == [(0, 3), (0, 3), (1, 0), (1, 0)]
+    assert _rows(table, "llc_head_std")["value"].notna().all()
+
+
+def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):
+    """A forced divergence (huge step size) and a run without run.json are error rows with the reason."""
+    ind, _ = tiny_runs
+    monkeypatch.setenv(llc.ENV, "heads=none,draws=10,burnin=0,setting=1e4/1/5")
+    table = score_checkpoints([ind], detectors=["llc"])
+    errors = table[table["metric"] == "error"]
+    assert len(errors) == len(table) == len(list_checkpoints(ind))
+    assert errors["error"].str.contains("SGLD chain 0 diverged").all()
+
+    loose = tmp_path / "loose"
+    shutil.copytree(ind / "checkpoints", loose)
+    table = score_checkpoints([loose], detectors=["llc"])
+    assert (table["metric"] == "error").all() and table["error"].str.contains("no run.json").all()
+    assert "run.json" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+    monkeypatch.delenv(llc.ENV)
+    assert "not estimated here" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+
+
+def test_not_applicable_without_devinterp(monkeypatch):
+    import importlib.util
+
+    from interp.detectors.llc.estimate import devinterp_missing
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "devinterp" else real(name, *a))
+    assert devinterp_missing() == 'devinterp is not installed: pip install "interp-circuits[llc]"'
+    assert llc.applies(None) == devinterp_missing()
