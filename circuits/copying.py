@@ -6,7 +6,10 @@ the whole vocabulary: a small layer's full logits at once (reading the attention
 place); a large layer's key logits alone, and the sum over fixed tiles of the vocabulary, each
 tile's ``W_O W_U`` columns made in the tile, at most ``chunk_elements`` logits per worker (one
 worker per intra-op thread on the CPU, see :mod:`circuits._parallel`). Neither a layer's
-``W_O W_U`` nor any query's full logits are held for a large layer.
+``W_O W_U`` nor any query's full logits are held for a large layer. On a vocabulary more than
+``SAMPLE_SAVING`` times ``vocab_sample`` (language models: GPT-2's 50,257 ids), the part of that
+sum over the ids outside the sequence is estimated from a fixed uniform sample of the vocabulary
+(:func:`copying_from_layer`; ``docs/scores.md``, "Copying on large vocabularies").
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm
 
 from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame, layer_means
-from circuits._parallel import parallel_map
+from circuits._vocab_tiles import estimated_sums, vocab_tile_sums
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
 __all__ = [
     "DEFAULT_CHUNK_ELEMENTS",
+    "DEFAULT_VOCAB_SAMPLE",
+    "SAMPLE_SAVING",
     "LayerLogitMaps",
     "copying_from_layer",
     "copying_scores",
@@ -37,6 +42,14 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 18
 #: Layers whose logits and logit maps (all heads) hold at most this many numbers are done in one
 #: batched chunk.
 _SMALL_LAYER_ELEMENTS = 1 << 22
+#: Vocabulary ids the empirical copying score's denominator reads on a large vocabulary (the
+#: ids outside each sequence; see :func:`copying_from_layer`). ``None``: the whole vocabulary.
+DEFAULT_VOCAB_SAMPLE = 4096
+#: The sample is used only when the vocabulary holds more than this many times its size (so every
+#: vocabulary up to 16,384 ids, at the default, is read whole; below that the saving is small).
+SAMPLE_SAVING = 4
+#: Seed of the vocabulary sample: the same ids for every layer, call and model of one vocabulary size.
+_SAMPLE_SEED = 0
 
 
 def unembed_directions(model: HookedTransformer) -> torch.Tensor:
@@ -74,9 +87,24 @@ class LayerLogitMaps:
     only one layer's are held. Large layers never ask for the maps (see :func:`copying_from_layer`).
     """
 
-    def __init__(self, model: HookedTransformer) -> None:
+    def __init__(self, model: HookedTransformer, vocab_sample: int | None = DEFAULT_VOCAB_SAMPLE) -> None:
         self.model = model
         self.w_u = unembed_directions(model)
+        vocab = self.w_u.shape[-1]
+        if vocab_sample is not None and (isinstance(vocab_sample, bool) or not isinstance(vocab_sample, int)
+                                         or vocab_sample < 1):
+            raise ValueError(f"vocab_sample must be a positive integer or None, got {vocab_sample!r}")
+        #: The sampled vocabulary ids (sorted), their ``w_u`` columns and the Gram matrix
+        #: ``w_u w_u^T`` of the whole vocabulary; all None when the whole vocabulary is read.
+        self.sample: torch.Tensor | None = None
+        self.w_u_sample: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None
+        if vocab_sample is not None and vocab > SAMPLE_SAVING * vocab_sample:
+            ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(_SAMPLE_SEED), device="cpu")
+            ids = ids[:vocab_sample]
+            self.sample = ids.sort().values.to(self.w_u.device)
+            self.w_u_sample = self.w_u[:, self.sample].contiguous()
+            self.gram = self.w_u @ self.w_u.T
         self._layer: int | None = None
         self._maps: torch.Tensor | None = None
 
@@ -120,7 +148,14 @@ def copying_from_layer(
     Large layers never hold a layer's ``W_O W_U`` nor a query's full logits: the numerator needs
     the logits of the key tokens only, and the denominator ``sum relu(l)`` is accumulated over
     tiles of the vocabulary, each tile's ``W_O W_U`` columns made in the tile
-    (:func:`_vocab_tile_sums`).
+    (:func:`circuits._vocab_tiles.vocab_tile_sums`).
+
+    When ``maps.sample`` is set (a vocabulary more than :data:`SAMPLE_SAVING` times the sample),
+    the denominator is split over the sequence's own distinct ids ``C``, read exactly from the key
+    logits, and the rest ``R`` of the vocabulary, estimated from the sampled ids outside ``C``
+    with the first two moments of ``l`` over ``R`` exact (see
+    :func:`circuits._vocab_tiles.estimated_sums`). A head that copies puts its large logits on
+    ``C``, which is exact; the estimate covers the many small logits of the rest.
     """
     batch, n_heads, length, _ = pattern.shape
     n = int(half_len)
@@ -132,11 +167,12 @@ def copying_from_layer(
     # (n_heads, rows, d_head) z.
     attn = pattern[:, :, n + 1 :, :].transpose(0, 1).float()
     zq = z[:, n + 1 :].permute(2, 0, 1, 3).float().reshape(n_heads, rows, -1)
-    if bool((tokens >= vocab).any()):
-        attn = attn * (tokens < vocab)[None, :, None, :]
+    valid = tokens < vocab
+    if not bool(valid.all()):
+        attn = attn * valid[None, :, None, :]
         tokens = tokens.clamp(max=vocab - 1)
     d_head = zq.shape[-1]
-    small = n_heads * (rows + d_head) * vocab <= _SMALL_LAYER_ELEMENTS
+    small = maps.sample is None and n_heads * (rows + d_head) * vocab <= _SMALL_LAYER_ELEMENTS
     if chunk_elements is None:
         chunk_elements = DEFAULT_CHUNK_ELEMENTS if device.type == "cpu" else 1 << 24
         if small:
@@ -149,51 +185,13 @@ def copying_from_layer(
     # Numerator: the logits of each sequence's own key tokens, (n_heads, batch, d_head, L).
     key_maps = (w_o.reshape(-1, w_o.shape[-1]) @ w_u[:, tokens.flatten()]).view(n_heads, d_head, batch, length)
     key_logits = torch.matmul(zq.view(n_heads, batch, n, d_head), key_maps.transpose(1, 2))
-    copied = key_logits.relu_().mul_(attn).sum(dim=-1).reshape(n_heads, rows)
-    positive = _vocab_tile_sums(zq, w_o, w_u, int(chunk_elements))
+    copied = (key_logits.relu() * attn).sum(dim=-1).reshape(n_heads, rows)
+    if maps.sample is None:
+        positive = vocab_tile_sums(zq, w_o, w_u, int(chunk_elements))
+    else:
+        positive = estimated_sums(zq, w_o, maps, key_logits, tokens, valid, int(chunk_elements))
     scores = torch.where(positive > 0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
     return scores.sum(dim=-1) / rows
-
-
-def _vocab_tile_sums(zq: torch.Tensor, w_o: torch.Tensor, w_u: torch.Tensor, chunk_elements: int) -> torch.Tensor:
-    """``(n_heads, rows)``: ``sum_v relu(zq[h, r] @ W_O[h] @ w_u[:, v])`` over the whole vocabulary.
-
-    The vocabulary is cut into fixed tiles of ``max(1, chunk_elements // rows)`` ids (rows cut too
-    when ``chunk_elements < rows``); per tile, one product makes the tile's ``W_O W_U`` columns of
-    every head and one per head (and chunk of rows) its logits, ReLU'd and summed at once. The
-    tiles are shared out in contiguous runs to single-threaded workers
-    (:func:`circuits._parallel.parallel_map`), each writing into buffers it allocates once (a
-    fresh buffer per product costs page faults that were measured to double the product's time);
-    the per-tile sums are added in tile order, so the result does not depend on the thread count.
-    """
-    n_heads, rows, d_head = zq.shape
-    vocab = w_u.shape[-1]
-    w_o_flat = w_o.reshape(-1, w_o.shape[-1])  # (n_heads * d_head, d_model)
-    width = max(1, min(vocab, chunk_elements // rows))
-    row_chunk = max(1, min(rows, chunk_elements // width))
-    starts = list(range(0, vocab, width))
-    n_runs = min(len(starts), torch.get_num_threads()) if zq.device.type == "cpu" else 1
-    runs = [starts[i::n_runs] for i in range(n_runs)]
-
-    def run_sums(run: list[int]) -> torch.Tensor:
-        out = torch.empty(len(run), n_heads, rows, dtype=torch.float32, device=zq.device)
-        tile_buf = torch.empty(w_o_flat.shape[0] * width, dtype=torch.float32, device=zq.device)
-        logit_buf = torch.empty(row_chunk * width, dtype=torch.float32, device=zq.device)
-        for index, start in enumerate(run):
-            cols = min(width, vocab - start)
-            tile = torch.mm(w_o_flat, w_u[:, start : start + cols], out=tile_buf[: w_o_flat.shape[0] * cols].view(-1, cols))
-            tile = tile.view(n_heads, d_head, cols)
-            for head in range(n_heads):
-                for r0 in range(0, rows, row_chunk):
-                    r1 = min(rows, r0 + row_chunk)
-                    logits = torch.mm(zq[head, r0:r1], tile[head], out=logit_buf[: (r1 - r0) * cols].view(-1, cols))
-                    torch.sum(logits.relu_(), dim=-1, out=out[index, head, r0:r1])
-        return out
-
-    per_tile = torch.empty(len(starts), n_heads, rows, dtype=torch.float32, device=zq.device)
-    for i, sums in enumerate(parallel_map(run_sums, runs, device=zq.device)):
-        per_tile[i::n_runs] = sums
-    return per_tile.sum(dim=0)
 
 
 def _position_scores(logits: torch.Tensor, keys: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -215,6 +213,7 @@ def copying_scores(
     half_len: int | None = None,
     seed: int = DEFAULT_SEED,
     chunk_elements: int | None = None,
+    vocab_sample: int | None = DEFAULT_VOCAB_SAMPLE,
 ) -> pd.DataFrame:
     """Empirical copying score of every head on ``[x0, r, r]``: columns ``layer, head, score``.
 
@@ -226,11 +225,14 @@ def copying_scores(
     to what it attends to scores about ``1 / d_vocab_out``; an anti-copying head scores about 0.
     After the copying criterion of Olsson et al. 2022, "In-context learning and induction heads".
     One batched forward pass; logits are computed in bounded chunks of ``chunk_elements`` per worker.
+    On a vocabulary of more than ``SAMPLE_SAVING * vocab_sample`` ids the denominator's part over
+    the ids outside each sequence is estimated from ``vocab_sample`` fixed uniformly drawn ids
+    (:func:`copying_from_layer`); ``vocab_sample=None`` reads the whole vocabulary.
     """
     model = check_model(model)
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    maps = LayerLogitMaps(model)
+    maps = LayerLogitMaps(model, vocab_sample)
 
     def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
         assert z is not None

@@ -15,7 +15,7 @@ from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame, layer_means
 from circuits._parallel import threads_for
 from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
-from circuits.copying import LayerLogitMaps, copying_from_layer, ov_copying_tensor
+from circuits.copying import DEFAULT_VOCAB_SAMPLE, LayerLogitMaps, copying_from_layer, ov_copying_tensor
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
 __all__ = [
@@ -47,6 +47,7 @@ def induction_heads(
     prefix_matching_threshold: float = PREFIX_MATCHING_THRESHOLD,
     copying_threshold: float | None = None,
     chunk_elements: int | None = None,
+    vocab_sample: int | None = DEFAULT_VOCAB_SAMPLE,
 ) -> pd.DataFrame:
     """Every head's scores from one batched forward pass on the probe ``[x0, r, r]``.
 
@@ -72,7 +73,9 @@ def induction_heads(
     positions, ReLU/GELU MLPs or none; ``docs/scores.md``, "How the head scores are computed"),
     in memory-bounded chunks of the batch, else read with temporary hooks
     from the model's own forward. The copying logits are computed in bounded chunks of
-    ``chunk_elements`` per worker. Runs under ``inference_mode`` and
+    ``chunk_elements`` per worker; on a large vocabulary the copying denominator reads
+    ``vocab_sample`` sampled ids besides each sequence's own (see
+    :func:`circuits.copying.copying_scores`; ``None``: the whole vocabulary). Runs under ``inference_mode`` and
     leaves the model unchanged. Olsson et al. 2022, "In-context learning and induction heads";
     Elhage et al. 2021, "A mathematical framework for transformer circuits".
     """
@@ -82,7 +85,7 @@ def induction_heads(
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
     with threads_for(model.cfg, tokens):  # a small model's whole call on one thread, not only its pass
-        maps = LayerLogitMaps(model)
+        maps = LayerLogitMaps(model, vocab_sample)
 
         def reduce(layer: int, pattern: torch.Tensor, z: torch.Tensor | None, chunk: torch.Tensor) -> torch.Tensor:
             assert z is not None
