@@ -6,9 +6,10 @@
   a target (``<= 60 s``) or a constant of the code;
 - a bare private name in backticks (``_ablated_losses``) is defined in ``interp/`` or ``circuits/``;
 - a measured-looking figure in prose (a decimal with two or more digits after the point, ``0.77``,
-  or a ratio, ``3.4x``; outside code) has a source in its paragraph (a table row: in the row or the
+  a ratio, ``3.4x``, or a percentage, ``15 %``; outside code) has a source in its paragraph (a table row: in the row or the
   paragraph before the table): ``BENCHMARKS.md`` or a committed table under ``docs/data/``; or it is
-  a literal of the code (``0.98``, a preset's beta), or listed in ``DERIVED`` with the arithmetic
+  a literal of the code (``0.98``, a preset's beta; ``30 %`` for ``0.3``), or a bound (``at least 2x``),
+  or listed in ``DERIVED`` with the arithmetic
   that gives it;
 - a "BENCHMARKS.md, "Heading"" citation names a section BENCHMARKS.md has;
 - the modadd sweep table of ``docs/training.md`` is the committed CSV it cites;
@@ -80,8 +81,8 @@ def test_times_in_prose_cite_benchmarks(document):
     assert not bad, f"{document}: times without a BENCHMARKS.md reference:\n" + "\n".join(bad)
 
 
-#: A measured-looking figure: ``0.77``, ``-0.503``, the end of ``0.85-0.94``, ``3.4x``, ``0.06x``.
-FIGURE = re.compile(r"(?:(?<![\w.])-?|(?<=\d-))\d+\.\d{2,}(?![\d.]*\w)|(?<![\w.])\d+(?:\.\d+)?x\b")
+#: A measured-looking figure: ``0.77``, ``-0.503``, the end of ``0.85-0.94``, ``3.4x``, ``0.06x``, ``15 %``.
+FIGURE = re.compile(r"(?:(?<![\w.])-?|(?<=\d-))\d+\.\d{2,}(?![\d.]*\w)|(?<![\w.])\d+(?:\.\d+)?(?:x\b|\s?%)")
 #: What a paragraph cites as the source of its figures.
 SOURCE = re.compile(r"BENCHMARKS|docs/data/")
 #: Figures that are no measurement, by document: value -> what gives it (the prose's own arithmetic,
@@ -92,6 +93,7 @@ DERIVED = {
         "0.21": "mean over k = 0..63 of 1 - (126/127)^k",
         "0.04x": "0.06 x 2.37 / 3.6, the sweep's lowest ratio at the paper's capacity",
         "4.3x": "6.58 x 2.37 / 3.6, the sweep's highest ratio at the paper's capacity",
+        "35 %": "a training fraction tried in the recipe search: a setting, not a result",
     },
     "docs/scores.md": {
         "0.060": "(H_63 - 1) / 62",
@@ -128,6 +130,15 @@ def _code_literals() -> frozenset[float]:
     return frozenset(float(v) for v in re.findall(r"(?<![\w.])\d+\.\d+(?:e-?\d+)?", text))
 
 
+def _is_literal(value: str, literals: frozenset[float]) -> bool:
+    """A decimal that the code holds (``0.98``), or a percentage whose fraction it holds (``30 %``)."""
+    if value.endswith("x"):
+        return False
+    if value.endswith("%"):
+        return round(float(value.rstrip("% ")) / 100, 6) in literals
+    return float(value) in literals
+
+
 def uncited_figures(text: str, derived: dict[str, str] | None = None,
                     literals: frozenset[float] = frozenset()) -> list[str]:
     """The figures of ``text``'s prose (:data:`FIGURE`; not in code, inline code or link targets)
@@ -148,8 +159,7 @@ def uncited_figures(text: str, derived: dict[str, str] | None = None,
             bare = " ".join(re.sub(r"`[^`\n]*`|\]\([^)]*\)|arXiv[: ]\d+\.\d+", "", shown).split())
             for m in FIGURE.finditer(bare):
                 value = m.group(0)
-                if (value in derived or not value.endswith("x") and float(value) in literals
-                        or BOUND.search(bare[: m.start()])):
+                if value in derived or BOUND.search(bare[: m.start()]) or _is_literal(value, literals):
                     continue
                 start = bare.rfind(". ", 0, m.start()) + 1
                 bad.append(f"{value!r} in: {bare[start:start + 160].strip()}")
@@ -160,11 +170,11 @@ def uncited_figures(text: str, derived: dict[str, str] | None = None,
 
 def test_the_figure_check_finds_unsourced_figures():
     text = ("Seed 0 ends at 0.77 (`BENCHMARKS.md`, \"Training on text\"). Betas (0.9, 0.98).\n\n"
-            "The search gave 0.85-0.94, 3.4x later; chance is 4.73. See `x = 0.55`.\n\n"
+            "The search gave 0.85-0.94, 3.4x later, 12 % faster on 30 % of pairs; chance is 4.73. See `x = 0.55`.\n\n"
             "```\nloss 0.12\n```\n\nFrom `docs/data/sweep.csv`:\n\n| a | b |\n|---|---|\n| 0.17 | 2.6x |\n\n"
             "Read by hand:\n\n| a |\n|---|\n| 0.29 |\n\n[Paper](https://arxiv.org/abs/2301.05217).\n")
-    found = [b.split(" in: ")[0] for b in uncited_figures(text, {"4.73": "ln 113"}, frozenset({0.98}))]
-    assert found == ["'0.85'", "'0.94'", "'3.4x'", "'0.29'"]
+    found = [b.split(" in: ")[0] for b in uncited_figures(text, {"4.73": "ln 113"}, frozenset({0.98, 0.3}))]
+    assert found == ["'0.85'", "'0.94'", "'3.4x'", "'12 %'", "'0.29'"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
