@@ -111,7 +111,8 @@ def main() -> None:
         f"({t_progress / args.checkpoints * 1000:.0f} ms per checkpoint) |",
         "",
         f"Key frequencies {report.key_frequencies}; loss {report.loss:.5f}, restricted loss "
-        f"{report.restricted_loss:.5f}, excluded loss {report.excluded_loss:.2f}; "
+        f"{report.restricted_loss:.5f}, excluded loss {report.excluded_loss:.2f}; Gini of the Fourier norms "
+        f"of W_E / W_L {report.gini_embed:.2f} / {report.gini_unembed:.2f}; "
         f"{len(measures)} rows of progress measures.",
         "The speed comes from a closed-form last-position forward (the query at `=` is the same for every "
         "input, so attention reduces to per-token tables) and from computing each neuron's 3x3-block "

@@ -142,6 +142,8 @@ def test_published_report_fields(published_report):
     assert (top.loc[r.key_frequencies, "unembed"] > 0.1).all()
     assert (top["neurons"] <= top["neurons_majority"]).all()
     assert top["neurons"].sum() > 0.75 * 512  # the paper: most neurons belong to one frequency
+    # docs/scores.md, key-frequency rule: frequency 3 has no neuron at 85 % but 88 at 50 %
+    assert (top.loc[3, "neurons"], top.loc[3, "neurons_majority"]) == (0, 88)
     with pytest.raises(AttributeError):
         r.p = 5  # frozen
 

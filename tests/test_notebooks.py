@@ -36,6 +36,7 @@ EXPECTED = {
     # a short run (TEXT_STEPS): too short for the phase change, so only what any run prints
     "05_induction_on_text.ipynb": [r"corpus: stdlib \(Python 3\.\d+",
                                    r"in-context learning score at step \d+: -?\d\.\d+ nats",
+                                   r"held-out loss: \d\.\d\d nats at step 0 -> \d\.\d\d at step \d+",
                                    r"ablating (L\dH\d(, )?)+: token 50 loss [+-]\d\.\d\d, token 500 loss "
                                    r"[+-]\d\.\d\d nats"],
     # trains its own GPT-NeoX with transformers (no run of the session fits)
