@@ -22,6 +22,7 @@ from handbuilt_models import induction_circuit_model
 from interp import load_model
 from interp.detectors.catalog import OPT_IN
 from interp.detectors.circuit import detector as circuit
+from interp.detectors.circuit import search
 from interp.detectors.circuit.figures import plot_circuit_graph, plot_circuit_over_training, plot_faithfulness_curve
 from interp.report import build_report
 from interp.runs.checkpoints import save_checkpoint
@@ -74,17 +75,17 @@ def test_smallest_circuit_finds_the_built_one():
 
 def test_edge_metrics_round_trip():
     for edge in [("L0H2", "L1H1", "k"), ("L1H0", "logits", ""), ("embed", "mlp3", "")]:
-        assert circuit.parse_edge_metric(circuit.edge_metric(*edge)) == edge
-    assert circuit.edge_metric("L0H2", "L1H1", "k") == "edge:L0H2->L1H1.k"
+        assert search.parse_edge_metric(search.edge_metric(*edge)) == edge
+    assert search.edge_metric("L0H2", "L1H1", "k") == "edge:L0H2->L1H1.k"
     with pytest.raises(ValueError, match="not an edge metric"):
-        circuit.parse_edge_metric("faithfulness")
+        search.parse_edge_metric("faithfulness")
 
 
 def test_detector_on_the_growing_run(growing_run):
     assert "circuit" in OPT_IN
     table = score_checkpoints([growing_run], detectors=["circuit"], quiet=True)
     assert not (table["metric"] == "error").any(), table["error"].unique()
-    curves, edges = circuit.circuit_rows(table)
+    curves, edges = search.circuit_rows(table)
     assert list(curves["step"]) == list(GROWING) and set(curves["circuit_size"]) == {5.0}
     faith = curves.set_index("step")["faithfulness"]
     # Weaker induction attention is the same mechanism, so the circuit carries all of what there is;
@@ -139,9 +140,9 @@ def test_detector_on_the_default_induction_run(induction_run):
     """Found on the final checkpoint without being told: the heads the heads detector flags, faithful >= 0.9."""
     table = score_checkpoints([induction_run], detectors=["heads", "circuit"], quiet=True)
     assert not (table["metric"] == "error").any(), table["error"].unique()
-    curves, edges = circuit.circuit_rows(table)
+    curves, edges = search.circuit_rows(table)
     faith = curves.set_index("step")["faithfulness"]
-    assert faith.iloc[-1] >= 0.9 and (faith.iloc[:10] < 0.5).all()  # steps 0-100: before the phase change
+    assert faith.iloc[-1] >= 0.9 and (faith.iloc[:10] < 0.5).all()  # steps 0-80: before the phase change
     heads = table[(table["detector"] == "heads") & (table["step"] == table["step"].max())]
     flagged = {metric: {f"L{la}H{h}" for la, h, v in heads[heads["metric"] == metric][["layer", "head", "value"]]
                         .itertuples(index=False, name=None) if v == 1.0}

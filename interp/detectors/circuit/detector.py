@@ -15,7 +15,7 @@ tokens:
   and the faithfulness is a ratio of two small numbers (noise);
 - ``circuit_size``: the number of edges of the circuit (the same at every checkpoint);
 - one row per circuit edge, metric ``edge:SOURCE->TARGET.INPUT`` (``edge:L0H2->L1H1.k``,
-  ``edge:L1H1->logits``; :func:`edge_metric`, :func:`parse_edge_metric`): the edge's ``eap-ig``
+  ``edge:L1H1->logits``; ``search.edge_metric``, ``search.parse_edge_metric``): the edge's ``eap-ig``
   score at this checkpoint (the change of the loss when the edge alone is patched; positive
   when the edge carries induction).
 
@@ -27,7 +27,6 @@ Opt-in (``catalog.OPT_IN``, ``--detectors circuit``); cost in ``docs/scores.md``
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,35 +35,13 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from interp.detectors.circuit.report import report_items
+from interp.detectors.circuit.search import EDGE_PREFIX, METHOD, METRICS, MIN_GAP, MIN_HALF_LEN, contrast, \
+    edge_metric, find_run_circuit
 from interp.detectors.spec import Detector, Row
 from interp.runs.layout import RunError
 
-__all__ = ["DETECTOR", "EDGE_PREFIX", "METRICS", "MIN_GAP", "CircuitContext", "circuit_rows", "edge_metric",
-           "find_run_circuit", "parse_edge_metric"]
-
-METRICS = ("faithfulness", "clean_loss", "corrupted_loss", "circuit_size")
-EDGE_PREFIX = "edge:"
-METHOD = "eap-ig"
-TARGET = 0.9
-N_SEQS = 16
-#: Least gap (nats) between the corrupted and clean second-copy loss for a model to count as doing induction.
-MIN_GAP = 0.5
-#: Shortest probe half; ``n_ctx >= 2 * MIN_HALF_LEN + 1``.
-MIN_HALF_LEN = 4
-
-
-def edge_metric(source: str, target: str, kind: str) -> str:
-    """The ``metric`` of an edge row: ``edge:L0H2->L1H1.k``, ``edge:L1H1->logits``."""
-    return f"{EDGE_PREFIX}{source}->{target}{'.' + kind if kind else ''}"
-
-
-def parse_edge_metric(metric: str) -> tuple[str, str, str]:
-    """``(source, target, input)`` of an edge row's metric (:func:`edge_metric`); ValueError otherwise."""
-    if not metric.startswith(EDGE_PREFIX) or "->" not in metric:
-        raise ValueError(f"not an edge metric: {metric!r}")
-    source, _, rest = metric[len(EDGE_PREFIX):].partition("->")
-    target, _, kind = rest.partition(".")
-    return source, target, kind
+__all__ = ["DETECTOR", "CircuitContext"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +56,6 @@ class CircuitContext:
     reason: str | None = None  # why no checkpoint of the run gets a number
 
 
-def _contrast(model: HookedTransformer) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    from circuits import induction_contrast
-
-    return induction_contrast(model, N_SEQS)
-
-
 def applies(model: HookedTransformer) -> str | None:
     from circuits import one_thread, second_copy_losses
 
@@ -94,7 +65,7 @@ def applies(model: HookedTransformer) -> str | None:
     if (n_ctx - 1) // 2 < MIN_HALF_LEN:
         return f"context n_ctx={n_ctx} too short for the repeated-token contrast (needs >= {2 * MIN_HALF_LEN + 1})"
     try:
-        clean, corrupted, metric = _contrast(model)
+        clean, corrupted, metric = contrast(model)
         with one_thread():
             clean_loss, corrupted_loss = second_copy_losses(model, clean, corrupted, metric)
     except ValueError as exc:
@@ -105,17 +76,8 @@ def applies(model: HookedTransformer) -> str | None:
     return None
 
 
-def find_run_circuit(model: HookedTransformer) -> Any:
-    """:func:`circuits.smallest_circuit` on the detector's contrast (``circuits.FoundCircuit``)."""
-    from circuits import one_thread, smallest_circuit
-
-    clean, corrupted, metric = _contrast(model)
-    with one_thread():
-        return smallest_circuit(model, clean, corrupted, metric, method=METHOD, target=TARGET)
-
-
 def prepare(model: HookedTransformer, run_dir: Path | None) -> CircuitContext:
-    clean, corrupted, metric = _contrast(model)
+    clean, corrupted, metric = contrast(model)
     try:
         found = find_run_circuit(model)
     except (ValueError, TypeError, RuntimeError) as exc:  # every checkpoint's error row, not a stopped job
@@ -145,22 +107,6 @@ def score(model: HookedTransformer, context: CircuitContext) -> list[Row]:
     return rows + [{"metric": edge_metric(*edge), "value": by_edge[edge]} for edge in circuit]
 
 
-def circuit_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(curves, edges)`` of one run's ``circuit`` rows: ``curves`` has ``step`` and one column per
-    metric of :data:`METRICS`; ``edges`` has ``step, source, target, input, score``, one row per
-    edge and step."""
-    from interp.detectors._curves import metric_curves
-
-    rows = rows[rows["detector"] == "circuit"].dropna(subset=["step"])
-    curves = metric_curves(rows, "circuit", METRICS)
-    edge_rows = rows[rows["metric"].str.startswith(EDGE_PREFIX)]
-    parsed = [parse_edge_metric(m) for m in edge_rows["metric"]]
-    edges = pd.DataFrame({"step": edge_rows["step"].astype("int64").to_numpy(),
-                          "source": [p[0] for p in parsed], "target": [p[1] for p in parsed],
-                          "input": [p[2] for p in parsed], "score": edge_rows["value"].astype(float).to_numpy()})
-    return curves, edges.sort_values(["step", "score"], ascending=[True, False], ignore_index=True)
-
-
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
     """The smallest circuit of this checkpoint (a few seconds: every edge scored, the faithfulness curve)."""
     found = find_run_circuit(model)
@@ -173,8 +119,6 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
 
 def report(rows: pd.DataFrame) -> list[Any]:
     """The circuit as a graph, its faithfulness against size, and the circuit over training."""
-    from interp.detectors.circuit.report import report_items
-
     return report_items(rows)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.detectors.circuit.detector import METHOD, TARGET, circuit_rows, find_run_circuit
+from interp.detectors.circuit.search import METHOD, TARGET, circuit_rows, find_run_circuit
 from interp.detectors.circuit.figures import plot_circuit_graph, plot_circuit_over_training, plot_faithfulness_curve
 
 __all__ = ["report_items"]
