@@ -109,12 +109,13 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     """The smallest top-``k`` circuit (edges by ``|score|``) whose faithfulness is at least ``target``.
 
     Scores every edge with ``method`` (:func:`circuits.edge_attribution`; or takes ``scores``), then
-    runs the faithfulness curve over every size ``k = 0..n`` (graphs of more than
-    :data:`EXHAUSTIVE_SIZES` edges: the default sizes of :func:`faithfulness_curve`, then every size
-    between the last one below ``target`` and the first at or above it) and keeps the first ``k``
-    at or above ``target``. Nothing is told what to look for. The whole graph has faithfulness 1,
-    so a circuit is always found for ``target <= 1``. Cost: the scores plus ``n + 1`` patched forwards
-    (batched) for small graphs.
+    runs the faithfulness curve over every size ``k = 0..n`` and keeps the first ``k`` at or above
+    ``target``. Graphs of more than :data:`EXHAUSTIVE_SIZES` edges get the default sizes of
+    :func:`faithfulness_curve`, then a bisection between the last size below ``target`` and the
+    first at or above it (faithfulness need not grow with ``k``, so there it finds a size whose
+    predecessor on the bisection is below ``target``, not always the smallest). Nothing is told
+    what to look for. The whole graph has faithfulness 1, so a circuit is always found for
+    ``target <= 1``. Cost: the scores plus ``n + 1`` patched forwards (batched) for small graphs.
     """
     if not 0 < target <= 1:
         raise ValueError(f"target must lie in (0, 1], got {target!r}")
@@ -124,14 +125,18 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     sizes = range(n + 1) if n <= EXHAUSTIVE_SIZES else None
     curve = faithfulness_curve(model, scores, clean_tokens, corrupted_tokens, metric, sizes=sizes)
     passing = curve[curve["faithfulness"] >= target]
-    if sizes is None and not passing.empty:
-        first = int(passing["size"].iloc[0])
-        below = curve[(curve["size"] < first)]["size"]
+    if sizes is None and not passing.empty:  # bisect between the last size below target and the first above
+        high = int(passing["size"].iloc[0])
+        below = curve[curve["size"] < high]["size"]
         low = int(below.iloc[-1]) if not below.empty else 0
-        between = faithfulness_curve(model, scores, clean_tokens, corrupted_tokens, metric,
-                                     sizes=range(low + 1, first))
-        curve = pd.concat([curve, between]).drop_duplicates("size").sort_values("size", ignore_index=True)
-        passing = curve[curve["faithfulness"] >= target]
+        points = [curve]
+        while high - low > 1:
+            mid = (low + high) // 2
+            point = faithfulness_curve(model, scores, clean_tokens, corrupted_tokens, metric, sizes=[mid])
+            points.append(point)
+            low, high = (low, mid) if float(point["faithfulness"].iloc[0]) >= target else (mid, high)
+        curve = pd.concat(points).drop_duplicates("size").sort_values("size", ignore_index=True)
+        passing = curve[(curve["faithfulness"] >= target) & (curve["size"] >= high)]
     if passing.empty:  # only a whole graph below target (numerical noise): take it all
         passing = curve.iloc[[-1]]
     k = int(passing["size"].iloc[0])

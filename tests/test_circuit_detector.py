@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from circuits import induction_contrast, second_copy_losses, smallest_circuit
-from handbuilt_models import induction_circuit_model
+from handbuilt_models import induction_circuit_model, random_model
 from interp import load_model
 from interp.detectors.catalog import OPT_IN
 from interp.detectors.circuit import detector as circuit
@@ -71,6 +71,19 @@ def test_smallest_circuit_finds_the_built_one():
     assert list(found.curve["size"]) == list(range(len(found.scores) + 1))
     with pytest.raises(ValueError, match="target must lie"):
         smallest_circuit(model, clean, corrupted, metric, target=1.5)
+
+
+def test_smallest_circuit_bisects_on_large_graphs(monkeypatch):
+    # A random 3-layer model with MLPs (172 edges; the search crosses 0.9 past the 16 sizes always tried).
+    import circuits.faithfulness as faithfulness
+
+    model = random_model(n_layers=3, n_heads=3, d_model=16, d_head=4, d_vocab=20, n_ctx=13, seed=0)
+    clean, corrupted, metric = induction_contrast(model, 4)
+    monkeypatch.setattr(faithfulness, "EXHAUSTIVE_SIZES", 8)  # now "large"
+    bisected = smallest_circuit(model, clean, corrupted, metric, method="eap")
+    curve = bisected.curve.set_index("size")["faithfulness"]
+    assert bisected.size > 16 and len(curve) < 40  # the 16 + powers of two + a bisection, not all 173 sizes
+    assert bisected.faithfulness >= 0.9 > curve[bisected.size - 1]  # measured: 20 edges
 
 
 def test_edge_metrics_round_trip():
