@@ -1,7 +1,7 @@
 """The clean and corrupted inputs that isolate induction, for patching and circuit discovery.
 
 Definition (docs/scores.md, "Circuit over training"). Clean: the repeated-token probe
-``[x0, r_1..r_N, r_1..r_N]`` (:func:`circuits.repeated_tokens`). Corrupted: the same with the
+``[x0, r_1..r_N, r_1..r_N]`` of Olsson et al. 2022 (:func:`circuits.repeated_tokens`). Corrupted: the same with the
 *first* copy re-drawn, ``[x0, r'_1..r'_N, r_1..r_N]`` (``r'`` a probe of another seed). Metric:
 the loss on the second copy, ``-mean ln p(r_k | ...)`` for ``k = 2..N`` at positions ``N+1..2N-1``
 (:func:`circuits.repeated_token_loss`'s loss, as a function of the logits, :class:`SecondCopyLoss`).

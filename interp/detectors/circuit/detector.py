@@ -19,6 +19,12 @@ tokens:
   score at this checkpoint (the change of the loss when the edge alone is patched; positive
   when the edge carries induction).
 
+Ranges: ``faithfulness`` any real (1: the circuit keeps the whole gap, 0: no more than the
+corrupted run; section 8 of ``docs/scores.md``), losses in ``[0, inf)``, edge scores any real, in
+nats. Papers: edge attribution patching, Syed et al. 2023; EAP-IG and faithfulness as the measure
+of a circuit, Hanna et al. 2024; the graph of ACDC, Conmy et al. 2023; the probe and induction,
+Olsson et al. 2022.
+
 Applies to models with attention heads whose context holds the probe (``n_ctx >= 9``) and that
 show induction at the checkpoint it is given (for scoring: the run's latest): the corrupted
 loss exceeds the clean one by at least :data:`MIN_GAP` nats. Anything else is refused in one line.
