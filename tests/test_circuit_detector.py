@@ -13,6 +13,8 @@ other edges carry the early behaviour.
 
 from __future__ import annotations
 
+import pickle
+
 import pandas as pd
 import pytest
 import torch
@@ -59,6 +61,9 @@ def test_the_contrast_redraws_the_first_copy():
     assert clean_loss < 0.5 < 2.0 < corrupted_loss  # the built model copies; re-drawn, it cannot
     with pytest.raises(ValueError, match="redraw must be"):
         induction_contrast(model, redraw="both")
+    shipped = pickle.loads(pickle.dumps(metric))  # a run's context goes to worker processes
+    logits = model(clean)
+    assert float(shipped(logits)) == float(metric(logits)) == pytest.approx(clean_loss)
 
 
 def test_smallest_circuit_finds_the_built_one():
