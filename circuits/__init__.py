@@ -29,7 +29,8 @@ from circuits.logit_lens import LogitLens, logit_lens
 # Circuit discovery: edge attribution patching (Syed et al. 2023; Hanna et al. 2024) checked against exact
 # edge patching, circuits and their faithfulness.
 from circuits.edge_attribution import edge_attribution
-from circuits.faithfulness import circuit_faithfulness, faithfulness_curve, top_edges
+from circuits.faithfulness import FoundCircuit, circuit_faithfulness, faithfulness_curve, smallest_circuit, top_edges
+from circuits.induction_contrast import SecondCopyLoss, induction_contrast, second_copy_losses
 
 # Thread policy shared with interp: small CPU work on one intra-op thread.
 from circuits._parallel import one_thread
@@ -74,9 +75,14 @@ __all__ = [
     "probe_score",
     "residual_states_at",
     # circuits
+    "FoundCircuit",
+    "SecondCopyLoss",
     "circuit_faithfulness",
     "edge_attribution",
     "faithfulness_curve",
+    "induction_contrast",
+    "second_copy_losses",
+    "smallest_circuit",
     "top_edges",
     # thread policy
     "one_thread",

@@ -16,6 +16,7 @@ does better than the whole model). The empty circuit gives 0 and the whole graph
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,9 @@ from transformer_lens import HookedTransformer
 from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_model, check_pair, metric_value, \
     run_sources
 from circuits._edge_patching import patched_metrics
+from circuits.edge_attribution import edge_attribution
 
-__all__ = ["circuit_faithfulness", "faithfulness_curve", "top_edges"]
+__all__ = ["FoundCircuit", "circuit_faithfulness", "faithfulness_curve", "smallest_circuit", "top_edges"]
 
 
 def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | None = None) -> pd.DataFrame:
@@ -79,6 +81,66 @@ def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tok
     curve = _curve(model, [ranked.iloc[:k] for k in sizes], clean_tokens, corrupted_tokens, metric)
     curve.insert(0, "size", sizes)
     return curve
+
+
+#: Graphs up to this many edges get every circuit size in :func:`smallest_circuit`'s curve.
+EXHAUSTIVE_SIZES = 512
+
+
+@dataclass(frozen=True)
+class FoundCircuit:
+    """What :func:`smallest_circuit` found: ``edges`` (source, target, input, score: the circuit,
+    by decreasing ``|score|``), its ``faithfulness``, the ``curve`` it was read from (size,
+    faithfulness, metric) and every edge's ``scores``."""
+
+    edges: pd.DataFrame
+    faithfulness: float
+    curve: pd.DataFrame
+    scores: pd.DataFrame
+
+    @property
+    def size(self) -> int:
+        return len(self.edges)
+
+
+def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+                     metric: Callable[[torch.Tensor], torch.Tensor], *, method: str = "eap-ig", target: float = 0.9,
+                     scores: pd.DataFrame | None = None) -> FoundCircuit:
+    """The smallest top-``k`` circuit (edges by ``|score|``) whose faithfulness is at least ``target``.
+
+    Scores every edge with ``method`` (:func:`circuits.edge_attribution`; or takes ``scores``), then
+    runs the faithfulness curve over every size ``k = 0..n`` and keeps the first ``k`` at or above
+    ``target``. Graphs of more than :data:`EXHAUSTIVE_SIZES` edges get the default sizes of
+    :func:`faithfulness_curve`, then a bisection between the last size below ``target`` and the
+    first at or above it (faithfulness need not grow with ``k``, so there it finds a size whose
+    predecessor on the bisection is below ``target``, not always the smallest). Nothing is told
+    what to look for. The whole graph has faithfulness 1, so a circuit is always found for
+    ``target <= 1``. Cost: the scores plus ``n + 1`` patched forwards (batched) for small graphs.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target must lie in (0, 1], got {target!r}")
+    if scores is None:
+        scores = edge_attribution(model, clean_tokens, corrupted_tokens, metric, method)
+    n = len(scores)
+    sizes = range(n + 1) if n <= EXHAUSTIVE_SIZES else None
+    curve = faithfulness_curve(model, scores, clean_tokens, corrupted_tokens, metric, sizes=sizes)
+    passing = curve[curve["faithfulness"] >= target]
+    if sizes is None and not passing.empty:  # bisect between the last size below target and the first above
+        high = int(passing["size"].iloc[0])
+        below = curve[curve["size"] < high]["size"]
+        low = int(below.iloc[-1]) if not below.empty else 0
+        points = [curve]
+        while high - low > 1:
+            mid = (low + high) // 2
+            point = faithfulness_curve(model, scores, clean_tokens, corrupted_tokens, metric, sizes=[mid])
+            points.append(point)
+            low, high = (low, mid) if float(point["faithfulness"].iloc[0]) >= target else (mid, high)
+        curve = pd.concat(points).drop_duplicates("size").sort_values("size", ignore_index=True)
+        passing = curve[(curve["faithfulness"] >= target) & (curve["size"] >= high)]
+    if passing.empty:  # only a whole graph below target (numerical noise): take it all
+        passing = curve.iloc[[-1]]
+    k = int(passing["size"].iloc[0])
+    return FoundCircuit(top_edges(scores, k=k), float(passing["faithfulness"].iloc[0]), curve, scores)
 
 
 def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,

@@ -47,6 +47,8 @@ _export("interp.analysis.split_memorization", "capacity_bits", "dataset_bits", "
 _export("interp.detectors.heads.figures", "plot_attention_patterns", "plot_head_heatmaps", "plot_head_scores")
 _export("interp.detectors.fourier.figures", "plot_fourier_spectrum", "plot_memorized_bits", "plot_neuron_clusters",
         "plot_progress_measures")
+_export("interp.detectors.circuit.search", "circuit_rows")
+_export("interp.detectors.circuit.figures", "plot_circuit_graph", "plot_circuit_over_training", "plot_faithfulness_curve")
 _export("interp.detectors.text.detector", "induction_heads_of", "run_corpus_tokens",
         ICL_EARLY="EARLY", ICL_LATE="LATE", icl_change_points="change_points")
 _export("interp.detectors.text.figures", "plot_icl_curves", "plot_token_losses")

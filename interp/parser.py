@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, checkpoint files, or globs")
     p.add_argument("--detectors", default=",".join(d for d in detectors if d not in OPT_IN),
                    help=f"comma-separated, any of {', '.join(detectors)} (default all but {', '.join(OPT_IN)}, "
-                        "which cost minutes per run: name them)")
+                        "which are opt-in: name them)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="table file, .parquet or .csv; checkpoints already in it are skipped")
     _workers(p)

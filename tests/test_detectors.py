@@ -22,9 +22,10 @@ def test_each_detector_writes_exactly_its_metrics(tiny_runs):
         written = set(table.loc[table["detector"] == name, "metric"])
         assert written <= set(detector.metrics), name
         # text needs a byte-level run (tests/test_text.py), reasoning a fact-task run (tests/test_reasoning_detector.py);
-        # llc is opt-in (catalog.OPT_IN: scored only when named), its rows are tested in tests/test_llc.py
-        assert written or name in ("text", "reasoning", "llc"), name
-    assert "llc" not in set(table["detector"])
+        # llc and circuit are opt-in (catalog.OPT_IN: scored only when named), their rows are tested in
+        # tests/test_llc.py and tests/test_circuit_detector.py
+        assert written or name in ("text", "reasoning", "llc", "circuit"), name
+    assert not {"llc", "circuit"} & set(table["detector"])
     assert set(table.loc[table["detector"] == "heads", "metric"]) == set(DETECTORS["heads"].metrics)
 
 

@@ -46,6 +46,14 @@ EXPECTED = {
                                 r"loss on copied tokens: \d\.\d\d nats at step \d+, [0-2]\.\d\d at step \d+",
                                 r"largest logit difference to transformers: \d\.\de-0[5-9]",
                                 r"phase change in it: True"],
+    # the session's default induction run: the circuit found, checked against the flagged heads, over training
+    "08_finding_the_circuit.ipynb": [r"smallest circuit with faithfulness >= 0\.9: \d+ of 81 edges, faithfulness "
+                                     r"(0\.9\d\d|1\.\d\d\d)",
+                                     r"every circuit edge joins heads the detectors flag: True",
+                                     r"K-composition in the circuit: L0H\d -> L1H\d\.k",
+                                     r"second copy re-drawn: \d+ edges, faithfulness \d\.\d{3}, \d+ key edges",
+                                     r"faithfulness of the final circuit: 0\.[0-4]\d at most before step \d+, "
+                                     r"(0\.9\d|1\.\d\d) at step \d+"],
 }
 
 #: Steps of the text run notebook 05 trains when the suite runs it (the default recipe takes minutes).

@@ -21,9 +21,11 @@ _HERE = Path(__file__).parent
 #: The built-in detectors in the order scoring runs them and the report shows them; a folder
 #: not named here comes after them, by name.
 _ORDER = ("heads", "fourier", "text", "reasoning")
-#: Detectors scored only when named (``--detectors llc``): each costs minutes per run, so scoring
-#: with no detector named (the command line's default, ``interp demo``) leaves them out.
-OPT_IN = ("llc",)
+#: Detectors scored only when named (``--detectors llc``), so scoring with no detector named (the
+#: command line's default, ``interp demo``) leaves them out: ``llc`` costs minutes per run;
+#: ``circuit`` applies to induction runs only and its once-per-run search costs more than scoring
+#: a checkpoint with ``heads`` (docs/scores.md, "Circuit over training").
+OPT_IN = ("llc", "circuit")
 
 
 def builtin_names() -> list[str]:

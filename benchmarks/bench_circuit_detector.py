@@ -1,0 +1,100 @@
+"""Time the ``circuit`` detector against the ``heads`` detector; write the `circuit-detector` section of BENCHMARKS.md.
+
+    python benchmarks/bench_circuit_detector.py [--run DIR] [--repeats 3] [--no-write]
+
+On the default induction run (``interp train induction``, trained into a temporary folder unless
+``--run`` names a finished one), one process, one thread, the model already loaded:
+
+- per checkpoint: ``heads`` (its ``score``, the probe prepared once) and ``circuit`` (its
+  ``score``: ``eap-ig`` with 5 steps over every edge, the two losses, one faithfulness run), on the
+  final checkpoint and on step 0 (the cost does not depend on the weights);
+- once per run: ``circuit``'s ``applies`` (two forwards) and ``prepare`` (the circuit search: every
+  edge scored, the faithfulness of every top-k circuit); ``heads``' ``prepare`` (the probe).
+
+Best of ``--repeats`` rounds, the functions interleaved within a round. The load average is
+recorded; figures taken with a 1-minute load above half the cores are marked busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+
+from interp import list_checkpoints, load_model, preset, train  # noqa: E402
+from interp.detectors.registry import DETECTORS  # noqa: E402
+from common import is_busy, load_average, load_note, machine, rounds_of_each, write_section  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="a finished default induction run (else one is trained)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    before = load_average()
+    run = args.run
+    if run is None:
+        run = Path(tempfile.mkdtemp()) / "induction"
+        train(preset("induction"), run, quiet=True)
+    checkpoints = list_checkpoints(run)
+    first, final = load_model(checkpoints[0][1]), load_model(run)
+    heads, circuit = DETECTORS["heads"], DETECTORS["circuit"]
+    probe = heads.prepare(final, run)
+    context = circuit.prepare(final, run)
+    fns = {"heads score": lambda: heads.score(final, probe),
+           "circuit score (final)": lambda: circuit.score(final, context),
+           "circuit score (step 0)": lambda: circuit.score(first, context),
+           "circuit applies": lambda: circuit.applies(final),
+           "circuit prepare": lambda: circuit.prepare(final, run),
+           "heads prepare": lambda: heads.prepare(final, run)}
+    seconds = {name: min(times) for name, times in rounds_of_each(fns, args.repeats).items()}
+    after = load_average()
+    per_run = seconds["circuit applies"] + seconds["circuit prepare"]
+    n = len(checkpoints)
+    ratio = seconds["circuit score (final)"] / seconds["heads score"]
+    lines = ["| what | when | time |", "|---|---|---|"]
+    lines += [f"| {name} | {'once per run' if 'prepare' in name or 'applies' in name else 'per checkpoint'} | "
+              f"{1e3 * s:.0f} ms |" for name, s in seconds.items()]
+    busy = " Taken on a busy machine: an idle one is faster." if is_busy(before) else ""
+    text = f"""## Circuit detector (`python benchmarks/bench_circuit_detector.py`)
+
+{machine()}. {load_note(before, after)} One process, one thread, the model loaded; best of {args.repeats}
+rounds. The default induction run: {n} checkpoints; the circuit has {len(context.edges)} of the
+graph's {_edge_count(final)} edges. `circuit score`: `eap-ig` (5 steps) over every edge, the two
+second-copy losses and one faithfulness run, on {context.clean.shape[0]} sequences of {context.clean.shape[1]} tokens;
+`circuit prepare`: the circuit search on the final checkpoint (every edge scored, the faithfulness
+of every top-k circuit).{busy}
+
+{chr(10).join(lines)}
+
+Per checkpoint `circuit` costs {ratio:.1f}x `heads`; once per run it adds {per_run:.1f} s, so scoring
+this run with `circuit` adds about {per_run + n * seconds['circuit score (final)']:.0f} s to the checkpoints' loading and
+`heads` scores. It is opt-in (`catalog.OPT_IN`): it applies to induction runs only, and its search
+costs more than a checkpoint's `heads` scores.
+"""
+    print(text)
+    if not args.no_write:
+        write_section("circuit-detector", text)
+
+
+def _edge_count(model) -> int:
+    from circuits import edge_attribution, induction_contrast
+
+    clean, corrupted, metric = induction_contrast(model, 2)
+    return len(edge_attribution(model, clean, corrupted, metric, "eap"))
+
+
+if __name__ == "__main__":
+    main()

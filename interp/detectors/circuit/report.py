@@ -1,0 +1,75 @@
+"""The report section of the ``circuit`` detector: the final circuit as a graph, its faithfulness
+curve (recomputed on the final checkpoint), and the circuit over training with the phase change
+located on the ``heads`` rows when the run has them."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+from interp.base.page import ReportFigure
+from interp.detectors._final import final_model
+from interp.detectors.circuit.search import METHOD, TARGET, circuit_rows, find_run_circuit
+from interp.detectors.circuit.figures import plot_circuit_graph, plot_circuit_over_training, plot_faithfulness_curve
+
+__all__ = ["report_items"]
+
+
+def report_items(rows: pd.DataFrame) -> list[Any]:
+    curves, edges = circuit_rows(rows)
+    if curves.empty or edges.empty:
+        return ["<p class='note'>No circuit rows in the table.</p>"]
+    last = int(curves["step"].max())
+    final = edges[edges["step"] == last]
+    at_last = curves[curves["step"] == last].iloc[0]
+    heads = rows[rows["detector"] == "heads"]
+    n_layers = int(heads["layer"].max()) + 1 if not heads.empty else None
+    n_heads = int(heads["head"].max()) + 1 if not heads.empty else None
+    listed = ", ".join(f"{s}&rarr;{t}{'.' + i if i else ''}" for s, t, i in
+                       final[["source", "target", "input"]].itertuples(index=False, name=None))
+    parts: list[Any] = [
+        f"<p class='circuit' data-circuit-size='{len(final)}'>Circuit of the final checkpoint (step {last}): "
+        f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}), "
+        f"faithfulness {at_last['faithfulness']:.3f}; second-copy loss {at_last['clean_loss']:.2f} nats, "
+        f"{at_last['corrupted_loss']:.2f} with the first copy re-drawn. Edges: {listed}.</p>"]
+    graph = plot_circuit_graph(final, n_layers, n_heads, title=f"The circuit at step {last}")
+    parts.append(ReportFigure(
+        "the circuit", graph,
+        "Layers are columns, from the embeddings to the logits; each line is one edge of the circuit, its width "
+        "the edge's score. Colour and dash tell which input of the target head it enters: query, key or value "
+        "(a previous-token head feeding an induction head's key is K-composition)."))
+    parts += _curve_figure(rows)
+    phase = _phase_change(rows)
+    over = plot_circuit_over_training(curves, edges, phase, title="The circuit over training")
+    when = ("The dashed line and band mark the induction phase change located on the head scores."
+            if phase is not None else "No phase change was located (or the run has no heads rows).")
+    parts.append(ReportFigure(
+        "the circuit over training", over,
+        "Top: the final circuit's faithfulness at every checkpoint (and the clean and corrupted losses; before "
+        "their gap opens the faithfulness is a ratio of noise). Bottom: each circuit edge's score. " + when))
+    return parts
+
+
+def _curve_figure(rows: pd.DataFrame) -> list[Any]:
+    model, step, why = final_model(rows[rows["detector"] == "circuit"])
+    if why:
+        return [f"<p class='note'>Faithfulness curve not drawn: {html.escape(why)}.</p>"]
+    found = find_run_circuit(model)
+    figure = plot_faithfulness_curve(found.curve, found.size, TARGET,
+                                     title=f"Faithfulness against circuit size at step {step}")
+    return [ReportFigure(
+        "faithfulness against circuit size", figure,
+        f"The top-k edges by |score| kept, every other edge patched from the corrupted run: the share of the loss "
+        f"gap they keep. The star is the circuit above, the first size at or above {TARGET:g}.")]
+
+
+def _phase_change(rows: pd.DataFrame) -> Any:
+    from interp.analysis.phase import best_head_curve, locate_phase_change
+
+    heads = rows[rows["detector"] == "heads"]
+    if heads.empty:
+        return None
+    curve = best_head_curve(heads)
+    return locate_phase_change(curve["step"], curve["score"]) if not curve.empty else None
