@@ -24,8 +24,10 @@ __all__ = ["FLAG_COLOURS", "grokking_measures", "head_kinds", "head_llc_curves",
 #: The colour of each head kind in the per-head panel (flags of the ``heads`` detector).
 FLAG_COLOURS = {"previous-token head": "#1f77b4", "induction head": "#d62728", "other": "#9a9a9a",
                 "not scored by heads": "#bcbd22"}
+#: The whole model's LLC curve (black: blue is the previous-token heads' colour).
+LLC_COLOUR = "#222222"
 #: Fill of the band of one standard deviation over chains around the LLC curve.
-BAND_COLOUR = "rgba(31, 119, 180, 0.22)"
+BAND_COLOUR = "rgba(60, 60, 60, 0.2)"
 _CHANGE_BAND = "rgba(255, 127, 14, 0.12)"
 _PHASE_COLOURS = ("rgba(31, 119, 180, 0.10)", "rgba(255, 127, 14, 0.12)", "rgba(44, 160, 44, 0.12)")
 _PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
@@ -110,7 +112,7 @@ def plot_llc(
     fig.add_scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=BAND_COLOUR, mode="lines",
                     line={"width": 0}, hoverinfo="skip", name="± 1 std over chains", row=1, col=1)
     fig.add_scatter(x=x, y=mean.tolist(), mode="lines+markers", name="LLC (mean over chains)",
-                    line={"color": "#1f77b4"}, marker={"size": 5}, row=1, col=1)
+                    line={"color": LLC_COLOUR}, marker={"size": 5, "color": LLC_COLOUR}, row=1, col=1)
     fig.update_yaxes(title_text="LLC", row=1, col=1)
     if with_heads:
         _head_lines(fig, heads, flags or {})
