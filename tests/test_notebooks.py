@@ -46,6 +46,12 @@ EXPECTED = {
                                 r"loss on copied tokens: \d\.\d\d nats at step \d+, [0-2]\.\d\d at step \d+",
                                 r"largest logit difference to transformers: \d\.\de-0[5-9]",
                                 r"phase change in it: True"],
+    # the llc detector at short chains (notebook text): minutes of SGLD kept to what the suite affords
+    "07_development.ipynb": [r"induction phase change at step \d+ \(between steps \d+ and \d+\) of 400",
+                             r"steepest change \d+\.\d\d -> \d+\.\d\d between steps \d+ and \d+: \d+ % of the "
+                             r"run from the phase change",
+                             r"ranks of the flagged heads: \[1, 2(, \d)+\] of 8",
+                             r"LLC \d+\.\d\d at step 0; \d+\.\d\d at the end of memorisation \(step \d+\)"],
     # the session's default induction run: the circuit found, checked against the flagged heads, over training
     "08_finding_the_circuit.ipynb": [r"smallest circuit with faithfulness >= 0\.9: \d+ of 81 edges, faithfulness "
                                      r"(0\.9\d\d|1\.\d\d\d)",

@@ -37,7 +37,6 @@ from typing import Any
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp.detectors._curves import metric_curves
 from interp.detectors.llc.calibrate import Calibration, calibrate, summary_line
 from interp.detectors.llc.estimate import Sampling, devinterp_missing, estimate_llc, head_masks
 from interp.detectors.spec import Detector, Row
@@ -250,21 +249,10 @@ def summary(model: HookedTransformer, run_dir: Path | None) -> str:
 
 
 def report(rows: pd.DataFrame) -> list[Any]:
-    """A table of the whole-model LLC per checkpoint, and the final heads' LLC."""
-    curve = metric_curves(rows, "llc", ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta"))
-    if curve.empty:
-        return ["<p class='note'>No LLC estimate in the table.</p>"]
-    last = curve.iloc[-1]
-    text = (f"<p>Local learning coefficient (SGLD, epsilon={last['llc_epsilon']:g}, gamma={last['llc_gamma']:g}, "
-            f"nbeta={last['llc_nbeta']:.3g}, calibrated on the final checkpoint): "
-            + ", ".join(f"step {int(r.step)}: {r.llc:.2f} &plusmn; {r.llc_std:.2f}" for r in curve.itertuples())
-            + ".</p>")
-    heads = rows[(rows["detector"] == "llc") & (rows["metric"] == "llc_head")].dropna(subset=["step", "value"])
-    if not heads.empty:
-        final = heads[heads["step"] == heads["step"].max()].sort_values("value", ascending=False)
-        text += (f"<p>Refined LLC per head at step {int(final['step'].iloc[0])}: "
-                 + ", ".join(f"L{int(r.layer)}H{int(r.head)} {r.value:.2f}" for r in final.itertuples()) + ".</p>")
-    return [text]
+    """The LLC curve with its spread, the other detectors' phases and the heads by flag (:mod:`.report`)."""
+    from interp.detectors.llc.report import report as section
+
+    return section(rows)
 
 
 DETECTOR = Detector(
@@ -276,4 +264,5 @@ DETECTOR = Detector(
     score=score,
     summary=summary,
     report=report,
+    report_rows=("heads", "fourier", "text"),
 )
