@@ -14,7 +14,7 @@ which removes the batch-to-batch spread of the loss from the estimate). After ``
 the mean of the ``draws`` recorded differences times ``nbeta`` is the chain's estimate; ``llc``
 and ``llc_std`` are the mean and standard deviation (ddof 0) over chains. ``masks`` restricts
 the chains to some weights (devinterp's ``create_param_masks``: one head's ``W_Q, W_K, W_V,
-W_O, b_Q, b_K, b_V`` slices), the refined LLC of Wang et al. 2024; every other weight stays at
+W_O, b_Q, b_K, b_V`` slices), the refined LLC of Wang et al. 2025; every other weight stays at
 ``w*``.
 
 Why not ``devinterp.slt.llc.llc`` / ``sample``: they take a Hugging Face ``Dataset`` of
