@@ -22,6 +22,8 @@ position. Edge scores by ``exact`` and ``eap-ig``; the share of |score| per laye
 sources and targets, the smallest circuit with faithfulness >= 0.9 and its layers; beside them,
 on the same queries, the logit lens of the bridge entity at ``r1`` (``circuits.logit_lens``) and
 the causal trace of the answer's rank (``circuits.causal_trace``). Measures only; no target.
+Training the composition run is most of the script's time; ``--composition RUN`` reuses a finished
+``default`` run (the section then says so). Training runs on one intra-op thread.
 """
 
 from __future__ import annotations
