@@ -37,7 +37,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -46,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
 
-from circuits import causal_trace, edge_attribution, faithfulness_curve, induction_heads, logit_lens, top_edges  # noqa: E402
+from circuits import (causal_trace, edge_attribution, faithfulness_curve, induction_heads,  # noqa: E402
+                      logit_lens, top_edges)
 from common import load_average, load_note, machine, markdown_table, minutes, seeds_label, write_section  # noqa: E402
 from interp import load_model  # noqa: E402
 
@@ -241,7 +241,8 @@ def composition_text(c: dict, trained_here: bool, train_seconds: float | None) -
                          f"(faithfulness {v['faith_k']:.3f}; {v['seconds']:.1f} s to score), nodes in "
                          f"{', '.join(v['layers'])}: {v['circuit']}" for m, v in c["methods"].items())
     states = pd.DataFrame({"state": list(range(len(c["lens"]))), "bridge at r1, reciprocal rank": c["lens"],
-                           **{f"trace at {p}": [row[i] for row in c["trace"]] for i, p in enumerate(("h", "r1", "r2"))}})
+                           **{f"trace at {p}": [row[i] for row in c["trace"]]
+                              for i, p in enumerate(("h", "r1", "r2"))}})
     return f"""### Composition (Wang et al. 2024), ID queries
 
 The run: {origin}; final evaluation at step {int(acc.step):,}: train {acc.train_acc:.3f}, ID test
