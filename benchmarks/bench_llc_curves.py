@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import sys
 import tempfile
@@ -48,9 +49,19 @@ TARGET = 0.15
 FLAGS = ("is_previous_token", "is_induction")
 
 
+#: (task, seed) -> an existing run of the default preset to use instead of training (``--runs``).
+EXISTING: dict[tuple[str, int], Path] = {}
+
+
 def _train(task: str, out: Path, seed: int) -> float:
+    """Train the default preset into ``out`` (seconds), or copy the ``--runs`` run of this seed (NaN seconds)."""
+    import shutil
+
     from interp import preset, train
 
+    if (task, seed) in EXISTING:
+        shutil.copytree(EXISTING[task, seed], out)
+        return float("nan")
     start = time.perf_counter()
     train(preset(task, seed=seed), out, quiet=True)
     return time.perf_counter() - start
@@ -135,8 +146,8 @@ def induction_run(out: Path, seed: int) -> tuple[dict, pd.DataFrame]:
               "induction ranks (first->last)": _ranks(whole, flagged["is_induction"]),
               "prev-token ranks (before->last)": _ranks(late, flagged["is_previous_token"]),
               "induction ranks (before->last)": _ranks(late, flagged["is_induction"]),
-              "heads": len(wide), "before": before, "train s": round(train_s), "llc s": round(score_s),
-              "head llc s": round(heads_s)}
+              "heads": len(wide), "before": before, "train s": round(train_s) if train_s == train_s else "-",
+              "llc s": round(score_s), "head llc s": round(heads_s)}
     heads["seed"] = seed
     return result, pd.concat([curve.assign(seed=seed), heads], ignore_index=True)
 
@@ -220,7 +231,7 @@ def modadd_section(seeds: list[int], tmp: Path) -> Iterator[tuple[str, list[pd.D
                         "last": round(float(curve["llc"].iloc[-1]), 1),
                         "peak (step)": f"{peak['llc']:.1f} ({int(peak['step'])})",
                         "rises while memorizing": bool(mem > start), "falls to end of cleanup": bool(clean < mem),
-                        "train s": round(train_s), "llc s": round(score_s)})
+                        "train s": round(train_s) if train_s == train_s else "-", "llc s": round(score_s)})
         print("modadd:", results[-1])
         frames.append(curve.assign(seed=seed))
         yield modadd_text(results, frames, before), frames
@@ -240,7 +251,8 @@ run's own calibration). `phase ends`: the steps where memorization, circuit form
 end (`circuits.grokking_phases` on the run's progress measures); the LLC columns are the
 estimate at the checkpoint nearest each step. `rises while memorizing`: the LLC at the end of
 memorization is above step 0's; `falls to end of cleanup`: the LLC at the end of cleanup is below
-its value at the end of memorization.
+its value at the end of memorization. `train s`: - where an existing default run was scored
+(`--runs`).
 
 {markdown_table(table)}
 
@@ -270,7 +282,7 @@ def text_section(seeds: list[int], tmp: Path) -> Iterator[tuple[str, list[pd.Dat
                         "icl change": icl_change and f"{icl_change.start_step}-{icl_change.end_step}",
                         "pm change": pm and f"{pm.start_step}-{pm.end_step}",
                         "gap to icl": f"{100 * abs(nearest.step - icl_change.step) / last:.0f} %" if nearest else "-",
-                        "train s": round(train_s), "scoring s": round(score_s)})
+                        "train s": round(train_s) if train_s == train_s else "-", "scoring s": round(score_s)})
         print("text:", results[-1])
         frames.append(curve.merge(icl[["step", "icl_score"]], on="step", how="left").assign(seed=seed))
         yield text_text(results, frames, before), frames
@@ -306,9 +318,17 @@ def main() -> None:
     parser.add_argument("--only", choices=tuple(PARTS), action="append", help="run only these parts (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="seeds (default: 0 1 2 for induction and modadd, 0 for text)")
+    parser.add_argument("--runs", type=Path, nargs="+", default=(),
+                        help="existing runs of the default presets (interp train TASK --seed N) to score instead of "
+                             "training those seeds (their `train s` is -)")
     parser.add_argument("--keep", type=Path, default=None, help="write each part's curves to DIR/llc-<part>.csv")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    for run in args.runs:
+        options = json.loads((run / "run.json").read_text())["training"]
+        if options.get("preset") != "default":
+            parser.error(f"{run}: not a run of the default preset")
+        EXISTING[options["task"], int(options["seed"])] = run
     for part in args.only or tuple(PARTS):
         seeds = args.seeds or ([0] if part == "text" else [0, 1, 2])
         with tempfile.TemporaryDirectory() as tmp:
@@ -318,7 +338,8 @@ def main() -> None:
                     args.keep.mkdir(parents=True, exist_ok=True)
                     pd.concat(frames, ignore_index=True).to_csv(args.keep / f"llc-{part}.csv", index=False)
                 if not args.no_write:
-                    with open(Path(tempfile.gettempdir()) / "bench_llc_curves.lock", "w") as lock:  # parts may run side by side
+                    # parts may run side by side in separate processes
+                    with open(Path(tempfile.gettempdir()) / "bench_llc_curves.lock", "w") as lock:
                         fcntl.flock(lock, fcntl.LOCK_EX)
                         write_section(f"llc-curves-{part}", text)
 
