@@ -39,7 +39,7 @@ _export("interp.training.loop", "train")
 _export("interp.scoring.batch", "score_checkpoints", "score_to_file")
 _export("interp.scoring.table", "read_table")
 _export("interp.report", "write_report")
-_export("interp.analysis.phase", "best_head_curve", "locate_phase_change")
+_export("interp.analysis.phase", "best_head_curve", "curve_change_points", "locate_phase_change")
 _export("interp.analysis.fourier_runs", "progress_measures", "run_progress_measures")
 _export("interp.analysis.capacity_figures", "CAPACITY_SOURCES", "MEASURED_BITS_PER_PARAMETER",
         "PAPER_BITS_PER_PARAMETER")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp import locate_phase_change
+from interp import curve_change_points, locate_phase_change
 
 STEPS = [0, 1, 2, 4, 8, 16, 32, *range(50, 1001, 50)]
 
@@ -35,3 +35,23 @@ def test_flat_or_falling_curves_have_no_phase_change():
     assert locate_phase_change(STEPS, np.full(len(STEPS), 0.3)) is None
     assert locate_phase_change(STEPS, sigmoid_curve(300)[::-1]) is None
     assert locate_phase_change([5], [0.9]) is None
+
+
+def test_curve_change_points_find_a_noisy_rise_and_fall_at_any_scale():
+    # an LLC-like curve: 10 -> 60 around step 300, back down to 30 around step 700, noise 2 (5 % of range)
+    steps = np.asarray(STEPS, dtype=float)
+    rng = np.random.default_rng(1)
+    values = (10 + 50 / (1 + np.exp(-(steps - 300) / 25)) - 30 / (1 + np.exp(-(steps - 700) / 25))
+              + 2 * rng.standard_normal(len(steps)))
+    values[1] = 500.0  # a wild early checkpoint (below 5 % of the run) is ignored
+    rise, fall = curve_change_points(STEPS, values)
+    assert rise.slope > 0 and abs(rise.step - 300) <= 50
+    assert fall.slope < 0 and abs(fall.step - 700) <= 50
+
+
+def test_curve_change_points_of_flat_or_short_curves_are_empty():
+    rng = np.random.default_rng(0)
+    assert curve_change_points(STEPS, 40 + 0.5 * rng.standard_normal(len(STEPS))) == []
+    assert curve_change_points([0, 100], [1.0, float("nan")]) == []
+    with pytest.raises(ValueError, match="window"):
+        curve_change_points(STEPS, np.ones(len(STEPS)), window=0)

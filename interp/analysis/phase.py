@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["MIN_RISE", "MIN_SEGMENT_SHARE", "PhaseChange", "best_head_curve", "locate_phase_change"]
+__all__ = ["MIN_RISE", "MIN_SEGMENT_SHARE", "PhaseChange", "best_head_curve", "curve_change_points",
+           "locate_phase_change"]
 
 #: Default: a curve whose range (max - min) is below this has no phase change.
 MIN_RISE = 0.1
@@ -91,6 +92,41 @@ def locate_phase_change(
         after=float(sign * y[i + 1]),
         slope=float(sign * slope[i]),
     )
+
+
+def curve_change_points(
+    steps: Sequence[int] | np.ndarray | pd.Series,
+    values: Sequence[float] | np.ndarray | pd.Series,
+    *,
+    window: int = 3,
+    skip_share: float = 0.05,
+    min_relative: float = 0.1,
+) -> list[PhaseChange]:
+    """The change points of a noisy curve of any scale (an LLC curve): its steepest rise and steepest fall.
+
+    Definition: sort the points by step (NaN values dropped) and keep those from ``skip_share``
+    (default 5 %) of the last step on (the log-spaced first checkpoints of a run are a few steps
+    apart, where any change looks steep). Smooth the values with a centred running mean over
+    ``window`` consecutive checkpoints (default 3; fewer at the ends). The change points are the
+    steepest rise and the steepest fall of the smoothed curve, each by :func:`locate_phase_change`
+    (a segment counts only if it moves by at least :data:`MIN_SEGMENT_SHARE` of the range), found
+    only when the smoothed curve's range is at least ``min_relative`` (default 10 %) of its
+    largest absolute value. Returns 0, 1 or 2 :class:`PhaseChange` (``before``/``after`` on the
+    smoothed curve; a fall has a negative ``slope``), sorted by step.
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    frame = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64), "value": np.asarray(values, dtype=float)})
+    frame = frame.dropna().sort_values("step").drop_duplicates("step", keep="last")
+    if frame.empty:
+        return []
+    frame = frame[frame["step"] >= skip_share * frame["step"].max()]
+    if len(frame) < 2:
+        return []
+    smooth = frame["value"].rolling(window, center=True, min_periods=1).mean().to_numpy()
+    floor = min_relative * float(np.abs(smooth).max())
+    found = [locate_phase_change(frame["step"], smooth, min_rise=floor, falling=falling) for falling in (False, True)]
+    return sorted((c for c in found if c is not None), key=lambda c: c.step)
 
 
 def best_head_curve(table: pd.DataFrame, metric: str = "prefix_matching") -> pd.DataFrame:
