@@ -117,7 +117,8 @@ def test_the_built_edges_rank_first_with_every_method(method):
 def test_the_built_circuit_is_faithful():
     model = induction_circuit_model()
     clean, corrupted, loss = induction_pair()
-    assert circuit_faithfulness(model, list(BUILT), clean, corrupted, loss) >= 0.99
+    # above 1: the anti-induction head, left outside, reads the corrupted run and no longer hurts
+    assert 1.0 < circuit_faithfulness(model, list(BUILT), clean, corrupted, loss)
     assert circuit_faithfulness(model, [], clean, corrupted, loss) == pytest.approx(0.0, abs=1e-6)
     every = build_graph(model).edges()
     assert circuit_faithfulness(model, every, clean, corrupted, loss) == pytest.approx(1.0, abs=1e-6)

@@ -111,19 +111,7 @@ NOT_RESULTS = {
     "docs/training.md": {"35 %": "a training fraction tried in the recipe search"},
 }
 #: Figures known to lack a source, each with the reason it is still there; the list only shrinks.
-UNSOURCED_FOR_NOW = {
-    "docs/scores.md": {
-        # section 8 (edge attribution): one run of the tests, not a benchmark; the section is being
-        # reworked on another branch as this list is written (issue 32)
-        "1.05": "faithfulness of the built circuit, from a run of tests/test_edge_attribution.py",
-        "0.876": "Spearman of eap on the trained induction model, from one run of the slow test",
-        "0.890": "same, eap-ig at 5 steps", "0.910": "same, 2 steps", "0.881": "same, 10 steps",
-        "0.864": "same, 50 steps",
-        # section 9 (LLC): a numerical integration the tests do not repeat
-        "0.38": "1/2 - 1/log(nbeta/gamma^2) + ... at nbeta/gamma^2 = 1e3, by numerical integration",
-        "0.42": "the same at 1e5",
-    },
-}
+UNSOURCED_FOR_NOW: dict[str, dict[str, str]] = {}
 #: What may precede a figure that is a bound, not a measurement (a target: ``at least 2x``).
 BOUND = re.compile(r"(?:<=|>=|<|>|\bunder|\bwithin|\bat most|\bat least)\s*~?$")
 
