@@ -26,8 +26,9 @@ Per shape, each measurement in a fresh subprocess (same model, same probe):
   the whole vocabulary read exactly (``vocab_sample=None``).
 
 Targets: ``induction_heads`` at most 1.5x one forward (goal 1.1x); peak memory at most 2x the
-forward's; differences from the hooked path at most 1e-4; the sampled copying score within 1 % of
-the exact one. The section also states the multiply-adds each call needs
+forward's; differences from the hooked path at most 1e-4; the sampled copying score within 2 % of
+the exact one (the tolerance of ``tests/test_copying.py``; the flags compare copying with twice its
+chance level, so an error of 2 % moves only a head within 2 % of that threshold). The section also states the multiply-adds each call needs
 (arithmetic from the shapes). Load averages are recorded before and after; a 1-minute load before
 the run above half the cores marks the figures as taken on a busy machine (no target marked met).
 Exit status 1 if a target is missed or could not be judged.
@@ -62,7 +63,7 @@ SHAPES = {
                         parallel_attn_mlp=True),
 }
 N_SEQS, HALF_LEN = 16, 50
-RATIO_TARGET, MEMORY_TARGET, DIFF_TARGET, SAMPLE_TARGET = 1.5, 2.0, 1e-4, 0.01
+RATIO_TARGET, MEMORY_TARGET, DIFF_TARGET, SAMPLE_TARGET = 1.5, 2.0, 1e-4, 0.02
 COLUMNS = ("previous_token", "prefix_matching", "copying", "ov_copying")
 
 
@@ -220,7 +221,7 @@ each sequence from a fixed sample of ids, `docs/scores.md`, "Copying on large vo
 the Gram matrix `W_U W_U^T` when sampling) + OV copying (`W_U W_E`), and in brackets their ratio,
 the cost of the scores' arithmetic alone in forwards at equal speed.
 
-| shape | path | forward | `induction_heads` | pattern-only pass / OV copying | ratio (<= {RATIO_TARGET}x, goal 1.1x) | peak memory forward / scores (<= {MEMORY_TARGET:g}x) | max diff hooked (<= 1e-4) / copying vs exact (<= 1 %) | multiply-adds forward / copying + OV |
+| shape | path | forward | `induction_heads` | pattern-only pass / OV copying | ratio (<= {RATIO_TARGET}x, goal 1.1x) | peak memory forward / scores (<= {MEMORY_TARGET:g}x) | max diff hooked (<= 1e-4) / copying vs exact (<= 2 %) | multiply-adds forward / copying + OV |
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """

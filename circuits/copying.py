@@ -44,9 +44,9 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 18
 _SMALL_LAYER_ELEMENTS = 1 << 22
 #: Vocabulary ids the empirical copying score's denominator reads on a large vocabulary (the
 #: ids outside each sequence; see :func:`copying_from_layer`). ``None``: the whole vocabulary.
-DEFAULT_VOCAB_SAMPLE = 4096
+DEFAULT_VOCAB_SAMPLE = 2048
 #: The sample is used only when the vocabulary holds more than this many times its size (so every
-#: vocabulary up to 16,384 ids, at the default, is read whole; below that the saving is small).
+#: vocabulary up to 8,192 ids, at the default, is read whole; below that the saving is small).
 SAMPLE_SAVING = 4
 #: Seed of the vocabulary sample: the same ids for every layer, call and model of one vocabulary size.
 _SAMPLE_SEED = 0
@@ -64,9 +64,23 @@ def unembed_directions(model: HookedTransformer) -> torch.Tensor:
     norm = getattr(model, "ln_final", None)
     if isinstance(norm, (LayerNorm, RMSNorm)):
         w_u = norm.w.detach().float()[:, None] * w_u
+    else:
+        w_u = w_u.clone()  # a copy: the centring below is done in place
     if isinstance(norm, (LayerNorm, LayerNormPre)):
-        w_u = w_u - w_u.mean(dim=0, keepdim=True)
-    return w_u - w_u.mean(dim=1, keepdim=True)
+        w_u -= w_u.mean(dim=0, keepdim=True)
+    return w_u.sub_(w_u.mean(dim=1, keepdim=True))
+
+
+def _gram(w: torch.Tensor) -> torch.Tensor:
+    """``w @ w.T``, the lower-left block copied from the upper-right (three products, not four)."""
+    half = w.shape[0] // 2
+    top, bottom = w[:half], w[half:]
+    gram = torch.empty(w.shape[0], w.shape[0], dtype=w.dtype, device=w.device)
+    torch.mm(top, top.T, out=gram[:half, :half])
+    torch.mm(top, bottom.T, out=gram[:half, half:])
+    torch.mm(bottom, bottom.T, out=gram[half:, half:])
+    gram[half:, :half] = gram[:half, half:].T
+    return gram
 
 
 def head_logit_maps(w_o: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
@@ -104,7 +118,7 @@ class LayerLogitMaps:
             ids = ids[:vocab_sample]
             self.sample = ids.sort().values.to(self.w_u.device)
             self.w_u_sample = self.w_u[:, self.sample].contiguous()
-            self.gram = self.w_u @ self.w_u.T
+            self.gram = _gram(self.w_u)
         self._layer: int | None = None
         self._maps: torch.Tensor | None = None
 
