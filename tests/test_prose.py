@@ -51,11 +51,7 @@ def uncited_times(text: str) -> list[str]:
     """The times of ``text``'s prose whose sentence (table row: row or the paragraph before the
     table) does not cite BENCHMARKS.md."""
     bad = []
-    before_table = ""
-    for block in re.split(r"\n\s*\n", _without_code(text)):
-        lines = block.strip().splitlines()
-        rows = [line for line in lines if line.startswith("|")]
-        prose = "\n".join(line for line in lines if not line.startswith("|"))
+    for rows, prose, before_table in _blocks(text, lambda prose: _sentences(prose)[-1]):
         units = [(row, row + " " + before_table) for row in rows]
         for item in re.split(r"\n(?=- )", prose):
             units += [(s, s) for s in _sentences(item)]
@@ -64,9 +60,21 @@ def uncited_times(text: str) -> list[str]:
                 if "BENCHMARKS" in context or NOT_A_MEASUREMENT.search(shown[: m.start()]):
                     continue
                 bad.append(f"{m.group(0)!r} in: {shown[:160]}")
-        if prose.strip():
-            before_table = _sentences(prose)[-1] if not rows else before_table
     return bad
+
+
+def _blocks(text: str, table_context):
+    """Each blank-line-separated block of ``text`` (code blocks removed) as ``(table rows, the other
+    lines, context)``: the context of a table's rows is ``table_context`` of the last block of prose
+    before the table."""
+    before_table = ""
+    for block in re.split(r"\n\s*\n", _without_code(text)):
+        lines = block.strip().splitlines()
+        rows = [line for line in lines if line.startswith("|")]
+        prose = "\n".join(line for line in lines if not line.startswith("|"))
+        yield rows, prose, before_table
+        if prose.strip() and not rows:
+            before_table = table_context(prose)
 
 
 def test_the_time_check_finds_uncited_times():
@@ -139,11 +147,7 @@ def uncited_figures(text: str, derived: dict[str, str] | None = None,
     nor listed in ``derived``."""
     derived = derived or {}
     bad = []
-    before_table = ""
-    for block in re.split(r"\n\s*\n", _without_code(text)):
-        lines = block.strip().splitlines()
-        rows = [line for line in lines if line.startswith("|")]
-        prose = "\n".join(line for line in lines if not line.startswith("|"))
+    for rows, prose, before_table in _blocks(text, lambda prose: prose):
         units = [(row, row + " " + before_table) for row in rows] + [(prose, prose)]
         for shown, context in units:
             if SOURCE.search(context):
@@ -155,8 +159,6 @@ def uncited_figures(text: str, derived: dict[str, str] | None = None,
                     continue
                 start = bare.rfind(". ", 0, m.start()) + 1
                 bad.append(f"{value!r} in: {bare[start:start + 160].strip()}")
-        if prose.strip():
-            before_table = prose if not rows else before_table
     return bad
 
 
