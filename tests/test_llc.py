@@ -128,6 +128,49 @@ def test_calibration_chooses_a_plateau_on_the_regular_model():
         calibrate(model, _half_mse, data, examples=1000, epsilons=(10.0,))
 
 
+class _Rescaled(torch.nn.Module):
+    """The same function as a linear model, ``s * (w / s) x``: the loss is ``s^2`` times sharper in its weight."""
+
+    def __init__(self, linear: torch.nn.Linear, s: float) -> None:
+        super().__init__()
+        self.s, self.linear = s, torch.nn.Linear(linear.in_features, 1, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(linear.weight / s)
+
+    def forward(self, x):
+        return self.s * self.linear(x)
+
+
+def test_calibration_holds_on_a_sharper_earlier_checkpoint():
+    """A setting chosen on the final checkpoint alone diverges on a 100x sharper earlier one; with it
+    as a check the calibration steps down to a setting that holds on both."""
+    model, data = _regression(2)
+    sharp = _Rescaled(model, 10.0)
+    epsilons = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)
+    shape = dict(examples=1000, chains=4, draws=400, burnin=50, epsilons=epsilons)
+    with one_thread():
+        alone = calibrate(model, _half_mse, data, **shape)
+        held = calibrate(model, _half_mse, data, **shape, checks=[("step 5", lambda: sharp), ("step 6", lambda: None)])
+        assert estimate_llc(sharp, _half_mse, data, alone.sampling).diverged  # what the check is for
+        assert estimate_llc(sharp, _half_mse, data, held.sampling).diverged is None
+        assert trial_problem(estimate_llc(model, _half_mse, data, held.sampling)) is None
+    assert alone.sampling.epsilon == 1e-3 and held.sampling.epsilon < alone.sampling.epsilon, held.trials
+    assert any(t.startswith("epsilon=0.001 gamma=100: at step 5: SGLD chain") for t in held.trials), held.trials
+
+
+def test_checks_are_the_checkpoints_nearest_the_fifths_of_the_run(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in [0, 1, 2, 4, 8, *range(75, 1501, 75)]:
+        (folder / f"step_{step:06d}.safetensors").write_bytes(b"not a checkpoint")
+    checks = llc._checks(tmp_path, 4)
+    assert [name for name, _ in checks] == ["step 300", "step 600", "step 900", "step 1200"]
+    assert checks[0][1]() is None  # unreadable: left to scoring's own error row, not the calibration's
+    assert llc._checks(tmp_path, 0) == [] and llc.parse_options("checks=0").checks == 0
+    with pytest.raises(ValueError, match="checks=-1"):
+        llc.parse_options("checks=-1")
+
+
 @pytest.mark.slow
 def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
     """Calibrated once (recorded in the rows), whole-model rows at every checkpoint, head rows at the final one."""

@@ -1,4 +1,5 @@
-"""Calibration of the SGLD sampler, once per run, on its final checkpoint (``docs/scores.md``, "LLC").
+"""Calibration of the SGLD sampler, once per run, on its final checkpoint and a few earlier ones
+(``docs/scores.md``, "LLC").
 
 The estimate depends on the step size ``epsilon``, the localisation ``gamma`` and the inverse
 temperature ``nbeta``; a run's checkpoints are only comparable at one setting. :func:`calibrate`
@@ -14,7 +15,12 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
      first half's by at most :data:`SETTLE_TOL` (10 %) of the mean over all draws,
    - few draws fall below the starting loss: at most :data:`MAX_BELOW` (5 %) of the draws have
      ``L(w_t; B_t) < L(w*; B_t)``,
-   - the estimate is positive.
+   - the estimate is positive;
+
+   and, on each of the ``checks`` (earlier checkpoints of the run: the detector passes the
+   :data:`CHECKS` nearest to 1/5, 2/5, 3/5 and 4/5 of its last step), no chain diverges. A run's
+   sharpest checkpoint need not be its last (a modular-addition run at the end of memorisation),
+   and a setting that diverges there would give error rows instead of a curve.
 3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes and whose estimate is
    within :data:`AGREE` (20 %) of the next smaller ``epsilon``'s, which also passes (the estimate
    has stopped depending on the step size); the first ``gamma`` with such a pair wins. Without
@@ -35,7 +41,7 @@ from typing import Any
 
 from interp.detectors.llc.estimate import LLCEstimate, Sampling, estimate_llc
 
-__all__ = ["AGREE", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError", "calibrate",
+__all__ = ["AGREE", "CHECKS", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError", "calibrate",
            "default_nbeta", "summary_line", "trial_problem"]
 
 EPSILONS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -43,10 +49,12 @@ GAMMAS = (100.0, 1000.0)
 SETTLE_TOL = 0.10
 MAX_BELOW = 0.05
 AGREE = 0.20
+#: Earlier checkpoints of a run on which a setting must not diverge.
+CHECKS = 4
 
 
 class CalibrationError(RuntimeError):
-    """No step size passed the checks on the final checkpoint."""
+    """No step size passed the checks (on the final checkpoint, and no divergence on the earlier ones)."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,13 @@ def trial_problem(estimate: LLCEstimate) -> str | None:
 
 def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any], examples: int, *,
               chains: int = 2, draws: int = 100, burnin: int = 50, seed: int = 0,
-              epsilons: Sequence[float] = EPSILONS, gammas: Sequence[float] = GAMMAS) -> Calibration:
-    """The setting of the module docstring for ``model`` (the run's final checkpoint)."""
+              epsilons: Sequence[float] = EPSILONS, gammas: Sequence[float] = GAMMAS,
+              checks: Sequence[tuple[str, Callable[[], Any]]] = ()) -> Calibration:
+    """The setting of the module docstring for ``model`` (the run's final checkpoint).
+
+    ``checks``: ``(name, load)`` pairs of earlier checkpoints, ``load()`` returning the model (or
+    None: not checked); a setting that passes on ``model`` must also not diverge on any of them.
+    """
     nbeta = default_nbeta(examples)
     trials: list[str] = []
     fallback = None
@@ -93,7 +106,7 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
         for epsilon in sorted(epsilons, reverse=True):
             sampling = Sampling(epsilon, gamma, nbeta, chains=chains, draws=draws, burnin=burnin, seed=seed)
             estimate = estimate_llc(model, loss_fn, data, sampling)
-            problem = trial_problem(estimate)
+            problem = trial_problem(estimate) or _diverges_elsewhere(checks, loss_fn, data, sampling)
             trials.append(f"epsilon={epsilon:g} gamma={gamma:g}: " + (problem or f"passes, llc {estimate.llc:.4g}"))
             if problem is None:
                 if passed and abs(passed[-1][1] - estimate.llc) <= AGREE * abs(estimate.llc):
@@ -106,6 +119,17 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
     if fallback is not None:
         return Calibration(fallback, False, tuple(trials))
     raise CalibrationError(f"no SGLD step size passed the calibration at nbeta={nbeta:.4g}: " + "; ".join(trials))
+
+
+def _diverges_elsewhere(checks: Sequence[tuple[str, Callable[[], Any]]], loss_fn: Callable[[Any, Any], Any],
+                        data: Sequence[Any], sampling: Sampling) -> str | None:
+    """Where the setting diverges on one of the earlier checkpoints, or None."""
+    for name, load in checks:
+        model = load()
+        diverged = model is not None and estimate_llc(model, loss_fn, data, sampling).diverged
+        if diverged:
+            return f"at {name}: {diverged}"
+    return None
 
 
 def summary_line(calibration: Calibration) -> str:

@@ -9,7 +9,8 @@ token for the induction and text runs), :func:`interp.detectors.llc.estimate.est
 - head rows (attention models): ``llc_head`` and ``llc_head_std``, the refined LLC of one head
   (SGLD restricted to its ``W_Q, W_K, W_V, W_O`` slices and Q/K/V biases, devinterp's masks).
 
-The setting is chosen once per run in ``prepare`` from the final checkpoint
+The setting is chosen once per run in ``prepare`` from the final checkpoint, checked not to
+diverge on :data:`~interp.detectors.llc.calibrate.CHECKS` earlier ones
 (:mod:`interp.detectors.llc.calibrate`, whose docstring is the procedure) and kept for every
 checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch keeps its
 own; the fact tasks' queries and full-batch modular addition's training pairs: :data:`FULL_BATCH`), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
@@ -21,7 +22,8 @@ checkpoint; each head costs as much again. The option string in the environment 
 ``INTERP_LLC`` (read by ``prepare``, in the process that plans the run) chooses what is scored:
 ``heads=final`` (default: head rows at the final checkpoint only), ``heads=all``, ``heads=none``,
 or ``heads=L0H1+L1H3`` (those heads, at every checkpoint); ``chains=N``, ``draws=N``,
-``burnin=N``, ``seed=N``; ``setting=EPSILON/GAMMA/NBETA`` skips the calibration. Example:
+``burnin=N``, ``seed=N``; ``checks=N``: earlier checkpoints the calibration must not diverge on
+(default 4, 0: the final checkpoint only); ``setting=EPSILON/GAMMA/NBETA`` skips the calibration. Example:
 ``INTERP_LLC=heads=all,draws=200 interp score RUN --detectors heads,llc --out scores.parquet``.
 """
 
@@ -37,10 +39,10 @@ from typing import Any
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp.detectors.llc.calibrate import Calibration, calibrate, summary_line
+from interp.detectors.llc.calibrate import CHECKS, Calibration, calibrate, summary_line
 from interp.detectors.llc.estimate import Sampling, devinterp_missing, estimate_llc, head_masks
 from interp.detectors.spec import Detector, Row
-from interp.runs.layout import RunError
+from interp.runs.layout import RunError, list_checkpoints
 from interp.runs.record import read_run
 
 __all__ = ["DETECTOR", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss"]
@@ -64,6 +66,7 @@ class Options:
     draws: int = 100
     burnin: int = 50
     seed: int = 0
+    checks: int = CHECKS
     setting: tuple[float, float, float] | None = None  # epsilon, gamma, nbeta: no calibration
 
 
@@ -73,8 +76,10 @@ def parse_options(text: str | None) -> Options:
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
         key, _, value = part.partition("=")
         try:
-            if key in ("chains", "draws", "burnin", "seed"):
+            if key in ("chains", "draws", "burnin", "seed", "checks"):
                 values[key] = int(value)
+                if key == "checks" and values[key] < 0:
+                    raise ValueError("must be >= 0")
             elif key == "setting":
                 epsilon, gamma, nbeta = (float(v) for v in value.split("/"))
                 values[key] = (epsilon, gamma, nbeta)
@@ -86,7 +91,7 @@ def parse_options(text: str | None) -> Options:
                 raise ValueError("unknown key")
         except ValueError as exc:
             raise ValueError(f"{ENV}: cannot read {part!r} ({exc}); keys: heads=final|all|none|L0H1+..., "
-                             "chains=N, draws=N, burnin=N, seed=N, setting=EPSILON/GAMMA/NBETA") from None
+                             "chains=N, draws=N, burnin=N, seed=N, checks=N, setting=EPSILON/GAMMA/NBETA") from None
     return Options(**values)
 
 
@@ -194,11 +199,35 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
             return LLCContext(str(run_dir), sampling, options, final, None, ("given by INTERP_LLC",))
         with one_thread():
             found: Calibration = calibrate(model, _loss(task), batches, examples, chains=options.chains,
-                                           draws=options.draws, burnin=options.burnin, seed=options.seed)
+                                           draws=options.draws, burnin=options.burnin, seed=options.seed,
+                                           checks=_checks(run_dir, options.checks))
     except Exception as exc:  # noqa: BLE001 - any failure here is every checkpoint's error row, not a stopped job
         return LLCContext(str(run_dir), None, options, final, f"{type(exc).__name__}: {exc}")
     return LLCContext(str(run_dir), found.sampling, options, final, None,
                       (summary_line(found), *found.trials))
+
+
+def _checks(run_dir: Path, count: int) -> list[tuple[str, Any]]:
+    """``(name, load)`` of the ``count`` checkpoints nearest to 1/(count+1), ..., count/(count+1) of
+    the run's last step (the last one excluded); ``load`` gives None for an unreadable checkpoint
+    or one with non-finite weights (scoring reports those itself)."""
+    found = list_checkpoints(run_dir)
+    if not found or count < 1:
+        return []
+    last = found[-1][0]
+    chosen = {min(found, key=lambda c: abs(c[0] - k * last / (count + 1)))[0] for k in range(1, count + 1)} - {last}
+    paths = dict(found)
+    return [(f"step {step}", functools.partial(_load_checked, paths[step])) for step in sorted(chosen)]
+
+
+def _load_checked(path: Path) -> HookedTransformer | None:
+    from interp.runs.checkpoints import load_model, nonfinite_weights
+
+    try:
+        model = load_model(path)
+    except Exception:  # noqa: BLE001 - scoring gives that checkpoint its own error row
+        return None
+    return None if nonfinite_weights(model) else model
 
 
 def _heads(model: HookedTransformer, context: LLCContext) -> list[tuple[int, int]]:
