@@ -15,18 +15,20 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
      first half's by at most :data:`SETTLE_TOL` (10 %) of the mean over all draws,
    - few draws fall below the starting loss: at most :data:`MAX_BELOW` (5 %) of the draws have
      ``L(w_t; B_t) < L(w*; B_t)``,
-   - the estimate is positive;
-
-   and, on each of the ``checks`` (earlier checkpoints of the run: the detector passes the
-   :data:`CHECKS` nearest to 1/5, 2/5, 3/5 and 4/5 of its last step), no chain diverges. A run's
-   sharpest checkpoint need not be its last (a modular-addition run at the end of memorisation),
-   and a setting that diverges there would give error rows instead of a curve.
+   - the estimate is positive.
 3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes and whose estimate is
    within :data:`AGREE` (20 %) of the next smaller ``epsilon``'s, which also passes (the estimate
-   has stopped depending on the step size); the first ``gamma`` with such a pair wins. Without
-   one, the largest passing ``epsilon`` of the first ``gamma`` that has any is chosen and
+   has stopped depending on the step size), and that *holds across the run*: no chain diverges
+   on any of the ``checks``, earlier checkpoints of the run (the detector passes the
+   :data:`CHECKS` nearest to 1/5, 2/5, 3/5 and 4/5 of its last step). A run's sharpest
+   checkpoint need not be its last (a modular-addition run at the end of memorisation), and a
+   setting that diverges there would give error rows instead of a curve. A candidate that
+   diverges on a check is dropped (a trial line says where) and the search goes on down the step
+   sizes; the first ``gamma`` with such a setting wins. Without one, the first passing ``epsilon``
+   that holds across the run (first ``gamma`` first, largest ``epsilon`` first) is chosen and
    :attr:`Calibration.plateau` is False. Nothing passing is a :class:`CalibrationError` naming
-   every trial's failure; each checkpoint of the run is then an error row saying so.
+   every trial's failure; each checkpoint of the run is then an error row saying so. The checks
+   run only on candidates, so they cost a few whole-model estimates per run.
 
 The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
 (``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
@@ -100,24 +102,33 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
     """
     nbeta = default_nbeta(examples)
     trials: list[str] = []
-    fallback = None
+    candidates: list[Sampling] = []  # passing settings without a plateau, in order of preference
+
+    def holds(sampling: Sampling) -> bool:
+        where = _diverges_elsewhere(checks, loss_fn, data, sampling)
+        if where:
+            trials.append(f"epsilon={sampling.epsilon:g} gamma={sampling.gamma:g}: {where}")
+        return where is None
+
     for gamma in gammas:
         passed: list[tuple[Sampling, float]] = []
         for epsilon in sorted(epsilons, reverse=True):
             sampling = Sampling(epsilon, gamma, nbeta, chains=chains, draws=draws, burnin=burnin, seed=seed)
             estimate = estimate_llc(model, loss_fn, data, sampling)
-            problem = trial_problem(estimate) or _diverges_elsewhere(checks, loss_fn, data, sampling)
+            problem = trial_problem(estimate)
             trials.append(f"epsilon={epsilon:g} gamma={gamma:g}: " + (problem or f"passes, llc {estimate.llc:.4g}"))
             if problem is None:
                 if passed and abs(passed[-1][1] - estimate.llc) <= AGREE * abs(estimate.llc):
-                    return Calibration(passed[-1][0], True, tuple(trials))
+                    if holds(passed[-1][0]):
+                        return Calibration(passed[-1][0], True, tuple(trials))
+                    passed.pop()  # diverges on an earlier checkpoint: the smaller step is the candidate
                 passed.append((sampling, estimate.llc))
             elif passed:  # a smaller step failing after a larger one passed: no pair at this gamma
                 break
-        if passed and fallback is None:
-            fallback = passed[0][0]
-    if fallback is not None:
-        return Calibration(fallback, False, tuple(trials))
+        candidates += [s for s, _ in passed]
+    for sampling in candidates:
+        if holds(sampling):
+            return Calibration(sampling, False, tuple(trials))
     raise CalibrationError(f"no SGLD step size passed the calibration at nbeta={nbeta:.4g}: " + "; ".join(trials))
 
 
