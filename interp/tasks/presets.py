@@ -40,6 +40,7 @@ class TrainOptions:
     weight_decay_end: float | None = None  # None: constant weight decay
     weight_decay_ramp_start: float = 0.0  # share of the run before the ramp to weight_decay_end starts
     betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8  # AdamW's epsilon (torch's default); larger damps the slingshot (Thilak et al. 2022)
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # or "linear", "cooldown"
     batch_size: int | None = None  # None: full batch (modular addition)
@@ -75,6 +76,8 @@ class TrainOptions:
             raise ValueError(f"frac_train must be in (0, 1), got {self.frac_train!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps!r}")
         if not 0.0 <= self.weight_decay_ramp_start < 1.0:
             raise ValueError(f"weight_decay_ramp_start must be in [0, 1), got {self.weight_decay_ramp_start}")
         if self.lr_schedule not in LR_SCHEDULES:

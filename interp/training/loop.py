@@ -92,7 +92,8 @@ def train(
         task.init_model(model)
     model.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.lr, weight_decay=options.weight_decay, betas=options.betas
+        model.parameters(), lr=options.lr, weight_decay=options.weight_decay, betas=options.betas,
+        eps=options.adam_eps,
     )
     grad_filter = _GradFilter(model, options.grokfast_alpha, options.grokfast_lambda)
     start, rows = 0, []
