@@ -8,7 +8,9 @@ included), with the load average before and after:
 2. modadd `default`, seeds 0..N-1: epochs and seconds to 99 % train and test accuracy and the
    three phases of grokking (progress measures of the run's checkpoints). Targets (issue 11):
    every seed reaches 99 % test accuracy within the run, median seconds to it <= 60, slowest
-   <= 120, test 99 % at least 2x later than train 99 %, all three phases located;
+   <= 120, test 99 % at least 2x later than train 99 %, all three phases located; and (issue 31)
+   no late spike: after test 99 % the test loss never rises more than :data:`LATE_RISE` nats
+   above its lowest value since (the "late rise");
 3. induction `default`, seeds 0..M-1: best layer-1 prefix-matching score and in-context loss
    on the second copy of `[BOS, r, r]` probes for repeats of L = 4, 8, 16, 31 tokens at the last
    checkpoint, best prefix matching at the first checkpoint, and the run's seconds. Targets:
@@ -29,6 +31,7 @@ Usage: python benchmarks/bench_training.py [--seeds N] [--induction-seeds M] [--
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import statistics
 import sys
@@ -52,6 +55,14 @@ from interp.training.loop import train  # noqa: E402
 
 PAPER_EPOCHS = 9_000  # Nanda et al. 2023: test accuracy reaches ~99 % after ~8-10k epochs
 REPEATS = (4, 8, 16, 31)
+#: Largest rise (nats) of the modadd test loss above its lowest value since test 99 %: no late spike.
+LATE_RISE = 0.05
+
+
+def late_rise(losses) -> float:
+    """The largest rise of a loss curve above its lowest value so far (NaN for an empty curve)."""
+    losses = list(losses)
+    return max((x - low for x, low in zip(losses, itertools.accumulate(losses, min))), default=float("nan"))
 
 
 def epoch_seconds(fast: bool, epochs: int = 10) -> float:
@@ -89,10 +100,12 @@ def grok_figures(out: Path, seed: int) -> dict:
     train99 = next((r for r in rows if r["train_acc"] >= 0.99), None)
     test99 = next((r for r in rows if r["test_acc"] >= 0.99), None)
     phases = grokking_phases(run_progress_measures(out, quiet=True))
+    after = [r["test_loss"] for r in rows if test99 and r["step"] >= test99["step"]]
     return {
         "seed": seed, "train99": train99 and train99["step"], "test99": test99 and test99["step"],
         "test99_s": test99["wall_s"] if test99 else float("nan"), "total_s": total,
-        "final_test_acc": rows[-1]["test_acc"],
+        "final_test_acc": rows[-1]["test_acc"], "final_test_loss": rows[-1]["test_loss"],
+        "late_rise": late_rise(after),
         "phases": (phases.memorization_end, phases.circuit_formation_end, phases.cleanup_end),
     }
 
@@ -203,13 +216,13 @@ heads flagged `is_induction` at the last checkpoint):
 
 
 def grok_table(groks: list[dict]) -> str:
-    lines = ["| seed | train 99 % (epoch) | test 99 % (epoch) | test / train | seconds to test 99 % | phases: memorization, circuit formation, cleanup | whole run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| seed | train 99 % (epoch) | test 99 % (epoch) | test / train | seconds to test 99 % | phases: memorization, circuit formation, cleanup | late rise of the test loss | final test loss | whole run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in groks:
         ratio = g["test99"] / g["train99"] if g["test99"] and g["train99"] else float("nan")
         reached = g["test99"] if g["test99"] is not None else f"not reached (test acc {g['final_test_acc']:.3f})"
         phases = ", ".join("-" if p is None else str(p) for p in g["phases"])
-        lines.append(f"| {g['seed']} | {g['train99']} | {reached} | {ratio:.1f}x | {g['test99_s']:.1f} s | {phases} | {g['total_s']:.1f} s |")
+        lines.append(f"| {g['seed']} | {g['train99']} | {reached} | {ratio:.1f}x | {g['test99_s']:.1f} s | {phases} | {g['late_rise']:.3f} | {g['final_test_loss']:.4f} | {g['total_s']:.1f} s |")
     return "\n".join(lines)
 
 
@@ -256,6 +269,7 @@ def main() -> None:
     slowest = max(g["test99_s"] if g["test99"] is not None else float("inf") for g in groks)
     grokking = all(g["test99"] is not None and g["train99"] and g["test99"] >= 2 * g["train99"] for g in groks)
     phased = all(None not in g["phases"] for g in groks)
+    steady = all(g["late_rise"] <= LATE_RISE for g in groks)
     copies = all(r["pm"][n] >= 0.8 and r["loss"][n] <= 1.0 for r in inductions for n in REPEATS)
     starts_low = all(r["first_pm"] < 0.3 for r in inductions)
     ind_slowest = max(r["total_s"] for r in inductions)
@@ -276,6 +290,7 @@ and checkpoints included.
 | modadd default: slowest seed | {slowest:.1f} s | <= 120 s: {verdict(slowest <= 120, busy)} |
 | modadd default: test 99 % >= 2x train 99 % (grokking, not plain learning), {seeds_label(g['seed'] for g in groks)} | {'yes' if grokking else 'no'} | {verdict(grokking, False)} |
 | modadd default: three phases located (`circuits.grokking_phases`), {seeds_label(g['seed'] for g in groks)} | {'yes' if phased else 'no'} | {verdict(phased, False)} |
+| modadd default: largest late rise of the test loss (after test 99 %, above its lowest since), {seeds_label(g['seed'] for g in groks)} | {max(g['late_rise'] for g in groks):.3f} nats | <= {LATE_RISE}: {verdict(steady, False)} |
 | canonical recipe (`nanda2023`): full-forward epoch x ~{PAPER_EPOCHS:,} epochs to 99 % test | {canonical:.0f} s ({canonical / median:.0f}x the default's median) | |
 | induction default: best layer-1 prefix matching >= 0.8 and second-copy loss <= 1 nat at L = {', '.join(map(str, REPEATS))}, {seeds_label(r['seed'] for r in inductions)} | {'yes' if copies else 'no'} | {verdict(copies, False)} |
 | induction default: best prefix matching < 0.3 at the first checkpoint, {seeds_label(r['seed'] for r in inductions)} | {'yes' if starts_low else 'no'} | {verdict(starts_low, False)} |

@@ -72,6 +72,10 @@ def test_modadd_default_groks(modadd_run):
     test99 = metrics.step[metrics.test_acc >= 0.99].iloc[0]
     assert test99 >= 2 * train99  # generalisation comes late: grokking, not plain learning
     assert metrics.test_acc.iloc[-1] >= 0.99
+    # and it stays grokked: with AdamW's epsilon at torch's 1e-8 this seed's test loss jumped from
+    # 0.003 to 1.2 nats near epoch 900 (the slingshot, BENCHMARKS.md "The late spike and AdamW's epsilon")
+    after = metrics.test_loss[metrics.step >= test99]
+    assert (after - after.cummin()).max() <= 0.05
 
 
 def test_modadd_default_groks_on_a_seed_the_first_preset_missed(tmp_path):
@@ -98,8 +102,8 @@ def test_modadd_key_frequencies_match_neuron_clusters_and_phases_are_ordered(mod
     # The key frequencies alone carry the function (chance is ln 113 = 4.7): within 0.05 nats, or
     # within 2x the model's own loss where that is larger. Not 2x alone: a freshly grokked model's
     # loss is ~1e-4 and the harmonics 2k still hold part of it. Not 0.05 alone: the default's
-    # weight decay, rising to 14, ends with small logits (loss 0.07-0.08 at 100 % accuracy; seen on
-    # seed 0: 2 key frequencies, restricted loss 0.134 against the model's 0.084).
+    # weight decay, rising to 14, can end with small logits and a loss near 0.1 at 100 % accuracy
+    # (seen on seed 0 before the recipe's epsilon was raised, when a late spike left it there).
     assert report.restricted_loss < max(0.05, 2 * report.loss)
     for k in keys:
         without = fourier_report(model, key_freqs=[f for f in keys if f != k]).restricted_loss

@@ -192,12 +192,27 @@ def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
     ({"steps": 0}, "steps must be >= 1"),
     ({"checkpoint_every": 0}, "checkpoint_every must be >= 1"),
     ({"lr": 0.0}, "lr must be > 0"),
+    ({"adam_eps": 0.0}, "adam_eps must be > 0"),
 ])
 def test_options_that_cannot_describe_a_run_are_refused_in_one_line(override, message):
     from interp.tasks.presets import preset
 
     with pytest.raises(ValueError, match=message):
         preset("modadd", **override)
+
+
+def test_adam_eps_reaches_the_optimizer(tmp_path, monkeypatch):
+    seen = []
+    real = torch.optim.AdamW
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("eps"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording)
+    assert preset("modadd").adam_eps == 1e-5 and preset("induction").adam_eps == 1e-8  # torch's default elsewhere
+    train(preset("modadd", steps=2, adam_eps=3e-4, checkpoint_every=1), tmp_path / "run", quiet=True)
+    assert seen == [3e-4]
 
 
 def test_zero_is_not_replaced_by_a_task_default():
