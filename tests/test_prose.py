@@ -269,6 +269,7 @@ def test_readme_recipe_table_matches_the_presets():
     row = rows["modadd"].split("`nanda2023`")[0]
     assert _find(r"full batch on (\d+) % of pairs", row) == (100 * grok.frac_train,) and grok.batch_size is None
     assert _find(r"lr ([\d.e-]+)", row) == (grok.lr,)
+    assert _find(r"epsilon ([\d.e-]+)", row) == (grok.adam_eps,)
     assert _find(r"weight decay rising linearly from ([\d.]+) to ([\d.]+)", row) == (grok.weight_decay,
                                                                                     grok.weight_decay_end)
     assert grok.weight_decay_ramp_start == 0

@@ -24,9 +24,9 @@ __all__ = ["LOOP_OPTIONS", "SweepCell", "base_type", "option_types", "parse_grid
 
 #: ``TrainOptions`` fields the training loop itself reads, so every task takes them in a grid.
 LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay_ramp_start", "warmup_steps",
-                "lr_schedule", "grokfast_alpha", "grokfast_lambda", "eval_every", "checkpoint_every")
+                "lr_schedule", "adam_eps", "grokfast_alpha", "grokfast_lambda", "eval_every", "checkpoint_every")
 #: Grid keys whose values must be positive.
-_POSITIVE = {"steps", "lr", "eval_every", "checkpoint_every", "batch_size", "p", "d_model"}
+_POSITIVE = {"steps", "lr", "adam_eps", "eval_every", "checkpoint_every", "batch_size", "p", "d_model"}
 
 
 @dataclass(frozen=True)
