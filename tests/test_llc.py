@@ -158,14 +158,16 @@ def test_calibration_holds_on_a_sharper_earlier_checkpoint():
     assert any(t.startswith("epsilon=0.001 gamma=100: at step 5: SGLD chain") for t in held.trials), held.trials
 
 
-def test_checks_are_the_checkpoints_nearest_the_fifths_of_the_run(tmp_path):
+def test_checks_are_every_earlier_checkpoint_or_an_even_spread(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    for step in [0, 1, 2, 4, 8, *range(75, 1501, 75)]:
+    steps = [0, 1, 2, 4, 8, *range(75, 1501, 75)]  # 25 checkpoints, the last at 1500
+    for step in steps:
         (folder / f"step_{step:06d}.safetensors").write_bytes(b"not a checkpoint")
-    checks = llc._checks(tmp_path, 4)
-    assert [name for name, _ in checks] == ["step 300", "step 600", "step 900", "step 1200"]
-    assert checks[0][1]() is None  # unreadable: left to scoring's own error row, not the calibration's
+    assert [name for name, _ in llc._checks(tmp_path, 32)] == [f"step {s}" for s in steps[:-1]]
+    spread = [name for name, _ in llc._checks(tmp_path, 4)]
+    assert spread == ["step 0", "step 300", "step 825", "step 1425"]  # indices 0, 8, 15, 23 of the 24 earlier ones
+    assert llc._checks(tmp_path, 32)[0][1]() is None  # unreadable: left to scoring's own error row
     assert llc._checks(tmp_path, 0) == [] and llc.parse_options("checks=0").checks == 0
     with pytest.raises(ValueError, match="checks=-1"):
         llc.parse_options("checks=-1")

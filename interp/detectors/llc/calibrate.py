@@ -18,17 +18,19 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
    - the estimate is positive.
 3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes and whose estimate is
    within :data:`AGREE` (20 %) of the next smaller ``epsilon``'s, which also passes (the estimate
-   has stopped depending on the step size), and that *holds across the run*: no chain diverges
-   on any of the ``checks``, earlier checkpoints of the run (the detector passes the
-   :data:`CHECKS` nearest to 1/5, 2/5, 3/5 and 4/5 of its last step). A run's sharpest
-   checkpoint need not be its last (a modular-addition run at the end of memorisation), and a
-   setting that diverges there would give error rows instead of a curve. A candidate that
+   has stopped depending on the step size), and that *holds across the run*: on each of the
+   ``checks``, the run's earlier checkpoints (the detector passes every one, or :data:`CHECKS`
+   spread evenly over a longer run), the first chain of the estimate (the scoring's own chain 0:
+   same seed, same batches) does not diverge. A run's sharpest checkpoint need not be its last
+   (a modular-addition run at the end of memorisation), and a setting that diverges there would
+   give error rows instead of a curve. A candidate that
    diverges on a check is dropped (a trial line says where) and the search goes on down the step
    sizes; the first ``gamma`` with such a setting wins. Without one, the first passing ``epsilon``
    that holds across the run (first ``gamma`` first, largest ``epsilon`` first) is chosen and
    :attr:`Calibration.plateau` is False. Nothing passing is a :class:`CalibrationError` naming
    every trial's failure; each checkpoint of the run is then an error row saying so. The checks
-   run only on candidates, so they cost a few whole-model estimates per run.
+   run only on candidates, one chain each: about half a scoring pass over the run per candidate
+   (a diverging chain stops at once).
 
 The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
 (``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
@@ -36,6 +38,7 @@ The chosen setting is fixed for every checkpoint of the run and recorded in the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,8 +54,8 @@ GAMMAS = (100.0, 1000.0)
 SETTLE_TOL = 0.10
 MAX_BELOW = 0.05
 AGREE = 0.20
-#: Earlier checkpoints of a run on which a setting must not diverge.
-CHECKS = 4
+#: At most this many earlier checkpoints of a run on which a setting must not diverge (every one when fewer).
+CHECKS = 32
 
 
 class CalibrationError(RuntimeError):
@@ -98,7 +101,8 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
     """The setting of the module docstring for ``model`` (the run's final checkpoint).
 
     ``checks``: ``(name, load)`` pairs of earlier checkpoints, ``load()`` returning the model (or
-    None: not checked); a setting that passes on ``model`` must also not diverge on any of them.
+    None: not checked); a setting that passes on ``model`` must also not diverge on any of them
+    (its first chain).
     """
     nbeta = default_nbeta(examples)
     trials: list[str] = []
@@ -135,9 +139,10 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
 def _diverges_elsewhere(checks: Sequence[tuple[str, Callable[[], Any]]], loss_fn: Callable[[Any, Any], Any],
                         data: Sequence[Any], sampling: Sampling) -> str | None:
     """Where the setting diverges on one of the earlier checkpoints, or None."""
+    first_chain = dataclasses.replace(sampling, chains=1)
     for name, load in checks:
         model = load()
-        diverged = model is not None and estimate_llc(model, loss_fn, data, sampling).diverged
+        diverged = model is not None and estimate_llc(model, loss_fn, data, first_chain).diverged
         if diverged:
             return f"at {name}: {diverged}"
     return None

@@ -10,7 +10,7 @@ token for the induction and text runs), :func:`interp.detectors.llc.estimate.est
   (SGLD restricted to its ``W_Q, W_K, W_V, W_O`` slices and Q/K/V biases, devinterp's masks).
 
 The setting is chosen once per run in ``prepare`` from the final checkpoint, checked not to
-diverge on :data:`~interp.detectors.llc.calibrate.CHECKS` earlier ones
+diverge on every earlier one (at most :data:`~interp.detectors.llc.calibrate.CHECKS`, spread evenly)
 (:mod:`interp.detectors.llc.calibrate`, whose docstring is the procedure) and kept for every
 checkpoint. SGLD batches: :data:`SGLD_BATCH` sequences (a task with a smaller batch keeps its
 own; the fact tasks' queries and full-batch modular addition's training pairs: :data:`FULL_BATCH`), a pool of :data:`POOL` batches from steps :data:`BATCH_BASE`
@@ -22,8 +22,9 @@ checkpoint; each head costs as much again. The option string in the environment 
 ``INTERP_LLC`` (read by ``prepare``, in the process that plans the run) chooses what is scored:
 ``heads=final`` (default: head rows at the final checkpoint only), ``heads=all``, ``heads=none``,
 or ``heads=L0H1+L1H3`` (those heads, at every checkpoint); ``chains=N``, ``draws=N``,
-``burnin=N``, ``seed=N``; ``checks=N``: earlier checkpoints the calibration must not diverge on
-(default 4, 0: the final checkpoint only); ``setting=EPSILON/GAMMA/NBETA`` skips the calibration. Example:
+``burnin=N``, ``seed=N``; ``checks=N``: at most N earlier checkpoints the calibration must not
+diverge on (default 32, every checkpoint of the toolkit's runs; 0: the final checkpoint only);
+``setting=EPSILON/GAMMA/NBETA`` skips the calibration. Example:
 ``INTERP_LLC=heads=all,draws=200 interp score RUN --detectors heads,llc --out scores.parquet``.
 """
 
@@ -208,16 +209,16 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
 
 
 def _checks(run_dir: Path, count: int) -> list[tuple[str, Any]]:
-    """``(name, load)`` of the ``count`` checkpoints nearest to 1/(count+1), ..., count/(count+1) of
-    the run's last step (the last one excluded); ``load`` gives None for an unreadable checkpoint
-    or one with non-finite weights (scoring reports those itself)."""
-    found = list_checkpoints(run_dir)
-    if not found or count < 1:
+    """``(name, load)`` of the run's checkpoints before its last: every one, or ``count`` spread
+    evenly over them (first and last included) when there are more; ``load`` gives None for an
+    unreadable checkpoint or one with non-finite weights (scoring reports those itself)."""
+    earlier = list_checkpoints(run_dir)[:-1]
+    if count < 1 or not earlier:
         return []
-    last = found[-1][0]
-    chosen = {min(found, key=lambda c: abs(c[0] - k * last / (count + 1)))[0] for k in range(1, count + 1)} - {last}
-    paths = dict(found)
-    return [(f"step {step}", functools.partial(_load_checked, paths[step])) for step in sorted(chosen)]
+    if len(earlier) > count:
+        last = len(earlier) - 1
+        earlier = [earlier[round(i * last / max(count - 1, 1))] for i in range(count)]
+    return [(f"step {step}", functools.partial(_load_checked, path)) for step, path in earlier]
 
 
 def _load_checked(path: Path) -> HookedTransformer | None:
