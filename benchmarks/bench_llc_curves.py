@@ -2,7 +2,8 @@
 
 Each run is trained by the toolkit (``interp.train``, the default preset of its task, one seed),
 then every checkpoint is scored with the ``llc`` detector at the run's own calibration
-(``INTERP_LLC=heads=none``: the whole model; the setting chosen once on the final checkpoint):
+(``INTERP_LLC=heads=none``: the whole model; the setting chosen once per run, on the final checkpoint
+and checked not to diverge on the earlier ones):
 
 - induction, seeds 0-2: the LLC curve (mean and spread over chains), its change points
   (``interp.curve_change_points``: steepest rise and fall of the curve smoothed over 3

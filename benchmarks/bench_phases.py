@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
+from common import load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
 
 _ONE_RUN = """
 import sys, torch
@@ -87,8 +87,9 @@ def main() -> None:
             f"Default modadd recipe, seeds {args.seeds}, each trained with {args.threads} intra-op thread(s) "
             f"in a fresh process. {differ} of {len(seeds)} seeds gave runs that differ between thread counts "
             f"(a phase or the test-99 % step).\n\n{markdown_table(table)}\n\n"
-            f"Every run's phases located and in order: **{verdict(ok, is_busy(before))}**. Timing is not a "
-            "target here (the runs share the machine).\n")
+            f"Every run's phases located and in order: **{verdict(ok, False)}** (phases, not times: the load "
+            "does not change them, the thread count does). Timing is not a target here (the runs share the "
+            "machine).\n")
     print(text)
     if not args.no_write:
         write_section("phases", text)
