@@ -141,9 +141,9 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
         # previous-token heads form over the first ~2,000 steps and the induction heads and the
         # in-context learning score follow together (seed 0, constant lr: best prefix matching
         # 0.10 at step 1,600, 0.56 at 2,600; score -0.10 -> -0.45 nats); the cooldown settles
-        # them: seeds 0-2 end at prefix matching 0.70-0.81, score -0.50 to -0.56, the two change
-        # points 5-10 % of the run apart. Random positions: no previous-token head in 1,000 steps.
-        # docs/training.md has the curves; BENCHMARKS.md ("Training on text") seed 0 of the preset itself.
+        # them. Random positions: no previous-token head in 1,000 steps. BENCHMARKS.md ("Training
+        # on text") measures seeds 0-2 of the preset itself: prefix matching 0.70-0.80, score
+        # -0.55 to -0.56; the two change points 0-5 % of the run apart on seeds 0-1, 30 % on seed 2.
         "default": TrainOptions(
             task="text", steps=4000, lr=1e-2, weight_decay=0.01, warmup_steps=50, lr_schedule="cooldown",
             batch_size=4, eval_every=100, checkpoint_every=200,
