@@ -27,7 +27,7 @@ def test_set_reaches_a_task_of_its_own_keys(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("bogus=1", "bad --set key 'bogus': not a training option; modadd takes checkpoint_every, d_model, "),
+    ("bogus=1", "bad --set key 'bogus': not a training option; modadd takes adam_eps, checkpoint_every, d_model, "),
     ("batch_size=8", "bad --set key 'batch_size': not an option the modadd task or the training loop reads"),
     ("lr=fast", "bad --set value lr=fast: expected a number"),
     ("lr=0.1,0.2", "bad --set value lr=0.1,0.2: expected a number"),
