@@ -1,5 +1,5 @@
-"""Calibration of the SGLD sampler, once per run, on its final checkpoint and a few earlier ones
-(``docs/scores.md``, "LLC").
+"""Calibration of the SGLD sampler, once per run, on its final checkpoint, checked on the earlier
+ones (``docs/scores.md``, "LLC").
 
 The estimate depends on the step size ``epsilon``, the localisation ``gamma`` and the inverse
 temperature ``nbeta``; a run's checkpoints are only comparable at one setting. :func:`calibrate`
