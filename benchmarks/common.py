@@ -44,10 +44,11 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
 
 
-def is_busy(before: tuple[float, float, float]) -> bool:
+def is_busy(before: tuple[float, float, float], own: float = 0.0) -> bool:
     """True when the 1-minute load average before a run exceeded half the cores: its figures
-    are then recorded as measured but never mark a target as met."""
-    return before[0] > (os.cpu_count() or 1) / 2
+    are then recorded as measured but never mark a target as met. ``own``: the threads the
+    benchmark itself ran just before the reading (a reading taken after its work), not counted."""
+    return before[0] - own > (os.cpu_count() or 1) / 2
 
 
 def load_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:

@@ -16,21 +16,25 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
    - few draws fall below the starting loss: at most :data:`MAX_BELOW` (5 %) of the draws have
      ``L(w_t; B_t) < L(w*; B_t)``,
    - the estimate is positive.
-3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes and whose estimate is
-   within :data:`AGREE` (20 %) of the next smaller ``epsilon``'s, which also passes (the estimate
-   has stopped depending on the step size), and that *holds across the run*: on each of the
-   ``checks``, the run's earlier checkpoints (the detector passes every one, or :data:`CHECKS`
-   spread evenly over a longer run), the first chain of the estimate (the scoring's own chain 0:
-   same seed, same batches) does not diverge. A run's sharpest checkpoint need not be its last
-   (a modular-addition run at the end of memorisation), and a setting that diverges there would
-   give error rows instead of a curve. A candidate that
+3. The chosen ``(epsilon, gamma)`` is the largest ``epsilon`` that passes, whose estimate the
+   next smaller ``epsilon`` reproduces within :data:`AGREE` (20 %) (the estimate has stopped
+   depending on the step size), and that *holds across the run*. The smaller step's reference
+   trial burns in for the same SGLD time, ``burnin * epsilon / smaller`` steps (a chain moves
+   about ``epsilon`` per step, so at a smaller step the scoring's burn-in ends before the chain
+   has relaxed and the trace is still rising); it must not diverge and must agree (the trace
+   checks above are the scored setting's: on the reference they only add noise). Holding
+   across the run: on each of the ``checks``, the run's earlier checkpoints (the detector passes
+   every one, or :data:`CHECKS` spread evenly over a longer run), the first chain of the estimate
+   (the scoring's own chain 0: same seed, same batches) does not diverge. A run's sharpest
+   checkpoint need not be its last (a modular-addition run at the end of memorisation), and a
+   setting that diverges there would give error rows instead of a curve. A candidate that
    diverges on a check is dropped (a trial line says where) and the search goes on down the step
-   sizes; the first ``gamma`` with such a setting wins. Without one, the first passing ``epsilon``
-   that holds across the run (first ``gamma`` first, largest ``epsilon`` first) is chosen and
-   :attr:`Calibration.plateau` is False. Nothing passing is a :class:`CalibrationError` naming
-   every trial's failure; each checkpoint of the run is then an error row saying so. The checks
-   run only on candidates, one chain each: about half a scoring pass over the run per candidate
-   (a diverging chain stops at once).
+   sizes; the first ``gamma`` with such a setting wins. Without one, the first passing
+   ``epsilon`` that holds across the run (first ``gamma`` first, largest ``epsilon`` first) is
+   chosen and :attr:`Calibration.plateau` is False. Nothing passing is a
+   :class:`CalibrationError` naming every trial's failure; each checkpoint of the run is then an
+   error row saying so. The checks run only on candidates, one chain each: about half a scoring
+   pass over the run per candidate (a diverging chain stops at once).
 
 The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
 (``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
@@ -114,26 +118,42 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
             trials.append(f"epsilon={sampling.epsilon:g} gamma={sampling.gamma:g}: {where}")
         return where is None
 
+    steps = sorted(epsilons, reverse=True)
     for gamma in gammas:
-        passed: list[tuple[Sampling, float]] = []
-        for epsilon in sorted(epsilons, reverse=True):
+        passed_here = False
+        for i, epsilon in enumerate(steps):
             sampling = Sampling(epsilon, gamma, nbeta, chains=chains, draws=draws, burnin=burnin, seed=seed)
             estimate = estimate_llc(model, loss_fn, data, sampling)
             problem = trial_problem(estimate)
             trials.append(f"epsilon={epsilon:g} gamma={gamma:g}: " + (problem or f"passes, llc {estimate.llc:.4g}"))
-            if problem is None:
-                if passed and abs(passed[-1][1] - estimate.llc) <= AGREE * abs(estimate.llc):
-                    if holds(passed[-1][0]):
-                        return Calibration(passed[-1][0], True, tuple(trials))
-                    passed.pop()  # diverges on an earlier checkpoint: the smaller step is the candidate
-                passed.append((sampling, estimate.llc))
-            elif passed:  # a smaller step failing after a larger one passed: no pair at this gamma
-                break
-        candidates += [s for s, _ in passed]
+            if problem is not None:
+                if passed_here:  # a smaller step failing after a larger one passed: no plateau further down
+                    break
+                continue
+            passed_here = True
+            if i + 1 < len(steps) and _agrees(model, loss_fn, data, sampling, steps[i + 1], estimate.llc, trials):
+                if holds(sampling):
+                    return Calibration(sampling, True, tuple(trials))
+                continue  # diverges on an earlier checkpoint: the smaller steps are the candidates
+            candidates.append(sampling)
     for sampling in candidates:
         if holds(sampling):
             return Calibration(sampling, False, tuple(trials))
     raise CalibrationError(f"no SGLD step size passed the calibration at nbeta={nbeta:.4g}: " + "; ".join(trials))
+
+
+def _agrees(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any], sampling: Sampling,
+            smaller: float, llc: float, trials: list[str]) -> bool:
+    """Whether the next smaller step, burnt in for the same SGLD time, passes and agrees with ``llc``."""
+    burnin = math.ceil(sampling.burnin * sampling.epsilon / smaller)
+    reference = dataclasses.replace(sampling, epsilon=smaller, burnin=burnin)
+    estimate = estimate_llc(model, loss_fn, data, reference)
+    problem = estimate.diverged
+    if problem is None and not abs(estimate.llc - llc) <= AGREE * abs(estimate.llc):
+        problem = f"llc {estimate.llc:.4g}, more than {AGREE:.0%} from {llc:.4g}"
+    trials.append(f"epsilon={smaller:g} gamma={sampling.gamma:g} burn-in {burnin} (the same SGLD time): "
+                  + (problem or f"agrees, llc {estimate.llc:.4g}"))
+    return problem is None
 
 
 def _diverges_elsewhere(checks: Sequence[tuple[str, Callable[[], Any]]], loss_fn: Callable[[Any, Any], Any],
