@@ -13,9 +13,11 @@ here (full batch, so the paired loss rise is exact):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +128,37 @@ def test_calibration_chooses_a_plateau_on_the_regular_model():
     assert estimate.llc == pytest.approx(target, rel=0.15)
     with pytest.raises(CalibrationError, match="epsilon=10 gamma=100: SGLD chain 0 diverged"):
         calibrate(model, _half_mse, data, examples=1000, epsilons=(10.0,))
+
+
+def _slow_chains(model, loss_fn, data, sampling, masks=None):
+    """A stand-in for ``estimate_llc`` whose chains relax only after SGLD time 0.01 (``epsilon x
+    burnin``): before that the trace still rises; after it the estimate is 10 at any step; above
+    3e-3 a chain diverges."""
+    from interp.detectors.llc import estimate
+
+    steps = sampling.burnin + sampling.draws
+    if sampling.epsilon > 3e-3:
+        return estimate.LLCEstimate(math.nan, math.nan, (), 1.0, np.full((1, steps), np.nan), sampling, "diverged")
+    level = 10.0 / sampling.nbeta
+    relaxed = sampling.epsilon * sampling.burnin >= 0.01
+    row = np.full(steps, level) if relaxed else np.linspace(0.0, 2 * level, steps)
+    llc = float(sampling.nbeta * row[sampling.burnin:].mean())
+    return estimate.LLCEstimate(llc, 0.0, (llc,), 1.0, row[None], sampling)
+
+
+def test_the_smaller_step_is_burnt_in_for_the_same_sgld_time(monkeypatch):
+    """At the scoring's 50 burn-in steps 1e-4 has not relaxed (its trace still rises); burnt in for
+    1e-3's SGLD time (500 steps) it reproduces 1e-3's estimate, so 1e-3 is on a plateau."""
+    from interp.detectors.llc import calibrate as module
+
+    monkeypatch.setattr(module, "estimate_llc", _slow_chains)
+    found = calibrate(None, None, [None], examples=100, chains=1, draws=100, burnin=50, epsilons=(1e-2, 1e-3, 1e-4))
+    assert found.plateau and found.sampling.epsilon == 1e-3 and found.sampling.burnin == 50, found.trials
+    assert found.trials[2] == "epsilon=0.0001 gamma=100 burn-in 500 (the same SGLD time): agrees, llc 10", found.trials
+    assert "not settle" in trial_problem(_slow_chains(None, None, None, dataclasses.replace(found.sampling, epsilon=1e-4)))
+    sharp = calibrate(None, None, [None], examples=100, chains=1, draws=100, burnin=50, epsilons=(1e-2, 1e-3, 1e-4),
+                      checks=[("step 5", lambda: None)])
+    assert sharp.sampling == found.sampling  # a check without a model (unreadable) drops nothing
 
 
 class _Rescaled(torch.nn.Module):
