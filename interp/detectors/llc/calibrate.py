@@ -144,8 +144,8 @@ def calibrate(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any
 
 def _agrees(model: Any, loss_fn: Callable[[Any, Any], Any], data: Sequence[Any], sampling: Sampling,
             smaller: float, llc: float, trials: list[str]) -> bool:
-    """Whether the next smaller step, burnt in for the same SGLD time, passes and agrees with ``llc``."""
-    burnin = math.ceil(sampling.burnin * sampling.epsilon / smaller)
+    """Whether the next smaller step, burnt in for the same SGLD time, does not diverge and agrees with ``llc``."""
+    burnin = round(sampling.burnin * sampling.epsilon / smaller)
     reference = dataclasses.replace(sampling, epsilon=smaller, burnin=burnin)
     estimate = estimate_llc(model, loss_fn, data, reference)
     problem = estimate.diverged
