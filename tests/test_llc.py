@@ -155,7 +155,8 @@ def test_the_smaller_step_is_burnt_in_for_the_same_sgld_time(monkeypatch):
     found = calibrate(None, None, [None], examples=100, chains=1, draws=100, burnin=50, epsilons=(1e-2, 1e-3, 1e-4))
     assert found.plateau and found.sampling.epsilon == 1e-3 and found.sampling.burnin == 50, found.trials
     assert found.trials[2] == "epsilon=0.0001 gamma=100 burn-in 500 (the same SGLD time): agrees, llc 10", found.trials
-    assert "not settle" in trial_problem(_slow_chains(None, None, None, dataclasses.replace(found.sampling, epsilon=1e-4)))
+    unrelaxed = dataclasses.replace(found.sampling, epsilon=1e-4)  # 1e-4 at the scoring's 50 steps
+    assert "not settle" in trial_problem(_slow_chains(None, None, None, unrelaxed))
     sharp = calibrate(None, None, [None], examples=100, chains=1, draws=100, burnin=50, epsilons=(1e-2, 1e-3, 1e-4),
                       checks=[("step 5", lambda: None)])
     assert sharp.sampling == found.sampling  # a check without a model (unreadable) drops nothing
@@ -235,6 +236,31 @@ def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
     heads = _rows(table, "llc_head")
     assert sorted(zip(heads["layer"], heads["head"])) == [(0, 3), (0, 3), (1, 0), (1, 0)]
     assert _rows(table, "llc_head_std")["value"].notna().all()
+
+
+def test_batches_drawn_once_give_the_estimate_of_the_training_stream(tiny_runs):
+    """The sequence tasks' SGLD batches are drawn once (``run_loss``); the chains see what
+    ``train_loss(model, step)`` draws at every step, so the estimate is the same to the bit, and
+    so are the chains run side by side and one after another."""
+    from interp.detectors.llc import estimate
+
+    ind, _ = tiny_runs
+    model = load_model(list_checkpoints(ind)[-1][1])
+    loss, batches, examples = llc.run_loss(str(ind))
+    task = llc._sgld_task(str(ind))[0]
+    assert examples == task.options.batch_size and len(batches) == llc.POOL
+    assert torch.equal(batches[3], task.train_batch(llc.BATCH_BASE + 3))
+    s = Sampling(1e-3, 100.0, 5.0, chains=2, draws=8, burnin=2)
+    drawn_once = estimate_llc(model, loss, batches, s)
+    steps = [llc.BATCH_BASE + i for i in range(llc.POOL)]
+    per_step = estimate_llc(model, lambda m, step: task.train_loss(m, step), steps, s)
+    assert drawn_once.per_chain == per_step.per_chain and drawn_once.diverged is None
+    threads = estimate.CHAIN_THREADS
+    try:
+        estimate.CHAIN_THREADS = 1
+        assert estimate_llc(model, loss, batches, s).per_chain == drawn_once.per_chain
+    finally:
+        estimate.CHAIN_THREADS = threads
 
 
 def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):

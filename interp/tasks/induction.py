@@ -124,9 +124,16 @@ class InductionTask:
                 "min_span": d.min_span, "max_span": d.max_span or (d.n_ctx - 1) // 2,
                 "copy_prob": d.copy_prob, "max_gap": d.max_gap, "bos": d.bos}
 
-    def train_loss(self, model, step: int) -> torch.Tensor:
-        tokens, _ = self.data.sample(self.options.batch_size, step_generator(self.options.seed, step))
+    def train_batch(self, step: int) -> torch.Tensor:
+        """The token batch that training step ``step`` uses (the same for a seed and step)."""
+        return self.data.sample(self.options.batch_size, step_generator(self.options.seed, step))[0]
+
+    def batch_loss(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of ``model`` on a batch of :meth:`train_batch`."""
         return _next_token_losses(model, tokens).mean()
+
+    def train_loss(self, model, step: int) -> torch.Tensor:
+        return self.batch_loss(model, self.train_batch(step))
 
     def evaluate(self, model, step: int) -> dict[str, float]:
         """Loss of the batch the next step trains on, and held-out losses (all / repeated tokens)."""

@@ -269,10 +269,17 @@ class TextTask:
                 "n_ctx": self.cfg.n_ctx, "d_vocab": D_VOCAB, "bos": BOS,
                 "probe": {"bos": BOS, "ids": [list(r) for r in PROBE_BYTES]}}
 
-    def train_loss(self, model, step: int) -> torch.Tensor:
-        tokens = self.corpus.sample("train", self.options.batch_size, self.cfg.n_ctx,
-                                    step_generator(self.options.seed, step))
+    def train_batch(self, step: int) -> torch.Tensor:
+        """The byte sequences that training step ``step`` uses (the same for a seed and step)."""
+        generator = step_generator(self.options.seed, step)
+        return self.corpus.sample("train", self.options.batch_size, self.cfg.n_ctx, generator)
+
+    def batch_loss(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean next-byte loss of ``model`` on a batch of :meth:`train_batch`."""
         return _losses(model, tokens).mean()
+
+    def train_loss(self, model, step: int) -> torch.Tensor:
+        return self.batch_loss(model, self.train_batch(step))
 
     def evaluate(self, model, step: int) -> dict[str, float]:
         """Loss of the batch the next step trains on; held-out loss and in-context learning score."""

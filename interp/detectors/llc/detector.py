@@ -121,11 +121,23 @@ def applies(model: HookedTransformer) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def run_loss(run_dir: str) -> tuple[Any, tuple[int, ...], int]:
-    """``(task, batches, examples)``: the run's task (SGLD batch size), the batch steps, examples per batch.
+def run_loss(run_dir: str) -> tuple[Any, tuple[Any, ...], int]:
+    """``(loss, batches, examples)``: ``loss(model, batch)``, the run's own loss on one SGLD batch;
+    the batches (the same for every chain and checkpoint); examples per batch.
 
-    :class:`RunError` without ``run.json`` or when its task cannot be rebuilt.
+    A task that can hand out a step's batch (``train_batch``, ``batch_loss``: the sequence tasks)
+    has its batches drawn here, once, instead of at every SGLD step; for the others a batch is
+    the data stream's step number (``train_loss(model, step)``). :class:`RunError` without
+    ``run.json`` or when its task cannot be rebuilt.
     """
+    task, steps, examples = _sgld_task(run_dir)
+    if hasattr(task, "train_batch"):
+        return task.batch_loss, tuple(task.train_batch(step) for step in steps), examples
+    return _loss(task), steps, examples
+
+
+def _sgld_task(run_dir: str) -> tuple[Any, tuple[int, ...], int]:
+    """``(task, steps, examples)``: the run's task at the SGLD batch size, the batch steps, examples per batch."""
     from interp.tasks.registry import make_task
 
     info = read_run(run_dir)
@@ -193,13 +205,13 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
     from circuits import one_thread
 
     try:
-        task, batches, examples = run_loss(str(run_dir))
+        loss, batches, examples = run_loss(str(run_dir))
         if options.setting is not None:
             epsilon, gamma, nbeta = options.setting
             sampling = Sampling(epsilon, gamma, nbeta, options.chains, options.draws, options.burnin, options.seed)
             return LLCContext(str(run_dir), sampling, options, final, None, ("given by INTERP_LLC",))
         with one_thread():
-            found: Calibration = calibrate(model, _loss(task), batches, examples, chains=options.chains,
+            found: Calibration = calibrate(model, loss, batches, examples, chains=options.chains,
                                            draws=options.draws, burnin=options.burnin, seed=options.seed,
                                            checks=_checks(run_dir, options.checks))
     except Exception as exc:  # noqa: BLE001 - any failure here is every checkpoint's error row, not a stopped job
@@ -247,17 +259,17 @@ def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
 
     if context.reason or context.sampling is None:
         raise RunError(context.reason or "the llc detector was not prepared for this run")
-    task, batches, _ = run_loss(context.run_dir)
+    loss, batches, _ = run_loss(context.run_dir)
     s = context.sampling
     with one_thread():
-        whole = estimate_llc(model, _loss(task), batches, s)
+        whole = estimate_llc(model, loss, batches, s)
         if whole.diverged:
             raise RuntimeError(f"{whole.diverged} (epsilon={s.epsilon:g} gamma={s.gamma:g} nbeta={s.nbeta:.4g})")
         rows: list[Row] = [{"metric": "llc", "value": whole.llc}, {"metric": "llc_std", "value": whole.llc_std},
                            {"metric": "llc_epsilon", "value": s.epsilon}, {"metric": "llc_gamma", "value": s.gamma},
                            {"metric": "llc_nbeta", "value": s.nbeta}]
         for layer, head in _heads(model, context):
-            found = estimate_llc(model, _loss(task), batches, s, masks=head_masks(model, layer, head))
+            found = estimate_llc(model, loss, batches, s, masks=head_masks(model, layer, head))
             if found.diverged:
                 raise RuntimeError(f"head L{layer}H{head}: {found.diverged}")
             rows += [{"metric": "llc_head", "value": found.llc, "layer": layer, "head": head},

@@ -28,24 +28,30 @@ the update rule, localisation, temperature and head masks are devinterp's.
 A chain *diverges* when a loss or a weight is not finite, or when a recorded loss rise exceeds
 :data:`DIVERGED_RISE` times ``1 + L(w*)`` (the chain left the basin); :attr:`LLCEstimate.diverged`
 names the chain, the step and why, and no number is given for it. Deterministic for a seed: chain
-``k`` draws its noise from a generator seeded ``seed + k``.
+``k`` draws its noise from a generator seeded ``seed + k``, so the chains run side by side on
+:data:`CHAIN_THREADS` threads (each on one intra-op thread; torch releases the GIL in its ops) and
+give what they give one after another.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DIVERGED_RISE", "LLCEstimate", "Sampling", "estimate_llc", "head_masks", "devinterp_missing"]
+__all__ = ["CHAIN_THREADS", "DIVERGED_RISE", "LLCEstimate", "Sampling", "estimate_llc", "head_masks", "devinterp_missing"]
 
 #: A recorded loss rise above this many times ``1 + L(w*)`` is a diverged chain.
 DIVERGED_RISE = 10.0
+#: Threads the chains of one estimate run on (each single-threaded): one per core, at most 4.
+CHAIN_THREADS = min(os.cpu_count() or 1, 4)
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,6 @@ def estimate_llc(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any
     ``data`` the batches (cycled); ``masks`` None for every weight, else devinterp's parameter
     masks (name -> bool tensor, or None for the whole parameter; other parameters stay fixed).
     """
-    from devinterp.optim import SGMCMC
-
     steps = sampling.burnin + sampling.draws
     used = [data[t % len(data)] for t in range(min(steps, len(data)))]
     with torch.no_grad():
@@ -126,37 +130,62 @@ def estimate_llc(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any
     if not math.isfinite(init_loss):
         raise ValueError(f"the loss at the starting weights is not finite ({init_loss})")
     limit = DIVERGED_RISE * (1.0 + abs(init_loss))
-    trace = np.full((sampling.chains, steps), np.nan)
-    diverged = None
-    for chain in range(sampling.chains):
-        walker = copy.deepcopy(model)
-        walker.train()
-        params = dict(walker.named_parameters())
-        chosen = masks if masks is not None else dict.fromkeys(params)
-        for name, param in params.items():
-            param.requires_grad_(name in chosen)
-        groups = [{"params": [params[name]], **({} if mask is None else {"mask": [mask.to(params[name].device)]})}
-                  for name, mask in chosen.items()]
-        optimizer = SGMCMC.sgld(groups, lr=sampling.epsilon, localization=sampling.gamma, nbeta=sampling.nbeta)
-        noise = torch.Generator(device=next(walker.parameters()).device).manual_seed(sampling.seed + chain)
-        for t in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(walker, used[t % len(used)])
-            rise = float(loss.detach()) - init[t % len(used)]
-            if not math.isfinite(rise) or rise > limit:
-                why = "the loss is not finite" if not math.isfinite(rise) else (
-                    f"the loss rose by {rise:.3g} (limit {limit:.3g}, {DIVERGED_RISE:g} x (1 + L(w*)))")
-                diverged = f"SGLD chain {chain} diverged at step {t} of {steps}: {why}"
+
+    def run(chain: int) -> tuple[np.ndarray, str | None]:
+        from circuits import one_thread
+
+        with one_thread():
+            return _chain(model, loss_fn, used, init, limit, sampling, masks, chain)
+
+    threads = min(sampling.chains, CHAIN_THREADS)
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            chains = list(pool.map(run, range(sampling.chains)))
+    else:
+        chains = []
+        for chain in range(sampling.chains):
+            chains.append(run(chain))
+            if chains[-1][1]:  # diverged: the later chains would not change the answer
                 break
-            trace[chain, t] = rise
-            loss.backward()
-            optimizer.step(noise_generator=noise)
-        if not diverged and not all(bool(torch.isfinite(params[name]).all()) for name in chosen):
-            diverged = f"SGLD chain {chain} diverged at its last step: a weight is not finite"
-        del walker, optimizer
-        if diverged:
-            break
+    trace = np.full((sampling.chains, steps), np.nan)
+    trace[:len(chains)] = [row for row, _ in chains]
+    diverged = next((why for _, why in chains if why), None)
     if diverged:
         return LLCEstimate(math.nan, math.nan, (), init_loss, trace, sampling, diverged)
     per_chain = tuple(float(sampling.nbeta * row[sampling.burnin:].mean()) for row in trace)
     return LLCEstimate(float(np.mean(per_chain)), float(np.std(per_chain)), per_chain, init_loss, trace, sampling)
+
+
+def _chain(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor], used: list[Any],
+           init: list[float], limit: float, sampling: Sampling, masks: dict[str, torch.Tensor | None] | None,
+           chain: int) -> tuple[np.ndarray, str | None]:
+    """One SGLD chain from a copy of ``model``: its recorded rises (NaN after it stopped), and why it
+    diverged or None."""
+    from devinterp.optim import SGMCMC
+
+    steps = sampling.burnin + sampling.draws
+    row = np.full(steps, np.nan)
+    walker = copy.deepcopy(model)
+    walker.train()
+    params = dict(walker.named_parameters())
+    chosen = masks if masks is not None else dict.fromkeys(params)
+    for name, param in params.items():
+        param.requires_grad_(name in chosen)
+    groups = [{"params": [params[name]], **({} if mask is None else {"mask": [mask.to(params[name].device)]})}
+              for name, mask in chosen.items()]
+    optimizer = SGMCMC.sgld(groups, lr=sampling.epsilon, localization=sampling.gamma, nbeta=sampling.nbeta)
+    noise = torch.Generator(device=next(walker.parameters()).device).manual_seed(sampling.seed + chain)
+    for t in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(walker, used[t % len(used)])
+        rise = float(loss.detach()) - init[t % len(used)]
+        if not math.isfinite(rise) or rise > limit:
+            why = "the loss is not finite" if not math.isfinite(rise) else (
+                f"the loss rose by {rise:.3g} (limit {limit:.3g}, {DIVERGED_RISE:g} x (1 + L(w*)))")
+            return row, f"SGLD chain {chain} diverged at step {t} of {steps}: {why}"
+        row[t] = rise
+        loss.backward()
+        optimizer.step(noise_generator=noise)
+    if not all(bool(torch.isfinite(params[name]).all()) for name in chosen):
+        return row, f"SGLD chain {chain} diverged at its last step: a weight is not finite"
+    return row, None
