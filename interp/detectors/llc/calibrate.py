@@ -29,13 +29,13 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
    checkpoint need not be its last (a modular-addition run at the end of memorisation), and a
    setting that diverges there would give error rows instead of a curve. A candidate that
    diverges on a check is dropped (a trial line says where; the later candidates are checked
-   there first) and the search goes on down the step sizes; the first ``gamma`` with such a setting wins. Without one, the first passing
-   ``epsilon`` that holds across the run (first ``gamma`` first, largest ``epsilon`` first) is
-   chosen and :attr:`Calibration.plateau` is False. Nothing passing is a
-   :class:`CalibrationError` naming every trial's failure; each checkpoint of the run is then an
-   error row saying so. The checks run only on candidates, one chain each, on
-   :data:`CHECK_THREADS` threads: about half a scoring pass over the run per candidate, divided
-   by the threads (a diverging chain stops at once).
+   there first) and the search goes on down the step sizes; the first ``gamma`` with such a
+   setting wins. Without one, the first passing ``epsilon`` that holds across the run (first
+   ``gamma`` first, largest ``epsilon`` first) is chosen and :attr:`Calibration.plateau` is
+   False. Nothing passing is a :class:`CalibrationError` naming every trial's failure; each
+   checkpoint of the run is then an error row saying so. The checks run only on candidates, one
+   chain each, side by side on the estimate's ``CHAIN_THREADS`` threads: about half a scoring
+   pass over the run per candidate, divided by the threads (a diverging chain stops at once).
 
 The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
 (``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
@@ -45,16 +45,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from interp.detectors.llc.estimate import LLCEstimate, Sampling, estimate_llc
+from interp.detectors.llc.estimate import CHAIN_THREADS, LLCEstimate, Sampling, estimate_llc
 
-__all__ = ["AGREE", "CHECKS", "CHECK_THREADS", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError", "calibrate",
-           "default_nbeta", "summary_line", "trial_problem"]
+__all__ = ["AGREE", "CHECKS", "EPSILONS", "GAMMAS", "MAX_BELOW", "SETTLE_TOL", "Calibration", "CalibrationError",
+           "calibrate", "default_nbeta", "summary_line", "trial_problem"]
 
 EPSILONS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 GAMMAS = (100.0, 1000.0)
@@ -63,8 +62,6 @@ MAX_BELOW = 0.05
 AGREE = 0.20
 #: At most this many earlier checkpoints of a run on which a setting must not diverge (every one when fewer).
 CHECKS = 32
-#: Threads the checks run on (each single-threaded): one per core, at most 4.
-CHECK_THREADS = min(os.cpu_count() or 1, 4)
 
 
 class CalibrationError(RuntimeError):
@@ -170,7 +167,7 @@ def _diverges_elsewhere(checks: Sequence[tuple[str, Callable[[], Any]]], loss_fn
                         data: Sequence[Any], sampling: Sampling) -> tuple[int, str] | None:
     """``(index, where)``: the first of ``checks`` on which the setting diverges and why, or None.
 
-    The checks run on :data:`CHECK_THREADS` threads, each on one intra-op thread (torch releases
+    The checks run on ``CHAIN_THREADS`` threads, each on one intra-op thread (torch releases
     the GIL in its ops; each chain has its own generator, so the result is the sequential one's).
     A divergence cancels the checks not yet started.
     """
@@ -187,7 +184,7 @@ def _diverges_elsewhere(checks: Sequence[tuple[str, Callable[[], Any]]], loss_fn
             diverged = estimate_llc(model, loss_fn, data, first_chain).diverged
         return f"at {name}: {diverged}" if diverged else None
 
-    pool = ThreadPoolExecutor(max_workers=CHECK_THREADS)
+    pool = ThreadPoolExecutor(max_workers=CHAIN_THREADS)
     try:
         return next(((i, where) for i, where in enumerate(pool.map(check, checks)) if where), None)
     finally:

@@ -46,11 +46,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHAIN_THREADS", "DIVERGED_RISE", "LLCEstimate", "Sampling", "estimate_llc", "head_masks", "devinterp_missing"]
+__all__ = ["CHAIN_THREADS", "DIVERGED_RISE", "LLCEstimate", "Sampling", "devinterp_missing", "estimate_llc",
+           "head_masks"]
 
 #: A recorded loss rise above this many times ``1 + L(w*)`` is a diverged chain.
 DIVERGED_RISE = 10.0
-#: Threads the chains of one estimate run on (each single-threaded): one per core, at most 4.
+#: Threads the chains of one estimate (and the calibration's checks) run on, each on one intra-op
+#: thread: one per core, at most 4.
 CHAIN_THREADS = min(os.cpu_count() or 1, 4)
 
 
