@@ -85,6 +85,11 @@ def test_interp_report_has_the_llc_section_with_its_figure_and_sentence(tmp_path
     sentence = re.search(r"<p class='llc'>(.*?)</p>", page).group(1)
     assert "epsilon=0.003, gamma=100, nbeta=5.77" in sentence
     assert "highest 30.00 at step 1000" in sentence and "Induction phase change (heads) at step" in sentence
+    rise = re.search(r"Where the LLC changes \(steepest rise and fall over 3 checkpoints\): rise between steps "
+                     r"(\d+) and (\d+); the nearest lies (\d+) % of the run from the induction phase change", sentence)
+    assert rise and int(rise.group(1)) <= 310 <= int(rise.group(2)) and int(rise.group(3)) <= 5, sentence
+    assert f"refined LLC from step {STEPS[0]} to step 1000: " in sentence  # every head rises by (30 - 10) / 4
+    assert "L1H1 +5.00 (induction head)" in sentence and "L0H1 +5.00 (previous-token head)" in sentence
     assert re.search(r"L1H1 18\.50 \(induction head\)", page)  # the final heads' LLC, largest first
     assert page.index("L1H1 18.50") < page.index("L1H0 17.50") < page.index("L0H1 8.50")
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page, re.DOTALL)
@@ -122,3 +127,13 @@ def test_grokking_phases_are_shaded_on_a_modadd_table():
     assert [a.text for a in fig.layout.annotations][1:] == ["memorisation", "circuit formation", "cleanup"]
     page = build_report(table)
     assert "Grokking phases (fourier): memorisation to step 200, circuit formation to step 400" in page
+
+
+def test_a_flat_curve_has_no_change_point_and_heads_at_one_step_no_ranking():
+    from interp.detectors.llc.report import _changes, _head_changes
+
+    flat = pd.DataFrame({"step": STEPS, "llc": [5.0] * len(STEPS), "llc_std": [0.1] * len(STEPS)})
+    marks = {"phase_change": None, "grokking": None, "icl_change": None}
+    assert _changes(flat, marks) == " The LLC curve has no change point (no segment stands out of its smoothed range)."
+    one_step = pd.DataFrame({"step": [400, 400], "layer": [0, 1], "head": [0, 0], "llc_head": [1.0, 2.0]})
+    assert _head_changes(one_step, {}) == ""

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from interp.analysis.phase import best_head_curve, locate_phase_change
+from interp.analysis.phase import best_head_curve, curve_change_points, locate_phase_change
 from interp.base.page import ReportFigure
 from interp.detectors.llc.figures import grokking_measures, head_kinds, head_llc_curves, llc_curve, plot_llc
 
@@ -70,8 +70,10 @@ def report(rows: pd.DataFrame) -> list[Any]:
                  f"{_step(g.circuit_formation_end)}, cleanup to {_step(g.cleanup_end)}.")
     if marks["icl_change"] is not None:
         text += f" In-context learning change (text) at step {marks['icl_change'].step}."
-    parts: list[Any] = [text + "</p>"]
+    text += _changes(curve, marks)
     heads, flags = head_llc_curves(rows), head_kinds(rows)
+    text += _head_changes(heads, flags)
+    parts: list[Any] = [text + "</p>"]
     name = html.escape(Path(str(rows["run"].iloc[0])).name)
     figure = plot_llc(curve, heads, flags, title=f"{name}: local learning coefficient over training", **marks)
     parts.append(ReportFigure("local learning coefficient", figure, _caption(marks, heads, flags)))
@@ -81,6 +83,35 @@ def report(rows: pd.DataFrame) -> list[Any]:
             f"L{r.layer}H{r.head} {r.llc_head:.2f} ({flags.get((r.layer, r.head), 'not flagged')})"
             for r in final.itertuples()) + ".</p>")
     return parts
+
+
+def _changes(curve: pd.DataFrame, marks: dict[str, Any]) -> str:
+    """Where the LLC changes (:func:`interp.curve_change_points`), and how far from the located phase change."""
+    changes = curve_change_points(curve["step"], curve["llc"])
+    if not changes:
+        return " The LLC curve has no change point (no segment stands out of its smoothed range)."
+    said = ", ".join(f"{'rise' if c.slope > 0 else 'fall'} between steps {c.start_step} and {c.end_step}"
+                     for c in changes)
+    text = f" Where the LLC changes (steepest rise and fall over 3 checkpoints): {said}"
+    located = marks["phase_change"] or marks["icl_change"]
+    span = int(curve["step"].max()) - int(curve["step"].min())
+    if located is not None and span > 0:
+        nearest = min(changes, key=lambda c: abs(c.step - located.step))
+        text += f"; the nearest lies {100 * abs(nearest.step - located.step) / span:.0f} % of the run from the " + (
+            "induction phase change" if marks["phase_change"] is not None else "in-context learning change")
+    return text + "."
+
+
+def _head_changes(heads: pd.DataFrame, flags: dict) -> str:
+    """The heads ranked by the change of their refined LLC from their first scored checkpoint to their last."""
+    if heads.empty or heads["step"].nunique() < 2:
+        return ""
+    wide = heads.pivot_table(index=["layer", "head"], columns="step", values="llc_head")
+    first, last = wide.columns.min(), wide.columns.max()
+    change = (wide[last] - wide[first]).dropna().sort_values(ascending=False)
+    return (f" Heads by the rise of their refined LLC from step {first} to step {last}: " + ", ".join(
+        f"L{layer}H{head} {value:+.2f} ({flags.get((layer, head), 'not flagged')})"
+        for (layer, head), value in change.items()) + ".")
 
 
 def _step(value: int | None) -> str:
