@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,16 +25,14 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import is_busy, load_average, load_note, machine, markdown_table, verdict, write_section  # noqa: E402
+from common import (  # noqa: E402
+    default_run_arguments, default_runs, is_busy, load_average, load_note, machine, markdown_table, verdict,
+    write_section,
+)
 
 TARGET, GOAL = 15.0, 3.0
 DEMO_TARGET = 600.0  # seconds: the whole-model LLC of the demo's two runs (every checkpoint)
 TRIALS: dict[str, tuple[str, ...]] = {}  # each run's calibration lines, for the section
-
-
-def _train(task: str, out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "interp", "train", task, "--out-dir", str(out), "--quiet"], check=True)
-    return out
 
 
 def one_run(task: str, run: Path) -> dict:
@@ -71,14 +68,12 @@ def one_run(task: str, run: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--induction", type=Path, default=None, help="a default induction run (default: train one)")
-    parser.add_argument("--modadd", type=Path, default=None, help="a default modadd run (default: train one)")
+    default_run_arguments(parser)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"induction": args.induction or _train("induction", Path(tmp) / "induction"),
-                "modadd": args.modadd or _train("modadd", Path(tmp) / "modadd")}
+        runs = default_runs(args, Path(tmp))
         rows = [one_run(task, run) for task, run in runs.items()]
     after = load_average()
     table = pd.DataFrame(rows)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,15 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, is_busy, load_average, machine, markdown_table, verdict, write_section  # noqa: E402
+from common import (  # noqa: E402
+    ROOT, default_run_arguments, default_runs, is_busy, load_average, machine, markdown_table, verdict, write_section,
+)
 
 TARGET = 180.0  # seconds per notebook, as the tests execute it
 NOTEBOOKS = ("07_development.ipynb", "08_finding_the_circuit.ipynb")
-
-
-def _train(task: str, out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "interp", "train", task, "--out-dir", str(out), "--quiet"], check=True)
-    return out
 
 
 def _settle(limit: float = 240.0) -> None:
@@ -60,14 +56,12 @@ def execute(name: str, runs: dict[str, Path], workdir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--induction", type=Path, default=None, help="a default induction run (default: train one)")
-    parser.add_argument("--modadd", type=Path, default=None, help="a default modadd run (default: train one)")
+    default_run_arguments(parser)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"induction": args.induction or _train("induction", Path(tmp) / "induction"),
-                "modadd": args.modadd or _train("modadd", Path(tmp) / "modadd")}
+        runs = default_runs(args, Path(tmp))
         for name in NOTEBOOKS:
             _settle()
             before = load_average()

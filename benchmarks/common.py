@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +107,20 @@ def markdown_table(frame) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def default_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--induction RUN`` and ``--modadd RUN``: existing default runs to use instead of training them."""
+    parser.add_argument("--induction", type=Path, default=None, help="a default induction run (default: train one)")
+    parser.add_argument("--modadd", type=Path, default=None, help="a default modadd run (default: train one)")
+
+
+def default_runs(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """The runs ``--induction`` / ``--modadd`` name, or the default recipes trained into ``folder``."""
+    runs = {}
+    for task in ("induction", "modadd"):
+        runs[task] = getattr(args, task) or folder / task
+        if getattr(args, task) is None:
+            subprocess.run([sys.executable, "-m", "interp", "train", task, "--out-dir", str(runs[task]), "--quiet"],
+                           check=True)
+    return runs
