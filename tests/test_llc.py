@@ -88,6 +88,21 @@ def test_singular_product_gives_one_half_and_is_deterministic():
     assert other.llc != first.llc
 
 
+@pytest.mark.parametrize("a", [-1.0, 2.0, 0.5])
+def test_the_singular_answer_holds_elsewhere_in_the_valley(a):
+    # At (a, 0) the loss rises as a^2 b^2 / 2, so the localised tempered posterior has b with
+    # precision nbeta a^2 + gamma, and nbeta E[L - L0] = nbeta a^2 / (2 (nbeta a^2 + gamma)): 1/2 as
+    # nbeta a^2 >> gamma (0.476 at a = -1, 0.494 at a = 2), only 0.417 at a = 0.5, where nbeta a^2
+    # is 5 x gamma. The step keeps nbeta a^2 epsilon at 0.1, as in the regular test.
+    nbeta, gamma = 1000.0, 50.0
+    sampling = Sampling(epsilon=1e-4 / a ** 2, gamma=gamma, nbeta=nbeta, chains=4, draws=1000, burnin=100, seed=3)
+    with one_thread():
+        found = estimate_llc(_Product(a, 0.0), _half_mse, _product_data(), sampling)
+    assert found.llc == pytest.approx(nbeta * a ** 2 / (2 * (nbeta * a ** 2 + gamma)), rel=0.15), found
+    if abs(a) >= 1:
+        assert found.llc == pytest.approx(0.5, rel=0.15), found
+
+
 def test_a_diverging_chain_is_named_not_a_number():
     model, data = _regression(2)
     found = estimate_llc(model, _half_mse, data, Sampling(epsilon=1.0, gamma=1.0, nbeta=1000.0, chains=2, draws=50))
