@@ -278,6 +278,30 @@ def test_batches_drawn_once_give_the_estimate_of_the_training_stream(tiny_runs):
         estimate.CHAIN_THREADS = threads
 
 
+def test_a_fact_task_samples_its_answer_loss_on_capped_batches(tmp_path, monkeypatch):
+    """Composition, a fact task: its own answer-token loss on batches of at most FULL_BATCH queries
+    (the task rebuilt at that size), and model and head rows at a given setting."""
+    from interp.tasks.presets import preset
+    from interp.training.loop import train
+
+    opts = preset("composition", d_model=32, n_layers=2, batch_size=512, eval_every=5, checkpoint_every=5, steps=10,
+                  lr=3e-3, n_entities=40, n_relations=6, facts_per_entity=4, ood_share=0.1, phi=2.0)
+    with one_thread():
+        run = train(opts, tmp_path / "composition", quiet=True)
+    task, steps, examples = llc._sgld_task(str(run))
+    assert examples == task.batch_size == llc.FULL_BATCH < 512 and len(steps) == llc.POOL
+    final = list_checkpoints(run)[-1][1]
+    model = load_model(final)
+    with torch.no_grad():  # the answer token's cross-entropy: near log(d_vocab) for a 10-step model, not 0
+        value = float(llc.run_loss(str(run))[0](model, steps[0]))
+    assert 0.5 * math.log(model.cfg.d_vocab) < value < 2 * math.log(model.cfg.d_vocab)
+    monkeypatch.setenv(llc.ENV, "draws=6,burnin=2,setting=1e-4/100/15")
+    table = score_checkpoints([final], detectors=["llc"])
+    assert not (table["metric"] == "error").any(), table["error"].unique()
+    assert np.isfinite(_rows(table, "llc")["value"]).all()
+    assert len(_rows(table, "llc_head")) == model.cfg.n_layers * model.cfg.n_heads
+
+
 def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):
     """A forced divergence (huge step size) and a run without run.json are error rows with the reason."""
     ind, _ = tiny_runs
