@@ -3,10 +3,12 @@
 One forward with gradient on the (clean or interpolated) run, the model's own layout (no split
 q/k/v inputs: they would multiply the attention inputs by the head count), then the gradient at
 each head's q/k/v input, before ``ln1``, from the gradient at ``hook_q``/``hook_k``/``hook_v``:
-``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter), the norm's
-vector-Jacobian products taken by autograd on ``ln1`` alone, all heads at once. MLP inputs
-(``hook_mlp_in``, before ``ln2``) and the logits' input (the last residual, before ``ln_final``)
-are read directly. docs/scores.md, "Edge attribution".
+``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). Only its dot
+products with the source deltas are needed, so for TransformerLens' norms the Jacobian is
+applied in closed form on the deltas' side (:func:`head_input_scores`); any other norm takes
+per-head vector-Jacobian products (:func:`norm_vjp`). MLP inputs (``hook_mlp_in``, before
+``ln2``) and the logits' input (the last residual, before ``ln_final``) are read directly.
+docs/scores.md, "Edge attribution".
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._edge_graph import Graph, metric_value, source_hooks, split_inputs
+
+CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
 
 
 def gradient_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_out: torch.Tensor,
@@ -61,48 +65,76 @@ def gradient_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
             raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
     with torch.no_grad():
-        deltas = corrupted_out - torch.stack(outs)  # type: ignore[arg-type]
+        deltas = torch.stack(outs)  # type: ignore[arg-type]
+        torch.sub(corrupted_out, deltas, out=deltas)
         flat = deltas.flatten(1)  # (n_sources, b * p * d)
         table = torch.zeros(len(graph.sources), len(graph.inputs), dtype=deltas.dtype, device=deltas.device)
         i = 0
         for layer in range(n_layers):
             attn = model.blocks[layer].attn
-            for j, (kind, weight) in enumerate((("q", attn.W_Q), ("k", attn.W_K), ("v", attn.W_V))):
-                cot = torch.einsum("bphe,hde->bphd", grads[f"blocks.{layer}.attn.hook_{kind}"], weight)
-                cot = _mean_over_steps(norm_vjp(model.blocks[layer].ln1, held[pre[layer]].detach(), cot), steps)
-                table[:, i + j:i + 3 * n_heads:3] = flat @ cot.permute(2, 0, 1, 3).reshape(n_heads, -1).T
+            up = graph.sources_of_layer(layer)[0]  # sources are in forward order: the first `up` feed this layer
+            head_grads = torch.stack([grads[f"blocks.{layer}.attn.hook_{kind}"] for kind in "qkv"], 3)
+            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
+            table[:up, i:i + 3 * n_heads] = head_input_scores(model.blocks[layer].ln1, held[pre[layer]].detach(),
+                                                              head_grads, weights, deltas[:up], steps)
             i += 3 * n_heads
             if graph.has_mlp:
-                table[:, i] = flat @ _mean_over_steps(grads[f"blocks.{layer}.hook_mlp_in"], steps).flatten()
+                up = int(graph.upstream[:, i].sum())
+                table[:up, i] = flat[:up] @ _mean_over_steps(grads[f"blocks.{layer}.hook_mlp_in"], steps).flatten()
                 i += 1
         table[:, i] = flat @ _mean_over_steps(grads[names[-1]], steps).flatten()
     s_idx, i_idx = graph.edge_index()
     return table[torch.as_tensor(s_idx, device=table.device), torch.as_tensor(i_idx, device=table.device)].double().cpu().numpy()
 
 
-def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
-    """``J_norm(x)^T cot`` for every slice ``cot[:, :, j]``: x (b, p, d), cot (b, p, n, d).
+def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor,
+                      deltas: torch.Tensor, steps: int) -> torch.Tensor:
+    """Scores of every source into one layer's head inputs: (n_sources, 3 n_heads), head-major, q k v.
 
-    Closed forms for TransformerLens' LayerNorm(Pre) and RMSNorm(Pre) (a handful of elementwise
-    passes; autograd through the module costs several times more), autograd for any other norm.
+    Entry ``(s, 3h + j)``: ``sum_{b,p} delta_s . mean_k J_norm(x_k)^T W_j[h] g_kj[h]`` with ``x``
+    (steps * b, p, d) the residual before the norm, ``grads`` (steps * b, p, n_heads, 3, d_head)
+    the gradients at ``hook_q``/``hook_k``/``hook_v``, ``weights`` (n_heads, 3, d, d_head) and
+    ``deltas`` (n_sources, b, p, d). For TransformerLens' LayerNorm and RMSNorm (and their Pre
+    forms) the norm's Jacobian is applied to the deltas' side in closed form: with ``n`` the
+    normalised ``x``, ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
+    ``delta . J^T u = (P delta . u - (delta . n)(n . u) / d) / sigma``, so no per-head copy of the
+    residual is ever normalised. Any other norm goes through :func:`norm_vjp`.
     """
     kind = type(norm).__name__
+    b_all, p, n_heads = grads.shape[:3]
+    d, flat = x.shape[-1], deltas.flatten(1)
     if isinstance(norm, torch.nn.Identity):
-        return cot
-    if kind not in ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre"):
-        leaf = x[:, :, None].expand_as(cot).clone().requires_grad_(True)
-        with torch.enable_grad():
-            return torch.autograd.grad(norm(leaf), leaf, cot)[0]
-    centred = kind.startswith("LayerNorm")
-    if centred:
+        return flat @ _project(_mean_over_steps(grads, steps), weights)
+    if kind not in CLOSED_FORM_NORMS:
+        cot = torch.einsum("bphje,hjde->bphjd", grads, weights).reshape(b_all, p, 3 * n_heads, d)
+        cot = _mean_over_steps(norm_vjp(norm, x, cot), steps)
+        return flat @ cot.permute(2, 0, 1, 3).reshape(3 * n_heads, -1).T
+    if kind.startswith("LayerNorm"):
         x = x - x.mean(-1, keepdim=True)
-    scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()[:, :, None]  # (b, p, 1, 1)
-    unit = x[:, :, None] / scale
-    g = cot * norm.w if kind in ("LayerNorm", "RMSNorm") else cot
-    if centred:
-        g = g - g.mean(-1, keepdim=True)
-    return (g - unit * (g * unit).mean(-1, keepdim=True)) / scale
+        deltas = deltas - deltas.mean(-1, keepdim=True)
+        flat = deltas.flatten(1)
+    inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (steps * b, p, 1)
+    unit = x * inv_scale
+    if kind in ("LayerNorm", "RMSNorm"):
+        weights = weights * norm.w[:, None]
+    grads = grads * inv_scale[..., None, None]  # g / sigma
+    first = flat @ _project(_mean_over_steps(grads, steps), weights)  # P delta . u / sigma
+    back = (unit.reshape(-1, d) @ weights.permute(2, 0, 1, 3).reshape(d, -1)).view(grads.shape)  # W^T n
+    along = (back * grads).sum(-1).reshape(-1, 3 * n_heads) / d  # (n . u) / (d sigma)
+    dots = torch.einsum("sbpd,kbpd->skbp", deltas, unit.view(steps, -1, p, d)).flatten(1)  # delta . n
+    return first - dots @ along / steps
 
+
+def _project(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``W_j[h] g_j[h]`` at every position, (b * p * d, 3 n_heads): grads (b, p, h, 3, e), weights (h, 3, d, e)."""
+    return torch.einsum("bphje,hjde->bpdhj", grads, weights).reshape(-1, 3 * grads.shape[2])
+
+
+def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
+    """``J_norm(x)^T cot`` for every slice ``cot[:, :, j]`` by autograd: x (b, p, d), cot (b, p, n, d)."""
+    leaf = x[:, :, None].expand_as(cot).clone().requires_grad_(True)
+    with torch.enable_grad():
+        return torch.autograd.grad(norm(leaf), leaf, cot)[0]
 
 def _mean_over_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
     return x if steps == 1 else x.view(steps, -1, *x.shape[1:]).mean(0)
