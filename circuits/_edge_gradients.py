@@ -60,7 +60,8 @@ def gradient_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
     hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in names + pre]
     with split_inputs(model, qkv=False), torch.enable_grad():
         logits = model.run_with_hooks(clean.repeat(steps, 1), fwd_hooks=hooks)
-        total = sum(metric_value(metric, chunk) for chunk in logits.chunk(steps))
+        run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
+        total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
         if not total.requires_grad:
             raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))

@@ -118,12 +118,14 @@ def check_pair(model: HookedTransformer, clean: object, corrupted: object) -> tu
     return clean, corrupted
 
 
-def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-    """``metric(logits)``, checked to be a 0-dim floating tensor."""
+def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, run: str) -> torch.Tensor:
+    """``metric(logits)`` of ``run`` (named in the errors), checked to be a finite 0-dim floating tensor."""
     value = metric(logits)
     if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"metric(logits) must return a 0-dim floating torch.Tensor, got {shape}")
+    if not torch.isfinite(value.detach()):
+        raise ValueError(f"metric(logits) is {float(value)} on the {run}: every score would be undefined")
     return value
 
 

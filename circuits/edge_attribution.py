@@ -72,7 +72,7 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
     if method == "exact":
         clean_logits, clean_out = run_sources(model, graph, clean)
-        m_clean = float(metric_value(metric, clean_logits))
+        m_clean = float(metric_value(metric, clean_logits, "clean run"))
         scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
     else:
         scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else ig_steps)

@@ -152,8 +152,8 @@ def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor,
     with torch.no_grad():
         clean_logits = model(clean)
     corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
-    m_clean = float(metric_value(metric, clean_logits))
-    m_corrupted = float(metric_value(metric, corrupted_logits))
+    m_clean = float(metric_value(metric, clean_logits, "clean run"))
+    m_corrupted = float(metric_value(metric, corrupted_logits, "corrupted run"))
     if m_clean == m_corrupted:
         raise ValueError(f"the clean and corrupted runs give the same metric ({m_clean:g}): faithfulness is undefined")
     values = np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric), dtype=np.float64)

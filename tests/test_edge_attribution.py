@@ -263,6 +263,9 @@ def test_bad_inputs_are_one_line_errors():
         (dict(method="acdc"), "exact, eap, eap-ig"),
         (dict(method="eap-ig", ig_steps=0), "ig_steps"),
         (dict(metric=lambda logits: loss(logits).detach()), "differentiable"),
+        (dict(metric=lambda logits: loss(logits) * float("nan")), "nan on the clean run"),
+        (dict(metric=lambda logits: loss(logits) * float("inf"), method="eap-ig"), "inf on the path"),
+        (dict(metric=lambda logits: loss(logits) / 0.0, method="exact"), "inf on the clean run"),
     ]
     for change, message in cases:
         args = dict(model=model, clean_tokens=clean, corrupted_tokens=corrupted, metric=loss, method="eap")
@@ -276,6 +279,12 @@ def test_bad_inputs_are_one_line_errors():
         circuit_faithfulness(model, [], clean, clean, loss)
     with pytest.raises(TypeError):
         edge_attribution(object(), clean, corrupted, loss)
+    with torch.no_grad():
+        model.blocks[1].attn.W_K[0, 0, 0] = float("nan")
+    for call in (lambda: edge_attribution(model, clean, corrupted, loss, "exact"),
+                 lambda: circuit_faithfulness(model, [], clean, corrupted, loss)):
+        with pytest.raises(ValueError, match="NaN or infinite weights in: blocks.1.attn.W_K"):
+            call()
 
 
 def test_the_model_flags_are_restored():

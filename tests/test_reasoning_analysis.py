@@ -128,7 +128,9 @@ def test_causal_trace_equals_one_patched_forward_and_nothing_changes_without_cor
 
 
 def test_bad_inputs_are_one_line_errors():
-    model = copy_first_token_model()
+    model, broken = copy_first_token_model(), copy_first_token_model()
+    with torch.no_grad():
+        broken.unembed.W_U[0, 0] = float("inf")
     tokens = torch.tensor([[5, 2, 3]])
     cases = [
         (lambda: logit_lens(model, tokens, 5, positions=[3]), ValueError, "outside a sequence of 3"),
@@ -142,6 +144,8 @@ def test_bad_inputs_are_one_line_errors():
         (lambda: causal_trace(model, tokens, tokens, 5, metric="prob"), ValueError, "metric"),
         (lambda: causal_trace(model, tokens, tokens, torch.tensor([5, 5])), ValueError, "shape"),
         (lambda: logit_lens("model", tokens, 5), TypeError, "HookedTransformer"),
+        (lambda: logit_lens(broken, tokens, 5), ValueError, "NaN or infinite weights in: unembed.W_U"),
+        (lambda: causal_trace(broken, tokens, tokens, 5), ValueError, "NaN or infinite weights in: unembed.W_U"),
     ]
     for call, kind, match in cases:
         with pytest.raises(kind, match=match) as info:
