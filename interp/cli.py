@@ -74,7 +74,8 @@ def _recipe_values(args: argparse.Namespace, options):
 def _score(args: argparse.Namespace) -> int:
     from interp.runs.layout import scored_checkpoint, unlisted_files
     from interp.scoring.table import SUFFIXES
-    from interp.scoring.batch import check_detectors, score_to_file
+    from interp.scoring.batch import score_to_file
+    from interp.scoring.task import check_detectors
 
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:

@@ -16,7 +16,8 @@ from interp import Detector, load_model, register_detector
 from interp.detectors import plugins
 from interp.detectors.registry import DETECTORS
 from interp.runs.layout import find_checkpoints, list_checkpoints
-from interp.scoring.batch import RunPlan, ScoreTask, check_detectors, score_checkpoints, score_task
+from interp.scoring.batch import score_checkpoints
+from interp.scoring.task import RunPlan, ScoreTask, check_detectors, score_task
 from interp.scoring.table import read_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -87,7 +87,7 @@ def test_two_workers_give_the_same_table(tiny_runs):
 def test_a_worker_dying_on_a_checkpoint_is_an_error_row(tiny_runs, monkeypatch):
     import os
 
-    import interp.scoring.batch as scoring
+    import interp.scoring.task as scoring
 
     ind, _ = tiny_runs
     victim = list_checkpoints(ind)[2][1]

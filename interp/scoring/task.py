@@ -1,0 +1,144 @@
+"""One checkpoint's scoring: which detectors a run gets, and the rows of one checkpoint.
+
+:func:`plan_run` decides once per run what every checkpoint is scored with (the detectors of
+:data:`interp.detectors.DETECTORS` that apply to the run's latest sound checkpoint, each with what
+it prepares); :func:`score_task` scores one checkpoint in a worker and never raises: a checkpoint
+that cannot be read or holds NaN or infinite weights gives one ``load`` error row, a detector
+that fails gives its own error row. Batch jobs over many checkpoints: :mod:`interp.scoring.batch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from interp.detectors.catalog import OPT_IN
+from interp.detectors.plugins import SKIPPED
+from interp.detectors.registry import DETECTORS
+from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
+from interp.runs.layout import CheckpointRef, fingerprint, run_of
+from interp.scoring.table import ERROR_METRIC
+
+__all__ = ["RunPlan", "ScoreTask", "check_detectors", "lost_rows", "plan_run", "score_task", "with_fingerprint"]
+
+
+def check_detectors(detectors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``detectors`` without repeats (None: all but the opt-in ones, ``catalog.OPT_IN``); ``ValueError`` naming the unknown ones and the known ones.
+
+    Plugins left out of the registry (:data:`interp.detectors.plugins.SKIPPED`: each has had its
+    warning) are dropped from ``detectors``, so the command line's default, which lists them
+    without importing them, still scores everything else.
+    """
+    if detectors is None:
+        return tuple(d for d in DETECTORS if d not in OPT_IN)
+    if any(d in DETECTORS for d in detectors):
+        detectors = [d for d in detectors if d in DETECTORS or d not in SKIPPED]
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown or not detectors:
+        said = "; ".join(SKIPPED[d] for d in unknown if d in SKIPPED)
+        raise ValueError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(DETECTORS)}"
+                         + (f" ({said})" if said else ""))
+    return tuple(dict.fromkeys(detectors))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What every checkpoint of one run is scored with (built once per run, shipped to workers)."""
+
+    contexts: dict[str, Any]  # detector -> what it prepared for the run, in scoring order
+    skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it does not apply
+
+
+def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
+    """The detectors that apply to the run and their contexts, from its latest sound checkpoint.
+
+    Sound: readable, matching the run, with finite weights.
+
+    When no checkpoint of the run can be read, every requested detector is planned (with no
+    context) and each checkpoint becomes an error row when scored.
+    """
+    model = None
+    for ref in sorted(refs, reverse=True):
+        try:
+            model, _ = load_cached(ref.path)
+        except Exception:  # an unreadable or foreign checkpoint is reported when it is scored
+            continue
+        if not nonfinite_weights(model):
+            break
+        model = None
+    if model is None:
+        return RunPlan(dict.fromkeys(detectors))
+    run_dir = run_of(refs[0].path)
+    contexts, skipped = {}, {}
+    for name in detectors:
+        detector = DETECTORS[name]
+        why = detector.applies(model)
+        if why is None:
+            contexts[name] = detector.prepare(model, run_dir)
+        else:
+            skipped[name] = why
+    return RunPlan(contexts, skipped)
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """One checkpoint and the detectors to run on it."""
+
+    ref: CheckpointRef
+    detectors: tuple[str, ...]
+    plan: RunPlan
+    device: str = "cpu"  # where the worker loads the model and the detectors run
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (CheckpointError, FileNotFoundError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error_row(ref: CheckpointRef, detector: str, reason: str) -> dict[str, Any]:
+    return {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step, "detector": detector,
+            "metric": ERROR_METRIC, "value": float("nan"), "error": reason, "fingerprint": ref.fingerprint}
+
+
+def with_fingerprint(ref: CheckpointRef) -> CheckpointRef:
+    return ref if ref.fingerprint else dataclasses.replace(ref, fingerprint=fingerprint(ref.path))
+
+
+def score_task(task: ScoreTask) -> list[dict[str, Any]]:
+    """Rows of the long table for one checkpoint; never raises for a bad checkpoint or detector.
+
+    The file's fingerprint is taken here, in the worker, just before it is loaded (unless the
+    planner already took it), so hashing the files runs in parallel with scoring.
+    """
+    ref = with_fingerprint(task.ref)
+    try:
+        model, step = load_cached(ref.path, device=task.device)
+    except Exception as exc:  # any failure to read becomes an error row; scoring goes on
+        return [_error_row(ref, "load", _reason(exc))]
+    bad = nonfinite_weights(model)
+    if bad:  # checked once here, for every detector
+        return [_error_row(ref, "load", f"NaN or infinite weights in {', '.join(bad[:4])}")]
+    base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step,
+            "fingerprint": ref.fingerprint}
+    rows: list[dict[str, Any]] = []
+    for name in task.detectors:
+        try:
+            if name not in DETECTORS:  # registered in the parent, which this worker was not forked from
+                raise LookupError(f"detector {name} is not registered in this worker process: a detector added "
+                                  "with interp.register_detector reaches forked workers only; publish it as an "
+                                  "interp.detectors entry point to score it here")
+            found = DETECTORS[name].score(model, task.plan.contexts[name])
+        except Exception as exc:  # a detector failing on one checkpoint is recorded
+            found = [{"metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
+        rows += [{**base, "detector": name, "error": "", **row} for row in found]
+    return rows
+
+
+def lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
+    """The error row of a checkpoint whose worker process died under it (twice)."""
+    return [_error_row(with_fingerprint(task.ref), "load",
+                       f"the worker process died while scoring this checkpoint ({_reason(exc)})")]
