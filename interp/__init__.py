@@ -52,7 +52,8 @@ _export("interp.detectors.circuit.figures", "plot_circuit_graph", "plot_circuit_
 _export("interp.detectors.text.detector", "induction_heads_of", "run_corpus_tokens",
         ICL_EARLY="EARLY", ICL_LATE="LATE", icl_change_points="change_points")
 _export("interp.detectors.text.figures", "plot_icl_curves", "plot_token_losses")
-_export("interp.detectors.llc.figures", "head_kinds", "head_llc_curves", "llc_curve", "plot_llc")
+_export("interp.detectors.heads.flags", "head_kinds")
+_export("interp.detectors.llc.figures", "head_llc_curves", "llc_curve", "plot_llc")
 _export("interp.detectors.llc.report", "located_phases")
 _export("interp.detectors.reasoning.context", REASONING_POSITIONS="POSITIONS", VALUE_METRICS="VALUES",
         reasoning_context="run_context")

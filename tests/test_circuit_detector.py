@@ -102,7 +102,7 @@ def test_edge_metrics_round_trip():
 
 def test_detector_on_the_growing_run(growing_run):
     assert "circuit" in OPT_IN
-    table = score_checkpoints([growing_run], detectors=["circuit"], quiet=True)
+    table = score_checkpoints([growing_run], detectors=["heads", "circuit"], quiet=True)
     assert not (table["metric"] == "error").any(), table["error"].unique()
     curves, edges = search.circuit_rows(table)
     assert list(curves["step"]) == list(GROWING) and set(curves["circuit_size"]) == {5.0}
@@ -120,6 +120,10 @@ def test_detector_on_the_growing_run(growing_run):
     for title in ("the circuit", "faithfulness against circuit size", "the circuit over training"):
         assert f">{title}</a>" in page  # listed in the contents: a figure with its caption
     assert "data-circuit-size='5'" in page
+    # The heads detector's flags beside the circuit: the anti-induction head is in it but not flagged.
+    assert ("previous-token heads L0H0; induction heads L1H0; others L1H1. Flagged heads outside the circuit: "
+            "none. K-composition edges (a flagged previous-token head into a flagged induction head's key): "
+            "L0H0&rarr;L1H0.k.") in page
 
 
 def test_runs_it_does_not_apply_to_are_refused_in_one_line(tiny_runs):
@@ -174,3 +178,5 @@ def test_detector_on_the_default_induction_run(induction_run):
     assert len(k_composition) >= 1 and len(final) <= 24
     assert flagged["is_induction"] <= set(final.loc[final["target"] == "logits", "source"])  # each one's output
     assert len(list_checkpoints(induction_run)) == len(curves)
+    page = build_report(table)
+    assert "data-unflagged-heads='0'" in page and f"data-k-composition='{len(k_composition)}'" in page

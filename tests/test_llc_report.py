@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp.detectors.llc.figures import FLAG_COLOURS, head_kinds, llc_curve, plot_llc
+from interp.detectors.heads.flags import head_kinds
+from interp.detectors.llc.figures import FLAG_COLOURS, llc_curve, plot_llc
 from interp.detectors.llc.report import located_phases
 from interp.report import build_report
 from interp.cli import main

@@ -13,6 +13,7 @@ from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
 from interp.detectors.circuit.search import METHOD, TARGET, circuit_rows, find_run_circuit
 from interp.detectors.circuit.figures import plot_circuit_graph, plot_circuit_over_training, plot_faithfulness_curve
+from interp.detectors.heads.flags import head_kinds
 
 __all__ = ["report_items"]
 
@@ -34,6 +35,9 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
         f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}), "
         f"faithfulness {at_last['faithfulness']:.3f}; second-copy loss {at_last['clean_loss']:.2f} nats, "
         f"{at_last['corrupted_loss']:.2f} with the first copy re-drawn. Edges: {listed}.</p>"]
+    kinds = head_kinds(rows)
+    if kinds:
+        parts.append(_flags_sentence(final, kinds))
     graph = plot_circuit_graph(final, n_layers, n_heads, title=f"The circuit at step {last}")
     parts.append(ReportFigure(
         "the circuit", graph,
@@ -50,6 +54,27 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
         "Top: the final circuit's faithfulness at every checkpoint (and the clean and corrupted losses; before "
         "their gap opens the faithfulness is a ratio of noise). Bottom: each circuit edge's score. " + when))
     return parts
+
+
+def _flags_sentence(final: pd.DataFrame, kinds: dict[tuple[int, int], str]) -> str:
+    """Which heads the circuit joins against what the ``heads`` detector flags them as (it was found
+    without those flags), and its K-composition edges."""
+    kind = {f"L{layer}H{head}": k for (layer, head), k in kinds.items()}
+    joined = sorted({n for n in set(final["source"]) | set(final["target"]) if n in kind})
+
+    def named(names: list[str]) -> str:
+        return ", ".join(names) or "none"
+
+    by_kind = "; ".join(f"{k}s {named([n for n in joined if kind[n] == k])}"
+                        for k in ("previous-token head", "induction head", "other"))
+    outside = [n for n in sorted(kind) if kind[n] != "other" and n not in joined]
+    k_comp = [f"{s}&rarr;{t}.k" for s, t, i in final[["source", "target", "input"]].itertuples(index=False, name=None)
+              if i == "k" and kind.get(s) == "previous-token head" and kind.get(t) == "induction head"]
+    unflagged = sum(kind[n] == "other" for n in joined)
+    return (f"<p class='circuit-heads' data-unflagged-heads='{unflagged}' data-k-composition='{len(k_comp)}'>"
+            f"The circuit was found from the edge scores alone; its heads, as the heads detector flags them at its "
+            f"last checkpoint: {by_kind}. Flagged heads outside the circuit: {named(outside)}. K-composition edges "
+            f"(a flagged previous-token head into a flagged induction head's key): {named(k_comp)}.</p>")
 
 
 def _curve_figure(rows: pd.DataFrame) -> list[Any]:

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from interp.detectors._curves import metric_curves
 
-__all__ = ["FLAG_COLOURS", "grokking_measures", "head_kinds", "head_llc_curves", "llc_curve", "plot_llc"]
+__all__ = ["FLAG_COLOURS", "grokking_measures", "head_llc_curves", "llc_curve", "plot_llc"]
 
 #: The colour of each head kind in the per-head panel (flags of the ``heads`` detector).
 FLAG_COLOURS = {"previous-token head": "#1f77b4", "induction head": "#d62728", "other": "#9a9a9a",
@@ -57,23 +57,6 @@ def head_llc_curves(rows: pd.DataFrame) -> pd.DataFrame:
                                                                                   ignore_index=True)
 
 
-def head_kinds(rows: pd.DataFrame) -> dict[tuple[int, int], str]:
-    """``(layer, head) -> kind`` at the last checkpoint the ``heads`` detector scored: ``"induction head"``
-    (``is_induction``), else ``"previous-token head"`` (``is_previous_token``), else ``"other"``;
-    empty without ``heads`` rows."""
-    flags = rows[(rows["detector"] == "heads") & rows["metric"].isin(("is_previous_token", "is_induction"))
-                 & rows["layer"].notna()].dropna(subset=["step", "value"])
-    if flags.empty:
-        return {}
-    last = flags[flags["step"] == flags["step"].max()]
-    kinds: dict[tuple[int, int], str] = {}
-    for (layer, head), part in last.groupby(["layer", "head"]):
-        on = set(part.loc[part["value"] > 0.5, "metric"])
-        kinds[(int(layer), int(head))] = ("induction head" if "is_induction" in on else
-                                          "previous-token head" if "is_previous_token" in on else "other")
-    return kinds
-
-
 def grokking_measures(rows: pd.DataFrame) -> pd.DataFrame:
     """The ``fourier`` model rows of one run as progress measures (``step`` + one column per metric),
     what :func:`circuits.grokking_phases` takes; empty without them."""
@@ -95,7 +78,7 @@ def plot_llc(
     ``curve``: ``step, llc, llc_std`` (:func:`llc_curve`), drawn as a line with a band from
     ``llc - llc_std`` to ``llc + llc_std`` (the spread over chains). ``heads``: ``step, layer,
     head, llc_head`` (:func:`head_llc_curves`), one line per head in a second panel, coloured by
-    its kind in ``flags`` (:func:`head_kinds`; :data:`FLAG_COLOURS`). Marks, in every panel:
+    its kind in ``flags`` (:func:`interp.detectors.heads.flags.head_kinds`; :data:`FLAG_COLOURS`). Marks, in every panel:
     ``phase_change`` and ``icl_change`` (:class:`interp.phase.PhaseChange`: a dashed line at its
     step, its segment shaded) and ``grokking`` (:class:`circuits.GrokkingPhases`: memorisation,
     circuit formation and cleanup shaded from the first step).

@@ -18,7 +18,8 @@ import pandas as pd
 
 from interp.analysis.phase import best_head_curve, curve_change_points, locate_phase_change
 from interp.base.page import ReportFigure
-from interp.detectors.llc.figures import grokking_measures, head_kinds, head_llc_curves, llc_curve, plot_llc
+from interp.detectors.heads.flags import head_kinds
+from interp.detectors.llc.figures import grokking_measures, head_llc_curves, llc_curve, plot_llc
 
 __all__ = ["located_phases", "report"]
 
