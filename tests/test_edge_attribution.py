@@ -231,6 +231,29 @@ def test_eap_matches_exact_where_the_model_is_nearly_linear(norm):
     assert np.abs(exact.score - eap.score).max() <= 0.05 * np.abs(exact.score).max()
 
 
+@pytest.mark.parametrize("norm,seed", [("LN", 0), ("RMS", 5)])
+def test_a_metric_at_its_minimum_on_the_clean_run_defeats_eap_not_eap_ig(norm, seed):
+    # KL(clean || run) at the last position is 0 with zero gradient on the clean run: eap, the
+    # first-order term there, vanishes; eap-ig averages the gradient along the path from the
+    # corrupted input and recovers the exact effects.
+    model = random_model(n_layers=2, n_heads=2, d_model=32, d_head=8, d_vocab=30, n_ctx=10, seed=seed,
+                         normalization_type=norm)
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, 30, (6, 10), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 4] = torch.randint(0, 30, (6,), generator=gen)
+    with torch.no_grad():
+        reference = model(clean)[:, -1].log_softmax(-1)
+
+    def kl(logits):
+        return (reference.exp() * (reference - logits[:, -1].log_softmax(-1))).sum(-1).mean()
+
+    exact, eap, ig = (edge_attribution(model, clean, corrupted, kl, m).score.to_numpy() for m in METHODS)
+    assert np.abs(exact).max() > 1e-3
+    assert np.abs(eap).max() < 1e-5 * np.abs(exact).max()
+    assert np.corrcoef(exact, ig)[0, 1] >= 0.9
+
+
 @pytest.mark.slow
 def test_gradient_methods_agree_with_exact_on_the_trained_induction_model(induction_run):
     from interp import load_model
