@@ -7,7 +7,7 @@ import math
 import torch
 from transformer_lens import HookedTransformer
 
-__all__ = ["check_model", "check_tokens", "model_device", "nonfinite_parameters", "vocab_out"]
+__all__ = ["check_finite_weights", "check_model", "check_tokens", "model_device", "nonfinite_parameters", "vocab_out"]
 
 
 def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
@@ -36,10 +36,16 @@ def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
     if missing:
         shown = ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")
         raise ValueError(f"model has no attention-pattern hooks needed by the head detectors: missing {shown}")
-    bad = nonfinite_parameters(model) if weights else []
+    if weights:
+        check_finite_weights(model)
+    return model
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """``ValueError`` naming (up to four of) the parameters that hold a NaN or an infinity."""
+    bad = nonfinite_parameters(model)
     if bad:
         raise ValueError(f"model has NaN or infinite weights in: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
-    return model
 
 
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:

@@ -137,5 +137,6 @@ def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch
     with torch.enable_grad():
         return torch.autograd.grad(norm(leaf), leaf, cot)[0]
 
+
 def _mean_over_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
     return x if steps == 1 else x.view(steps, -1, *x.shape[1:]).mean(0)

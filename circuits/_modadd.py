@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import model_device, nonfinite_parameters
+from circuits._checks import check_finite_weights, model_device
 from circuits.architecture import plain_forward_supported
 
 __all__ = [
@@ -85,9 +85,7 @@ def check_modadd_model(model: HookedTransformer, p: int | None = None) -> int:
         raise ValueError(f"input vocabulary d_vocab={cfg.d_vocab} has no '=' token (id p={p}); need d_vocab >= {p + 1}")
     if cfg.n_ctx < 3:
         raise ValueError(f"context n_ctx={cfg.n_ctx} is too short for inputs [a, b, =]")
-    bad = nonfinite_parameters(model)
-    if bad:
-        raise ValueError(f"model has NaN or infinite weights in: {', '.join(bad)}")
+    check_finite_weights(model)
     return p
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import model_device, nonfinite_parameters, vocab_out
+from circuits._checks import check_finite_weights, model_device, vocab_out
 
 
 def state_names(model: HookedTransformer) -> list[str]:
@@ -25,9 +25,7 @@ def check_model(model: object) -> HookedTransformer:
         raise TypeError(f"expected a transformer_lens HookedTransformer, got {type(model).__name__}")
     if int(model.cfg.n_layers) < 1:
         raise ValueError("model has no layers")
-    bad = nonfinite_parameters(model)
-    if bad:
-        raise ValueError(f"model has NaN or infinite weights in: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    check_finite_weights(model)
     return model
 
 
