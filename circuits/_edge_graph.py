@@ -13,6 +13,7 @@ head of layer ``l``; every source is upstream of the logits. docs/scores.md, "Ed
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,8 +125,9 @@ def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.T
     if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"metric(logits) must return a 0-dim floating torch.Tensor, got {shape}")
-    if not torch.isfinite(value.detach()):
-        raise ValueError(f"metric(logits) is {float(value)} on the {run}: every score would be undefined")
+    number = float(value.detach())
+    if not math.isfinite(number):
+        raise ValueError(f"metric(logits) is {number} on the {run}: every score would be undefined")
     return value
 
 
