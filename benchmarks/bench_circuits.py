@@ -10,7 +10,8 @@ the *second* copy re-drawn (the issue's) and the *first* copy re-drawn. Metric: 
 clean tokens of the second copy that induction can predict (its tokens 2..31, read at the
 positions before them). For each method (``exact``, ``eap``, ``eap-ig`` with 5 steps): the
 faithfulness (``circuits.faithfulness_curve``) of the top-k edges by |score| for every k, the
-smallest k with faithfulness >= 0.9, and whether that circuit holds a K-composition edge
+smallest k with faithfulness >= 0.9, its edges less those on no path from ``embed`` to ``logits``
+(``circuits.prune_circuit``, the same faithfulness), and whether that circuit holds a K-composition edge
 ``L0Hi -> L1Hj.k`` from a head flagged ``is_previous_token`` into one flagged ``is_induction``
 (``circuits.induction_heads``, default thresholds), with the rank of the best such edge.
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
 
 from circuits import (causal_trace, edge_attribution, faithfulness_curve, induction_heads,  # noqa: E402
-                      logit_lens, top_edges)
+                      logit_lens, prune_circuit, top_edges)
 from common import load_average, load_note, machine, markdown_table, minutes, seeds_label, write_section  # noqa: E402
 from interp import load_model  # noqa: E402
 
@@ -140,11 +141,13 @@ def induction_rows(name: str, model) -> list[dict]:
             ranked = top_edges(scores[method])
             keys = list(zip(ranked.source, ranked.target, ranked.input))
             ranks = [i + 1 for i, key in enumerate(keys) if key in kcomp]
-            circuit = ranked.iloc[:k] if k is not None else ranked
+            circuit = prune_circuit(ranked.iloc[:k] if k is not None else ranked)
+            kept = set(zip(circuit.source, circuit.target, circuit.input))
             rows.append({"model": name, "corrupted": f"{redraw} copy", "method": method, "edges": len(scores[method]),
-                         "k": k, "faith_k": float(curve.faithfulness.loc[k]) if k is not None else float("nan"),
+                         "k": k, "size": len(circuit),
+                         "faith_k": float(curve.faithfulness.loc[k]) if k is not None else float("nan"),
                          "kcomp_flagged": is_flagged, "kcomp": ", ".join(map(edge_name_of, sorted(kcomp))),
-                         "flagged": flagged, "kcomp_in": bool(ranks) and k is not None and ranks[0] <= k,
+                         "flagged": flagged, "kcomp_in": bool(kcomp & kept),
                          "kcomp_rank": ranks[0] if ranks else None,
                          "rho": float(scores[method].score.rank().corr(scores["exact"].score.rank())),
                          "circuit": ", ".join(edge_name(r) for r in circuit.iloc[:8].itertuples())
@@ -158,7 +161,7 @@ def induction_table(rows: list[dict]) -> str:
              "flagged K-comp. edge in it | best K-comp. edge's rank | Spearman with `exact` | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        size = f"{r['k']} of {r['edges']}" if r["k"] is not None else f"none below all {r['edges']}"
+        size = f"{r['size']} of {r['edges']} (top {r['k']})" if r["k"] is not None else f"none below all {r['edges']}"
         kin = ("yes" if r["kcomp_in"] else "no") + ("" if r["kcomp_flagged"] else f" (none flagged; {r['kcomp']})")
         rank = r["kcomp_rank"] if r["kcomp_rank"] is not None else "-"
         lines.append(f"| {r['model']} | {r['corrupted']} | `{r['method']}` | {size} | {r['faith_k']:.3f} | {kin} | "
@@ -210,8 +213,8 @@ def composition_figures(run: Path) -> dict:
         weight = scores.score.abs()
         by_source = weight.groupby(scores.source.map(layer_of)).sum() / weight.sum()
         by_target = weight.groupby(scores.target.map(layer_of)).sum() / weight.sum()
-        circuit = top_edges(scores, k=k)
-        out["methods"][method] = {"k": k, "edges": len(scores), "seconds": seconds,
+        circuit = prune_circuit(top_edges(scores, k=k))
+        out["methods"][method] = {"k": k, "size": len(circuit), "edges": len(scores), "seconds": seconds,
                                   "faith_k": float(curve.faithfulness.loc[k]) if k is not None else float("nan"),
                                   "by_source": by_source, "by_target": by_target,
                                   "circuit": ", ".join(f"{edge_name(r)} ({r.score:+.2f})"
@@ -237,7 +240,8 @@ def composition_text(c: dict, trained_here: bool, train_seconds: float | None) -
                                                 for m, v in c["methods"].items()},
                            **{f"`{m}` into": [float(v["by_target"].get(x, 0.0)) for x in layers]
                               for m, v in c["methods"].items()}})
-    circuits = "\n".join(f"- `{m}`: {v['k'] if v['k'] is not None else 'none below all'} of {v['edges']} edges "
+    circuits = "\n".join(f"- `{m}`: {v['size'] if v['k'] is not None else 'none below all'} of {v['edges']} edges "
+                         f"(top {v['k']}) "
                          f"(faithfulness {v['faith_k']:.3f}; {v['seconds']:.1f} s to score), nodes in "
                          f"{', '.join(v['layers'])}: {v['circuit']}" for m, v in c["methods"].items())
     states = pd.DataFrame({"state": list(range(len(c["lens"]))), "bridge at r1, reciprocal rank": c["lens"],
@@ -253,7 +257,8 @@ Metric: mean loss of the clean answer at `r2`. Share of all |score| on edges out
 
 {markdown_table(shares)}
 
-Smallest circuit (top-k edges by |score|) with faithfulness >= {LEVEL}, edges with their scores (loss, nats):
+Smallest circuit (top-k edges by |score|, less those on no path from `embed` to `logits`) with faithfulness
+>= {LEVEL}, edges with their scores (loss, nats):
 
 {circuits}
 
@@ -300,7 +305,8 @@ Measures only, no target (issue 33, item 4).
 {BATCH} sequences `[BOS, r, r]` of {2 * HALF + 1} positions; corrupted: the second or the first copy
 re-drawn; metric: mean loss of the second copy's tokens 2..{HALF}. "Smallest circuit": the smallest k
 whose top-k edges by |score| (that method's) have faithfulness >= {LEVEL} (`circuits.faithfulness_curve`
-at every k, edges 81). "Flagged K-comp. edge": an edge `L0Hi -> L1Hj.k` with `L0Hi` flagged `is_previous_token`
+at every k, edges 81), less its edges on no path from `embed` to `logits` (`circuits.prune_circuit`: the
+same faithfulness); the cell gives the edges left and k. "Flagged K-comp. edge": an edge `L0Hi -> L1Hj.k` with `L0Hi` flagged `is_previous_token`
 and `L1Hj` flagged `is_induction` by `circuits.induction_heads` (default thresholds); its rank is
 that of the best such edge by |score|; where no pair is flagged, the edge from the layer-0 head with the
 best previous-token score into the head with the best prefix matching stands in (named in the cell).

@@ -11,6 +11,13 @@ and from any other edge what the source wrote on the corrupted run). Its faithfu
 1 when the circuit alone keeps the metric at its clean value, 0 when it does no better than the
 corrupted run; it can leave [0, 1] (a circuit without an edge that worked against the behaviour
 does better than the whole model). The empty circuit gives 0 and the whole graph 1.
+
+An edge of a circuit that lies on no path from ``embed`` to ``logits`` inside the circuit cannot
+change its run: a node with no circuit edge in (other than ``embed``) reads only corrupted values
+and so writes its corrupted output, the same value a patched edge carries; a node with no circuit
+edge out (other than ``logits``) is read only through patched edges. :func:`prune_circuit` drops
+such edges, leaving the faithfulness as it was (up to rounding), and :func:`smallest_circuit`
+returns its circuit pruned (the EAP-IG code of Hanna et al. 2024 prunes the same way).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_mo
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import edge_attribution
 
-__all__ = ["FoundCircuit", "circuit_faithfulness", "faithfulness_curve", "smallest_circuit", "top_edges"]
+__all__ = ["FoundCircuit", "circuit_faithfulness", "faithfulness_curve", "prune_circuit", "smallest_circuit",
+           "top_edges"]
 
 
 def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | None = None) -> pd.DataFrame:
@@ -46,6 +54,29 @@ def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | Non
     if k is not None:
         ranked = ranked.iloc[:k]
     return ranked.reset_index(drop=True)
+
+
+def prune_circuit(edges: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``edges`` (columns source, target, input, and any others) that lie on a path from
+    ``embed`` to ``logits`` made of ``edges``, in their order; the others cannot change the
+    circuit's run (module docstring)."""
+    missing = [c for c in EDGE_COLUMNS if c not in getattr(edges, "columns", ())]
+    if missing:
+        raise ValueError(f"edges must be a DataFrame with columns source, target, input; missing {missing}")
+    pairs = list(zip(edges["source"], edges["target"]))
+    fed, used = _closure({"embed"}, pairs), _closure({"logits"}, [(t, s) for s, t in pairs])
+    keep = [s in fed and t in used for s, t in pairs]
+    return edges[keep].reset_index(drop=True)
+
+
+def _closure(start: set[str], arrows: list[tuple[str, str]]) -> set[str]:
+    """The nodes reachable from ``start`` along ``arrows`` (from, to)."""
+    reached, grew = set(start), True
+    while grew:
+        new = {b for a, b in arrows if a in reached} - reached
+        reached |= new
+        grew = bool(new)
+    return reached
 
 
 def circuit_faithfulness(model: HookedTransformer, edges: pd.DataFrame | Iterable[Sequence[str]],
@@ -90,13 +121,15 @@ EXHAUSTIVE_SIZES = 512
 @dataclass(frozen=True)
 class FoundCircuit:
     """What :func:`smallest_circuit` found: ``edges`` (source, target, input, score: the circuit,
-    by decreasing ``|score|``), its ``faithfulness``, the ``curve`` it was read from (size,
-    faithfulness, metric) and every edge's ``scores``."""
+    by decreasing ``|score|``, pruned), its ``faithfulness``, the ``curve`` it was read from (size,
+    faithfulness, metric), every edge's ``scores`` and ``k``, the number of top edges it was cut
+    from (``size <= k``: the pruned edges are the difference)."""
 
     edges: pd.DataFrame
     faithfulness: float
     curve: pd.DataFrame
     scores: pd.DataFrame
+    k: int
 
     @property
     def size(self) -> int:
@@ -110,7 +143,7 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
 
     Scores every edge with ``method`` (:func:`circuits.edge_attribution`; or takes ``scores``), then
     runs the faithfulness curve over every size ``k = 0..n`` and keeps the first ``k`` at or above
-    ``target``. Graphs of more than :data:`EXHAUSTIVE_SIZES` edges get the default sizes of
+    ``target``, pruned (:func:`prune_circuit`: the same faithfulness). Graphs of more than :data:`EXHAUSTIVE_SIZES` edges get the default sizes of
     :func:`faithfulness_curve`, then a bisection between the last size below ``target`` and the
     first at or above it (faithfulness need not grow with ``k``, so there it finds a size whose
     predecessor on the bisection is below ``target``, not always the smallest). Nothing is told
@@ -140,7 +173,8 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     if passing.empty:  # only a whole graph below target (numerical noise): take it all
         passing = curve.iloc[[-1]]
     k = int(passing["size"].iloc[0])
-    return FoundCircuit(top_edges(scores, k=k), float(passing["faithfulness"].iloc[0]), curve, scores)
+    circuit = prune_circuit(top_edges(scores, k=k))
+    return FoundCircuit(circuit, float(passing["faithfulness"].iloc[0]), curve, scores, k)
 
 
 def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,

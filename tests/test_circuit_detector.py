@@ -3,9 +3,10 @@
 Known answer: a "run" whose checkpoints are the hand-built induction model (tests/handbuilt_models.py)
 growing its circuit: no previous-token head, then weak and stronger induction attention, then the
 full model. On the full model the circuit found without being told anything is the built one
-(``embed -> L0H0.v``, ``L0H0 -> L1H0.k``, ``embed -> L1H0.v``, ``L1H0 -> logits``) plus the
-anti-induction head's output (``L1H1 -> logits``, a negative score: it works against the copy),
-and its edges' scores grow with the strength of the induction attention. The faithfulness of a
+(``embed -> L0H0.v``, ``L0H0 -> L1H0.k``, ``embed -> L1H0.v``, ``L1H0 -> logits``): the top five
+edges add the anti-induction head's output (``L1H1 -> logits``, a negative score: it works against
+the copy), which pruning drops (its head reads no circuit edge). Its edges' scores grow with the
+strength of the induction attention. The faithfulness of a
 weaker copy of the same mechanism stays high (the circuit carries all of what little there is);
 that it is low before the phase change is checked on the default induction run (slow), where
 other edges carry the early behaviour.
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from circuits import induction_contrast, second_copy_losses, smallest_circuit
+from circuits import circuit_faithfulness, induction_contrast, second_copy_losses, smallest_circuit, top_edges
 from handbuilt_models import induction_circuit_model, random_model
 from interp import load_model
 from interp.detectors.catalog import OPT_IN
@@ -71,9 +72,14 @@ def test_smallest_circuit_finds_the_built_one():
     model = induction_circuit_model()
     clean, corrupted, metric = induction_contrast(model)
     found = smallest_circuit(model, clean, corrupted, metric)
-    assert _edges(found.edges) == BUILT | {ANTI} and found.size == 5
+    # The top 5 edges by |score| are the built ones and the anti-induction head's output (a negative
+    # score); that edge is pruned: its head reads no circuit edge, so it writes what it wrote on the
+    # corrupted run, the value a patched edge carries.
+    assert found.k == 5 and _edges(top_edges(found.scores, k=5)) == BUILT | {ANTI}
+    assert _edges(found.edges) == BUILT and found.size == 4
     assert found.faithfulness >= 0.9 and (found.curve["faithfulness"].iloc[:5] < 0.9).all()
-    assert found.edges.set_index(["source", "target", "input"]).loc[ANTI, "score"] < 0  # anti-induction
+    assert found.scores.set_index(["source", "target", "input"]).loc[ANTI, "score"] < 0
+    assert circuit_faithfulness(model, BUILT, clean, corrupted, metric) == pytest.approx(found.faithfulness, abs=1e-6)
     assert list(found.curve["size"]) == list(range(len(found.scores) + 1))
     with pytest.raises(ValueError, match="target must lie"):
         smallest_circuit(model, clean, corrupted, metric, target=1.5)
@@ -88,8 +94,9 @@ def test_smallest_circuit_bisects_on_large_graphs(monkeypatch):
     monkeypatch.setattr(faithfulness, "EXHAUSTIVE_SIZES", 8)  # now "large"
     bisected = smallest_circuit(model, clean, corrupted, metric, method="eap")
     curve = bisected.curve.set_index("size")["faithfulness"]
-    assert bisected.size > 16 and len(curve) < 40  # the 16 + powers of two + a bisection, not all 173 sizes
-    assert bisected.faithfulness >= 0.9 > curve[bisected.size - 1]  # measured: 20 edges
+    assert bisected.k > 16 and len(curve) < 40  # the 16 + powers of two + a bisection, not all 173 sizes
+    assert bisected.faithfulness >= 0.9 > curve[bisected.k - 1]  # measured: 20 edges
+    assert bisected.size <= bisected.k
 
 
 def test_edge_metrics_round_trip():
@@ -105,7 +112,7 @@ def test_detector_on_the_growing_run(growing_run):
     table = score_checkpoints([growing_run], detectors=["heads", "circuit"], quiet=True)
     assert not (table["metric"] == "error").any(), table["error"].unique()
     curves, edges = search.circuit_rows(table)
-    assert list(curves["step"]) == list(GROWING) and set(curves["circuit_size"]) == {5.0}
+    assert list(curves["step"]) == list(GROWING) and set(curves["circuit_size"]) == {4.0}
     faith = curves.set_index("step")["faithfulness"]
     # Weaker induction attention is the same mechanism, so the circuit carries all of what there is;
     # without the previous-token head the clean and corrupted runs agree and faithfulness is undefined.
@@ -113,15 +120,15 @@ def test_detector_on_the_growing_run(growing_run):
     gap = curves.set_index("step").eval("corrupted_loss - clean_loss")
     assert gap[0] == pytest.approx(0.0, abs=1e-4) and gap[30] > 3  # no behaviour without the previous-token head
     final = edges[edges["step"] == 30]
-    assert _edges(final) == BUILT | {ANTI}
+    assert _edges(final) == BUILT
     k_edge = edges[(edges["source"] == "L0H0") & (edges["input"] == "k")].set_index("step")["score"]
     assert k_edge[0] == pytest.approx(0.0, abs=1e-6) and k_edge[30] > k_edge[10] > 0
     page = build_report(table)
     for title in ("the circuit", "faithfulness against circuit size", "the circuit over training"):
         assert f">{title}</a>" in page  # listed in the contents: a figure with its caption
-    assert "data-circuit-size='5'" in page
-    # The heads detector's flags beside the circuit: the anti-induction head is in it but not flagged.
-    assert ("previous-token heads L0H0; induction heads L1H0; others L1H1. Flagged heads outside the circuit: "
+    assert "data-circuit-size='4'" in page
+    # The heads detector's flags beside the circuit.
+    assert ("previous-token heads L0H0; induction heads L1H0; others none. Flagged heads outside the circuit: "
             "none. K-composition edges (a flagged previous-token head into a flagged induction head's key): "
             "L0H0&rarr;L1H0.k.") in page
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from transformer_lens import patching
 
-from circuits import circuit_faithfulness, edge_attribution, faithfulness_curve, top_edges
+from circuits import circuit_faithfulness, edge_attribution, faithfulness_curve, prune_circuit, top_edges
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
@@ -140,6 +140,40 @@ def test_faithfulness_curve_and_top_edges():
     assert ranked.score.abs().is_monotonic_decreasing and len(ranked) == len(scores)
     above = top_edges(scores, threshold=0.1)
     assert (above.score.abs() >= 0.1).all() and len(top_edges(scores, k=2, threshold=0.1)) == 2
+
+
+def test_pruning_keeps_the_paths_from_embed_to_logits():
+    edges = pd.DataFrame([("embed", "L0H0", "v"), ("L0H0", "L1H0", "k"), ("L1H0", "logits", ""),
+                          ("embed", "L0H1", "q"),  # L0H1 feeds nothing in the circuit
+                          ("L0H2", "L1H1", "v"), ("L1H1", "logits", ""),  # L0H2 reads nothing in it
+                          ("embed", "mlp0", ""), ("mlp0", "L1H0", "q")],
+                         columns=["source", "target", "input"]).assign(score=np.arange(8.0))
+    kept = prune_circuit(edges)
+    assert list(kept.score) == [0.0, 1.0, 2.0, 6.0, 7.0]
+    assert prune_circuit(kept).equals(kept) and prune_circuit(edges.iloc[:0]).empty
+    with pytest.raises(ValueError, match="columns source, target, input"):
+        prune_circuit(edges[["source", "target"]])
+
+
+@pytest.mark.parametrize("attn_only,seed", [(False, 0), (True, 1), (False, 2)])
+def test_pruned_edges_cannot_change_the_circuit(attn_only, seed):
+    # Random circuits of a random model: dropping the edges on no embed -> logits path changes the
+    # faithfulness only by rounding.
+    model = random_model(n_layers=3, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=9, seed=seed,
+                         attn_only=attn_only)
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, 20, (4, 9), generator=gen)
+    corrupted = torch.randint(0, 20, (4, 9), generator=gen)
+    loss = lambda logits: -logits[:, -1].log_softmax(-1)[:, 3].mean()  # noqa: E731
+    edges = edge_attribution(model, clean, corrupted, loss, "eap")
+    pruned_any = 0
+    for trial in range(4):
+        circuit = edges.sample(frac=0.3, random_state=trial)
+        pruned = prune_circuit(circuit)
+        pruned_any += len(pruned) < len(circuit)
+        whole = circuit_faithfulness(model, circuit, clean, corrupted, loss)
+        assert circuit_faithfulness(model, pruned, clean, corrupted, loss) == pytest.approx(whole, rel=1e-5, abs=1e-5)
+    assert pruned_any  # the trials did prune
 
 
 def test_without_the_previous_token_head_nothing_ranks_as_built():

@@ -53,8 +53,9 @@ EXPECTED = {
                              r"ranks of the flagged heads: \[1, 2(, \d)+\] of 8",
                              r"LLC \d+\.\d\d at step 0; \d+\.\d\d at the end of memorisation \(step \d+\)"],
     # the session's default induction run: the circuit found, checked against the flagged heads, over training
-    "08_finding_the_circuit.ipynb": [r"smallest circuit with faithfulness >= 0\.9: \d+ of 81 edges, faithfulness "
-                                     r"(0\.9\d\d|1\.\d\d\d)",
+    "08_finding_the_circuit.ipynb": [r"smallest circuit with faithfulness >= 0\.9: the top \d+ of 81 edges, "
+                                     r"\d+ of them on no path from embed to the logits; \d+ edges, "
+                                     r"faithfulness (0\.9\d\d|1\.\d\d\d)",
                                      r"every circuit edge joins heads the detectors flag: True",
                                      r"K-composition in the circuit: L0H\d -> L1H\d\.k",
                                      r"second copy re-drawn: \d+ edges, faithfulness \d\.\d{3}, \d+ key edges",

@@ -97,7 +97,7 @@ def plot_faithfulness_curve(curve: pd.DataFrame, size: int | None = None, target
                             title: str = "Faithfulness against circuit size") -> go.Figure:
     """Faithfulness of the top-k circuit against k (``curve``: columns size, faithfulness, as
     :func:`circuits.faithfulness_curve` returns); a dotted line at ``target`` and a marker at the
-    chosen ``size``."""
+    chosen ``size`` (``FoundCircuit.k``: the circuit is those top edges, pruned)."""
     if not {"size", "faithfulness"} <= set(getattr(curve, "columns", ())):
         raise ValueError("curve must have columns size and faithfulness")
     fig = go.Figure()
@@ -111,7 +111,7 @@ def plot_faithfulness_curve(curve: pd.DataFrame, size: int | None = None, target
         if not chosen.empty:
             fig.add_scatter(x=[size], y=[float(chosen["faithfulness"].iloc[0])], mode="markers",
                             marker={"size": 12, "symbol": "star", "color": "#d62728"},
-                            name=f"the circuit: {size} edges")
+                            name=f"the circuit: the top {size} edges")
     fig.update_xaxes(title_text="circuit size (edges, by decreasing |score|)")
     fig.update_yaxes(title_text="faithfulness")
     fig.update_layout(title=title, height=420)

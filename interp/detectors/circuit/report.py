@@ -32,7 +32,8 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
                        final[["source", "target", "input"]].itertuples(index=False, name=None))
     parts: list[Any] = [
         f"<p class='circuit' data-circuit-size='{len(final)}'>Circuit of the final checkpoint (step {last}): "
-        f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}), "
+        f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}, less "
+        f"the edges on no path from the embeddings to the logits), "
         f"faithfulness {at_last['faithfulness']:.3f}; second-copy loss {at_last['clean_loss']:.2f} nats, "
         f"{at_last['corrupted_loss']:.2f} with the first copy re-drawn. Edges: {listed}.</p>"]
     kinds = head_kinds(rows)
@@ -82,12 +83,13 @@ def _curve_figure(rows: pd.DataFrame) -> list[Any]:
     if why:
         return [f"<p class='note'>Faithfulness curve not drawn: {html.escape(why)}.</p>"]
     found = find_run_circuit(model)
-    figure = plot_faithfulness_curve(found.curve, found.size, TARGET,
+    figure = plot_faithfulness_curve(found.curve, found.k, TARGET,
                                      title=f"Faithfulness against circuit size at step {step}")
     return [ReportFigure(
         "faithfulness against circuit size", figure,
         f"The top-k edges by |score| kept, every other edge patched from the corrupted run: the share of the loss "
-        f"gap they keep. The star is the circuit above, the first size at or above {TARGET:g}.")]
+        f"gap they keep. The star is the first size at or above {TARGET:g}: the circuit above is those edges less "
+        f"the {found.k - found.size} on no path from the embeddings to the logits.")]
 
 
 def _phase_change(rows: pd.DataFrame) -> Any:
