@@ -85,11 +85,13 @@ def _curve_figure(rows: pd.DataFrame) -> list[Any]:
     found = find_run_circuit(model)
     figure = plot_faithfulness_curve(found.curve, found.k, TARGET,
                                      title=f"Faithfulness against circuit size at step {step}")
+    pruned = found.k - found.size
+    rest = (f"those edges less the {pruned} on no path from the embeddings to the logits" if pruned else
+            "those edges (none lies off the paths from the embeddings to the logits)")
     return [ReportFigure(
         "faithfulness against circuit size", figure,
         f"The top-k edges by |score| kept, every other edge patched from the corrupted run: the share of the loss "
-        f"gap they keep. The star is the first size at or above {TARGET:g}: the circuit above is those edges less "
-        f"the {found.k - found.size} on no path from the embeddings to the logits.")]
+        f"gap they keep. The star is the first size at or above {TARGET:g}; the circuit above is {rest}.")]
 
 
 def _phase_change(rows: pd.DataFrame) -> Any:
