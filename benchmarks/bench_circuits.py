@@ -240,9 +240,9 @@ def composition_text(c: dict, trained_here: bool, train_seconds: float | None) -
                                                 for m, v in c["methods"].items()},
                            **{f"`{m}` into": [float(v["by_target"].get(x, 0.0)) for x in layers]
                               for m, v in c["methods"].items()}})
-    circuits = "\n".join(f"- `{m}`: {v['size'] if v['k'] is not None else 'none below all'} of {v['edges']} edges "
-                         f"(top {v['k']}) "
-                         f"(faithfulness {v['faith_k']:.3f}; {v['seconds']:.1f} s to score), nodes in "
+    circuits = "\n".join(f"- `{m}`: " + (f"{v['size']} of {v['edges']} edges (top {v['k']}) " if v["k"] is not None
+                                          else f"none below all {v['edges']} edges ")
+                         + f"(faithfulness {v['faith_k']:.3f}; {v['seconds']:.1f} s to score), nodes in "
                          f"{', '.join(v['layers'])}: {v['circuit']}" for m, v in c["methods"].items())
     states = pd.DataFrame({"state": list(range(len(c["lens"]))), "bridge at r1, reciprocal rank": c["lens"],
                            **{f"trace at {p}": [row[i] for row in c["trace"]]
