@@ -3,11 +3,11 @@
 One forward with gradient on the (clean or interpolated) run, the model's own layout (no split
 q/k/v inputs: they would multiply the attention inputs by the head count), then the gradient at
 each head's q/k/v input, before ``ln1``, from the gradient at ``hook_q``/``hook_k``/``hook_v``:
-``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). Only its dot
-products with the source deltas are needed, so for TransformerLens' norms the Jacobian is
-applied in closed form on the deltas' side (:func:`head_input_scores`); any other norm takes
-per-head vector-Jacobian products (:func:`norm_vjp`). MLP inputs (``hook_mlp_in``, before
-``ln2``) and the logits' input (the last residual, before ``ln_final``) are read directly.
+``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). For
+TransformerLens' norms that vector-Jacobian product is written out, for every head input of a
+layer at once (:func:`head_input_scores`); any other norm takes autograd's (:func:`norm_vjp`).
+MLP inputs (``hook_mlp_in``, before ``ln2``) and the logits' input (the last residual, before
+``ln_final``) are read directly.
 docs/scores.md, "Edge attribution".
 """
 
@@ -96,39 +96,45 @@ def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tenso
     (steps * b, p, d) the residual before the norm, ``grads`` (steps * b, p, n_heads, 3, d_head)
     the gradients at ``hook_q``/``hook_k``/``hook_v``, ``weights`` (n_heads, 3, d, d_head) and
     ``deltas`` (n_sources, b, p, d). For TransformerLens' LayerNorm and RMSNorm (and their Pre
-    forms) the norm's Jacobian is applied to the deltas' side in closed form: with ``n`` the
-    normalised ``x``, ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
-    ``delta . J^T u = (P delta . u - (delta . n)(n . u) / d) / sigma``, so no per-head copy of the
-    residual is ever normalised. Any other norm goes through :func:`norm_vjp`.
+    forms) the norm's vector-Jacobian product is written out: with ``n`` the normalised ``x``,
+    ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
+    ``J^T u = (P u - n (n . u) / d) / sigma``, for all ``3 n_heads`` cotangents at once and
+    without copying the residual per head. Any other norm goes through :func:`norm_vjp`.
     """
     kind = type(norm).__name__
-    b_all, p, n_heads = grads.shape[:3]
-    d, flat = x.shape[-1], deltas.flatten(1)
-    if isinstance(norm, torch.nn.Identity):
-        return flat @ _project(_mean_over_steps(grads, steps), weights)
-    if kind not in CLOSED_FORM_NORMS:
-        cot = torch.einsum("bphje,hjde->bphjd", grads, weights).reshape(b_all, p, 3 * n_heads, d)
-        cot = _mean_over_steps(norm_vjp(norm, x, cot), steps)
-        return flat @ cot.permute(2, 0, 1, 3).reshape(3 * n_heads, -1).T
-    if kind.startswith("LayerNorm"):
-        x = x - x.mean(-1, keepdim=True)
-        deltas = deltas - deltas.mean(-1, keepdim=True)
-        flat = deltas.flatten(1)
-    inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (steps * b, p, 1)
-    unit = x * inv_scale
     if kind in ("LayerNorm", "RMSNorm"):
         weights = weights * norm.w[:, None]
-    grads = grads * inv_scale[..., None, None]  # g / sigma
-    first = flat @ _project(_mean_over_steps(grads, steps), weights)  # P delta . u / sigma
-    back = (unit.reshape(-1, d) @ weights.permute(2, 0, 1, 3).reshape(d, -1)).view(grads.shape)  # W^T n
-    along = (back * grads).sum(-1).reshape(-1, 3 * n_heads) / d  # (n . u) / (d sigma)
-    dots = torch.einsum("sbpd,kbpd->skbp", deltas, unit.view(steps, -1, p, d)).flatten(1)  # delta . n
-    return first - dots @ along / steps
+    if kind.startswith("LayerNorm"):
+        weights = weights - weights.mean(2, keepdim=True)  # P W: P u = (P W) g
+    cot = _cotangents(norm, x.chunk(steps)[0], grads.chunk(steps)[0], weights)
+    for x_k, grads_k in zip(x.chunk(steps)[1:], grads.chunk(steps)[1:]):  # one step at a time: small in cache
+        cot += _cotangents(norm, x_k, grads_k, weights)
+    return deltas.flatten(1) @ cot.flatten(1).T / steps
+
+
+def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); the LayerNorm's ``weights``
+    already centred along d."""
+    kind, d = type(norm).__name__, x.shape[-1]
+    if kind in CLOSED_FORM_NORMS:
+        if kind.startswith("LayerNorm"):
+            x = x - x.mean(-1, keepdim=True)
+        inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (b, p, 1)
+        unit = (x * inv_scale).reshape(-1, d)
+        u = _project(grads * inv_scale[..., None, None], weights)  # P W g / sigma
+        return torch.addcmul(u, torch.linalg.vecdot(u, unit)[..., None], unit, value=-1 / d)  # - n (n . u) / d
+    u = _project(grads, weights)
+    if isinstance(norm, torch.nn.Identity):
+        return u
+    cot = norm_vjp(norm, x, u.view(u.shape[0], *x.shape).permute(1, 2, 0, 3))
+    return cot.permute(2, 0, 1, 3).reshape(u.shape)
 
 
 def _project(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``W_j[h] g_j[h]`` at every position, (b * p * d, 3 n_heads): grads (b, p, h, 3, e), weights (h, 3, d, e)."""
-    return torch.einsum("bphje,hjde->bpdhj", grads, weights).reshape(-1, 3 * grads.shape[2])
+    """``W_j[h] g_j[h]``, (3 n_heads, b * p, d): grads (b, p, h, 3, e), weights (h, 3, d, e)."""
+    n_inputs, e = 3 * grads.shape[2], grads.shape[-1]
+    by_input = grads.reshape(-1, n_inputs, e).transpose(0, 1)
+    return torch.bmm(by_input, weights.reshape(n_inputs, -1, e).transpose(1, 2))
 
 
 def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
