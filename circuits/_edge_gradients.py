@@ -106,8 +106,9 @@ def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tenso
         weights = weights * norm.w[:, None]
     if kind.startswith("LayerNorm"):
         weights = weights - weights.mean(2, keepdim=True)  # P W: P u = (P W) g
-    cot = _cotangents(norm, x.chunk(steps)[0], grads.chunk(steps)[0], weights)
-    for x_k, grads_k in zip(x.chunk(steps)[1:], grads.chunk(steps)[1:]):  # one step at a time: small in cache
+    runs = list(zip(x.chunk(steps), grads.chunk(steps)))  # one run at a time: its tensors stay in cache
+    cot = _cotangents(norm, *runs[0], weights)
+    for x_k, grads_k in runs[1:]:
         cot += _cotangents(norm, x_k, grads_k, weights)
     return deltas.flatten(1) @ cot.flatten(1).T / steps
 
