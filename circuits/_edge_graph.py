@@ -123,8 +123,9 @@ def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.T
     """``metric(logits)`` of ``run`` (named in the errors), checked to be a finite 0-dim floating tensor."""
     value = metric(logits)
     if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"metric(logits) must return a 0-dim floating torch.Tensor, got {shape}")
+        got = (type(value).__name__ if not isinstance(value, torch.Tensor)
+               else f"shape {tuple(value.shape)}" if value.ndim else f"dtype {value.dtype}")
+        raise ValueError(f"metric(logits) must return a 0-dim floating torch.Tensor, got {got}")
     number = float(value.detach())
     if not math.isfinite(number):
         raise ValueError(f"metric(logits) is {number} on the {run}: every score would be undefined")

@@ -46,8 +46,10 @@ def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | Non
     missing = [c for c in [*EDGE_COLUMNS, "score"] if c not in getattr(scores, "columns", ())]
     if missing:
         raise ValueError(f"scores must be a DataFrame with columns source, target, input, score; missing {missing}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
+    if k is not None and (not _is_int(k) or k < 0):
         raise ValueError(f"k must be an int >= 0, got {k!r}")
+    if threshold is not None and (not isinstance(threshold, (int, float, np.number)) or np.isnan(threshold)):
+        raise ValueError(f"threshold must be a number, got {threshold!r}")
     ranked = scores.iloc[np.argsort(-scores["score"].abs().to_numpy(), kind="stable")]
     if threshold is not None:
         ranked = ranked[ranked["score"].abs() >= threshold]
@@ -66,7 +68,7 @@ def prune_circuit(edges: pd.DataFrame) -> pd.DataFrame:
     pairs = list(zip(edges["source"], edges["target"]))
     fed, used = _closure({"embed"}, pairs), _closure({"logits"}, [(t, s) for s, t in pairs])
     keep = [s in fed and t in used for s, t in pairs]
-    return edges[keep].reset_index(drop=True)
+    return edges.iloc[np.flatnonzero(keep)].reset_index(drop=True)  # a list would pick columns when empty
 
 
 def _closure(start: set[str], arrows: list[tuple[str, str]]) -> set[str]:
@@ -106,8 +108,11 @@ def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tok
     n = len(ranked)
     if sizes is None:
         sizes = sorted({*range(min(n, 16) + 1), *(2 ** j for j in range(n.bit_length()) if 2 ** j <= n), n})
-    sizes = sorted({int(s) for s in sizes})
-    if sizes and (sizes[0] < 0 or sizes[-1] > n):
+    sizes = list(sizes)
+    if not sizes or not all(_is_int(k) for k in sizes):
+        raise ValueError(f"sizes must be one or more ints (circuit sizes), got {sizes!r}")
+    sizes = sorted({int(k) for k in sizes})
+    if sizes[0] < 0 or sizes[-1] > n:
         raise ValueError(f"sizes must lie in [0, {n}] (the number of scored edges), got {sizes[0]}..{sizes[-1]}")
     curve = _curve(model, [ranked.iloc[:k] for k in sizes], clean_tokens, corrupted_tokens, metric)
     curve.insert(0, "size", sizes)
@@ -200,14 +205,13 @@ def _mask(graph: Graph, edges: pd.DataFrame | Iterable[Sequence[str]]) -> np.nda
         missing = [c for c in EDGE_COLUMNS if c not in edges.columns]
         if missing:
             raise ValueError(f"edges must have columns source, target, input; missing {missing}")
-        rows = [(s, t, "" if i is None or (isinstance(i, float) and np.isnan(i)) else i)
-                for s, t, i in edges[EDGE_COLUMNS].itertuples(index=False)]
+        rows = [(s, t, _input_name(i)) for s, t, i in edges[EDGE_COLUMNS].itertuples(index=False)]
     else:
         rows = []
         for edge in edges:
             if isinstance(edge, str) or len(edge) not in (2, 3):
                 raise ValueError(f"an edge is (source, target, input) or (source, target), got {edge!r}")
-            rows.append((edge[0], edge[1], edge[2] if len(edge) == 3 else ""))
+            rows.append((edge[0], edge[1], _input_name(edge[2]) if len(edge) == 3 else ""))
     source_index = {name: s for s, name in enumerate(graph.sources)}
     input_index = {(target, kind): i for i, (target, kind, _, _) in enumerate(graph.inputs)}
     mask = np.zeros_like(graph.upstream)
@@ -217,3 +221,13 @@ def _mask(graph: Graph, edges: pd.DataFrame | Iterable[Sequence[str]]) -> np.nda
             raise ValueError(f"edge {source} -> {target}{'.' + kind if kind else ''} is not an edge of this model")
         mask[s, i] = True
     return mask
+
+
+def _input_name(value: object) -> object:
+    """An edge's input as the graph names it: a missing value (None, NaN, ``pd.NA``, as a CSV round
+    trip writes ``""``) is ``""``."""
+    return "" if value is None or (np.ndim(value) == 0 and pd.isna(value)) else value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

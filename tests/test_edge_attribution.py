@@ -140,6 +140,26 @@ def test_faithfulness_curve_and_top_edges():
     assert ranked.score.abs().is_monotonic_decreasing and len(ranked) == len(scores)
     above = top_edges(scores, threshold=0.1)
     assert (above.score.abs() >= 0.1).all() and len(top_edges(scores, k=2, threshold=0.1)) == 2
+    for sizes in ([], [2.5], [True]):
+        with pytest.raises(ValueError, match="sizes must be one or more ints"):
+            faithfulness_curve(model, scores, clean, corrupted, loss, sizes=sizes)
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        top_edges(scores, threshold=float("nan"))
+
+
+def test_an_empty_input_reads_the_same_however_it_is_missing():
+    # "" (an MLP or logit input) comes back from a CSV as NaN, or as pd.NA with nullable dtypes.
+    model = random_model(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8)
+    tokens = torch.randint(0, 20, (3, 8), generator=torch.Generator().manual_seed(0))
+    metric = lambda logits: logits[:, -1, 0].mean()  # noqa: E731
+    edges = [("embed", "L1H0", "v"), ("L1H0", "logits", ""), ("embed", "logits", "")]
+    expected = circuit_faithfulness(model, edges, tokens, tokens.flip(1), metric)
+    for missing in (None, float("nan"), pd.NA):
+        frame = pd.DataFrame(edges, columns=["source", "target", "input"]).astype(object)
+        frame.loc[frame.input == "", "input"] = missing
+        as_tuples = [(s, t, missing if i == "" else i) for s, t, i in edges]
+        for form in (frame, frame.astype({"input": "string"}), as_tuples):
+            assert circuit_faithfulness(model, form, tokens, tokens.flip(1), metric) == pytest.approx(expected)
 
 
 def test_pruning_keeps_the_paths_from_embed_to_logits():
@@ -150,7 +170,10 @@ def test_pruning_keeps_the_paths_from_embed_to_logits():
                          columns=["source", "target", "input"]).assign(score=np.arange(8.0))
     kept = prune_circuit(edges)
     assert list(kept.score) == [0.0, 1.0, 2.0, 6.0, 7.0]
-    assert prune_circuit(kept).equals(kept) and prune_circuit(edges.iloc[:0]).empty
+    assert prune_circuit(kept).equals(kept)
+    for no_path in (edges.iloc[:0], edges.iloc[3:5]):  # an empty circuit keeps its columns, pruned once or twice
+        once = prune_circuit(no_path)
+        assert once.empty and list(once.columns) == list(edges.columns) and prune_circuit(once).equals(once)
     with pytest.raises(ValueError, match="columns source, target, input"):
         prune_circuit(edges[["source", "target"]])
 
@@ -317,6 +340,7 @@ def test_bad_inputs_are_one_line_errors():
         (dict(clean_tokens=clean.float()), "integer"),
         (dict(metric=lambda logits: logits.sum(-1)), "0-dim"),
         (dict(metric=lambda logits: 1.0), "0-dim"),
+        (dict(metric=lambda logits: logits.argmax()), "dtype torch.int64"),
         (dict(method="acdc"), "exact, eap, eap-ig"),
         (dict(method="eap-ig", ig_steps=0), "ig_steps"),
         (dict(metric=lambda logits: loss(logits).detach()), "differentiable"),
@@ -336,6 +360,12 @@ def test_bad_inputs_are_one_line_errors():
         circuit_faithfulness(model, [], clean, clean, loss)
     with pytest.raises(TypeError):
         edge_attribution(object(), clean, corrupted, loss)
+    with torch.inference_mode():
+        assert len(edge_attribution(model, clean, corrupted, loss, "exact")) == 29
+        with pytest.raises(ValueError, match=r"eap-ig needs gradients, which torch.inference_mode\(\) forbids"):
+            edge_attribution(model, clean, corrupted, loss, "eap-ig")
+    steps = edge_attribution(model, clean, corrupted, loss, "eap-ig", ig_steps=np.int64(3))
+    assert np.allclose(steps.score, edge_attribution(model, clean, corrupted, loss, "eap-ig", ig_steps=3).score)
     with torch.no_grad():
         model.blocks[1].attn.W_K[0, 0, 0] = float("nan")
     for call in (lambda: edge_attribution(model, clean, corrupted, loss, "exact"),
