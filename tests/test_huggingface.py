@@ -96,6 +96,17 @@ def test_sharded_safetensors(tmp_path):
     _assert_same_logits(hf_model, load_model(tmp_path / "sharded"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_weights_stored_in_another_dtype_load_as_float32(tmp_path, dtype):
+    hf_model = save_hf_model("gpt2", tmp_path / "float32")
+    hf_model.to(dtype).save_pretrained(tmp_path / "stored")
+    model = load_model(tmp_path / "stored")
+    assert model.W_E.dtype == torch.float32 and model.cfg.dtype == torch.float32
+    expected = load_model(tmp_path / "float32")
+    error = (model.W_E - expected.W_E).abs().max() / expected.W_E.abs().max()
+    assert error < (1e-2 if dtype == torch.bfloat16 else 1e-6)  # the stored values, cast
+
+
 def test_device_argument_and_caches(tmp_path):
     save_hf_model("gpt2", tmp_path / "step100")
     model = load_model(tmp_path / "step100", device="cpu")
