@@ -201,6 +201,30 @@ def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
     assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(run)) - 1
 
 
+def test_finite_weights_with_a_non_finite_forward_are_an_error_row_and_not_the_plan(tiny_runs, tmp_path):
+    # A corrupted file can hold finite 1e38s: the forward overflows. That checkpoint is an error
+    # row; the run's plan comes from the latest sound one, so every other checkpoint is scored.
+    import torch
+
+    from interp.runs.checkpoints import save_checkpoint
+
+    ind, _ = tiny_runs
+    run = tmp_path / "ind"
+    shutil.copytree(ind, run)
+    step, path = list_checkpoints(run)[-1]
+    model = interp.load_model(path)
+    with torch.no_grad():
+        model.W_E[:, :4] = 1.7e38
+    save_checkpoint(path, model, step)
+    table = score_checkpoints(run)
+    errors = table[table["metric"] == "error"]
+    assert list(errors["checkpoint"]) == [path.name] and list(errors["detector"]) == ["load"]
+    assert "forward pass is not finite from blocks.0.attn.hook_attn_scores on (finite weights, the largest 1.7e+38" \
+        in errors["error"].iloc[0]
+    assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(run)) - 1
+    assert table["value"][table["metric"] != "error"].notna().all()
+
+
 def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
     from interp.runs.layout import RunError
 

@@ -3,7 +3,7 @@
 :func:`plan_run` decides once per run what every checkpoint is scored with (the detectors of
 :data:`interp.detectors.DETECTORS` that apply to the run's latest sound checkpoint, each with what
 it prepares); :func:`score_task` scores one checkpoint in a worker and never raises: a checkpoint
-that cannot be read or holds NaN or infinite weights gives one ``load`` error row, a detector
+that cannot be read, holds NaN or infinite weights or whose forward pass is not finite gives one ``load`` error row, a detector
 that fails gives its own error row. Batch jobs over many checkpoints: :mod:`interp.scoring.batch`.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from interp.detectors.catalog import OPT_IN
 from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
-from interp.runs.checkpoints import CheckpointError, load_cached, nonfinite_weights
+from interp.runs.checkpoints import CheckpointError, load_cached, unsound
 from interp.runs.layout import CheckpointRef, fingerprint, run_of
 from interp.scoring.table import ERROR_METRIC
 
@@ -54,7 +54,7 @@ class RunPlan:
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
     """The detectors that apply to the run and their contexts, from its latest sound checkpoint.
 
-    Sound: readable, matching the run, with finite weights.
+    Sound: readable, matching the run, with finite weights and a finite forward pass (:func:`interp.runs.checkpoints.unsound`).
 
     When no checkpoint of the run can be read, every requested detector is planned (with no
     context) and each checkpoint becomes an error row when scored.
@@ -65,7 +65,7 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
             model, _ = load_cached(ref.path)
         except Exception:  # an unreadable or foreign checkpoint is reported when it is scored
             continue
-        if not nonfinite_weights(model):
+        if not unsound(model):
             break
         model = None
     if model is None:
@@ -119,9 +119,9 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
         model, step = load_cached(ref.path, device=task.device)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
         return [_error_row(ref, "load", _reason(exc))]
-    bad = nonfinite_weights(model)
-    if bad:  # checked once here, for every detector
-        return [_error_row(ref, "load", f"NaN or infinite weights in {', '.join(bad[:4])}")]
+    why = unsound(model)
+    if why:  # checked once here, for every detector
+        return [_error_row(ref, "load", why)]
     base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step,
             "fingerprint": ref.fingerprint}
     rows: list[dict[str, Any]] = []

@@ -33,6 +33,7 @@ Opt-in (``catalog.OPT_IN``, ``--detectors circuit``); cost in ``docs/scores.md``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def applies(model: HookedTransformer) -> str | None:
             clean_loss, corrupted_loss = second_copy_losses(model, clean, corrupted, metric)
     except ValueError as exc:
         return str(exc)
+    if not math.isfinite(clean_loss) or not math.isfinite(corrupted_loss):
+        return f"the second-copy losses are not finite ({clean_loss} nats clean, {corrupted_loss} corrupted)"
     if not corrupted_loss - clean_loss >= MIN_GAP:
         return (f"no induction to find a circuit for: second-copy loss {clean_loss:.2f} nats, {corrupted_loss:.2f} "
                 f"with the first copy re-drawn (needs a gap of at least {MIN_GAP:g})")
