@@ -264,3 +264,48 @@ def test_key_frequencies_have_their_own_keys(published_path):
     keys = table[table["metric"] == "key_frequency"]
     assert sorted(keys["head"]) == [3, 6, 23, 39] and (keys["head"] == keys["value"]).all()
     assert not table.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()
+
+
+@pytest.fixture
+def final_norm():
+    """A detector whose context comes from the run's latest checkpoint, as circuit's, fourier's and llc's do."""
+    from interp.detectors.registry import DETECTORS
+
+    detector = interp.register_detector(interp.Detector(
+        name="final_norm", help="|W_U| of the run's latest checkpoint (a test)", metrics=("final_norm",),
+        applies=lambda model: None, prepare=lambda model, run_dir: float(model.W_U.detach().norm()),
+        score=lambda model, context: [{"metric": "final_norm", "value": context}],
+        summary=lambda model, run_dir: "", report=lambda rows: []))
+    yield detector
+    DETECTORS.pop(detector.name, None)
+
+
+def test_rows_of_an_older_plan_are_scored_again_and_only_those(final_norm, tiny_runs, tmp_path):
+    ind, _ = tiny_runs
+    run = tmp_path / "ind"
+    shutil.copytree(ind, run)
+    ckpts = [path for _, path in list_checkpoints(run)]
+    latest = float(interp.load_model(ckpts[-1]).W_U.detach().norm())
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in ckpts[-3:]:  # the run before its last three checkpoints
+        shutil.move(path, held / path.name)
+    detectors = ["heads", "final_norm"]
+    first = score_checkpoints(run, detectors)
+    earlier = float(interp.load_model(ckpts[-4]).W_U.detach().norm())
+    assert first.loc[first.detector == "final_norm", "value"].tolist() == pytest.approx([earlier] * (len(ckpts) - 3))
+    for path in ckpts[-3:]:  # the run goes on
+        shutil.move(held / path.name, path)
+    new = []
+    table = score_checkpoints(run, detectors, existing=first, on_checkpoint=new.append)
+    new = pd.concat(new)
+    old = new[new.checkpoint.isin([p.name for p in ckpts[:-3]])]
+    assert set(old.detector) == {"final_norm"}  # the heads' probe did not change: their rows stand
+    rows = table[table.detector == "final_norm"]
+    assert rows.value.tolist() == pytest.approx([latest] * len(ckpts)) and rows.context.nunique() == 1
+    assert not table.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()
+    assert table.loc[table.detector == "heads", "checkpoint"].nunique() == len(ckpts)
+    # One checkpoint scored alone is scored against its run's latest checkpoint, not against itself.
+    alone = score_checkpoints(ckpts[2], ["final_norm"])
+    assert list(alone.value) == [pytest.approx(latest)]
+    assert score_checkpoints(run, ["final_norm"], existing=alone).attrs["n_scored"] == len(ckpts) - 1

@@ -43,7 +43,6 @@ __all__ = [
     "load_optimizer",
     "nonfinite_weights",
     "read_checkpoint",
-    "unsound",
     "save_checkpoint",
     "save_optimizer",
 ]
@@ -177,35 +176,6 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
 
 #: Names of the parameters holding a NaN or an infinity (empty for a healthy model).
 nonfinite_weights = nonfinite_parameters
-
-#: Length of the token probe :func:`unsound` runs (or ``n_ctx``, when shorter).
-PROBE_LENGTH = 16
-
-
-def unsound(model: HookedTransformer) -> str | None:
-    """Why ``model`` cannot be scored, or None: NaN or infinite weights, or finite weights whose
-    forward pass gives NaN or infinite logits on a short probe (a corrupted file can hold 1e38s)."""
-    bad = nonfinite_weights(model)
-    if bad:
-        return f"NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
-    cfg = model.cfg
-    probe = torch.arange(min(int(cfg.n_ctx), PROBE_LENGTH), device=cfg.device) % int(cfg.d_vocab)
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(probe[None])
-    broken = [name for name, x in [*cache.items(), ("logits", logits)] if not _finite(name, x)]
-    if not broken:
-        return None
-    largest = max(float(p.detach().abs().max()) for p in model.parameters() if p.numel())
-    return (f"its forward pass is not finite from {broken[0]} on (finite weights, the largest {largest:.3g} in "
-            "absolute value)")
-
-
-def _finite(name: str, x: torch.Tensor) -> bool:
-    """No NaN or infinity in an activation; attention scores may hold the causal mask's -inf."""
-    if name.endswith("hook_attn_scores"):
-        return not bool((x.isnan() | (x == float("inf"))).any())
-    return bool(torch.isfinite(x).all())
-
 
 def load_model(path: str | Path, *, strict: bool = False,
                device: str | torch.device | None = None) -> HookedTransformer:

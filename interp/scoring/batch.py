@@ -26,7 +26,8 @@ from interp.base.allocator import reuse_freed_memory
 from interp.base.device import device_name
 from interp.scoring.executors import Executor
 from interp.scoring.jobs import TableFile, run_jobs
-from interp.runs.layout import CheckpointRef, find_checkpoints
+from interp.runs.layout import CHECKPOINT_DIR, CheckpointRef, find_checkpoints
+from interp.runs.series import series_children
 from interp.runs.record import read_run
 from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, table_saver
 from interp.scoring.task import ScoreTask, check_detectors, lost_rows, plan_run, score_task, with_fingerprint
@@ -49,14 +50,15 @@ def _stale(existing: pd.DataFrame, refs: Sequence[CheckpointRef] | None) -> set[
 
 
 def _done_keys(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | None = None
-               ) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
-    """(run, checkpoint, detector) already scored, and the stale (run, checkpoint) (:func:`_stale`)."""
+               ) -> tuple[dict[tuple[str, str, str], str], set[tuple[str, str]]]:
+    """(run, checkpoint, detector) already scored -> the digest of the plan it was scored against
+    (:mod:`interp.scoring.context`), and the stale (run, checkpoint) (:func:`_stale`)."""
     if existing is None or existing.empty:
-        return set(), set()
+        return {}, set()
     stale = _stale(existing, refs)
     ok = existing[existing["metric"] != ERROR_METRIC]
-    done = {k for k in zip(ok["run"], ok["checkpoint"], ok["detector"]) if (k[0], k[1]) not in stale}
-    return done, stale
+    keys = zip(ok["run"], ok["checkpoint"], ok["detector"], ok["context"])
+    return {(r, c, d): plan for r, c, d, plan in keys if (r, c) not in stale}, stale
 
 
 def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | None = None) -> pd.DataFrame:
@@ -68,25 +70,38 @@ def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | N
     return existing[pd.Series(keep, index=existing.index, dtype=bool)]
 
 
-def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: set,
+def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dict[tuple[str, str, str], str],
                 device: str = "cpu") -> tuple[list[ScoreTask], dict]:
+    """The tasks of a job: per run with anything new, its plan, and every (checkpoint, detector)
+    not yet scored against that plan (rows of another plan's digest are scored again)."""
     tasks: list[ScoreTask] = []
     skipped: dict[str, dict[str, str]] = {}
     by_run: dict[str, list[CheckpointRef]] = {}
     for ref in refs:
         by_run.setdefault(ref.run, []).append(ref)
     for run, run_refs in by_run.items():
-        todo = [r for r in run_refs if any((r.run, r.checkpoint, d) not in done for d in detectors)]
-        if not todo:
+        if all((r.run, r.checkpoint, d) in done for r in run_refs for d in detectors):
             continue
-        plan = plan_run(run_refs, detectors)
+        plan = plan_run(_plan_checkpoints(run, run_refs), detectors)
         if plan.skipped:
             skipped[run] = dict(plan.skipped)
-        for ref in todo:
-            need = tuple(d for d in plan.contexts if (ref.run, ref.checkpoint, d) not in done)
+        for ref in run_refs:
+            need = tuple(d for d in plan.contexts if done.get((ref.run, ref.checkpoint, d)) != plan.digests.get(d))
             if need:
                 tasks.append(ScoreTask(ref, need, plan, device))
     return tasks, skipped
+
+
+def _plan_checkpoints(run: str, given: list[CheckpointRef]) -> list[CheckpointRef]:
+    """What a run's plan is made from: every checkpoint of a run directory or of a series of Hugging
+    Face directories (a checkpoint scored alone is scored against its run's latest), else those given."""
+    folder = Path(run)
+    if (folder / CHECKPOINT_DIR).is_dir() or series_children(folder):
+        try:
+            return find_checkpoints(folder) or given
+        except FileNotFoundError:  # emptied meanwhile
+            return given
+    return given
 
 
 def score_checkpoints(
@@ -155,6 +170,9 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
     kept = drop_failed(existing, refs)
     target = device_name(device, remote=options.get("scheduler") is not None)
     tasks, skipped = _plan_tasks(refs, detectors, done, target)
+    rescored = {(t.ref.run, t.ref.checkpoint, d) for t in tasks for d in t.detectors}
+    if rescored and not kept.empty:  # rows of another plan, which the new rows replace
+        kept = kept[[k not in rescored for k in zip(kept["run"], kept["checkpoint"], kept["detector"])]]
 
     def arrived(rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -12,10 +12,13 @@ One row per (checkpoint, detector, head or model, metric)::
     value       float  the number; NaN on error rows
     error       str    why scoring failed (error rows only); "" otherwise
     fingerprint str    content hash of the checkpoint file scored (:func:`interp.runs.fingerprint`)
+    context     str    digest of what the detector prepared for the run (:mod:`interp.scoring.context`);
+                       "" on a checkpoint's load error row
 
 (run, checkpoint, detector, layer, head, metric) is unique outside error rows. A table written
 before ``fingerprint`` existed reads with it empty, which matches no file, so its checkpoints are
-scored again. Files are ``.parquet`` (needs pyarrow) or ``.csv``; both are replaced atomically.
+scored again; one written before ``context`` existed reads with it empty, which matches no plan,
+so a run's rows are scored again the next time that run is scored for a new checkpoint. Files are ``.parquet`` (needs pyarrow) or ``.csv``; both are replaced atomically.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from interp.base.files import atomic_write
 
 __all__ = ["COLUMNS", "ERROR_METRIC", "canonical", "empty_table", "read_table", "table_saver", "write_table"]
 
-COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error", "fingerprint"]
+COLUMNS = ["run", "checkpoint", "step", "detector", "layer", "head", "metric", "value", "error", "fingerprint",
+           "context"]
 #: ``metric`` of a row recording a checkpoint (or one detector on it) that could not be scored.
 ERROR_METRIC = "error"
 #: ``detector`` of the error row of a checkpoint that could not be read at all.
@@ -39,9 +43,9 @@ LOAD_DETECTOR = "load"
 _DTYPES = {
     "run": "string", "checkpoint": "string", "step": "Int64", "detector": "string",
     "layer": "Int64", "head": "Int64", "metric": "string", "value": "float64", "error": "string",
-    "fingerprint": "string",
+    "fingerprint": "string", "context": "string",
 }
-_TEXT = ("error", "fingerprint")
+_TEXT = ("error", "fingerprint", "context")  # "" when missing
 SUFFIXES = (".parquet", ".csv")
 
 
@@ -58,8 +62,8 @@ def _empty() -> pd.DataFrame:  # built once: pandas takes ~10 ms to build it
 def canonical(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
     """Rows with the schema's columns and dtypes, sorted (run, step, checkpoint, detector, metric, layer, head).
 
-    ``rows`` is a frame or a list of row dicts; a column a row lacks is ``""`` for ``error`` and
-    ``fingerprint``, else missing.
+    ``rows`` is a frame or a list of row dicts; a column a row lacks is ``""`` for ``error``,
+    ``fingerprint`` and ``context``, else missing.
     """
     if not isinstance(rows, pd.DataFrame):
         try:
@@ -129,7 +133,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                                                                        "value": ["", "nan", "NaN"]})
     except Exception as exc:  # pyarrow and the csv parser raise many types; all mean "not a table"
         raise ValueError(f"{path}: cannot read as a scores table ({type(exc).__name__}: {exc})") from exc
-    missing = [c for c in COLUMNS if c not in frame and c != "fingerprint"]
+    missing = [c for c in COLUMNS if c not in frame and c not in ("fingerprint", "context")]
     if missing:
         raise ValueError(f"{path}: not a scores table (missing columns {', '.join(missing)})")
     return canonical(frame)

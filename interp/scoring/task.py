@@ -17,8 +17,10 @@ from typing import Any
 from interp.detectors.catalog import OPT_IN
 from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
-from interp.runs.checkpoints import CheckpointError, load_cached, unsound
+from interp.runs.checkpoints import CheckpointError, load_cached
+from interp.runs.soundness import unsound
 from interp.runs.layout import CheckpointRef, fingerprint, run_of
+from interp.scoring.context import context_digest
 from interp.scoring.table import ERROR_METRIC
 
 __all__ = ["RunPlan", "ScoreTask", "check_detectors", "lost_rows", "plan_run", "score_task", "with_fingerprint"]
@@ -49,12 +51,13 @@ class RunPlan:
 
     contexts: dict[str, Any]  # detector -> what it prepared for the run, in scoring order
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it does not apply
+    digests: dict[str, str] = field(default_factory=dict)  # detector -> context_digest of its context
 
 
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
     """The detectors that apply to the run and their contexts, from its latest sound checkpoint.
 
-    Sound: readable, matching the run, with finite weights and a finite forward pass (:func:`interp.runs.checkpoints.unsound`).
+    Sound: readable, matching the run, with finite weights and a finite forward pass (:func:`interp.runs.soundness.unsound`).
 
     When no checkpoint of the run can be read, every requested detector is planned (with no
     context) and each checkpoint becomes an error row when scored.
@@ -79,7 +82,7 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
             contexts[name] = detector.prepare(model, run_dir)
         else:
             skipped[name] = why
-    return RunPlan(contexts, skipped)
+    return RunPlan(contexts, skipped, {name: context_digest(context) for name, context in contexts.items()})
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
             found = DETECTORS[name].score(model, task.plan.contexts[name])
         except Exception as exc:  # a detector failing on one checkpoint is recorded
             found = [{"metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
-        rows += [{**base, "detector": name, "error": "", **row} for row in found]
+        rows += [{**base, "detector": name, "error": "", "context": task.plan.digests.get(name, ""), **row}
+                 for row in found]
     return rows
 
 
