@@ -37,13 +37,17 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
     parts: list[str] = []
     contents: list[str] = []
     figures = 0
-    for number, (run, part) in enumerate(table.groupby("run", sort=True), start=1):
-        run, anchor = str(run), f"run-{number}"
-        name = html.escape(Path(run).name or run)
+    for number, (run, stepless, part) in enumerate(_sections(table), start=1):
+        anchor = f"run-{number}"
+        name = html.escape(stepless or Path(run).name or run)
         n_checkpoints = int(part["checkpoint"].nunique())
         errors = part[part["metric"] == ERROR_METRIC]
-        parts.append(f"<h2 id='{anchor}'>{name}</h2><p class='path'>{html.escape(run)} &middot; "
+        where = str(Path(run) / stepless) if stepless else run
+        parts.append(f"<h2 id='{anchor}'>{name}</h2><p class='path'>{html.escape(where)} &middot; "
                      f"{n_checkpoints} checkpoints, {errors['checkpoint'].nunique()} with errors</p>")
+        if stepless:
+            parts.append(f"<p class='note'>{name} records no training step: a section of its own, its rows "
+                         "drawn at step 0.</p>")
         links: list[str] = []
         unknown = part.loc[~part["detector"].isin([*DETECTORS, LOAD_DETECTOR]), "detector"].value_counts()
         if not unknown.empty:  # a detector of another version, or of a plugin not installed here
@@ -77,6 +81,18 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         parts.append("<p>The table has no rows.</p>")
     nav = f"<nav class='contents'><b>Contents</b><ol>{''.join(contents)}</ol></nav>\n" if contents else ""
     return html_page(title, nav + "\n".join(parts))
+
+
+def _sections(table: pd.DataFrame):
+    """``(run, checkpoint or None, rows)`` per section: a run's checkpoints with a step together, and
+    each checkpoint without one (a foreign file) on its own, its step set to 0 (it has no place in
+    the run's order)."""
+    for run, part in table.groupby("run", sort=True):
+        stepless = part["step"].isna()
+        if not stepless.all():
+            yield str(run), None, part[~stepless]
+        for checkpoint, rows in part[stepless].groupby("checkpoint", sort=True):
+            yield str(run), str(checkpoint), rows.assign(step=pd.array([0] * len(rows), dtype="Int64"))
 
 
 def write_report(table: pd.DataFrame, path: str | Path, title: str = "Circuit scores over training") -> Path:

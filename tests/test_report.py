@@ -200,3 +200,23 @@ def test_a_deleted_runs_checkpoint_is_named_inside_its_checkpoints_folder(tmp_pa
     model, step, why = final_model(rows)
     assert model is None and step == STEPS[-1]
     assert f"{tmp_path / 'gone' / 'checkpoints' / f'step_{STEPS[-1]:06d}.safetensors'} is not on this machine" in why
+
+
+def test_a_checkpoint_without_a_step_gets_a_section_of_its_own(tiny_table, tmp_path):
+    # A foreign file records no step: its rows cannot join a run's order (the heatmap of the
+    # "final" step read NA), so it is its own section, drawn at step 0, beside the stepped runs.
+    import torch
+
+    from interp.runs.checkpoints import list_checkpoints, load_model
+    from interp.tasks.models import config_to_dict
+
+    ind, _, table = tiny_table
+    model = load_model(list_checkpoints(ind)[-1][1])
+    foreign = tmp_path / "theirs.pth"
+    torch.save({"state_dict": model.state_dict(), "config": config_to_dict(model.cfg)}, foreign)
+    loose = score_checkpoints(foreign, ["heads"])
+    assert loose["step"].isna().all()
+    page = build_report(canonical(pd.concat([table, loose]).to_dict("records")))
+    assert "theirs.pth records no training step: a section of its own, its rows drawn at step 0." in page
+    assert page.count("<h2 id='run-") == table["run"].nunique() + 1
+    assert f"{tmp_path / 'theirs.pth'} &middot; 1 checkpoints" in page

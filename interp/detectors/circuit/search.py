@@ -60,7 +60,7 @@ def circuit_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     edge and step."""
     from interp.detectors._curves import metric_curves
 
-    rows = rows[rows["detector"] == "circuit"].dropna(subset=["step"])
+    rows = rows[rows["detector"] == "circuit"].dropna(subset=["step"])  # the report gives a step-less file step 0
     curves = metric_curves(rows, "circuit", METRICS)
     edge_rows = rows[rows["metric"].str.startswith(EDGE_PREFIX)]
     parsed = [parse_edge_metric(m) for m in edge_rows["metric"]]
