@@ -53,6 +53,14 @@ def test_a_directory_where_a_file_is_expected(tmp_path):
         atomic_write_text(tmp_path, "x")
 
 
+def test_a_file_where_a_folder_is_expected_is_named(tmp_path):
+    (tmp_path / "f").write_text("a file")
+    for write in (lambda: atomic_write_text(tmp_path / "f" / "sub" / "x.csv", "x"),
+                  lambda: locked(tmp_path / "f" / "x.csv").__enter__()):
+        with pytest.raises(WriteError, match=f"cannot write .*x.csv: {tmp_path / 'f'} is a file, not a directory$"):
+            write()
+
+
 @pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only file system")])
 def test_os_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, code, cause):
     def fail(src, dst):

@@ -280,6 +280,11 @@ def final_norm():
     DETECTORS.pop(detector.name, None)
 
 
+def test_one_detector_named_as_a_string_is_one_name(tiny_runs):
+    table = score_checkpoints(tiny_runs[0], "heads")
+    assert set(table["detector"]) == {"heads"}
+
+
 def test_rows_of_an_older_plan_are_scored_again_and_only_those(final_norm, tiny_runs, tmp_path):
     ind, _ = tiny_runs
     run = tmp_path / "ind"

@@ -54,6 +54,14 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder (and its parents); a :class:`WriteError` naming a file in the way."""
+    blocker = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+    if blocker is not None:
+        raise WriteError(errno.ENOTDIR, f"cannot write {path}: {blocker} is a file, not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _cause(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on the device"
@@ -76,7 +84,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         if path.is_dir():
             raise WriteError(errno.EISDIR, f"cannot write {path}: it is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else new_file_mode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
@@ -133,8 +141,10 @@ def locked(path: str | Path) -> Iterator[None]:
     name = hashlib.blake2b(path.name.encode(), digest_size=6).hexdigest()
     lock = path.parent / f".interp-lock-{name}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, new_file_mode())
+    except WriteError:
+        raise
     except OSError as exc:
         raise WriteError(exc.errno, f"cannot write {path}: {_cause(exc)}") from exc
     try:

@@ -120,7 +120,7 @@ def score_checkpoints(
 
     Args:
         paths: run directories, checkpoint files, folders of runs, or globs (:func:`interp.runs.find_checkpoints`).
-        detectors: names in :data:`interp.detectors.DETECTORS` (default None: all, as registered
+        detectors: names in :data:`interp.detectors.DETECTORS`, or one name (default None: all, as registered
             at the call); those that do not apply to a run's model are skipped for that run. A
             detector added with :func:`interp.register_detector` reaches the workers of
             ``workers=1`` and of the forked local pool (Linux) only; elsewhere its checkpoints

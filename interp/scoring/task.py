@@ -27,7 +27,7 @@ __all__ = ["RunPlan", "ScoreTask", "check_detectors", "lost_rows", "plan_run", "
 
 
 def check_detectors(detectors: Sequence[str] | None = None) -> tuple[str, ...]:
-    """``detectors`` without repeats (None: all but the opt-in ones, ``catalog.OPT_IN``); ``ValueError`` naming the unknown ones and the known ones.
+    """``detectors`` (names, or one name) without repeats (None: all but the opt-in ones, ``catalog.OPT_IN``); ``ValueError`` naming the unknown ones and the known ones.
 
     Plugins left out of the registry (:data:`interp.detectors.plugins.SKIPPED`: each has had its
     warning) are dropped from ``detectors``, so the command line's default, which lists them
@@ -35,6 +35,8 @@ def check_detectors(detectors: Sequence[str] | None = None) -> tuple[str, ...]:
     """
     if detectors is None:
         return tuple(d for d in DETECTORS if d not in OPT_IN)
+    if isinstance(detectors, str):  # one name, not its letters
+        detectors = [detectors]
     if any(d in DETECTORS for d in detectors):
         detectors = [d for d in detectors if d in DETECTORS or d not in SKIPPED]
     unknown = [d for d in detectors if d not in DETECTORS]
