@@ -86,10 +86,17 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dic
         if plan.skipped:
             skipped[run] = dict(plan.skipped)
         for ref in run_refs:
-            need = tuple(d for d in plan.contexts if done.get((ref.run, ref.checkpoint, d)) != plan.digests.get(d))
+            need = tuple(d for d in plan.contexts
+                         if _outdated(done.get((ref.run, ref.checkpoint, d)), plan.digests.get(d)))
             if need:
                 tasks.append(ScoreTask(ref, need, plan, device))
     return tasks, skipped
+
+
+def _outdated(scored: str | None, planned: str | None) -> bool:
+    """Whether a (checkpoint, detector) is to be scored: never scored (``scored`` None), or scored
+    against another plan than the one made now (``planned`` None: none could be made, keep it)."""
+    return scored is None or (planned is not None and scored != planned)
 
 
 def _plan_checkpoints(run: str, given: list[CheckpointRef]) -> list[CheckpointRef]:
