@@ -134,7 +134,8 @@ def score_checkpoints(
             get error rows (entry-point plugins load in every process).
         existing: a table from an earlier call: its (checkpoint, detector) pairs are not scored
             again and its rows are kept; checkpoints with an error row in it, or whose file's
-            fingerprint changed, are scored again (their old rows dropped).
+            fingerprint changed, are scored again (their old rows dropped), and so are the rows of
+            a run planned anew whose ``context`` is not the new plan's (:mod:`interp.scoring.context`).
         workers: local processes (1: in this process). ``scheduler``: a Dask scheduler address
             or ``distributed.Client`` instead. ``executor``: any :class:`interp.executors.Executor`
             (then ``workers`` and ``scheduler`` are ignored and the executor is left open).
@@ -216,7 +217,7 @@ def score_to_file(
     """:func:`score_checkpoints` into the table file ``out`` (``.parquet`` or ``.csv``), resumable.
 
     The rows already in ``out`` are kept and their checkpoints not scored again (checkpoints with
-    an error row, or whose file changed, are). New rows reach the file as checkpoints finish (at
+    an error row or whose file changed are, and rows of an older plan of their run). New rows reach the file as checkpoints finish (at
     most every :data:`FLUSH_SECONDS`, and at the end, also on an exception or Ctrl-C). Each write
     merges under a lock (:func:`interp.scoring.jobs.TableFile.merge`): it re-reads the file, replaces
     the rows of the checkpoints this job scored and keeps every other row, so jobs writing one
