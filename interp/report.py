@@ -85,14 +85,15 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
 
 def _sections(table: pd.DataFrame):
     """``(run, checkpoint or None, rows)`` per section: a run's checkpoints with a step together, and
-    each checkpoint without one (a foreign file) on its own, its step set to 0 (it has no place in
-    the run's order)."""
+    each checkpoint without one (a foreign file) on its own, its scores' step set to 0 (it has no
+    place in the run's order)."""
     for run, part in table.groupby("run", sort=True):
         stepless = part["step"].isna()
         if not stepless.all():
             yield str(run), None, part[~stepless]
         for checkpoint, rows in part[stepless].groupby("checkpoint", sort=True):
-            yield str(run), str(checkpoint), rows.assign(step=pd.array([0] * len(rows), dtype="Int64"))
+            step = pd.array([pd.NA if m == ERROR_METRIC else 0 for m in rows["metric"]], dtype="Int64")
+            yield str(run), str(checkpoint), rows.assign(step=step)  # error rows keep saying "no step"
 
 
 def write_report(table: pd.DataFrame, path: str | Path, title: str = "Circuit scores over training") -> Path:

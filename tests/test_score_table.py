@@ -49,3 +49,15 @@ def test_row_dicts_and_frames_give_the_same_table():
     assert list(heads["head"].iloc[:3]) == [0, 1, 2]
     values = from_rows.loc[(from_rows["run"] == "/runs/a") & (from_rows["metric"] == "loss"), "value"]
     assert math.isnan(values.iloc[0]) and list(values.iloc[1:]) == [-1.0, 0.25]
+
+
+def test_text_columns_that_look_like_numbers_read_back_as_text(tmp_path):
+    # A digest or fingerprint of digits ("0123", "12e45") must not come back as a number from a CSV.
+    from interp.scoring.table import read_table, write_table
+
+    rows = [{"run": "/r", "checkpoint": f"step_{i}.safetensors", "step": i, "detector": "heads", "metric": "m",
+             "value": 1.0, "fingerprint": "0123", "context": context} for i, context in enumerate(["0123", "12e45"])]
+    for suffix in (".csv", ".parquet"):
+        write_table(canonical(rows), tmp_path / f"t{suffix}")
+        table = read_table(tmp_path / f"t{suffix}")
+        assert list(table["context"]) == ["0123", "12e45"] and set(table["fingerprint"]) == {"0123"}

@@ -310,6 +310,11 @@ def test_rows_of_an_older_plan_are_scored_again_and_only_those(final_norm, tiny_
     assert rows.value.tolist() == pytest.approx([latest] * len(ckpts)) and rows.context.nunique() == 1
     assert not table.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()
     assert table.loc[table.detector == "heads", "checkpoint"].nunique() == len(ckpts)
+    # Rows of one detector under two digests (two writers, an older tool) are scored again.
+    mixed = table.copy()
+    mixed.loc[(mixed.detector == "final_norm") & (mixed.checkpoint == ckpts[0].name), "context"] = "older"
+    again = score_checkpoints(run, detectors, existing=mixed)
+    assert again.attrs["n_scored"] == 1 and set(again.loc[again.detector == "final_norm", "context"]) == set(rows.context)
     # One checkpoint scored alone is scored against its run's latest checkpoint, not against itself.
     alone = score_checkpoints(ckpts[2], ["final_norm"])
     assert list(alone.value) == [pytest.approx(latest)]

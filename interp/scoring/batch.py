@@ -7,8 +7,8 @@ keeping what the file already holds and merging new rows into it under its lock 
 finish, so a killed job restarts where it stopped. The table schema is in :mod:`interp.scoring.table`.
 
 A detector that does not apply to a run's model is skipped for that run (no rows, no error). A
-checkpoint that cannot be read, that holds NaN or infinite weights, or whose model does not
-match its run's ``run.json`` gives one row ``detector="load", metric="error"``; a detector that
+checkpoint that cannot be read, that holds NaN or infinite weights, whose forward pass is not
+finite, or whose model does not match its run's ``run.json`` gives one row ``detector="load", metric="error"``; a detector that
 fails on a checkpoint gives ``detector=<name>, metric="error"``; the reason is in ``error``. Every
 row carries the checkpoint's content fingerprint, so a checkpoint whose file changed is scored
 again. An unreadable ``run.json`` stops the job with :class:`interp.runs.RunError`.
@@ -79,9 +79,13 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dic
     by_run: dict[str, list[CheckpointRef]] = {}
     for ref in refs:
         by_run.setdefault(ref.run, []).append(ref)
+    plans: dict[tuple[str, str], set[str]] = {}  # (run, detector) -> the digests its rows were scored against
+    for (run, _, detector), digest in done.items():
+        plans.setdefault((run, detector), set()).add(digest)
     for run, run_refs in by_run.items():
-        if all((r.run, r.checkpoint, d) in done for r in run_refs for d in detectors):
-            continue
+        if all((r.run, r.checkpoint, d) in done for r in run_refs for d in detectors) and \
+                all(len(plans.get((run, d), ())) <= 1 for d in detectors):
+            continue  # nothing new, and one plan behind each detector's rows
         plan = plan_run(_plan_checkpoints(run, run_refs), detectors)
         if plan.skipped:
             skipped[run] = dict(plan.skipped)
@@ -103,12 +107,13 @@ def _plan_checkpoints(run: str, given: list[CheckpointRef]) -> list[CheckpointRe
     """What a run's plan is made from: every checkpoint of a run directory or of a series of Hugging
     Face directories (a checkpoint scored alone is scored against its run's latest), else those given."""
     folder = Path(run)
-    if (folder / CHECKPOINT_DIR).is_dir() or series_children(folder):
-        try:
-            return find_checkpoints(folder) or given
-        except FileNotFoundError:  # emptied meanwhile
-            return given
-    return given
+    if not ((folder / CHECKPOINT_DIR).is_dir() or series_children(folder)):
+        return given
+    try:
+        listed = find_checkpoints(folder)
+    except FileNotFoundError:  # emptied meanwhile
+        listed = []
+    return sorted({(r.run, r.checkpoint): r for r in [*listed, *given]}.values())  # given: also files not named by step
 
 
 def score_checkpoints(

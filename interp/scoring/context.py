@@ -11,34 +11,49 @@ the context's values, not from its pickle, which differs between two pickles of 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import pickle
+import types
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 __all__ = ["context_digest"]
 
 
-def context_digest(context: Any) -> str:
-    """A 16-hex-digit hash of ``context``: tensors and arrays by dtype, shape and bytes; dataclasses,
-    objects, mappings and sequences by type and contents; anything else by its pickle."""
+def context_digest(context: Any) -> str | None:
+    """A 16-hex-digit hash of ``context``, or None when it holds what this cannot read (its rows are
+    then kept as they are). Tensors and arrays by dtype, shape and values, dataclasses, objects,
+    functions, mappings and sequences by type and contents, anything else by its pickle. Floats
+    count to 6 significant digits, so a context computed on another machine (other BLAS, other
+    rounding) has the same digest."""
     digest = hashlib.sha256()
-    _feed(digest, context)
+    try:
+        _feed(digest, context)
+    except Exception:  # noqa: BLE001 - a plugin's context of any kind: no digest, never a stopped job
+        return None
     return digest.hexdigest()[:16]
 
 
 def _feed(digest: Any, value: Any) -> None:
     tag = type(value).__qualname__
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().contiguous()
+        value = value.detach().cpu()
         digest.update(f"{tag}{value.dtype}{tuple(value.shape)}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if value.is_floating_point():
+            value = _rounded(value.double())
+        digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     elif isinstance(value, np.ndarray):
-        digest.update(f"{tag}{value.dtype}{value.shape}".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        _feed(digest, torch.from_numpy(np.array(value)))  # a copy: writable, contiguous
+    elif isinstance(value, (pd.DataFrame, pd.Series)):
+        names = value.columns if isinstance(value, pd.DataFrame) else [value.name]
+        _feed(digest, (tag, [str(n) for n in names], pd.util.hash_pandas_object(value, index=True).to_numpy()))
+    elif isinstance(value, float):
+        digest.update(f"{tag}:{value:.6g};".encode())
+    elif value is None or isinstance(value, (bool, int, complex, str, bytes)):
         digest.update(f"{tag}:{value!r};".encode())
     elif isinstance(value, dict):
         digest.update(f"{tag}{len(value)}".encode())
@@ -50,11 +65,28 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"{tag}{len(items)}".encode())
         for item in items:
             _feed(digest, item)
+    elif isinstance(value, types.FunctionType):  # by its code, constants, closure and defaults
+        code = value.__code__
+        digest.update(f"{tag}{value.__module__}.{value.__qualname__}".encode() + code.co_code)
+        _feed(digest, [c for c in code.co_consts if not isinstance(c, types.CodeType)])
+        _feed(digest, [cell.cell_contents for cell in value.__closure__ or ()])
+        _feed(digest, value.__defaults__)
+    elif isinstance(value, functools.partial):
+        _feed(digest, (value.func, value.args, value.keywords))
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         digest.update(tag.encode())
         _feed(digest, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
-    elif hasattr(value, "__dict__"):
+    elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
         digest.update(tag.encode())
         _feed(digest, vars(value))
     else:
         digest.update(pickle.dumps(value, protocol=4))
+
+
+def _rounded(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (float64) to 6 significant digits of their largest magnitude, as integers."""
+    finite = values[values.isfinite()]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    if scale == 0.0:
+        return values
+    return torch.where(values.isfinite(), torch.round(values / scale * 1e6), values).to(torch.float64)

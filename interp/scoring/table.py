@@ -129,8 +129,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, keep_default_na=False, na_values={"step": [""], "layer": [""], "head": [""],
-                                                                       "value": ["", "nan", "NaN"]})
+            frame = pd.read_csv(path, keep_default_na=False, dtype={c: str for c in _TEXT},  # a digest like 0123 stays text
+                                na_values={"step": [""], "layer": [""], "head": [""], "value": ["", "nan", "NaN"]})
     except Exception as exc:  # pyarrow and the csv parser raise many types; all mean "not a table"
         raise ValueError(f"{path}: cannot read as a scores table ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in COLUMNS if c not in frame and c not in ("fingerprint", "context")]

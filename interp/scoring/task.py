@@ -53,7 +53,7 @@ class RunPlan:
 
     contexts: dict[str, Any]  # detector -> what it prepared for the run, in scoring order
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it does not apply
-    digests: dict[str, str] = field(default_factory=dict)  # detector -> context_digest of its context
+    digests: dict[str, str | None] = field(default_factory=dict)  # detector -> context_digest of its context
 
 
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
