@@ -181,7 +181,21 @@ def test_a_foreign_checkpoint_is_its_own_error_row(tiny_runs, tmp_path):
     assert heads["checkpoint"].nunique() == len(list_checkpoints(ind))  # the genuine ones all scored
 
 
-def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
+def _nan_in_w_q(model):
+    model.blocks[1].attn.W_Q[0, 0, 0] = float("nan")
+
+
+def _huge_embeddings(model):  # a corrupted file can hold finite 1e38s: the forward overflows
+    model.W_E[:, :4] = 1.7e38
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (_nan_in_w_q, "NaN or infinite weights in blocks.1.attn.W_Q"),
+    (_huge_embeddings, "forward pass is not finite from blocks.0.attn.hook_attn_scores on (finite weights, "
+                       "the largest 1.7e+38"),
+])
+def test_an_unsound_final_checkpoint_is_an_error_row_and_not_the_plan(tiny_runs, tmp_path, corrupt, message):
+    # The run's plan comes from the latest sound checkpoint, so every other checkpoint is scored.
     import torch
 
     from interp.runs.checkpoints import save_checkpoint
@@ -192,35 +206,12 @@ def test_nan_weights_are_an_error_row_for_every_detector(tiny_runs, tmp_path):
     step, path = list_checkpoints(run)[-1]
     model = interp.load_model(path)
     with torch.no_grad():
-        model.blocks[1].attn.W_Q[0, 0, 0] = float("nan")
+        corrupt(model)
     save_checkpoint(path, model, step)
     table = score_checkpoints(run)
     errors = table[table["metric"] == "error"]
     assert list(errors["checkpoint"]) == [path.name] and list(errors["detector"]) == ["load"]
-    assert "NaN or infinite weights in blocks.1.attn.W_Q" in errors["error"].iloc[0]
-    assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(run)) - 1
-
-
-def test_finite_weights_with_a_non_finite_forward_are_an_error_row_and_not_the_plan(tiny_runs, tmp_path):
-    # A corrupted file can hold finite 1e38s: the forward overflows. That checkpoint is an error
-    # row; the run's plan comes from the latest sound one, so every other checkpoint is scored.
-    import torch
-
-    from interp.runs.checkpoints import save_checkpoint
-
-    ind, _ = tiny_runs
-    run = tmp_path / "ind"
-    shutil.copytree(ind, run)
-    step, path = list_checkpoints(run)[-1]
-    model = interp.load_model(path)
-    with torch.no_grad():
-        model.W_E[:, :4] = 1.7e38
-    save_checkpoint(path, model, step)
-    table = score_checkpoints(run)
-    errors = table[table["metric"] == "error"]
-    assert list(errors["checkpoint"]) == [path.name] and list(errors["detector"]) == ["load"]
-    assert "forward pass is not finite from blocks.0.attn.hook_attn_scores on (finite weights, the largest 1.7e+38" \
-        in errors["error"].iloc[0]
+    assert message in errors["error"].iloc[0]
     assert table.loc[table["metric"] != "error", "checkpoint"].nunique() == len(list_checkpoints(run)) - 1
     assert table["value"][table["metric"] != "error"].notna().all()
 
