@@ -84,9 +84,10 @@ def _rows(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, float]:
     from circuits import icl_score_from_losses, per_token_loss
 
     losses = per_token_loss(model, tokens)
+    # The two means as icl_score takes them (float64, NaN ignored), so icl_score = loss_late - loss_early.
     return {"icl_score": icl_score_from_losses(losses, EARLY, LATE),
-            "loss_early": float(losses[:, EARLY - 1].mean()), "loss_late": float(losses[:, LATE - 1].mean()),
-            "test_loss": float(losses.mean())}
+            "loss_early": float(losses[:, EARLY - 1].double().nanmean()),
+            "loss_late": float(losses[:, LATE - 1].double().nanmean()), "test_loss": float(losses.mean())}
 
 
 def score(model: HookedTransformer, context: torch.Tensor | str) -> list[Row]:
