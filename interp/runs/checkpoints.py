@@ -177,6 +177,7 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
 #: Names of the parameters holding a NaN or an infinity (empty for a healthy model).
 nonfinite_weights = nonfinite_parameters
 
+
 def load_model(path: str | Path, *, strict: bool = False,
                device: str | torch.device | None = None) -> HookedTransformer:
     """Load a ``HookedTransformer`` (eval mode) from any checkpoint this toolkit knows, on ``device``
