@@ -29,8 +29,8 @@ from circuits.logit_lens import LogitLens, logit_lens
 # Circuit discovery: edge attribution patching (Syed et al. 2023; Hanna et al. 2024) checked against exact
 # edge patching, circuits and their faithfulness.
 from circuits.edge_attribution import edge_attribution
-from circuits.faithfulness import FoundCircuit, circuit_faithfulness, faithfulness_curve, prune_circuit, smallest_circuit, \
-    top_edges
+from circuits.faithfulness import CircuitMetrics, FoundCircuit, circuit_faithfulness, circuit_metrics, faithfulness_curve, \
+    prune_circuit, smallest_circuit, top_edges
 from circuits.induction_contrast import SecondCopyLoss, induction_contrast, second_copy_losses
 
 # Thread policy shared with interp: small CPU work on one intra-op thread.
@@ -76,9 +76,11 @@ __all__ = [
     "probe_score",
     "residual_states_at",
     # circuits
+    "CircuitMetrics",
     "FoundCircuit",
     "SecondCopyLoss",
     "circuit_faithfulness",
+    "circuit_metrics",
     "edge_attribution",
     "faithfulness_curve",
     "induction_contrast",

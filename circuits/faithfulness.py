@@ -35,8 +35,8 @@ from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_mo
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import edge_attribution
 
-__all__ = ["FoundCircuit", "circuit_faithfulness", "faithfulness_curve", "prune_circuit", "smallest_circuit",
-           "top_edges"]
+__all__ = ["CircuitMetrics", "FoundCircuit", "circuit_faithfulness", "circuit_metrics", "faithfulness_curve",
+           "prune_circuit", "smallest_circuit", "top_edges"]
 
 
 def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | None = None) -> pd.DataFrame:
@@ -93,6 +93,34 @@ def circuit_faithfulness(model: HookedTransformer, edges: pd.DataFrame | Iterabl
     """
     curve = _curve(model, [edges], clean_tokens, corrupted_tokens, metric)
     return float(curve["faithfulness"].iloc[0])
+
+
+@dataclass(frozen=True)
+class CircuitMetrics:
+    """The metric on the ``clean`` run, the ``corrupted`` run and the ``circuit``'s run (the clean
+    input with every edge outside the circuit patched from the corrupted run), as floats."""
+
+    clean: float
+    corrupted: float
+    circuit: float
+
+    @property
+    def faithfulness(self) -> float:
+        """``(circuit - corrupted) / (clean - corrupted)`` (module docstring); NaN where the clean
+        and corrupted runs give the same metric."""
+        gap = self.clean - self.corrupted
+        return (self.circuit - self.corrupted) / gap if gap else float("nan")
+
+
+def circuit_metrics(model: HookedTransformer, edges: pd.DataFrame | Iterable[Sequence[str]],
+                    clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+                    metric: Callable[[torch.Tensor], torch.Tensor]) -> CircuitMetrics:
+    """The three metrics faithfulness is made of, for the circuit of ``edges`` (as
+    :func:`circuit_faithfulness` takes them): one clean, one corrupted and one patched forward.
+    Defined where the faithfulness is not (clean and corrupted runs alike), so a circuit can be
+    followed over checkpoints where the behaviour has not formed yet."""
+    m_clean, m_corrupted, values = _metrics(model, [edges], clean_tokens, corrupted_tokens, metric)
+    return CircuitMetrics(m_clean, m_corrupted, float(values[0]))
 
 
 def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tokens: torch.Tensor,
@@ -184,6 +212,15 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
 
 def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
            metric: Callable) -> pd.DataFrame:
+    m_clean, m_corrupted, values = _metrics(model, circuits, clean_tokens, corrupted_tokens, metric)
+    if m_clean == m_corrupted:
+        raise ValueError(f"the clean and corrupted runs give the same metric ({m_clean:g}): faithfulness is undefined")
+    return pd.DataFrame({"faithfulness": (values - m_corrupted) / (m_clean - m_corrupted), "metric": values})
+
+
+def _metrics(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+             metric: Callable) -> tuple[float, float, np.ndarray]:
+    """The metric of the clean run, of the corrupted run and of each circuit's run (float64)."""
     model = check_edge_model(model)
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
     graph = build_graph(model)
@@ -193,10 +230,8 @@ def _curve(model: HookedTransformer, circuits: list, clean_tokens: torch.Tensor,
     corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
     m_clean = float(metric_value(metric, clean_logits, "clean run"))
     m_corrupted = float(metric_value(metric, corrupted_logits, "corrupted run"))
-    if m_clean == m_corrupted:
-        raise ValueError(f"the clean and corrupted runs give the same metric ({m_clean:g}): faithfulness is undefined")
-    values = np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric), dtype=np.float64)
-    return pd.DataFrame({"faithfulness": (values - m_corrupted) / (m_clean - m_corrupted), "metric": values})
+    return m_clean, m_corrupted, np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric),
+                                            dtype=np.float64)
 
 
 def _mask(graph: Graph, edges: pd.DataFrame | Iterable[Sequence[str]]) -> np.ndarray:

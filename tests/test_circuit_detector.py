@@ -6,10 +6,10 @@ full model. On the full model the circuit found without being told anything is t
 (``embed -> L0H0.v``, ``L0H0 -> L1H0.k``, ``embed -> L1H0.v``, ``L1H0 -> logits``): the top five
 edges add the anti-induction head's output (``L1H1 -> logits``, a negative score: it works against
 the copy), which pruning drops (its head reads no circuit edge). Its edges' scores grow with the
-strength of the induction attention. The faithfulness of a
-weaker copy of the same mechanism stays high (the circuit carries all of what little there is);
-that it is low before the phase change is checked on the default induction run (slow), where
-other edges carry the early behaviour.
+strength of the induction attention. The circuit keeps all of what little a weaker copy of the
+same mechanism does (its loss), though the gap is too small there for a faithfulness; that the
+circuit's loss stays at the corrupted one before the phase change is checked on the default
+induction run (slow).
 """
 
 from __future__ import annotations
@@ -113,12 +113,15 @@ def test_detector_on_the_growing_run(growing_run):
     assert not (table["metric"] == "error").any(), table["error"].unique()
     curves, edges = search.circuit_rows(table)
     assert list(curves["step"]) == list(GROWING) and set(curves["circuit_size"]) == {4.0}
-    faith = curves.set_index("step")["faithfulness"]
-    # Weaker induction attention is the same mechanism, so the circuit carries all of what there is;
-    # without the previous-token head the clean and corrupted runs agree and faithfulness is undefined.
-    assert faith[30] >= 0.9 and faith[20] >= 0.9 and pd.isna(faith[0])
-    gap = curves.set_index("step").eval("corrupted_loss - clean_loss")
+    by_step = curves.set_index("step")
+    faith, gap = by_step["faithfulness"], by_step.eval("corrupted_loss - clean_loss")
     assert gap[0] == pytest.approx(0.0, abs=1e-4) and gap[30] > 3  # no behaviour without the previous-token head
+    # Faithfulness only where the gap shows induction (>= MIN_GAP: the full model); the circuit's
+    # loss at every step. Weaker induction attention (gaps of 0.03 and 0.4 nats) is the same
+    # mechanism, so the circuit keeps all of what there is: its loss is at or below the clean one.
+    assert faith[30] >= 0.9 and faith.isna().equals(gap < search.MIN_GAP) and list(faith.isna()) == [1, 1, 1, 0]
+    kept = by_step.eval("(corrupted_loss - circuit_loss) / (corrupted_loss - clean_loss)")
+    assert faith[30] == pytest.approx(kept[30], abs=1e-9) and kept[10] >= 0.9 and kept[20] >= 0.9
     final = edges[edges["step"] == 30]
     assert _edges(final) == BUILT
     k_edge = edges[(edges["source"] == "L0H0") & (edges["input"] == "k")].set_index("step")["score"]
@@ -159,10 +162,13 @@ def test_figures():
         plot_circuit_graph(edges.assign(source="attn0"))
     curve = pd.DataFrame({"size": [0, 1, 2], "faithfulness": [0.0, 0.5, 0.95]})
     assert len(plot_faithfulness_curve(curve, size=2).data) == 2
-    steps = pd.DataFrame({"step": [0, 10], "faithfulness": [0.1, 0.95], "clean_loss": [3.0, 0.2],
+    steps = pd.DataFrame({"step": [0, 10], "faithfulness": [float("nan"), 0.95], "clean_loss": [3.0, 0.2],
                           "corrupted_loss": [3.0, 3.1]})
-    over = plot_circuit_over_training(steps, pd.concat([edges.assign(step=0), edges.assign(step=10)]))
-    assert len(over.data) == 3 + len(edges)
+    over_training = pd.concat([edges.assign(step=0), edges.assign(step=10)])
+    assert len(plot_circuit_over_training(steps, over_training).data) == 3 + len(edges)
+    over = plot_circuit_over_training(steps.assign(circuit_loss=[3.0, 0.3]), over_training)
+    assert [t.name for t in over.data[:4]] == ["faithfulness", "clean loss", "corrupted loss", "circuit loss"]
+    assert list(over.data[3].y) == [3.0, 0.3]
 
 
 @pytest.mark.slow
@@ -171,8 +177,14 @@ def test_detector_on_the_default_induction_run(induction_run):
     table = score_checkpoints([induction_run], detectors=["heads", "circuit"], quiet=True)
     assert not (table["metric"] == "error").any(), table["error"].unique()
     curves, edges = search.circuit_rows(table)
-    faith = curves.set_index("step")["faithfulness"]
-    assert faith.iloc[-1] >= 0.9 and (faith.iloc[:10] < 0.5).all()  # steps 0-80: before the phase change
+    by_step = curves.set_index("step")
+    faith, gap = by_step["faithfulness"], by_step.eval("corrupted_loss - clean_loss")
+    assert faith.iloc[-1] >= 0.9
+    # Steps 0-80, before the phase change: no induction to keep, so no faithfulness (the ratio of
+    # two numbers near 0: BENCHMARKS.md, "Circuit detector"), and the circuit's loss is the corrupted one.
+    assert faith.isna().equals(gap < search.MIN_GAP) and faith.iloc[:10].isna().all()
+    assert (by_step["circuit_loss"] - by_step["corrupted_loss"]).iloc[:10].abs().max() < 0.1
+    assert faith.dropna().iloc[0] < 0.6  # the circuit forming: the first faithfulness defined is low
     heads = table[(table["detector"] == "heads") & (table["step"] == table["step"].max())]
     flagged = {metric: {f"L{la}H{h}" for la, h, v in heads[heads["metric"] == metric][["layer", "head", "value"]]
                         .itertuples(index=False, name=None) if v == 1.0}

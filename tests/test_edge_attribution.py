@@ -14,13 +14,15 @@ leaves the first copy's keys alone: there ``L0H0 -> L1H0.k`` carries almost noth
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from transformer_lens import patching
 
-from circuits import circuit_faithfulness, edge_attribution, faithfulness_curve, prune_circuit, top_edges
+from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, faithfulness_curve, prune_circuit, top_edges
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
@@ -124,6 +126,19 @@ def test_the_built_circuit_is_faithful():
     assert circuit_faithfulness(model, every, clean, corrupted, loss) == pytest.approx(1.0, abs=1e-6)
     # without the K-composition edge the induction is gone
     assert circuit_faithfulness(model, list(BUILT - {("L0H0", "L1H0", "k")}), clean, corrupted, loss) < 0.1
+    # the metrics it is made of: the runs' own losses, and the circuit's run between them
+    metrics = circuit_metrics(model, list(BUILT), clean, corrupted, loss)
+    with torch.no_grad():
+        assert metrics.clean == pytest.approx(float(loss(model(clean))), rel=1e-6)
+        assert metrics.corrupted == pytest.approx(float(loss(model(corrupted))), rel=1e-6)
+    assert metrics.corrupted - metrics.clean > 1.5 and metrics.circuit < metrics.clean  # above 1, as above
+    assert metrics.faithfulness == pytest.approx(circuit_faithfulness(model, list(BUILT), clean, corrupted, loss))
+    assert circuit_metrics(model, [], clean, corrupted, loss).circuit == pytest.approx(metrics.corrupted, rel=1e-6)
+    # where the runs agree, the metrics are still there and only the faithfulness is undefined
+    same = circuit_metrics(model, list(BUILT), clean, clean, loss)
+    assert same.clean == same.corrupted == pytest.approx(same.circuit) and math.isnan(same.faithfulness)
+    with pytest.raises(ValueError, match="faithfulness is undefined"):
+        circuit_faithfulness(model, list(BUILT), clean, clean, loss)
 
 
 def test_faithfulness_curve_and_top_edges():

@@ -59,8 +59,10 @@ EXPECTED = {
                                      r"every circuit edge joins heads the detectors flag: True",
                                      r"K-composition in the circuit: L0H\d -> L1H\d\.k",
                                      r"second copy re-drawn: \d+ edges, faithfulness \d\.\d{3}, \d+ key edges",
-                                     r"faithfulness of the final circuit: 0\.[0-4]\d at most before step \d+, "
-                                     r"(0\.9\d|1\.\d\d) at step \d+"],
+                                     r"circuit loss \d\.\d\d nats at step 0 \(corrupted \d\.\d\d, clean \d\.\d\d\) -> "
+                                     r"\d\.\d\d at step \d+ \(corrupted \d\.\d\d, clean \d\.\d\d\); phase change at step \d+",
+                                     r"faithfulness of the final circuit: undefined before step \d+ \(loss gap at most 0\.[0-4]\d "
+                                     r"nats there\), 0\.[0-5]\d there, (0\.9\d|1\.\d\d) at step \d+"],
 }
 
 #: Steps of the text run notebook 05 trains when the suite runs it (the default recipe takes minutes).

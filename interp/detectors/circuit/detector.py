@@ -8,11 +8,17 @@ first copy) and :func:`circuits.smallest_circuit`: every edge scored by ``eap-ig
 without being told which heads to look for. Then, for every checkpoint of the run, on the same
 tokens:
 
-- ``faithfulness``: that circuit's faithfulness at this checkpoint (:func:`circuits.circuit_faithfulness`);
-  NaN where the clean and corrupted runs give the same loss (undefined);
-- ``clean_loss``, ``corrupted_loss``: the second-copy loss of the clean and corrupted runs (nats).
-  Their gap is the behaviour the faithfulness is a share of: before induction forms it is near 0
-  and the faithfulness is a ratio of two small numbers (noise);
+- ``clean_loss``, ``corrupted_loss``: the second-copy loss of the clean and corrupted runs (nats);
+  their gap is the behaviour a circuit is asked to keep;
+- ``circuit_loss``: the second-copy loss of the circuit's run, the clean input with every edge
+  outside the circuit patched from the corrupted run (:func:`circuits.circuit_metrics`). It stays at
+  the corrupted loss while the circuit carries nothing and follows the clean loss down once it
+  carries the behaviour: the circuit forming, at every checkpoint;
+- ``faithfulness``: ``(circuit_loss - corrupted_loss) / (clean_loss - corrupted_loss)``, that
+  circuit's faithfulness at this checkpoint; NaN where the corrupted loss exceeds the clean one by
+  less than :data:`MIN_GAP` nats (no induction to keep, the criterion of ``applies``): at the
+  first checkpoints the gap is a few thousandths of a nat and the ratio of two such numbers is
+  noise (its range on the default runs: BENCHMARKS.md, "Circuit detector");
 - ``circuit_size``: the number of edges of the circuit (the same at every checkpoint);
 - one row per circuit edge, metric ``edge:SOURCE->TARGET.INPUT`` (``edge:L0H2->L1H1.k``,
   ``edge:L1H1->logits``; ``search.edge_metric``, ``search.parse_edge_metric``): the edge's ``eap-ig``
@@ -20,7 +26,7 @@ tokens:
   when the edge carries induction).
 
 Ranges: ``faithfulness`` any real (1: the circuit keeps the whole gap, 0: no more than the
-corrupted run; section 8 of ``docs/scores.md``), losses in ``[0, inf)``, edge scores any real, in
+corrupted run; section 8 of ``docs/scores.md``) or NaN, losses in ``[0, inf)``, edge scores any real, in
 nats. Papers: edge attribution patching, Syed et al. 2023; EAP-IG and faithfulness as the measure
 of a circuit, Hanna et al. 2024; the graph of ACDC, Conmy et al. 2023; the probe and induction,
 Olsson et al. 2022.
@@ -50,6 +56,9 @@ from interp.runs.layout import RunError
 
 __all__ = ["DETECTOR", "CircuitContext"]
 
+#: The definition of the rows: 2 added ``circuit_loss`` and left ``faithfulness`` NaN below ``MIN_GAP``.
+ROWS = 2
+
 
 @dataclass(frozen=True)
 class CircuitContext:
@@ -61,6 +70,7 @@ class CircuitContext:
     edges: tuple[tuple[str, str, str, float], ...] = ()
     faithfulness: float = float("nan")
     reason: str | None = None  # why no checkpoint of the run gets a number
+    rows: int = ROWS  # part of the plan's digest: rows of an earlier definition are scored again
 
 
 def applies(model: HookedTransformer) -> str | None:
@@ -97,7 +107,7 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> CircuitContext:
 
 
 def score(model: HookedTransformer, context: CircuitContext) -> list[Row]:
-    from circuits import circuit_faithfulness, edge_attribution, one_thread, second_copy_losses
+    from circuits import circuit_metrics, edge_attribution, one_thread
 
     if context.reason:
         raise RunError(context.reason)
@@ -105,13 +115,13 @@ def score(model: HookedTransformer, context: CircuitContext) -> list[Row]:
     circuit = [(s, t, i) for s, t, i, _ in context.edges]
     with one_thread():
         scores = edge_attribution(model, clean, corrupted, metric, METHOD)
-        clean_loss, corrupted_loss = second_copy_losses(model, clean, corrupted, metric)
-        faithfulness = (circuit_faithfulness(model, circuit, clean, corrupted, metric)
-                        if clean_loss != corrupted_loss else float("nan"))
+        losses = circuit_metrics(model, circuit, clean, corrupted, metric)
+    shows_induction = losses.corrupted - losses.clean >= MIN_GAP
     by_edge = {(s, t, i): float(v) for s, t, i, v in scores.itertuples(index=False, name=None)}
-    rows: list[Row] = [{"metric": "faithfulness", "value": faithfulness},
-                       {"metric": "clean_loss", "value": clean_loss},
-                       {"metric": "corrupted_loss", "value": corrupted_loss},
+    rows: list[Row] = [{"metric": "faithfulness", "value": losses.faithfulness if shows_induction else float("nan")},
+                       {"metric": "clean_loss", "value": losses.clean},
+                       {"metric": "corrupted_loss", "value": losses.corrupted},
+                       {"metric": "circuit_loss", "value": losses.circuit},
                        {"metric": "circuit_size", "value": float(len(circuit))}]
     return rows + [{"metric": edge_metric(*edge), "value": by_edge[edge]} for edge in circuit]
 

@@ -120,11 +120,12 @@ def plot_faithfulness_curve(curve: pd.DataFrame, size: int | None = None, target
 
 def plot_circuit_over_training(curves: pd.DataFrame, edges: pd.DataFrame, phase_change: object | None = None,
                                top: int | None = None, title: str = "The circuit over training") -> go.Figure:
-    """Two panels against step: the circuit's faithfulness (and the clean and corrupted losses when
-    given), and each circuit edge's score (one line per edge, coloured by its input, the ``top``
-    largest at the last step when given).
+    """Two panels against step: the circuit's faithfulness (and the clean, corrupted and circuit
+    losses when given), and each circuit edge's score (one line per edge, coloured by its input, the
+    ``top`` largest at the last step when given).
 
-    ``curves``: ``step``, ``faithfulness`` (and optionally ``clean_loss``, ``corrupted_loss``);
+    ``curves``: ``step``, ``faithfulness`` (and optionally ``clean_loss``, ``corrupted_loss``,
+    ``circuit_loss``);
     ``edges``: ``step, source, target, input, score`` (:func:`interp.circuit_rows` returns both);
     ``phase_change``: what :func:`interp.locate_phase_change` returns, drawn as a dashed line and a shaded band.
     """
@@ -135,10 +136,11 @@ def plot_circuit_over_training(curves: pd.DataFrame, edges: pd.DataFrame, phase_
                         specs=[[{"secondary_y": True}], [{}]])
     fig.add_scatter(x=curves["step"], y=curves["faithfulness"], mode="lines+markers", name="faithfulness",
                     line={"color": "#d62728"}, row=1, col=1)
-    for column, colour in (("clean_loss", "#1f77b4"), ("corrupted_loss", "#7f7f7f")):
+    for column, colour, dash in (("clean_loss", "#1f77b4", "dot"), ("corrupted_loss", "#7f7f7f", "dot"),
+                                 ("circuit_loss", "#ff7f0e", "dash")):
         if column in curves:
             fig.add_scatter(x=curves["step"], y=curves[column], mode="lines", name=column.replace("_", " "),
-                            line={"color": colour, "dash": "dot"}, row=1, col=1, secondary_y=True)
+                            line={"color": colour, "dash": dash}, row=1, col=1, secondary_y=True)
     last = edges[edges["step"] == edges["step"].max()] if len(edges) else edges
     keep = last.reindex(last["score"].abs().sort_values(ascending=False).index)
     keep = keep.head(top) if top else keep

@@ -11,7 +11,7 @@ import pandas as pd
 
 from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.detectors.circuit.search import METHOD, TARGET, circuit_rows, find_run_circuit
+from interp.detectors.circuit.search import METHOD, MIN_GAP, TARGET, circuit_rows, find_run_circuit
 from interp.detectors.circuit.figures import plot_circuit_graph, plot_circuit_over_training, plot_faithfulness_curve
 from interp.detectors.heads.flags import head_kinds
 
@@ -52,8 +52,11 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
             if phase is not None else "No phase change was located (or the run has no heads rows).")
     parts.append(ReportFigure(
         "the circuit over training", over,
-        "Top: the final circuit's faithfulness at every checkpoint (and the clean and corrupted losses; before "
-        "their gap opens the faithfulness is a ratio of noise). Bottom: each circuit edge's score. " + when))
+        "Top: the second-copy loss of the clean run, of the corrupted run (first copy re-drawn) and of the "
+        "circuit's run (every edge outside the final circuit patched from the corrupted run), and the circuit's "
+        f"faithfulness where the corrupted loss exceeds the clean one by {MIN_GAP:g} nats or more (below that there "
+        "is no induction to keep, and the ratio of two small numbers is noise). The circuit forms where its loss "
+        "leaves the corrupted one for the clean one. Bottom: each circuit edge's score. " + when))
     return parts
 
 

@@ -13,7 +13,7 @@ from transformer_lens import HookedTransformer
 __all__ = ["EDGE_PREFIX", "METHOD", "METRICS", "MIN_GAP", "MIN_HALF_LEN", "N_SEQS", "TARGET", "circuit_rows",
            "contrast", "edge_metric", "find_run_circuit", "parse_edge_metric"]
 
-METRICS = ("faithfulness", "clean_loss", "corrupted_loss", "circuit_size")
+METRICS = ("faithfulness", "clean_loss", "corrupted_loss", "circuit_loss", "circuit_size")
 EDGE_PREFIX = "edge:"
 METHOD = "eap-ig"
 TARGET = 0.9
