@@ -10,6 +10,11 @@ the built ones: ``embed -> L0H0.v`` (the token the previous-token head copies in
 and ``L1H0 -> logits``. The query edge ``embed -> L1H0.q`` is needed too but reads the same
 tokens on both runs, so no patching method can see it. (Re-drawing the second copy instead
 leaves the first copy's keys alone: there ``L0H0 -> L1H0.k`` carries almost nothing.)
+
+Which method ranks the built edges first depends on how sharp the model's attention is: at
+``strength=10`` (attention logits 2 apart) all three do, on every probe of :data:`PROBES`; at the
+model's default ``strength=100`` (20 apart) the softmax is saturated, its gradient vanishes and the
+first-order scores miss the K-composition edge (``test_saturated_attention_defeats_...``).
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ import pytest
 import torch
 from transformer_lens import patching
 
-from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, faithfulness_curve, prune_circuit, top_edges
+from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, faithfulness_curve, induction_contrast, \
+    prune_circuit, top_edges
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
 from handbuilt_models import VOCAB, induction_circuit_model, random_model
 
 BUILT = {("embed", "L0H0", "v"), ("L0H0", "L1H0", "k"), ("embed", "L1H0", "v"), ("L1H0", "logits", "")}
+K_COMPOSITION, PREVIOUS_VALUE = ("L0H0", "L1H0", "k"), ("embed", "L0H0", "v")
 HALF = 8
+#: Attention sharpness of the hand-built model at which softmax still has a gradient (module docstring).
+SHARP = 10.0
+#: Probes of ``circuits.induction_contrast``: (copy length, sequences, seed).
+PROBES = [(half, n_seqs, seed) for half in (3, 5, 8, 11) for n_seqs in (1, 4, 16) for seed in range(3)]
 
 
 def induction_pair(vocab: int = VOCAB, half: int = HALF, batch: int = 32, seed: int = 0):
@@ -108,12 +119,32 @@ def test_patching_every_edge_is_the_corrupted_run_and_none_the_clean_run(config)
 
 @pytest.mark.parametrize("method", METHODS)
 def test_the_built_edges_rank_first_with_every_method(method):
-    clean, corrupted, loss = induction_pair()
-    scores = edge_attribution(induction_circuit_model(), clean, corrupted, loss, method)
-    assert auc(scores, BUILT) == 1.0
-    assert set(zip(*top_edges(scores, k=4)[["source", "target", "input"]].T.values)) == BUILT
-    built = scores[[k in BUILT for k in zip(scores.source, scores.target, scores.input)]]
-    assert (built.score > 0).all()  # patching any of them raises the loss
+    model = induction_circuit_model(strength=SHARP)
+    for probe in PROBES:
+        clean, corrupted, loss = induction_contrast(model, probe[1], probe[0], probe[2])
+        scores = edge_attribution(model, clean, corrupted, loss, method)
+        assert auc(scores, BUILT) == 1.0, probe
+        assert set(zip(*top_edges(scores, k=4)[["source", "target", "input"]].T.values)) == BUILT, probe
+        built = scores[[k in BUILT for k in zip(scores.source, scores.target, scores.input)]]
+        assert (built.score > 0).all(), probe  # patching any of them raises the loss
+
+
+def test_saturated_attention_defeats_first_order_scores():
+    # strength 100: the previous-token and induction attention are one-hot to float precision, so
+    # the gradient through their softmax is 0. eap then scores the K-composition edge and the value
+    # edge that feeds it 0, where patching either costs nats; eap-ig (5 steps) ranks them below the
+    # anti-induction head's edges. exact patching is unaffected. (Random tokens with repeats split
+    # the induction attention between matches and hide this: the earlier probes of this file.)
+    model = induction_circuit_model()
+    clean, corrupted, loss = induction_contrast(model, 16, HALF, 0)
+    scores = {m: edge_attribution(model, clean, corrupted, loss, m).set_index(["source", "target", "input"]).score
+              for m in METHODS}
+    assert scores["exact"][K_COMPOSITION] > 1 and scores["exact"][PREVIOUS_VALUE] > 1
+    assert abs(scores["eap"][K_COMPOSITION]) < 1e-6 and abs(scores["eap"][PREVIOUS_VALUE]) < 1e-6
+    ranked = {m: auc(s.reset_index(), BUILT) for m, s in scores.items()}
+    assert ranked["exact"] == 1.0 and ranked["eap"] < 1.0 and ranked["eap-ig"] < 1.0
+    anti = scores["eap-ig"][("L1H1", "logits", "")]
+    assert 0 < scores["eap-ig"][K_COMPOSITION] < abs(anti)
 
 
 def test_the_built_circuit_is_faithful():
@@ -216,13 +247,14 @@ def test_pruned_edges_cannot_change_the_circuit(attn_only, seed):
 
 def test_without_the_previous_token_head_nothing_ranks_as_built():
     # Control: L0H0 zeroed. Induction cannot form; the built edges out of or into L0H0 carry nothing.
-    model = induction_circuit_model(previous_token_head=False)
-    clean, corrupted, loss = induction_pair()
-    for method in METHODS:
-        scores = edge_attribution(model, clean, corrupted, loss, method)
-        assert auc(scores, BUILT) < 0.9, method
-        into_l0h0 = scores[(scores.source == "L0H0") | (scores.target == "L0H0")]
-        assert np.allclose(into_l0h0.score, 0.0, atol=1e-6), method
+    model = induction_circuit_model(strength=SHARP, previous_token_head=False)
+    for probe in PROBES:
+        clean, corrupted, loss = induction_contrast(model, probe[1], probe[0], probe[2])
+        for method in METHODS:
+            scores = edge_attribution(model, clean, corrupted, loss, method)
+            assert auc(scores, BUILT) < 0.9, (method, probe)
+            into_l0h0 = scores[(scores.source == "L0H0") | (scores.target == "L0H0")]
+            assert np.allclose(into_l0h0.score, 0.0, atol=1e-6), (method, probe)
 
 
 # ---- exact patching against TransformerLens ------------------------------------------------------
