@@ -126,6 +126,15 @@ def test_detector_on_the_growing_run(growing_run):
     assert _edges(final) == BUILT
     k_edge = edges[(edges["source"] == "L0H0") & (edges["input"] == "k")].set_index("step")["score"]
     assert k_edge[0] == pytest.approx(0.0, abs=1e-6) and k_edge[30] > k_edge[10] > 0
+    # A table of the early checkpoints only (no faithfulness defined), and one written by version 1
+    # of the detector (no circuit_loss rows; a faithfulness below the gap): reported, as defined now.
+    early = build_report(table[table["step"] <= 10])
+    assert "faithfulness undefined (the loss gap is below 0.5 nats)" in early
+    old = table[table["metric"] != "circuit_loss"].copy()
+    old.loc[(old["metric"] == "faithfulness") & (old["step"] == 10), "value"] = 1.25
+    curves, _ = search.circuit_rows(old)
+    assert curves["circuit_loss"].isna().all() and curves.set_index("step")["faithfulness"][10] == 1.25
+    assert "this table has no circuit loss: score it again to add it" in build_report(old)
     page = build_report(table)
     for title in ("the circuit", "faithfulness against circuit size", "the circuit over training"):
         assert f">{title}</a>" in page  # listed in the contents: a figure with its caption

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pandas as pd
@@ -269,6 +270,20 @@ def final_norm():
         summary=lambda model, run_dir: "", report=lambda rows: []))
     yield detector
     DETECTORS.pop(detector.name, None)
+
+
+def test_rows_of_an_earlier_detector_version_are_scored_again(final_norm, tiny_runs, tmp_path):
+    from interp.detectors.registry import DETECTORS
+
+    run = tmp_path / "ind"
+    shutil.copytree(tiny_runs[0], run)
+    first = score_checkpoints(run, ["final_norm"])
+    assert score_checkpoints(run, ["final_norm"], existing=first).attrs["n_scored"] == 0
+    DETECTORS["final_norm"] = dataclasses.replace(final_norm, version=2)  # its rows changed definition
+    again = score_checkpoints(run, ["final_norm"], existing=first)
+    assert again.attrs["n_scored"] == len(list_checkpoints(run)) and len(again) == len(first)
+    assert {c[-2:] for c in again["context"]} == {"@2"} and set(c[:-2] for c in again["context"]) == set(first["context"])
+    assert score_checkpoints(run, ["final_norm"], existing=again).attrs["n_scored"] == 0  # and then they stand
 
 
 def test_one_detector_named_as_a_string_is_one_name(tiny_runs):

@@ -44,6 +44,9 @@ class Detector:
             page why a figure is missing when they cannot be read.
         report_rows: other detectors whose rows of the same run ``report`` also receives (the
             ``text`` section sets its curve beside the ``heads`` scores); default none.
+        version: the definition of the rows it writes, 1 at first; raise it when they change (a
+            new metric, another formula), and rows written under an earlier one are scored again
+            (each row's ``context`` records it: :func:`interp.scoring.context.plan_label`).
     """
 
     name: str
@@ -55,3 +58,4 @@ class Detector:
     summary: Callable[[HookedTransformer, Path | None], str]
     report: Callable[[pd.DataFrame], list[Any]]
     report_rows: tuple[str, ...] = ()
+    version: int = 1

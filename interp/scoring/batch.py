@@ -29,6 +29,8 @@ from interp.scoring.jobs import TableFile, run_jobs
 from interp.runs.layout import CHECKPOINT_DIR, CheckpointRef, find_checkpoints
 from interp.runs.series import series_children
 from interp.runs.record import read_run
+from interp.detectors.registry import DETECTORS
+from interp.scoring.context import label_version
 from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, table_saver
 from interp.scoring.task import ScoreTask, check_detectors, lost_rows, plan_run, score_task, with_fingerprint
 
@@ -73,7 +75,8 @@ def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | N
 def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dict[tuple[str, str, str], str],
                 device: str = "cpu") -> tuple[list[ScoreTask], dict]:
     """The tasks of a job: per run with anything new, its plan, and every (checkpoint, detector)
-    not yet scored against that plan (rows of another plan's digest are scored again)."""
+    not yet scored against that plan (rows of another plan's digest, or of an earlier version of
+    their detector, are scored again)."""
     tasks: list[ScoreTask] = []
     skipped: dict[str, dict[str, str]] = {}
     by_run: dict[str, list[CheckpointRef]] = {}
@@ -84,8 +87,9 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dic
         plans.setdefault((run, detector), set()).add(digest)
     for run, run_refs in by_run.items():
         if all((r.run, r.checkpoint, d) in done for r in run_refs for d in detectors) and \
-                all(len(plans.get((run, d), ())) <= 1 for d in detectors):
-            continue  # nothing new, and one plan behind each detector's rows
+                all(len(plans.get((run, d), ())) <= 1 for d in detectors) and \
+                all(label_version(p) == DETECTORS[d].version for d in detectors for p in plans.get((run, d), ())):
+            continue  # nothing new, one plan behind each detector's rows, and of its current version
         plan = plan_run(_plan_checkpoints(run, run_refs), detectors)
         if plan.skipped:
             skipped[run] = dict(plan.skipped)

@@ -5,7 +5,9 @@ checkpoint's circuit, key frequencies or LLC setting; the heads' probe). Each ro
 digest of that context (the ``context`` column of :mod:`interp.scoring.table`), so rows scored
 against another plan (the run gained a later checkpoint, its final file changed, one checkpoint
 was scored alone before its run was) are told apart and scored again. The digest is built from
-the context's values, not from its pickle, which differs between two pickles of one tensor.
+the context's values, not from its pickle, which differs between two pickles of one tensor. A
+detector whose rows changed definition (its ``version`` raised) tags the digest with that version
+(:func:`plan_label`), so its older rows are scored again without planning their run first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["context_digest"]
+__all__ = ["context_digest", "label_version", "plan_label"]
 
 
 def context_digest(context: Any) -> str | None:
@@ -36,6 +38,18 @@ def context_digest(context: Any) -> str | None:
     except Exception:  # noqa: BLE001 - a plugin's context of any kind: no digest, never a stopped job
         return None
     return digest.hexdigest()[:16]
+
+
+def plan_label(digest: str | None, version: int = 1) -> str | None:
+    """The ``context`` a row records: the plan's ``digest``, followed by ``@N`` for a detector at
+    ``version`` N > 1 (``"@2"`` alone when there is no digest)."""
+    return digest if version <= 1 else f"{digest or ''}@{version}"
+
+
+def label_version(label: str | None) -> int:
+    """The detector version a row's ``context`` records (:func:`plan_label`): 1 when it names none."""
+    _, at, version = (label or "").rpartition("@")
+    return int(version) if at and version.isdigit() else 1
 
 
 def _feed(digest: Any, value: Any) -> None:

@@ -20,7 +20,7 @@ from interp.detectors.registry import DETECTORS
 from interp.runs.checkpoints import CheckpointError, load_cached
 from interp.runs.soundness import unsound
 from interp.runs.layout import CheckpointRef, fingerprint, run_of
-from interp.scoring.context import context_digest
+from interp.scoring.context import context_digest, plan_label
 from interp.scoring.table import ERROR_METRIC
 
 __all__ = ["RunPlan", "ScoreTask", "check_detectors", "lost_rows", "plan_run", "score_task", "with_fingerprint"]
@@ -53,7 +53,7 @@ class RunPlan:
 
     contexts: dict[str, Any]  # detector -> what it prepared for the run, in scoring order
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it does not apply
-    digests: dict[str, str | None] = field(default_factory=dict)  # detector -> context_digest of its context
+    digests: dict[str, str | None] = field(default_factory=dict)  # detector -> plan_label of its context
 
 
 def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan:
@@ -84,7 +84,8 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
             contexts[name] = detector.prepare(model, run_dir)
         else:
             skipped[name] = why
-    return RunPlan(contexts, skipped, {name: context_digest(context) for name, context in contexts.items()})
+    return RunPlan(contexts, skipped, {name: plan_label(context_digest(context), DETECTORS[name].version)
+                                       for name, context in contexts.items()})
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,6 @@ from interp.runs.layout import RunError
 
 __all__ = ["DETECTOR", "CircuitContext"]
 
-#: The definition of the rows: 2 added ``circuit_loss`` and left ``faithfulness`` NaN below ``MIN_GAP``.
-ROWS = 2
-
 
 @dataclass(frozen=True)
 class CircuitContext:
@@ -70,7 +67,6 @@ class CircuitContext:
     edges: tuple[tuple[str, str, str, float], ...] = ()
     faithfulness: float = float("nan")
     reason: str | None = None  # why no checkpoint of the run gets a number
-    rows: int = ROWS  # part of the plan's digest: rows of an earlier definition are scored again
 
 
 def applies(model: HookedTransformer) -> str | None:
@@ -143,8 +139,8 @@ def report(rows: pd.DataFrame) -> list[Any]:
 
 DETECTOR = Detector(
     name="circuit",
-    help="the final checkpoint's induction circuit (eap-ig, faithfulness >= 0.9): its edges' scores and its "
-         "faithfulness at every checkpoint",
+    help="the final checkpoint's induction circuit (eap-ig, faithfulness >= 0.9): its loss, faithfulness and "
+         "edges' scores at every checkpoint",
     metrics=(*METRICS, f"{EDGE_PREFIX}SOURCE->TARGET.INPUT"),
     applies=applies,
     prepare=prepare,
@@ -152,4 +148,5 @@ DETECTOR = Detector(
     summary=summary,
     report=report,
     report_rows=("heads",),
+    version=2,  # 2: circuit_loss added, faithfulness NaN below MIN_GAP
 )

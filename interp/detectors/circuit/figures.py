@@ -138,7 +138,7 @@ def plot_circuit_over_training(curves: pd.DataFrame, edges: pd.DataFrame, phase_
                     line={"color": "#d62728"}, row=1, col=1)
     for column, colour, dash in (("clean_loss", "#1f77b4", "dot"), ("corrupted_loss", "#7f7f7f", "dot"),
                                  ("circuit_loss", "#ff7f0e", "dash")):
-        if column in curves:
+        if column in curves and curves[column].notna().any():
             fig.add_scatter(x=curves["step"], y=curves[column], mode="lines", name=column.replace("_", " "),
                             line={"color": colour, "dash": dash}, row=1, col=1, secondary_y=True)
     last = edges[edges["step"] == edges["step"].max()] if len(edges) else edges

@@ -22,6 +22,9 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
     curves, edges = circuit_rows(rows)
     if curves.empty or edges.empty:
         return ["<p class='note'>No circuit rows in the table.</p>"]
+    # rows of the detector's version 1 (tables scored before it) hold a faithfulness below the gap too
+    gap = curves["corrupted_loss"] - curves["clean_loss"]
+    curves["faithfulness"] = curves["faithfulness"].where(gap >= MIN_GAP)
     last = int(curves["step"].max())
     final = edges[edges["step"] == last]
     at_last = curves[curves["step"] == last].iloc[0]
@@ -34,7 +37,7 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
         f"<p class='circuit' data-circuit-size='{len(final)}'>Circuit of the final checkpoint (step {last}): "
         f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}, less "
         f"the edges on no path from the embeddings to the logits), "
-        f"faithfulness {at_last['faithfulness']:.3f}; second-copy loss {at_last['clean_loss']:.2f} nats, "
+        f"faithfulness {_faithfulness(at_last['faithfulness'])}; second-copy loss {at_last['clean_loss']:.2f} nats, "
         f"{at_last['corrupted_loss']:.2f} with the first copy re-drawn. Edges: {listed}.</p>"]
     kinds = head_kinds(rows)
     if kinds:
@@ -50,14 +53,22 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
     over = plot_circuit_over_training(curves, edges, phase, title="The circuit over training")
     when = ("The dashed line and band mark the induction phase change located on the head scores."
             if phase is not None else "No phase change was located (or the run has no heads rows).")
+    circuit_loss = curves["circuit_loss"].notna().any()
+    losses = ("of the clean run, of the corrupted run (first copy re-drawn) and of the circuit's run (every edge "
+              "outside the final circuit patched from the corrupted run)" if circuit_loss else
+              "of the clean run and of the corrupted run (first copy re-drawn; this table has no circuit loss: score "
+              "it again to add it)")
+    forms = " The circuit forms where its loss leaves the corrupted one for the clean one." if circuit_loss else ""
     parts.append(ReportFigure(
         "the circuit over training", over,
-        "Top: the second-copy loss of the clean run, of the corrupted run (first copy re-drawn) and of the "
-        "circuit's run (every edge outside the final circuit patched from the corrupted run), and the circuit's "
-        f"faithfulness where the corrupted loss exceeds the clean one by {MIN_GAP:g} nats or more (below that there "
-        "is no induction to keep, and the ratio of two small numbers is noise). The circuit forms where its loss "
-        "leaves the corrupted one for the clean one. Bottom: each circuit edge's score. " + when))
+        f"Top: the second-copy loss {losses}, and the circuit's faithfulness where the corrupted loss exceeds the "
+        f"clean one by {MIN_GAP:g} nats or more (below that there is no induction to keep, and the ratio of two small "
+        f"numbers is noise).{forms} Bottom: each circuit edge's score. " + when))
     return parts
+
+
+def _faithfulness(value: float) -> str:
+    return f"{value:.3f}" if pd.notna(value) else f"undefined (the loss gap is below {MIN_GAP:g} nats)"
 
 
 def _flags_sentence(final: pd.DataFrame, kinds: dict[tuple[int, int], str]) -> str:

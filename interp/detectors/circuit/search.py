@@ -61,7 +61,7 @@ def circuit_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     from interp.detectors._curves import metric_curves
 
     rows = rows[rows["detector"] == "circuit"].dropna(subset=["step"])  # the report gives a step-less file step 0
-    curves = metric_curves(rows, "circuit", METRICS)
+    curves = metric_curves(rows, "circuit", METRICS).reindex(columns=["step", *METRICS])  # a metric never written: NaN
     edge_rows = rows[rows["metric"].str.startswith(EDGE_PREFIX)]
     parsed = [parse_edge_metric(m) for m in edge_rows["metric"]]
     edges = pd.DataFrame({"step": edge_rows["step"].astype("int64").to_numpy(),
