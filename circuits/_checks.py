@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
-__all__ = ["check_finite_weights", "check_model", "check_tokens", "model_device", "nonfinite_parameters", "vocab_out"]
+__all__ = ["check_finite_weights", "check_model", "check_tokens", "model_device", "nonfinite_parameters", "positive_int",
+           "seed_int", "vocab_out"]
 
 
 def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
@@ -39,6 +41,20 @@ def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
     if weights:
         check_finite_weights(model)
     return model
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int when it is a Python or numpy integer >= 1 (not a bool), else a one-line ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def seed_int(value: object) -> int:
+    """A seed ``torch.Generator.manual_seed`` takes: an int in ``[0, 2**63)``, else a one-line ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** 63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {value!r}")
+    return int(value)
 
 
 def check_finite_weights(model: torch.nn.Module) -> None:

@@ -59,7 +59,9 @@ def layer_means(
         out: list[torch.Tensor | None] = [None] * n_layers
 
         def keep(layer: int, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
-            out[layer] = reduce(layer, pattern, z, tokens).cpu()
+            # TransformerLens sets a NaN pattern row to 0 (it sums to 0, not 1)
+            _check_finite(layer, "attention pattern", (pattern.sum(-1) - 1).abs().amax() < 1e-2)
+            out[layer] = _checked(layer, reduce(layer, pattern, z, tokens)).cpu()
 
         run_attention_hooks(model, tokens, keep, need_z=need_z)
         return out  # type: ignore[return-value]
@@ -74,12 +76,25 @@ def layer_means(
 
         def add(layer: int, rows: slice, pattern: torch.Tensor, z: torch.Tensor | None) -> None:
             chunk = part[rows]
-            value = reduce(layer, pattern, z, chunk) * len(chunk)
+            value = _checked(layer, reduce(layer, pattern, z, chunk)) * len(chunk)
             sums[layer] = value if layer not in sums else sums[layer] + value
 
         with threads_for(model.cfg, part):
             fused_attention_layers(model, part, add, need_z=need_z, chunk_seqs=chunk_seqs)
     return [sums[layer].cpu() / batch for layer in range(n_layers)]
+
+
+def _checked(layer: int, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a layer's reduction: NaN when its pattern or ``z`` was not finite), after checking
+    it holds no NaN or infinity. Checking the small reduction, not the pattern or ``z``, costs nothing."""
+    _check_finite(layer, "attention", torch.isfinite(value).all())
+    return value
+
+
+def _check_finite(layer: int, what: str, finite: torch.Tensor) -> None:
+    if not bool(finite):
+        raise ValueError(f"the forward pass is not finite: layer {layer}'s {what} holds NaN or infinity on these "
+                         "tokens (finite weights whose activations overflow their dtype)")
 
 
 class _Done(Exception):

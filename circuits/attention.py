@@ -12,6 +12,7 @@ Patterns are ``(batch, n_heads, q_pos, k_pos)`` with rows (queries) summing to 1
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
@@ -37,6 +38,19 @@ def previous_token_from_pattern(pattern: torch.Tensor) -> torch.Tensor:
     induction heads"; Elhage et al. 2021, "A mathematical framework for transformer circuits".
     """
     return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).float().mean(dim=(0, 2))
+
+
+#: Shortest copy the prefix-matching score reads apart from the previous-token score.
+MIN_PREFIX_HALF_LEN = 3
+
+
+def check_prefix_half(half_len: int) -> None:
+    """``ValueError`` (one line) for copies too short for prefix matching: at ``N = 2`` its diagonal
+    ``q - k = N - 1`` is the previous-token diagonal, at ``N = 1`` the main one."""
+    if half_len < MIN_PREFIX_HALF_LEN:
+        raise ValueError(f"prefix matching needs copies of at least {MIN_PREFIX_HALF_LEN} tokens, got N={half_len}: "
+                         f"its diagonal q - k = N - 1 is then {'the previous-token' if half_len == 2 else 'the main'} "
+                         "diagonal: use copies of 3 or more tokens (the default probe is capped by the context and vocabulary)")
 
 
 def prefix_matching_from_pattern(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
@@ -98,10 +112,12 @@ def prefix_matching_scores(
     score = mean over the batch and ``k = 1..N`` of ``A[N+k, k+1]`` on ``[x0, r_1..r_N, r_1..r_N]``,
     in [0, 1] (1 = pure induction attention). ``tokens`` must have that layout; by default the
     seeded probe ``repeated_tokens(model, n_seqs, half_len, seed)``. One batched forward pass.
-    Olsson et al. 2022, "In-context learning and induction heads".
+    ``ValueError`` for copies shorter than 3 tokens (:func:`check_prefix_half`) and for a forward
+    pass that overflows. Olsson et al. 2022, "In-context learning and induction heads".
     """
     model = check_model(model)
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
+    check_prefix_half(n)
     scores = _pattern_scores(model, tokens, "prefix_matching", n)
     return head_frame(int(model.cfg.n_layers), int(model.cfg.n_heads), {"score": scores})
 
@@ -126,6 +142,8 @@ def attention_pattern(
     """
     model = check_model(model)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in (layer, head)):
+        raise ValueError(f"layer and head must be ints, got layer={layer!r}, head={head!r}")
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise ValueError(f"no head L{layer}H{head} in a model of {n_layers} layers x {n_heads} heads")
     if tokens is None:

@@ -19,7 +19,7 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm
 
-from circuits._checks import check_model, vocab_out
+from circuits._checks import check_model, positive_int, vocab_out
 from circuits._hooks import head_frame, layer_means
 from circuits._vocab_tiles import estimated_sums, vocab_tile_sums
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
@@ -105,9 +105,8 @@ class LayerLogitMaps:
         self.model = model
         self.w_u = unembed_directions(model)
         vocab = self.w_u.shape[-1]
-        if vocab_sample is not None and (isinstance(vocab_sample, bool) or not isinstance(vocab_sample, int)
-                                         or vocab_sample < 1):
-            raise ValueError(f"vocab_sample must be a positive integer or None, got {vocab_sample!r}")
+        if vocab_sample is not None:
+            vocab_sample = positive_int("vocab_sample", vocab_sample)
         #: The sampled vocabulary ids (sorted), their ``w_u`` columns and the Gram matrix
         #: ``w_u w_u^T`` of the whole vocabulary; all None when the whole vocabulary is read.
         self.sample: torch.Tensor | None = None
@@ -187,7 +186,9 @@ def copying_from_layer(
         tokens = tokens.clamp(max=vocab - 1)
     d_head = zq.shape[-1]
     small = maps.sample is None and n_heads * (rows + d_head) * vocab <= _SMALL_LAYER_ELEMENTS
-    if chunk_elements is None:
+    if chunk_elements is not None:
+        chunk_elements = positive_int("chunk_elements", chunk_elements)
+    else:
         chunk_elements = DEFAULT_CHUNK_ELEMENTS if device.type == "cpu" else 1 << 24
         if small:
             chunk_elements = max(chunk_elements, _SMALL_LAYER_ELEMENTS)
@@ -204,7 +205,7 @@ def copying_from_layer(
         positive = vocab_tile_sums(zq, w_o, w_u, int(chunk_elements))
     else:
         positive = estimated_sums(zq, w_o, maps, key_logits, tokens, valid, int(chunk_elements))
-    scores = torch.where(positive > 0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    scores = torch.where(positive == 0, 0.0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny))  # NaN stays
     return scores.sum(dim=-1) / rows
 
 
@@ -215,7 +216,7 @@ def _position_scores(logits: torch.Tensor, keys: torch.Tensor, attn: torch.Tenso
     """
     positive = logits.relu_().sum(dim=-1)  # the ReLU'd logits over the whole vocabulary
     copied = logits.gather(-1, keys).mul_(attn).sum(dim=-1)
-    return torch.where(positive > 0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    return torch.where(positive == 0, 0.0, copied / positive.clamp_min(torch.finfo(torch.float32).tiny))  # NaN stays
 
 
 @torch.inference_mode()
@@ -286,8 +287,10 @@ def ov_copying_scores(
 
     With ``lambda`` the eigenvalues of the full OV circuit ``W_E W_V W_O W_U`` (token to logit,
     biases and LayerNorm ignored; restricted to the ids that are both inputs and outputs),
-    score = ``Re(sum lambda) / sum |lambda|``, in [-1, 1]: +1 = the head copies (every input
-    token raises its own logit), -1 = it suppresses what it attends to, ~0 = neither.
+    score = ``Re(sum lambda) / sum |lambda|``, in [-1, 1]: +1 = every eigenvalue real and positive
+    (typical of a head that copies, though positive eigenvalues do not make every diagonal entry,
+    a token's effect on its own logit, positive), -1 = every one negative (typical of suppression),
+    ~0 = neither.
     Elhage et al. 2021, "A mathematical framework for transformer circuits". The eigenvalues come
     from the ``d_head x d_head`` product ``W_O (W_U W_E) W_V``, never a ``d_vocab x d_vocab``
     matrix. ``tokens`` and probe options are accepted for a uniform

@@ -14,7 +14,7 @@ from transformer_lens import HookedTransformer
 from circuits._checks import check_model, vocab_out
 from circuits._hooks import head_frame, layer_means
 from circuits._parallel import threads_for
-from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
+from circuits.attention import check_prefix_half, prefix_matching_from_pattern, previous_token_from_pattern
 from circuits.copying import DEFAULT_VOCAB_SAMPLE, LayerLogitMaps, copying_from_layer, ov_copying_tensor
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
@@ -76,11 +76,14 @@ def induction_heads(
     ``chunk_elements`` per worker; on a large vocabulary the copying denominator reads
     ``vocab_sample`` sampled ids besides each sequence's own (see
     :func:`circuits.copying.copying_scores`; ``None``: the whole vocabulary). Runs under ``inference_mode`` and
-    leaves the model unchanged. Olsson et al. 2022, "In-context learning and induction heads";
+    leaves the model unchanged. ``ValueError`` (one line) for copies shorter than 3 tokens (the
+    prefix-matching diagonal would be the previous-token one) and for a forward pass whose
+    activations overflow (NaN or infinity from finite weights). Olsson et al. 2022, "In-context learning and induction heads";
     Elhage et al. 2021, "A mathematical framework for transformer circuits".
     """
     model = check_model(model)
     tokens, n = resolve_probe(model, tokens, n_seqs, half_len, seed, repeated=True)
+    check_prefix_half(n)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)

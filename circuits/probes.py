@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, check_tokens, model_device, vocab_out
+from circuits._checks import check_model, check_tokens, model_device, positive_int, seed_int, vocab_out
 
 __all__ = ["DEFAULT_HALF_LEN", "DEFAULT_N_SEQS", "DEFAULT_SEED", "probe_bos", "repeated_tokens", "resolve_probe"]
 
@@ -77,8 +77,7 @@ def repeated_tokens(
     Probe of Olsson et al. 2022, "In-context learning and induction heads".
     """
     model = check_model(model, weights=False)  # the probe depends on the config alone
-    if isinstance(n_seqs, bool) or not isinstance(n_seqs, int) or n_seqs < 1:
-        raise ValueError(f"n_seqs must be a positive int, got {n_seqs!r}")
+    n_seqs, seed = positive_int("n_seqs", n_seqs), seed_int(seed)
     if bos is None:
         bos = probe_bos(model)
     elif not 0 <= int(bos) < int(model.cfg.d_vocab):
@@ -95,8 +94,7 @@ def repeated_tokens(
         )
     if half_len is None:
         half_len = _default_half_len(model, candidates.numel())
-    if isinstance(half_len, bool) or not isinstance(half_len, int) or half_len < 1:
-        raise ValueError(f"half_len must be a positive int, got {half_len!r}")
+    half_len = positive_int("half_len", half_len)
     n_ctx = int(model.cfg.n_ctx)
     if 2 * half_len + 1 > n_ctx:
         raise ValueError(
@@ -104,7 +102,7 @@ def repeated_tokens(
         )
     # Drawn on the CPU with a CPU generator, so the probe is the same whatever the model's device,
     # then moved to the model's device.
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(seed)
     n_cand = candidates.numel()
     if half_len <= n_cand:
         idx = torch.stack([torch.randperm(n_cand, generator=gen)[:half_len] for _ in range(n_seqs)])
@@ -130,4 +128,7 @@ def resolve_probe(
     """
     if tokens is None:
         tokens = repeated_tokens(model, n_seqs=n_seqs, half_len=half_len, seed=seed)
-    return check_tokens(model, tokens, repeated=repeated)
+    tokens, n = check_tokens(model, tokens, repeated=repeated)
+    if repeated and half_len is not None and half_len != n:
+        raise ValueError(f"half_len={half_len!r} does not match the tokens given, whose halves are N={n} long")
+    return tokens, n

@@ -35,6 +35,11 @@ def test_applies_gives_the_reason(tiny_runs):
     assert DETECTORS["heads"].applies(induction) is None and DETECTORS["fourier"].applies(modadd) is None
     assert "n_ctx=3" in DETECTORS["heads"].applies(modadd)
     assert "one-layer" in DETECTORS["fourier"].applies(induction)
+    # a context that fits the probe but a vocabulary of 3 ordinary ids: halves of 3 tokens
+    from handbuilt_models import induction_circuit_model
+
+    small = DETECTORS["heads"].applies(induction_circuit_model(vocab=4))
+    assert small == "vocabulary too small for the repeated-token probe: halves of 3 tokens (needs >= 4)"
 
 
 def _mean_weight_detector() -> Detector:

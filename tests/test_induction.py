@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,6 +187,51 @@ def test_models_with_nonfinite_weights_are_rejected(bad):
     with torch.no_grad():
         model.blocks[1].attn.W_K[2, 3, 1] = 1e30  # large but finite: accepted
     assert induction_heads(model, tokens)["previous_token"].notna().all()
+
+
+@pytest.mark.parametrize("path", ["fused", "hooked"])
+def test_finite_weights_whose_activations_overflow_are_rejected(path):
+    # Finite weights, an infinite forward: the fused softmax gives NaN, TransformerLens' zeroes
+    # NaN patterns, and either would be a silent score (copying hid it as 0).
+    from circuits import attention_pattern
+    from circuits._fused import hooked_only
+
+    model = random_model(normalization_type=None, attn_only=True)
+    tokens = repeated_tokens(model, n_seqs=4, half_len=6)
+    with torch.no_grad():
+        model.blocks[0].attn.W_O.mul_(1e30)
+    with hooked_only() if path == "hooked" else contextlib.nullcontext():
+        for fn in (induction_heads, previous_token_scores, prefix_matching_scores, copying_scores,
+                   lambda m, t: attention_pattern(m, 1, 0, t[:1])):
+            with pytest.raises(ValueError, match="the forward pass is not finite: layer 1's attention"):
+                fn(model, tokens)
+    half = induction_circuit_model().half()  # float16 overflows sooner: there it is the hooked path
+    with torch.no_grad():
+        half.blocks[0].attn.W_V.mul_(300)
+        half.blocks[0].attn.W_O.mul_(300)
+    with pytest.raises(ValueError, match="not finite: layer 1's attention"):
+        induction_heads(half)
+    # values too large in the last layer alone: its pattern is sound, its z overflows (copying was 0)
+    last = random_model(normalization_type=None, attn_only=True)
+    with torch.no_grad():
+        last.blocks[1].attn.W_V.mul_(1e30)
+        last.blocks[1].attn.W_O.mul_(1e30)
+    with pytest.raises(ValueError, match="not finite: layer 1's attention"):
+        copying_scores(last, tokens)
+
+
+def test_copies_too_short_for_prefix_matching_are_refused():
+    # N = 2: the prefix-matching diagonal q - k = N - 1 is the previous-token one (the induction
+    # heads scored 0.7 previous-token and were flagged so); N = 1: the main diagonal.
+    cases = [(induction_circuit_model(vocab=3), {}, "N=2"), (induction_circuit_model(n_ctx=5), {}, "N=2"),
+             (induction_circuit_model(), {"half_len": 2}, "N=2"), (random_model(n_ctx=4), {}, "N=1")]
+    for model, options, n in cases:
+        for fn in (induction_heads, prefix_matching_scores):
+            with pytest.raises(ValueError, match=f"prefix matching needs copies of at least 3 tokens, got {n}"):
+                fn(model, **options)
+    table = induction_heads(induction_circuit_model(), half_len=3)  # the shortest accepted copy reads apart
+    assert table.loc[table.is_previous_token, ["layer", "head"]].values.tolist() == [[0, 0]]
+    assert table.loc[table.is_induction, ["layer", "head"]].values.tolist() == [[1, 0]]
 
 
 def test_bad_tokens_are_rejected(ln_model):

@@ -84,3 +84,24 @@ def test_clear_errors(induction_model):
         repeated_tokens(induction_model, n_seqs=2, half_len=0)
     with pytest.raises(TypeError, match="HookedTransformer"):
         repeated_tokens(torch.nn.Linear(2, 2), n_seqs=2, half_len=4)
+
+
+def test_arguments_of_any_integer_kind_and_their_errors(induction_model):
+    import numpy as np
+
+    from circuits import attention_pattern, composition_scores, copying_scores, prefix_matching_scores
+
+    assert torch.equal(repeated_tokens(induction_model, np.int64(2), np.int32(5), np.int64(3)),
+                       repeated_tokens(induction_model, 2, 5, 3))
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63\)"):
+        repeated_tokens(induction_model, 2, 5, seed=2 ** 70)
+    tokens = repeated_tokens(induction_model, 2, 5)
+    with pytest.raises(ValueError, match="half_len=4 does not match the tokens given, whose halves are N=5 long"):
+        prefix_matching_scores(induction_model, tokens, half_len=4)
+    assert len(prefix_matching_scores(induction_model, tokens, half_len=5)) == 8  # the same N: accepted
+    with pytest.raises(ValueError, match="layer and head must be ints"):
+        attention_pattern(induction_model, 0, 0.5)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_elements must be a positive int"):
+            copying_scores(induction_model, tokens, chunk_elements=bad)
+    assert len(composition_scores(induction_model, n_baseline=np.int64(4))) > 0

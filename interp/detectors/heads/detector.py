@@ -10,7 +10,7 @@ ASCII) gets ``repeated_tokens(model, bos=..., ids=...)`` instead (:func:`probe_o
 ``docs/scores.md``.
 
 Applies to models whose probe halves can hold at least :data:`MIN_HALF_LEN` tokens
-(``n_ctx >= 9``). With very short halves the prefix-matching offset ``q - k = N - 1`` falls on
+(``n_ctx >= 9`` and at least 4 ordinary token ids). With very short halves the prefix-matching offset ``q - k = N - 1`` falls on
 (N = 2: the previous token; N = 1: the token itself) or next to the offsets other heads attend
 to, and a probe of a few positions averages over too little to separate head types; halves of
 at least 4 tokens keep the prefix-matching offset 3 or more positions back. So the
@@ -49,11 +49,19 @@ ATTENTION_HALF_LEN = 20
 
 
 def applies(model: HookedTransformer) -> str | None:
+    from circuits import repeated_tokens
+
     n_ctx = int(model.cfg.n_ctx)
     if (n_ctx - 1) // 2 < MIN_HALF_LEN:
         return f"context n_ctx={n_ctx} too short for a repeated-token probe (needs >= {2 * MIN_HALF_LEN + 1})"
     if int(model.cfg.n_heads) < 1:
         return "model has no attention heads"
+    try:
+        half = (repeated_tokens(model, n_seqs=1).shape[1] - 1) // 2  # the default half: capped by the vocabulary too
+    except ValueError as exc:
+        return str(exc)
+    if half < MIN_HALF_LEN:
+        return f"vocabulary too small for the repeated-token probe: halves of {half} tokens (needs >= {MIN_HALF_LEN})"
     return None
 
 
