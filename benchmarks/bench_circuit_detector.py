@@ -128,10 +128,14 @@ def over_training(seed: int, run: Path) -> dict:
     below = curves[gap < MIN_GAP]
     ratio = (below["circuit_loss"] - below["corrupted_loss"]) / (below["clean_loss"] - below["corrupted_loss"])
     defined = curves.dropna(subset=["faithfulness"])
-    return {"seed": seed, "checkpoints": len(curves),
-            "below the gap": f"{len(below)} (steps {below['step'].min()}-{below['step'].max()}; gap <= {gap[below.index].max():.3f})",
-            "ratio there": f"{ratio.min():.2f} to {ratio.max():.2f}",
-            "circuit - corrupted": float((below["circuit_loss"] - below["corrupted_loss"]).abs().max()),
+    if below.empty:
+        where = {"below the gap": "none", "ratio there": "", "circuit - corrupted": float("nan")}
+    else:
+        where = {"below the gap": f"{len(below)} (steps {below['step'].min()}-{below['step'].max()}; "
+                                  f"gap <= {gap[below.index].max():.3f})",
+                 "ratio there": f"{ratio.min():.2f} to {ratio.max():.2f}",
+                 "circuit - corrupted": float((below["circuit_loss"] - below["corrupted_loss"]).abs().max())}
+    return {"seed": seed, "checkpoints": len(curves), **where,
             "first faithfulness": f"{defined['faithfulness'].iloc[0]:.3f} (step {defined['step'].iloc[0]})",
             "last faithfulness": f"{curves['faithfulness'].iloc[-1]:.3f} (step {curves['step'].iloc[-1]})",
             "phase change": f"step {change.step}"}

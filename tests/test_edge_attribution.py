@@ -133,7 +133,7 @@ def test_saturated_attention_defeats_first_order_scores():
     # strength 100: the previous-token and induction attention are one-hot to float precision, so
     # the gradient through their softmax is 0. eap then scores the K-composition edge and the value
     # edge that feeds it 0, where patching either costs nats; eap-ig (5 steps) ranks them below the
-    # anti-induction head's edges. exact patching is unaffected. (Random tokens with repeats split
+    # anti-induction head's output and value edges. exact patching is unaffected. (Random tokens with repeats split
     # the induction attention between matches and hide this: the earlier probes of this file.)
     model = induction_circuit_model()
     clean, corrupted, loss = induction_contrast(model, 16, HALF, 0)
@@ -143,8 +143,8 @@ def test_saturated_attention_defeats_first_order_scores():
     assert abs(scores["eap"][K_COMPOSITION]) < 1e-6 and abs(scores["eap"][PREVIOUS_VALUE]) < 1e-6
     ranked = {m: auc(s.reset_index(), BUILT) for m, s in scores.items()}
     assert ranked["exact"] == 1.0 and ranked["eap"] < 1.0 and ranked["eap-ig"] < 1.0
-    anti = scores["eap-ig"][("L1H1", "logits", "")]
-    assert 0 < scores["eap-ig"][K_COMPOSITION] < abs(anti)
+    anti = min(abs(scores["eap-ig"][("L1H1", "logits", "")]), abs(scores["eap-ig"][("embed", "L1H1", "v")]))
+    assert 0 < scores["eap-ig"][PREVIOUS_VALUE] < scores["eap-ig"][K_COMPOSITION] < anti
 
 
 def test_the_built_circuit_is_faithful():

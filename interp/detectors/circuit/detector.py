@@ -17,7 +17,7 @@ tokens:
 - ``faithfulness``: ``(circuit_loss - corrupted_loss) / (clean_loss - corrupted_loss)``, that
   circuit's faithfulness at this checkpoint; NaN where the corrupted loss exceeds the clean one by
   less than :data:`MIN_GAP` nats (no induction to keep, the criterion of ``applies``): at the
-  first checkpoints the gap is a few thousandths of a nat and the ratio of two such numbers is
+  first checkpoints the gap is nearly zero and the ratio of two such numbers is
   noise (its range on the default runs: BENCHMARKS.md, "Circuit detector");
 - ``circuit_size``: the number of edges of the circuit (the same at every checkpoint);
 - one row per circuit edge, metric ``edge:SOURCE->TARGET.INPUT`` (``edge:L0H2->L1H1.k``,
