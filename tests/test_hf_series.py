@@ -102,3 +102,29 @@ def test_a_trainer_output_folder_is_its_series_and_load_model_takes_the_latest(s
     latest = load_model(series)
     assert torch.equal(latest.W_E, load_model(series / "global_step_2000").W_E)
     assert not torch.equal(load_model(out).W_E, latest.W_E)  # a folder with its own model is that model
+
+
+def test_a_step_that_lost_its_weights_is_an_error_row_not_a_gap(series, tmp_path, monkeypatch):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(series, damaged)
+    (damaged / "step1000" / "model.safetensors").unlink()  # config.json left: a checkpoint, broken
+    refs = find_checkpoints(damaged)
+    assert [r.checkpoint for r in refs] == list(STEPS)
+    table_path = tmp_path / "t.csv"
+    assert main(["score", str(damaged), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 1
+    table = read_table(table_path)
+    errors = table[table["metric"] == "error"]
+    assert errors["checkpoint"].tolist() == ["step1000"] and "no weights" in errors["error"].iloc[0]
+    assert set(table.loc[table["detector"] == "heads", "checkpoint"]) == set(STEPS) - {"step1000"}
+    # a model that loads but whose forward pass fails is an error row too, and the job goes on
+    import interp.scoring.task as task
+
+    def broken(model):
+        raise RuntimeError("The expanded size of the tensor (2) must match\nthe existing size")
+
+    monkeypatch.setattr(task, "unsound", broken)
+    fresh = tmp_path / "fresh.csv"
+    assert main(["score", str(series), "--out", str(fresh), "--quiet", "--detectors", "heads"]) == 1
+    rows = read_table(fresh)
+    assert set(rows["error"]) == {"its forward pass fails: RuntimeError: The expanded size of the tensor (2) must match"}
+    assert rows["checkpoint"].tolist() == list(STEPS)

@@ -28,6 +28,10 @@ def _configs():
                                                       intermediate_size=64, vocab_size=VOCAB,
                                                       max_position_embeddings=64, rotary_pct=0.25,
                                                       use_parallel_residual=False, tie_word_embeddings=True),
+        # head size 20 at 0.33: transformers rotates int(6.6) = 6 dimensions (rounding gave 7, which crashed)
+        "neox_partial": transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=40, num_attention_heads=2,
+                                                   intermediate_size=64, vocab_size=VOCAB,
+                                                   max_position_embeddings=64, rotary_pct=0.33),
         "neo": transformers.GPTNeoConfig(num_layers=2, hidden_size=32, num_heads=4, vocab_size=VOCAB,
                                          max_position_embeddings=64, attention_types=[[["global", "local"], 1]],
                                          window_size=8),
@@ -64,7 +68,7 @@ def _assert_same_logits(hf_model, model):
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "neox", "neox_sequential", "neo", "llama", "llama_tied"])
+@pytest.mark.parametrize("name", ["gpt2", "neox", "neox_sequential", "neox_partial", "neo", "llama", "llama_tied"])
 def test_logits_equal_the_transformers_model(tmp_path, name):
     hf_model = save_hf_model(name, tmp_path / name)
     model = load_model(tmp_path / name)
@@ -137,6 +141,14 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     message = _error(bad)
     assert "unsupported architecture 'BertForMaskedLM'" in message and "LlamaForCausalLM" in message
 
+    no_config = tmp_path / "no_config"  # the weights alone: named as such, by load and by score
+    shutil.copytree(base, no_config)
+    (no_config / "config.json").unlink()
+    assert "model.safetensors without the config.json a Hugging Face directory has beside it" in _error(no_config)
+    from interp.scoring.batch import score_checkpoints
+
+    assert "without the config.json" in score_checkpoints(no_config, ["heads"])["error"].iloc[0]
+
     nothing = tmp_path / "no_weights"
     nothing.mkdir()
     shutil.copy(base / "config.json", nothing / "config.json")
@@ -156,6 +168,14 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     shutil.copytree(base, vocab)
     (vocab / "config.json").write_text(json.dumps({**cfg, "vocab_size": 120}))
     assert "shape" in _error(vocab)
+
+    odd = tmp_path / "odd_rotary"
+    save_hf_model("neox_partial", odd)
+    neox = json.loads((odd / "config.json").read_text())
+    neox["rotary_pct"] = 0.35  # int(7.0): an odd width (transformers 4 keeps it here, 5 in rope_parameters)
+    neox.get("rope_parameters", {})["partial_rotary_factor"] = 0.35
+    (odd / "config.json").write_text(json.dumps(neox))
+    assert "a rotary width of 7 dimensions is not supported (only even widths)" in _error(odd)
 
     missing = tmp_path / "missing_key"
     shutil.copytree(base, missing)

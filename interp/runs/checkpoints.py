@@ -30,7 +30,7 @@ from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
 from interp.runs.huggingface import read_hf_dir
 from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of, step_of
-from interp.runs.series import CONFIG_FILE, series_children
+from interp.runs.series import CONFIG_FILE, SAFETENSORS_FILE, missing_config, series_children
 from interp.runs.record import read_run
 
 __all__ = [
@@ -118,7 +118,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """(state dict, model config dict, step) of one of our safetensors checkpoints."""
     tensors, metadata = _read_safetensors(path)
     if "config" not in metadata:
-        raise CheckpointError(f"{path}: safetensors file has no model config in its metadata")
+        weights_alone = missing_config(Path(path).parent) if Path(path).name == SAFETENSORS_FILE else None
+        raise CheckpointError(weights_alone or f"{path}: safetensors file has no model config in its metadata")
     try:
         cfg = json.loads(metadata["config"])
     except json.JSONDecodeError as exc:
@@ -222,7 +223,7 @@ def load_model(path: str | Path, *, strict: bool = False,
     if path.is_dir() and not hf_dir:
         ckpts = list_checkpoints(path)
         if not ckpts:
-            raise CheckpointError(f"{path}: run directory has no checkpoints/step_*.safetensors")
+            raise CheckpointError(missing_config(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
         path = ckpts[-1][1]
     training = None
     if hf_dir:

@@ -67,6 +67,13 @@ def _refuse(hf: dict[str, Any], key: str, allowed: Any) -> None:
         raise ValueError(f"{key} = {hf[key]!r} is not supported (only {allowed!r})")
 
 
+def _rotary_dim(width: int) -> int:
+    """The rotary width, refused when odd: TransformerLens rotates pairs of dimensions."""
+    if width % 2:
+        raise ValueError(f"a rotary width of {width} dimensions is not supported (only even widths)")
+    return width
+
+
 def _rope(hf: dict[str, Any]) -> dict[str, Any]:
     """The rotary parameters (``rope_parameters`` of transformers 5, else the older top-level fields)."""
     params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -117,7 +124,7 @@ def _neox(hf: dict[str, Any]) -> dict[str, Any]:
         "d_vocab": int(hf["vocab_size"]), "act_fn": hf.get("hidden_act", "gelu"),
         "eps": float(hf.get("layer_norm_eps", 1e-5)), "normalization_type": "LN",
         "parallel_attn_mlp": bool(hf.get("use_parallel_residual", True)),
-        "positional_embedding_type": "rotary", "rotary_dim": round(fraction * d_head),
+        "positional_embedding_type": "rotary", "rotary_dim": _rotary_dim(int(fraction * d_head)),  # int(): as transformers
         "rotary_base": float(rope.get("rope_theta", hf.get("rotary_emb_base", hf.get("rope_theta", 10000.0)))),
         "rotary_adjacent_pairs": False, "default_prepend_bos": False,
     }
@@ -136,7 +143,7 @@ def _llama(hf: dict[str, Any]) -> dict[str, Any]:
         "d_mlp": int(hf["intermediate_size"]), "n_ctx": int(hf["max_position_embeddings"]),
         "d_vocab": int(hf["vocab_size"]), "act_fn": hf.get("hidden_act", "silu"),
         "eps": float(hf.get("rms_norm_eps", 1e-6)), "normalization_type": "RMS", "final_rms": True,
-        "gated_mlp": True, "positional_embedding_type": "rotary", "rotary_dim": d_head,
+        "gated_mlp": True, "positional_embedding_type": "rotary", "rotary_dim": _rotary_dim(d_head),
         "rotary_base": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), "rotary_adjacent_pairs": False,
     }
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.runs.errors import CheckpointError, RunError
-from interp.runs.series import is_hf_dir, series_children, series_step, unnamed_children, weight_like_files
+from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, unnamed_children, \
+    weight_like_files
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -111,7 +112,7 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
         if source.is_dir() and not is_hf_dir(source):
             found = list_checkpoints(source)
             if not found:
-                raise CheckpointError(f"{source}: run directory has no checkpoints/step_*.safetensors")
+                raise CheckpointError(missing_config(source) or f"{source}: run directory has no checkpoints/step_*.safetensors")
             return found, source
         source = [source]
     paths = [Path(s) for s in source]

@@ -27,6 +27,7 @@ __all__ = [
     "WEIGHT_MARKERS",
     "is_hf_dir",
     "is_series",
+    "missing_config",
     "series_children",
     "series_step",
     "unnamed_children",
@@ -50,6 +51,16 @@ def is_hf_dir(path: str | Path) -> bool:
     return (path / CONFIG_FILE).is_file() and any((path / name).is_file() for name in WEIGHT_MARKERS)
 
 
+def missing_config(directory: str | Path) -> str | None:
+    """Why ``directory`` is not a Hugging Face directory though it holds one's weights (no
+    ``config.json`` beside them), or None."""
+    directory = Path(directory)
+    if (directory / CONFIG_FILE).is_file():
+        return None
+    weights = [name for name in WEIGHT_MARKERS if (directory / name).is_file()]
+    return f"{directory}: {weights[0]} without the {CONFIG_FILE} a Hugging Face directory has beside it" if weights else None
+
+
 def series_step(name: str) -> int | None:
     """The step of a series child's name (``step1000``, ``step_1000``, ``checkpoint-500``,
     ``global_step2000``), or None when the name carries none."""
@@ -58,17 +69,24 @@ def series_step(name: str) -> int | None:
 
 
 def series_children(directory: str | Path) -> list[tuple[int, Path]]:
-    """(step, child) of every Hugging Face directory in ``directory`` named by step, by step
-    (numerically: ``step100`` before ``step1000``); [] when it has none."""
+    """(step, child) of every child of a series named by step, by step (numerically: ``step100``
+    before ``step1000``); [] when ``directory`` holds no Hugging Face directory named by step.
+
+    A child named by step with a ``config.json`` or a weights file but not both is listed too: it
+    is a checkpoint that lost part of itself, and loading it names what is missing (an error row
+    when scored), rather than a step that silently is not there."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = []
-    for child in directory.iterdir():
-        step = series_step(child.name)
-        if step is not None and is_hf_dir(child):
-            found.append((step, child))
+    found = [(step, child) for child in directory.iterdir()
+             if (step := series_step(child.name)) is not None and _has_checkpoint_part(child)]
+    if not any(is_hf_dir(child) for _, child in found):
+        return []
     return sorted(found, key=lambda pair: (pair[0], pair[1].name))
+
+
+def _has_checkpoint_part(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or any((path / name).is_file() for name in WEIGHT_MARKERS)
 
 
 def is_series(directory: str | Path) -> bool:
