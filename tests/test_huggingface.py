@@ -177,6 +177,12 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     (odd / "config.json").write_text(json.dumps(neox))
     assert "a rotary width of 7 dimensions is not supported (only even widths)" in _error(odd)
 
+    for n_layer in (1, -1):  # weights of 2 layers: one would be dropped, or none kept
+        layers = tmp_path / f"layers_{n_layer}"
+        shutil.copytree(base, layers)
+        (layers / "config.json").write_text(json.dumps({**cfg, "n_layer": n_layer}))
+        assert f"the weights hold 2 layers, config.json says {n_layer}" in _error(layers)
+
     missing = tmp_path / "missing_key"
     shutil.copytree(base, missing)
     (missing / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "n_layer"}))

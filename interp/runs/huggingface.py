@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,10 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+#: A layer's index in a weight name: ``transformer.h.3.`` (GPT-2, GPT-Neo), ``gpt_neox.layers.3.``, ``model.layers.3.``.
+_LAYER_KEY = re.compile(r"\.(?:h|layers)\.(\d+)\.")
+
+
 class _Missing(AttributeError):
     """A weight the conversion asked for and the files lack (an ``AttributeError``, so ``hasattr`` works)."""
 
@@ -168,6 +173,9 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
         weights = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in weights.items()}
     if arch == "GPTNeoXForCausalLM" and "lm_head.weight" in weights:  # the newer name of embed_out
         weights["embed_out.weight"] = weights.pop("lm_head.weight")
+    layers = {int(match.group(1)) for key in weights if (match := _LAYER_KEY.search(key))}
+    if layers and max(layers) + 1 != cfg["n_layers"]:  # the conversion reads only the layers the config names
+        raise CheckpointError(f"{path}: the weights hold {max(layers) + 1} layers, config.json says {cfg['n_layers']}")
     head, embedding = _TIES[arch]
     if head not in weights and embedding in weights and tied_embeddings(arch, hf):
         weights[head] = weights[embedding]
