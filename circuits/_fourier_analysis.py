@@ -24,6 +24,7 @@ __all__ = [
     "MAJORITY_THRESHOLD",
     "MIN_UNEMBED_SHARE",
     "MIN_CLUSTER_SHARE",
+    "MIN_KEY_P",
     "Analysis",
     "analyze",
     "embed_power",
@@ -208,10 +209,18 @@ def spectrum_frame(an: Analysis) -> pd.DataFrame:
     )
 
 
+#: Smallest modulus the key-frequency rule holds for: below it untrained models pass (p = 13: 0 to 2
+#: "key" frequencies over seeds 0-4 of random weights; p = 17 and above: none).
+MIN_KEY_P = 17
+
+
 def key_rule(
     an: Analysis, min_unembed_share: float = MIN_UNEMBED_SHARE, min_cluster_share: float = MIN_CLUSTER_SHARE
 ) -> list[int]:
     """The key frequencies of :func:`circuits.fourier.key_frequencies` (rule documented there)."""
+    if an.p < MIN_KEY_P:
+        raise ValueError(f"the key-frequency rule needs p >= {MIN_KEY_P}: at p={an.p} one frequency's 3x3 block "
+                         f"spans {8 / (an.p ** 2 - 1):.1%} of the centred directions and untrained models pass it")
     d_mlp = an.neuron_frac.shape[1]
     min_cluster = max(2, math.ceil(min_cluster_share * d_mlp))
     keep = (an.neurons_majority >= min_cluster) & (an.unembed >= min_unembed_share)

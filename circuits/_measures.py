@@ -59,6 +59,10 @@ def sum_directions(p: int, freqs: Sequence[int]) -> torch.Tensor:
 
 
 def check_freqs(freqs: Iterable[int], p: int) -> list[int]:
+    freqs = list(freqs)
+    fractional = [k for k in freqs if isinstance(k, bool) or not float(k).is_integer()]
+    if fractional:
+        raise ValueError(f"frequencies must be whole numbers; got {fractional}")
     out = sorted({int(k) for k in freqs})
     bad = [k for k in out if not 1 <= k <= (p - 1) // 2]
     if bad:

@@ -139,9 +139,9 @@ def key_frequencies(
     (0.06 % for p = 113), so in an untrained or memorising model no neuron comes near 50 % and
     condition 1 alone returns ``[]``; in a grokked model each key frequency owns tens to hundreds
     of neurons. 50 % rather than the paper's 85 % because ReLU adds harmonics: on the published
-    model of Nanda et al. (p = 113) the 88 neurons of frequency 3 put ~20 % of their variance at
-    frequency 9 and sit at 77-80 %, yet frequency 3 is needed (without it the restricted loss rises
-    58-fold). A majority still assigns each neuron to at most one frequency, since blocks are
+    model of Nanda et al. (p = 113) the 88 neurons of frequency 3 hold 77-78 % of their variance in
+    its block (about 18 % lies outside every frequency's block), none reaches 85 %, yet frequency 3
+    is needed (without it the restricted loss rises 58-fold). A majority still assigns each neuron to at most one frequency, since blocks are
     disjoint. Condition 2 drops clusters that do not reach the logits (forming or dying ones);
     random weights give each frequency ~1/K of W_L (<= 2.3 % for p = 113), while key frequencies
     of a grokked model hold 12-36 % each and the largest non-key frequency ~2.5 % (a harmonic);
@@ -149,7 +149,10 @@ def key_frequencies(
     During training a frequency becomes key as soon as its cluster forms, so the count per
     checkpoint rises through circuit formation.
 
+    The rule holds for ``p >= 17`` (``MIN_KEY_P``): at smaller p one block is a large share of the
+    directions (p = 13: 4.8 %) and models with random weights pass it, so smaller p is refused.
+
     Raises ``ValueError`` when the model does not have the task's shape (see
-    :func:`check_modadd_model`); ``p`` defaults to ``model.cfg.d_vocab_out``.
+    :func:`check_modadd_model`) or ``p < 17``; ``p`` defaults to ``model.cfg.d_vocab_out``.
     """
     return key_rule(analyze(model, p), min_unembed_share, min_cluster_share)

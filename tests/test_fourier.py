@@ -189,6 +189,21 @@ def test_small_p_random_init_has_no_key_frequencies():
     assert key_frequencies(model) == []
 
 
+def test_small_moduli_are_refused_by_the_key_frequency_rule():
+    # From p = 17 random weights pass the rule on no seed; at p = 13 a frequency's block is 4.8 % of
+    # the directions and they did (0 to 2 "key" frequencies over seeds 0-4), so p < 17 is refused.
+    from interp.detectors.registry import DETECTORS
+
+    for seed in range(5):
+        assert key_frequencies(interp.build_model(interp.modadd_config(17), seed=seed)) == []
+    small = interp.build_model(interp.modadd_config(13), seed=0)
+    with pytest.raises(ValueError, match=r"the key-frequency rule needs p >= 17: at p=13 .* spans 4\.8%"):
+        key_frequencies(small)
+    assert DETECTORS["fourier"].applies(small) == "p=13 is below 17, the smallest modulus the key-frequency rule holds for"
+    with pytest.raises(ValueError, match=r"frequencies must be whole numbers; got \[1\.5\]"):
+        fourier_report(interp.build_model(interp.modadd_config(17), seed=0), key_freqs=[1.5, 2])
+
+
 # ---------------------------------------------------------------------------------------------
 # losses and helpers
 

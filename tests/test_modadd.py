@@ -132,3 +132,19 @@ def test_circuits_does_not_import_interp():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.name}: {n}" for n in names if n == "interp" or n.startswith("interp.")]
     assert not found
+
+
+def test_a_modulus_or_split_nothing_can_train_on_is_refused():
+    # frac_train inside (0, 1) that rounds to no training pair (or no test pair) trained with NaN
+    # losses and left a run every analysis refused; an even or tiny p no Fourier analysis reads.
+    from interp.tasks.modular import ModAddTask, train_mask
+    from interp.tasks.presets import preset
+
+    with pytest.raises(ValueError, match="frac_train=1e-05 leaves no training pair of the 12769"):
+        train_mask(113, 0.00001)
+    with pytest.raises(ValueError, match="frac_train=0.99999 leaves no test pair"):
+        train_mask(113, 0.99999)
+    assert int(train_mask(113, 1 / 12769).sum()) == 1
+    for p in (1, 2, 4):
+        with pytest.raises(ValueError, match=f"p must be an odd int >= 3 .*got {p}"):
+            ModAddTask(preset("modadd", p=p))

@@ -24,6 +24,9 @@ def train_mask(p: int, frac_train: float = 0.3, seed: int = 0) -> torch.Tensor:
     if not 0.0 < frac_train < 1.0:
         raise ValueError(f"frac_train must be in (0, 1), got {frac_train}")
     n = p * p
+    if not 1 <= round(frac_train * n) <= n - 1:
+        raise ValueError(f"frac_train={frac_train} leaves {'no training' if round(frac_train * n) < 1 else 'no test'} "
+                         f"pair of the {n} (p={p}): it must give between 1 and {n - 1} training pairs")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     mask = torch.zeros(n, dtype=torch.bool)
     mask[order[: round(frac_train * n)]] = True
@@ -40,6 +43,8 @@ class ModAddTask:
     def __init__(self, options) -> None:  # options: interp.presets.TrainOptions
         self.options = options
         self.p = 113 if options.p is None else options.p
+        if isinstance(self.p, bool) or not isinstance(self.p, int) or self.p < 3 or self.p % 2 == 0:
+            raise ValueError(f"p must be an odd int >= 3 (the Fourier analysis reads an odd modulus), got {self.p!r}")
         self.frac_train = 0.3 if options.frac_train is None else options.frac_train
         self.cfg = modadd_config(self.p, d_model=128 if options.d_model is None else options.d_model)
         x, y = all_pairs(self.p), answers(self.p)

@@ -52,12 +52,15 @@ METRICS = (*_SCALARS, "key_frequency", *_BITS)
 
 
 def applies(model: HookedTransformer) -> str | None:
+    from circuits._fourier_analysis import MIN_KEY_P
     from circuits.fourier import check_modadd_model
 
     try:
-        check_modadd_model(model)
+        p = check_modadd_model(model)
     except ValueError as exc:
         return str(exc)
+    if p < MIN_KEY_P:
+        return f"p={p} is below {MIN_KEY_P}, the smallest modulus the key-frequency rule holds for"
     return None
 
 
