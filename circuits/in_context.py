@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, check_tokens, vocab_out
+from circuits._checks import check_model, check_tokens, positive_int, vocab_out
 from circuits._parallel import threads_for
 
 __all__ = ["DEFAULT_EARLY", "DEFAULT_LATE", "icl_score_from_losses", "in_context_learning_score", "per_token_loss"]
@@ -86,8 +86,10 @@ def icl_score_from_losses(losses: torch.Tensor, early: int = DEFAULT_EARLY, late
     ``losses`` has the layout of :func:`per_token_loss` (column ``t - 1`` = the token at index
     ``t``). Needs ``1 <= early < late <= losses.shape[1]``. NaN losses are ignored in each mean.
     """
-    if not isinstance(losses, torch.Tensor) or losses.ndim != 2:
-        raise ValueError(f"losses must be a (batch, pos - 1) tensor, got {getattr(losses, 'shape', type(losses))}")
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 2 or not losses.is_floating_point():
+        raise ValueError(f"losses must be a (batch, pos - 1) floating tensor, got "
+                         f"{getattr(losses, 'dtype', type(losses).__name__)} {tuple(getattr(losses, 'shape', ()))}")
+    early, late = positive_int("early", early), positive_int("late", late)
     if not 1 <= early < late <= losses.shape[1]:
         raise ValueError(f"need 1 <= early < late <= {losses.shape[1]} (the tokens scored), got early={early}, "
                          f"late={late}")
@@ -115,13 +117,16 @@ def in_context_learning_score(
     late``. ``ablate`` zero-ablates heads as in :func:`per_token_loss`.
     """
     model = check_model(model)
+    early, late = positive_int("early", early), positive_int("late", late)
     if not 1 <= early < late:
         raise ValueError(f"need 1 <= early < late, got early={early}, late={late}")
     n_ctx = int(model.cfg.n_ctx)
     if n_ctx < late + 1:
         raise ValueError(f"the model's context n_ctx={n_ctx} is shorter than late + 1 = {late + 1} tokens "
                          f"(the token at index {late} needs {late} before it)")
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.shape[1] < late + 1:
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.ndim != 2 or tokens.shape[1] < late + 1:
         raise ValueError(f"tokens must be (batch, pos) with pos >= late + 1 = {late + 1}, "
                          f"got shape {tuple(getattr(tokens, 'shape', ()))}")
     losses = per_token_loss(model, tokens[:, : late + 1], ablate=ablate)

@@ -251,6 +251,13 @@ def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
     heads = _rows(table, "llc_head")
     assert sorted(zip(heads["layer"], heads["head"])) == [(0, 3), (0, 3), (1, 0), (1, 0)]
     assert _rows(table, "llc_head_std")["value"].notna().all()
+    # a head named twice is estimated once; a head the model lacks is every checkpoint's error row
+    monkeypatch.setenv(llc.ENV, "heads=L1H0+L1H0,draws=4,burnin=1,setting=1e-3/100/5")
+    twice = score_checkpoints([found[-1]], detectors=["llc"])
+    assert list(zip(_rows(twice, "llc_head")["layer"], _rows(twice, "llc_head")["head"])) == [(1, 0)]
+    monkeypatch.setenv(llc.ENV, "heads=L9H9+L0H1,draws=4,burnin=1,setting=1e-3/100/5")
+    absent = score_checkpoints([found[-1]], detectors=["llc"])
+    assert absent["error"].tolist() == ["RunError: INTERP_LLC heads=L9H9+L0H1: L9H9 not in this model (2 layers x 4 heads)"]
 
 
 def test_batches_drawn_once_give_the_estimate_of_the_training_stream(tiny_runs):

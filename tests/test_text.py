@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from handbuilt_models import induction_circuit_model
@@ -72,6 +73,20 @@ def test_bad_input_is_a_clear_error(circuit_model):
         per_token_loss(circuit_model, repeated + 1)
     with pytest.raises(ValueError, match="not in the model"):
         per_token_loss(circuit_model, repeated, ablate=[(2, 0)])
+    for bad in (4.5, True):  # an index, not a fraction or a flag
+        with pytest.raises(ValueError, match="early must be a positive int"):
+            in_context_learning_score(circuit_model, repeated, early=bad, late=40)
+        with pytest.raises(ValueError, match="early must be a positive int"):
+            icl_score_from_losses(torch.ones(2, 50), early=bad, late=40)
+    assert icl_score_from_losses(torch.ones(2, 50), early=np.int64(4), late=40) == 0.0
+    with pytest.raises(ValueError, match="floating tensor, got torch.int64"):
+        icl_score_from_losses(torch.ones(2, 50, dtype=torch.long), early=4, late=40)
+    with pytest.raises(TypeError, match="tokens must be a torch.Tensor, got ndarray"):
+        in_context_learning_score(circuit_model, repeated.numpy(), early=4, late=40)
+    from interp.tasks.text import encode
+
+    with pytest.raises(TypeError, match="encode takes text"):
+        encode(5)
 
 
 def test_steepest_fall_uses_the_same_rule():

@@ -59,6 +59,8 @@ def stdlib_root() -> Path:
 
 def encode(text: str | bytes) -> torch.Tensor:
     """``[BOS, *bytes]`` as an int64 tensor: UTF-8 bytes are the token ids."""
+    if not isinstance(text, (str, bytes, bytearray)):  # bytes(5) would be five NUL bytes
+        raise TypeError(f"encode takes text (str) or bytes, got {type(text).__name__}")
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     return torch.tensor([BOS, *data], dtype=torch.long)
 

@@ -101,7 +101,7 @@ def _head_list(text: str) -> tuple[tuple[int, int], ...]:
     for item in text.upper().split("+"):
         layer, _, head = item.removeprefix("L").partition("H")
         heads.append((int(layer), int(head)))
-    return tuple(heads)
+    return tuple(dict.fromkeys(heads))  # a head named twice is estimated once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +199,12 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
     except ValueError as exc:
         return LLCContext(None, None, Options(), "", str(exc))
     final = digest(model)
+    if options.heads not in ("none", "final", "all"):
+        n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+        absent = [f"L{la}H{h}" for la, h in _head_list(options.heads) if not (la < n_layers and h < n_heads)]
+        if absent:
+            return LLCContext(None, None, options, final, f"INTERP_LLC heads={options.heads}: {', '.join(absent)} "
+                              f"not in this model ({n_layers} layers x {n_heads} heads)")
     if run_dir is None:
         return LLCContext(None, None, options, final, "a loose checkpoint has no run.json, so no training task and "
                           "loss to estimate the LLC on")
@@ -251,7 +257,7 @@ def _heads(model: HookedTransformer, context: LLCContext) -> list[tuple[int, int
         return []
     if policy in ("final", "all"):
         return [(la, h) for la in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-    return [(la, h) for la, h in _head_list(policy) if la < model.cfg.n_layers and h < model.cfg.n_heads]
+    return list(_head_list(policy))  # prepare refused heads the model lacks
 
 
 def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
