@@ -78,6 +78,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_least_two(text: str) -> int:
+    """An integer of 2 or more (a vocabulary: one token carries no information)."""
+    value = positive(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 2, got {value}")
+    return value
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)

@@ -150,7 +150,7 @@ def _memorization(args: argparse.Namespace) -> int:
     if min(budget.values()) < 1:
         least = 1 / min(default.max_steps, default.plateau_window)
         raise UsageError(f"--budget {args.budget:g} leaves a cell {budget['max_steps']} steps and a plateau window "
-                         f"of {budget['plateau_window']}; it must be at least {least:g} (one evaluation)")
+                         f"of {budget['plateau_window']}; it must be at least {least:g} (a plateau window of one step)")
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
     result = memorization_sweep_to_dir(cells, args.out_dir, workers=args.workers, scheduler=args.scheduler,
                                        quiet=args.quiet, device=args.device)

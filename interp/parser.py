@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-set sizes in sequences, comma-separated (default "
                         + ",".join(map(str, MEMORIZATION_DATASETS)) + ")")
     p.add_argument("--seq-len", type=arguments.positive, default=32, help="tokens per sequence (default 32)")
-    p.add_argument("--vocab", type=arguments.positive, default=64, help="vocabulary size (default 64)")
+    p.add_argument("--vocab", type=arguments.at_least_two, default=64, help="vocabulary size (default 64, at least 2)")
     p.add_argument("--seed", type=arguments.seed, default=0, help="seed of the data sets and models (default 0)")
     p.add_argument("--budget", type=arguments.positive_float, default=1.0,
                    help="multiply each cell's step budget and plateau window (default 1; 4: the convergence "
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _renamed(p, "sweep", "--seeds", seed)
     p.add_argument("--preset", default="default", help="the recipe every cell starts from (default: default)")
     _out_dir(p, "sweep", "directory for runs/, runs.csv and sweep.html; finished cells are kept")
-    p.add_argument("--bits-per-parameter", type=float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
+    p.add_argument("--bits-per-parameter", type=arguments.positive_float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
                    help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}: BENCHMARKS.md, "
                         "'Memorisation capacity'; Morris et al. 2025: 3.6)")
     _workers(p)

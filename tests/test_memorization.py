@@ -1,5 +1,6 @@
 """Memorisation capacity (Morris et al. 2025) on tiny models: bounds, saturation, the sweep, the CLI."""
 
+import dataclasses
 import math
 import re
 
@@ -106,6 +107,12 @@ def test_plateau_rule():
     assert _stop_reason(cell, 500, {400: 50.0, 500: 51.0}, 100.0) == ""  # +2 %: still learning
     assert _stop_reason(cell, 50, {50: 0.0}, 100.0) == ""  # no full window yet
     assert _stop_reason(cell, 1000, {900: 10.0, 1000: 20.0}, 100.0) == "max_steps"
+    # a window that is no multiple of the evaluation interval (--budget 0.05: 25 steps; 0.3: 150)
+    # compares with the latest evaluation at least a window back; it used to find none, ever
+    flat = {step: 50.0 for step in range(0, 501, 100)}
+    for window in (1, 25, 150, 250):
+        assert _stop_reason(dataclasses.replace(cell, plateau_window=window), 500, flat, 100.0) == "plateau"
+    assert _stop_reason(dataclasses.replace(cell, plateau_window=550), 500, flat, 100.0) == ""
 
 
 def _cells_frame(rows):
@@ -232,6 +239,14 @@ def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
     assert sorted(pd.read_csv(out / "capacity.csv")["model"]) == ["1L-d16", "1L-d8"]
 
 
+def _exit_status(main, args: list[str]) -> int:
+    """``main``'s exit status, also when argparse refuses a flag (it exits)."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
 def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
     from interp.cli import main
 
@@ -241,6 +256,16 @@ def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
         assert main(args) == 2
         assert capsys.readouterr().err == f"interp: error: {flag} repeats {shown}\n"
     assert not (tmp_path / "mem").exists()  # refused before anything is written
+    # more sequences than distinct ones (they would repeat), a vocabulary of one token
+    for extra, message in ((["--datasets", "4,20", "--seq-len", "2", "--vocab", "4"],
+                            "--datasets 20 asks for more sequences than the 16 distinct ones of --seq-len 2 --vocab 4"),
+                           (["--vocab", "1"], "expected an integer of at least 2, got 1")):
+        assert _exit_status(main, ["memorization", *tiny, *extra, "--out-dir", str(tmp_path / "mem"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert _exit_status(main, ["sweep", "modadd", "--grid", "d_model=8", "--grid", "steps=5", "--bits-per-parameter",
+                               "inf", "--out-dir", str(tmp_path / "sweep"), "--quiet"]) == 2
+    assert "expected a positive number, got inf" in capsys.readouterr().err
+    assert not (tmp_path / "mem").exists() and not (tmp_path / "sweep").exists()
     cells = [MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)] * 2
     assert len(memorization_sweep(cells)) == 1  # a library caller's repeated cell is trained once
 

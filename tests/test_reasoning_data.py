@@ -106,3 +106,15 @@ def test_bad_requests_are_one_line_errors():
         with pytest.raises(ValueError, match=match) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5])
+def test_the_largest_phi_an_error_suggests_is_accepted(seed):
+    # the suggestion was rounded up (9.01 where 9.00 fits), so following it was refused again
+    import re
+
+    for make in (composition_data, lambda **kw: comparison_data(n_entities=30, n_attributes=1, n_values=5, **kw)):
+        with pytest.raises(ValueError, match="phi can be at most") as info:
+            make(phi=1000.0, seed=seed)
+        largest = float(re.search(r"phi can be at most ([\d.]+)", str(info.value)).group(1))
+        make(phi=largest, seed=seed)  # accepted

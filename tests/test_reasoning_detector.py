@@ -140,6 +140,21 @@ def test_value_probes_know_a_model_whose_states_are_all_zero(fact_runs):
         assert part["chance"].iloc[0] == pytest.approx(float(answers.bincount().max()) / len(answers))
 
 
+def test_a_split_of_equal_values_leaves_its_probe_rows_nan_and_the_rest(fact_runs):
+    """A run small enough that its OOD entities share one value (seed 0: 2 OOD entities, 2 values):
+    R^2 is undefined there, so those rows are NaN; the accuracies and the ID probes stand (the whole
+    checkpoint used to be an error row)."""
+    runs, _ = fact_runs
+    opts = preset("comparison", n_entities=20, n_attributes=1, n_values=2, ood_share=0.1, phi=1.0, steps=2,
+                  checkpoint_every=2, eval_every=2)
+    run = train(opts, runs["comparison"].parent / "equal_values", quiet=True)
+    table = score_checkpoints(run, detectors=["reasoning"])
+    assert not (table["metric"] == "error").any(), table["error"].unique()
+    by_metric = table.groupby("metric")["value"]
+    assert by_metric.apply(lambda v: v.isna().all())["value_r2_ood"]
+    assert by_metric.apply(lambda v: v.notna().all())[["value_r2_id", "train_acc", "test_id_acc", "test_ood_acc"]].all()
+
+
 def test_context_pickles_and_trace_inputs_change_the_answer(fact_runs):
     runs, _ = fact_runs
     for task in TINY:

@@ -92,13 +92,21 @@ def _error_row(cell: MemorizationCell, exc: BaseException) -> dict[str, Any]:
 def sweep_cells(sizes: Iterable[tuple[int, int]], datasets: Iterable[int], **cell_options: Any) -> list[MemorizationCell]:
     """Every (d_model, n_layers) size x data set size, as cells (``cell_options`` for all).
 
-    ``ValueError`` naming the flag when a size (``--sizes``) or a data set size (``--datasets``) repeats.
+    ``ValueError`` naming the flag when a size (``--sizes``) or a data set size (``--datasets``)
+    repeats, or when a data set asks for more sequences than there are distinct ones
+    (``vocab ** seq_len``): its sequences would repeat, and the memorised bits, clamped at 0 per
+    sequence, would count the noise of the ones a model does not store (an untrained model
+    measured 8 times the reachable bits there).
     """
     sizes, datasets = [(int(d), int(n)) for d, n in sizes], [int(size) for size in datasets]
     for flag, values, shown in (("--sizes", sizes, "{0[0]}x{0[1]}"), ("--datasets", datasets, "{0}")):
         repeated = [value for index, value in enumerate(values) if value in values[:index]]
         if repeated:
             raise ValueError(f"{flag} repeats {shown.format(repeated[0])}")
+    seq_len, vocab = cell_options.get("seq_len"), cell_options.get("vocab")
+    if seq_len is not None and vocab is not None and max(datasets, default=0) > vocab ** seq_len:
+        raise ValueError(f"--datasets {max(datasets)} asks for more sequences than the {vocab ** seq_len} distinct ones "
+                         f"of --seq-len {seq_len} --vocab {vocab}")
     return [MemorizationCell(d_model=d, n_layers=n, n_sequences=size, **cell_options)
             for d, n in sizes for size in datasets]
 

@@ -154,7 +154,8 @@ def _stop_reason(cell: MemorizationCell, step: int, history: dict[int, float], r
     memorized = history[step]
     if memorized >= (1 - cell.complete_tol) * reachable:
         return "complete"
-    before = history.get(step - cell.plateau_window)
+    earlier = [s for s in history if s <= step - cell.plateau_window]  # evaluations come every eval_every steps
+    before = history[max(earlier)] if earlier else None  # the latest one at least a window back
     if before is not None and memorized - before < cell.plateau_tol * memorized:
         return "plateau"
     if step >= cell.max_steps:

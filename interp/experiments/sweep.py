@@ -262,8 +262,8 @@ def sweep(
     """
     from interp.experiments.sweep_page import write_sweep_report
 
-    if not bits_per_parameter > 0:
-        raise ValueError(f"bits per parameter must be positive, got {bits_per_parameter}")
+    if not 0 < bits_per_parameter < float("inf"):
+        raise ValueError(f"bits per parameter must be a positive finite number, got {bits_per_parameter}")
     cells = sweep_cells(task, preset_name, grid, seeds)
     out = Path(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
     if out.exists() and not out.is_dir():

@@ -24,6 +24,7 @@ Comparisons are kept as rows ``[a, e1, e2, label, v1, v2]`` of token ids.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -146,7 +147,7 @@ def comparison_data(n_entities: int = 200, n_attributes: int = 5, n_values: int 
     if n_train > candidates.shape[0]:
         raise ValueError(f"phi={phi} asks for {n_train} training comparisons but only {candidates.shape[0]} ID "
                          f"comparisons are left after the test split; phi can be at most "
-                         f"{candidates.shape[0] / int((~atomic_ood).sum()):.2f}")
+                         f"{math.floor(100 * candidates.shape[0] / int((~atomic_ood).sum())) / 100:.2f}")  # rounded down: that phi is accepted
     if n_train < 1:
         raise ValueError(f"phi={phi} gives no training comparison")
     train = candidates[choose(candidates.shape[0], n_train, g)]

@@ -21,6 +21,7 @@ Tokens: entities ``0..E-1``, relations ``E..E+R-1``, PAD ``E+R``; one vocabulary
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -138,7 +139,7 @@ def composition_data(n_entities: int = 200, n_relations: int = 20, facts_per_ent
     if n_train > candidates.shape[0]:
         raise ValueError(f"phi={phi} asks for {n_train} training chains but only {candidates.shape[0]} ID chains are "
                          f"left after the test split; phi can be at most "
-                         f"{candidates.shape[0] / (n_atomic - n_ood):.2f}")
+                         f"{math.floor(100 * candidates.shape[0] / (n_atomic - n_ood)) / 100:.2f}")  # rounded down: that phi is accepted
     if n_train < 1:
         raise ValueError(f"phi={phi} gives no training chain")
     train = candidates[choose(candidates.shape[0], n_train, g)]

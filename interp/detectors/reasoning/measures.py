@@ -45,7 +45,7 @@ def value_grids(model: HookedTransformer, context: ReasoningContext) -> dict[str
     if context.task != "comparison":
         raise ValueError(f"attribute values are a comparison query's; this is a {context.task} run")
     table = value_probes(model, context.probes, ("id", "ood"))
-    grid = table.pivot_table(index="state", columns=["split", "position"], values="r2")
+    grid = table.pivot(index="state", columns=["split", "position"], values="r2")  # keeps a split of NaN
     return {split: torch.tensor(grid[split][list(PROBE_POSITIONS)].to_numpy()) for split in ("id", "ood")}
 
 

@@ -99,7 +99,9 @@ def value_probes(model: HookedTransformer, sets: dict[tuple[str, str], ProbeSet]
 
     Columns ``position`` (``e1``/``e2``), ``split`` (those of ``splits``), ``state`` (``0..L``),
     ``r2`` in ``(-inf, 1]``, ``n`` (queries). ``fit`` is the probe's score on its own fit queries
-    (how much it could memorise); the detector scores ``id`` and ``ood`` only.
+    (how much it could memorise); the detector scores ``id`` and ``ood`` only. ``r2`` is NaN for a
+    split whose values are all equal (a small run's OOD entities can share one): R^2 is undefined
+    there, and the other splits' rows stand.
     """
     rows = []
     for name, position in POSITIONS.items():
@@ -107,9 +109,11 @@ def value_probes(model: HookedTransformer, sets: dict[tuple[str, str], ProbeSet]
         probe = fit_linear_probe(model, fit.tokens, fit.labels.double(), position, kind="scalar")
         for split in splits:
             s = sets[(name, split)]
-            r2 = probe_score(model, probe, s.tokens, s.labels.double(), position)
+            constant = s.labels.numel() > 0 and bool((s.labels == s.labels.flatten()[0]).all())
+            r2 = ([float("nan")] * (int(model.cfg.n_layers) + 1) if constant
+                  else probe_score(model, probe, s.tokens, s.labels.double(), position).tolist())
             rows += [{"position": name, "split": split, "state": state, "r2": float(v), "n": int(s.labels.numel())}
-                     for state, v in enumerate(r2.tolist())]
+                     for state, v in enumerate(r2)]
     return pd.DataFrame(rows)
 
 
