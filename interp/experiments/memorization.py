@@ -96,7 +96,7 @@ def sweep_cells(sizes: Iterable[tuple[int, int]], datasets: Iterable[int], **cel
     repeats, or when a data set asks for more sequences than there are distinct ones
     (``vocab ** seq_len``): its sequences would repeat, and the memorised bits, clamped at 0 per
     sequence, would count the noise of the ones a model does not store (an untrained model
-    measured 8 times the reachable bits there).
+    measured several times the reachable bits there).
     """
     sizes, datasets = [(int(d), int(n)) for d, n in sizes], [int(size) for size in datasets]
     for flag, values, shown in (("--sizes", sizes, "{0[0]}x{0[1]}"), ("--datasets", datasets, "{0}")):
