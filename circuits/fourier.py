@@ -24,6 +24,7 @@ from transformer_lens import HookedTransformer
 from circuits._fourier_analysis import (
     MAJORITY_THRESHOLD,
     MIN_CLUSTER_SHARE,
+    MIN_KEY_P,
     MIN_UNEMBED_SHARE,
     NEURON_THRESHOLD,
     analyze,
@@ -42,6 +43,7 @@ __all__ = [
     "MAJORITY_THRESHOLD",
     "MIN_UNEMBED_SHARE",
     "MIN_CLUSTER_SHARE",
+    "MIN_KEY_P",
     "fourier_basis",
     "check_modadd_model",
     "last_position_outputs",

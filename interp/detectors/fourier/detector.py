@@ -52,8 +52,7 @@ METRICS = (*_SCALARS, "key_frequency", *_BITS)
 
 
 def applies(model: HookedTransformer) -> str | None:
-    from circuits._fourier_analysis import MIN_KEY_P
-    from circuits.fourier import check_modadd_model
+    from circuits.fourier import MIN_KEY_P, check_modadd_model
 
     try:
         p = check_modadd_model(model)
