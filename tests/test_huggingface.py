@@ -169,6 +169,13 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     (vocab / "config.json").write_text(json.dumps({**cfg, "vocab_size": 120}))
     assert "shape" in _error(vocab)
 
+    activation = tmp_path / "activation"
+    shutil.copytree(base, activation)
+    (activation / "config.json").write_text(json.dumps({**cfg, "activation_function": "swishy"}))
+    message = _error(activation)
+    assert "activation 'swishy' is not supported (supported: " in message and "gelu_new" in message
+    assert "<function" not in message
+
     odd = tmp_path / "odd_rotary"
     save_hf_model("neox_partial", odd)
     neox = json.loads((odd / "config.json").read_text())

@@ -116,6 +116,8 @@ def test_options_are_read_and_refused_by_name():
     assert options.heads == "L0H1+L1H3" and options.chains == 3 and options.setting == (1e-3, 100.0, 5.5)
     with pytest.raises(ValueError, match="INTERP_LLC: cannot read 'speed=2'"):
         llc.parse_options("speed=2")
+    with pytest.raises(ValueError, match=r"INTERP_LLC: cannot read 'seed=-5' \(must be >= 0\)"):
+        llc.parse_options("seed=-5")
 
 
 def _rows(table, metric):

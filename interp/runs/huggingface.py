@@ -180,6 +180,13 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
     if head not in weights and embedding in weights and tied_embeddings(arch, hf):
         weights[head] = weights[embedding]
     try:
+        from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+    except ImportError:  # another TransformerLens layout: its own check below stands
+        SUPPORTED_ACTIVATIONS = None
+    if SUPPORTED_ACTIVATIONS is not None and cfg.get("act_fn") not in (None, *SUPPORTED_ACTIVATIONS):
+        raise CheckpointError(f"{path}: activation {cfg['act_fn']!r} is not supported (supported: "
+                              f"{', '.join(sorted(SUPPORTED_ACTIVATIONS))})")
+    try:
         config = HookedTransformerConfig(**cfg)
     except (TypeError, ValueError, AssertionError) as exc:
         raise CheckpointError(f"{path}: config.json gives an invalid model config ({exc})") from exc

@@ -79,7 +79,7 @@ def parse_options(text: str | None) -> Options:
         try:
             if key in ("chains", "draws", "burnin", "seed", "checks"):
                 values[key] = int(value)
-                if key == "checks" and values[key] < 0:
+                if key in ("checks", "seed") and values[key] < 0:  # a seed as the other commands take it
                     raise ValueError("must be >= 0")
             elif key == "setting":
                 epsilon, gamma, nbeta = (float(v) for v in value.split("/"))
