@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import positive_int
 from circuits._edge_gradients import gradient_scores
 from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_value, run_sources
 from circuits._edge_patching import exact_scores
@@ -63,8 +64,7 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, (int, np.integer)) or ig_steps < 1:
-        raise ValueError(f"ig_steps must be an int >= 1, got {ig_steps!r}")
+    ig_steps = positive_int("ig_steps", ig_steps)
     if method != "exact" and torch.is_inference_mode_enabled():
         raise ValueError(f"{method} needs gradients, which torch.inference_mode() forbids: call it outside "
                          "that block (or use method='exact')")
@@ -78,6 +78,6 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
         m_clean = float(metric_value(metric, clean_logits, "clean run"))
         scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
     else:
-        scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else int(ig_steps))
+        scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else ig_steps)
     frame["score"] = scores.astype(np.float64)
     return frame

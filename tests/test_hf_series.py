@@ -117,12 +117,12 @@ def test_a_step_that_lost_its_weights_is_an_error_row_not_a_gap(series, tmp_path
     assert errors["checkpoint"].tolist() == ["step1000"] and "no weights" in errors["error"].iloc[0]
     assert set(table.loc[table["detector"] == "heads", "checkpoint"]) == set(STEPS) - {"step1000"}
     # a model that loads but whose forward pass fails is an error row too, and the job goes on
-    import interp.scoring.task as task
+    from transformer_lens import HookedTransformer
 
-    def broken(model):
+    def broken(model, *args, **kwargs):
         raise RuntimeError("The expanded size of the tensor (2) must match\nthe existing size")
 
-    monkeypatch.setattr(task, "unsound", broken)
+    monkeypatch.setattr(HookedTransformer, "run_with_cache", broken)
     fresh = tmp_path / "fresh.csv"
     assert main(["score", str(series), "--out", str(fresh), "--quiet", "--detectors", "heads"]) == 1
     rows = read_table(fresh)

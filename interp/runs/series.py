@@ -48,7 +48,12 @@ _WEIGHT_FILE = re.compile(r"^(?:model.*\.safetensors|pytorch_model.*\.bin)$")
 def is_hf_dir(path: str | Path) -> bool:
     """Whether ``path`` is a directory with ``config.json`` and a weights file (or an index of shards)."""
     path = Path(path)
-    return (path / CONFIG_FILE).is_file() and any((path / name).is_file() for name in WEIGHT_MARKERS)
+    return (path / CONFIG_FILE).is_file() and bool(_weight_markers(path))
+
+
+def _weight_markers(path: Path) -> list[str]:
+    """The names of :data:`WEIGHT_MARKERS` that are files in ``path``."""
+    return [name for name in WEIGHT_MARKERS if (path / name).is_file()]
 
 
 def missing_config(directory: str | Path) -> str | None:
@@ -57,7 +62,7 @@ def missing_config(directory: str | Path) -> str | None:
     directory = Path(directory)
     if (directory / CONFIG_FILE).is_file():
         return None
-    weights = [name for name in WEIGHT_MARKERS if (directory / name).is_file()]
+    weights = _weight_markers(directory)
     return f"{directory}: {weights[0]} without the {CONFIG_FILE} a Hugging Face directory has beside it" if weights else None
 
 
@@ -86,7 +91,7 @@ def series_children(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def _has_checkpoint_part(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or any((path / name).is_file() for name in WEIGHT_MARKERS)
+    return (path / CONFIG_FILE).is_file() or bool(_weight_markers(path))
 
 
 def is_series(directory: str | Path) -> bool:

@@ -19,15 +19,20 @@ PROBE_LENGTH = 16
 
 
 def unsound(model: HookedTransformer) -> str | None:
-    """Why ``model`` cannot be scored, or None: NaN or infinite weights, or finite weights whose
-    forward pass on a short probe has NaN or infinite activations (a corrupted file can hold 1e38s)."""
+    """Why ``model`` cannot be scored, or None: NaN or infinite weights, finite weights whose
+    forward pass on a short probe has NaN or infinite activations (a corrupted file can hold 1e38s),
+    or a forward pass that raises (a model that loads but cannot run)."""
     bad = nonfinite_parameters(model)
     if bad:
         return f"NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
     cfg = model.cfg
     probe = torch.arange(min(int(cfg.n_ctx), PROBE_LENGTH), device=cfg.device) % int(cfg.d_vocab)
     with torch.no_grad():
-        logits, cache = model.run_with_cache(probe[None])
+        try:
+            logits, cache = model.run_with_cache(probe[None])
+        except Exception as exc:  # noqa: BLE001 - a reason, never a stopped job
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return f"its forward pass fails: {type(exc).__name__}" + (f": {first}" if first else "")
     broken = [name for name, x in [*cache.items(), ("logits", logits)] if not _finite(name, x)]
     if not broken:
         return None

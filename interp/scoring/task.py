@@ -70,7 +70,7 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
             model, _ = load_cached(ref.path)
         except Exception:  # an unreadable or foreign checkpoint is reported when it is scored
             continue
-        if not _unsound(model):
+        if not unsound(model):
             break
         model = None
     if model is None:
@@ -96,14 +96,6 @@ class ScoreTask:
     detectors: tuple[str, ...]
     plan: RunPlan
     device: str = "cpu"  # where the worker loads the model and the detectors run
-
-
-def _unsound(model: Any) -> str | None:
-    """:func:`interp.runs.soundness.unsound`, with a forward pass that fails as one more reason."""
-    try:
-        return unsound(model)
-    except Exception as exc:  # a model that loads but cannot run: an error row, never a stopped job
-        return f"its forward pass fails: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:
@@ -133,7 +125,7 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
         model, step = load_cached(ref.path, device=task.device)
     except Exception as exc:  # any failure to read becomes an error row; scoring goes on
         return [_error_row(ref, "load", _reason(exc))]
-    why = _unsound(model)
+    why = unsound(model)
     if why:  # checked once here, for every detector
         return [_error_row(ref, "load", why)]
     base = {"run": ref.run, "checkpoint": ref.checkpoint, "step": ref.step if step is None else step,
