@@ -34,9 +34,10 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import positive_int
-from circuits._edge_gradients import gradient_scores
+from circuits._edge_gradients import hooked_gradients, score_edges
 from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_value, run_sources
 from circuits._edge_patching import exact_scores
+from circuits._edge_plain import plain_gradients, plain_sources, plain_supported
 
 __all__ = ["METHODS", "edge_attribution"]
 
@@ -72,12 +73,19 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
     graph = build_graph(model)
     frame = graph.edges()
-    _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
     if method == "exact":
+        _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
         clean_logits, clean_out = run_sources(model, graph, clean)
         m_clean = float(metric_value(metric, clean_logits, "clean run"))
         scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
     else:
-        scores = gradient_scores(model, graph, clean, corrupted_out, metric, 1 if method == "eap" else ig_steps)
+        steps = 1 if method == "eap" else ig_steps
+        if plain_supported(model):
+            corrupted_out = plain_sources(model, corrupted)
+            run = plain_gradients(model, graph, clean, corrupted_out[0], metric, steps)
+        else:
+            _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
+            run = hooked_gradients(model, graph, clean, corrupted_out[0], metric, steps)
+        scores = score_edges(model, graph, run, corrupted_out, steps)
     frame["score"] = scores.astype(np.float64)
     return frame

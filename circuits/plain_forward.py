@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-__all__ = ["add_mlp", "embed", "last_position_logits", "layer_norm", "logits", "lookup", "qkv_tables", "unembed"]
+__all__ = ["add_mlp", "causal_attention", "embed", "last_position_logits", "layer_norm", "logits", "lookup", "mlp_out",
+           "qkv_tables", "unembed"]
 
 
 def lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -60,11 +61,14 @@ def layer_norm(x: torch.Tensor, ln, cfg) -> torch.Tensor:
 
 def add_mlp(x: torch.Tensor, block, cfg) -> torch.Tensor:
     """``x`` plus the block's MLP output on its (pre-LayerNorm'd) ``x``; ``x`` in an attention-only model."""
-    if cfg.attn_only:
-        return x
+    return x if cfg.attn_only else x + mlp_out(x, block, cfg)
+
+
+def mlp_out(x: torch.Tensor, block, cfg) -> torch.Tensor:
+    """The block's MLP output (``hook_mlp_out``) on the residual ``x`` it reads, before its LayerNorm."""
     mlp = block.mlp
     h = layer_norm(x, getattr(block, "ln2", None), cfg)
-    return x + mlp.act_fn(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+    return mlp.act_fn(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
 
 
 def unembed(x: torch.Tensor, model: HookedTransformer) -> torch.Tensor:
@@ -99,10 +103,17 @@ def logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
         h = layer_norm(x, getattr(block, "ln1", None), cfg)
         qkv = torch.einsum("bpd,shde->sbhpe", h, torch.stack([attn.W_Q, attn.W_K, attn.W_V]))
         qkv = qkv + torch.stack([attn.b_Q, attn.b_K, attn.b_V])[:, None, :, None]
-        z = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True, scale=1.0 / cfg.attn_scale)
+        z = causal_attention(qkv[0], qkv[1], qkv[2], cfg)
         x = x + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
         x = add_mlp(x, block, cfg)
     return unembed(x, model)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg) -> torch.Tensor:
+    """``z`` (batch, heads, pos, d_head) of causal attention over queries, keys and values of that
+    shape, scores scaled by ``1 / cfg.attn_scale``: fused (``F.scaled_dot_product_attention``),
+    differentiable, no pattern materialised."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / cfg.attn_scale)
 
 
 def last_position_logits(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:

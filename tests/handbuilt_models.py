@@ -93,6 +93,7 @@ def random_model(
     n_ctx: int = 32,
     attn_only: bool = False,
     normalization_type: str | None = "LN",
+    act_fn: str = "gelu",
     seed: int = 0,
     **extra: object,
 ) -> HookedTransformer:
@@ -107,7 +108,7 @@ def random_model(
         d_vocab=d_vocab,
         d_vocab_out=d_vocab_out,
         attn_only=attn_only,
-        act_fn=None if attn_only else "gelu",
+        act_fn=None if attn_only else act_fn,
         normalization_type=normalization_type,
         default_prepend_bos=False,
         **extra,

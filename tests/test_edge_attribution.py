@@ -432,7 +432,7 @@ def test_the_model_flags_are_restored():
 
 @pytest.mark.parametrize("norm", ["LN", "LNPre", "RMS", "RMSPre", None])
 def test_head_input_scores_equal_autograd_through_the_norm(norm):
-    from circuits._edge_gradients import head_input_scores
+    from circuits._edge_gradients import head_input_scores, project
 
     model = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8, normalization_type=norm)
     ln1 = model.blocks[0].ln1
@@ -457,5 +457,71 @@ def test_head_input_scores_equal_autograd_through_the_norm(norm):
             return ln1(t)
 
     for module in (ln1, Wrapped()):
-        got = head_input_scores(module, x, grads, weights, deltas, steps)
+        got = head_input_scores(module, x, project(grads, weights), deltas, steps)
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+@pytest.mark.parametrize("shape", [
+    dict(attn_only=True, normalization_type=None),
+    dict(attn_only=True, normalization_type="LN"),
+    dict(attn_only=False, normalization_type=None, act_fn="gelu"),
+    dict(attn_only=False, normalization_type="LN", act_fn="relu"),
+    dict(attn_only=False, normalization_type="LN", act_fn="gelu", dtype=torch.float64),
+])
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_the_plain_path_gives_the_hooked_scores(shape, method):
+    # eap and eap-ig run from the weights where circuits._edge_plain applies; the model's hooked
+    # forward (hooked_only) is the reference. Random biases and off-centre LayerNorm weights, so
+    # that every bias, the norm's gain and its centring matter; weights frozen or not.
+    from circuits._edge_plain import plain_supported
+    from circuits._fused import hooked_only
+
+    model = random_model(n_layers=3, n_heads=4, d_model=32, d_head=8, d_vocab=30, n_ctx=24, seed=3, **shape)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("ln1.w", "ln2.w", "ln_final.w")):
+                param.copy_(torch.linspace(0.5, 1.5, param.numel()))
+            elif name.endswith(("ln1.b", "ln2.b", "ln_final.b")):
+                param.copy_(torch.linspace(-0.3, 0.3, param.numel()))
+            elif name.split(".")[-1].startswith("b_"):
+                param.copy_(0.3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    assert plain_supported(model)
+    gen = torch.Generator().manual_seed(5)
+    clean, corrupted = torch.randint(0, 30, (2, 5, 21), generator=gen)
+
+    def loss(logits):
+        return -logits[:, 10:-1].log_softmax(-1).gather(-1, clean[:, 11:, None]).mean()
+
+    for frozen in (False, True):
+        model.requires_grad_(not frozen)
+        got = edge_attribution(model, clean, corrupted, loss, method, ig_steps=3)
+        with hooked_only():
+            expected = edge_attribution(model, clean, corrupted, loss, method, ig_steps=3)
+        assert got[["source", "target", "input"]].equals(expected[["source", "target", "input"]])
+        scale = expected["score"].abs().max()
+        assert scale > 1e-3
+        np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=1e-5 * scale)
+
+
+def test_the_plain_path_is_not_taken_where_it_would_differ():
+    # RMSNorm and a hook of the caller's own: the hooked forward runs (and its scores stand).
+    from circuits._edge_plain import plain_supported
+
+    assert not plain_supported(random_model(normalization_type="RMS"))
+    model = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8)
+    assert plain_supported(model)
+    tokens = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+
+    def metric(logits):
+        return logits[:, -1, 0].mean()
+
+    before = edge_attribution(model, tokens, tokens.flip(1), metric, "eap")
+    model.blocks[0].attn.hook_z.add_hook(lambda z, hook: z * 0)  # the heads write nothing
+    try:
+        assert not plain_supported(model)
+        after = edge_attribution(model, tokens, tokens.flip(1), metric, "eap")
+    finally:
+        model.reset_hooks()
+    heads = after["source"].str.startswith("L0H")
+    assert before.loc[heads, "score"].abs().max() > 1e-4
+    assert after.loc[heads, "score"].abs().max() == 0

@@ -1,0 +1,121 @@
+"""The plain path of ``eap`` and ``eap-ig``: their runs written from the weights.
+
+For the architectures the fused head-score path takes (:func:`circuits._fused.fused_supported`:
+learned absolute positions, no normalisation or pre-LayerNorm, ReLU/GELU MLPs or none, float32 or
+float64, no hooks of the model's own), the corrupted run and the clean (or interpolated) run with
+gradient are computed here from :mod:`circuits.plain_forward`'s pieces, with fused causal attention
+(``plain_forward.causal_attention``) and one batched projection for every head input, instead of
+TransformerLens's hooked forward, which materialises masked scores and patterns and runs a hook
+point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
+each source's output (each head's ``z_h @ W_O[h]``, each MLP's output) and, after one backward,
+the gradient at ``ln1``'s output through each head input alone (the batched projection reads one
+view of the normalised residual per input, so the backward hands out ``W_j g_j`` per input where
+the hooked path projects the q/k/v gradients again), at each MLP's input and at the logits'.
+Nothing upstream of the first layer's projections is differentiated (the embeddings are an edge
+source, never an input). The scores equal the hooked path's to float rounding
+(``tests/test_edge_attribution.py::test_the_plain_path_gives_the_hooked_scores``: random
+biases and norm weights, with and without MLPs and LayerNorm, frozen weights or not);
+``docs/scores.md``, "Edge attribution".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformer_lens import HookedTransformer
+
+from circuits._edge_gradients import GradientRun
+from circuits._edge_graph import Graph, metric_value
+from circuits._fused import fused_supported
+from circuits.plain_forward import causal_attention, embed, layer_norm, mlp_out, unembed
+
+__all__ = ["plain_gradients", "plain_sources", "plain_supported"]
+
+
+def plain_supported(model: HookedTransformer) -> bool:
+    """True when this path reproduces the model's forward (the fused path's conditions)."""
+    return fused_supported(model)
+
+
+def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Every source's output on ``tokens``, (n_sources, batch, pos, d_model), without gradient."""
+    with torch.no_grad():
+        return torch.cat(_run(model, _embedding(model, tokens), None, logits=False)[1])
+
+
+def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_embed: torch.Tensor,
+                    metric: Callable, steps: int) -> GradientRun:
+    """The clean sources and the metric's gradient at every input, averaged later over ``steps`` runs
+    whose embedding output is ``e' + k/steps (e - e')``, ``k = 1..steps`` (batched as copies; the
+    last copy is the clean run)."""
+    batch = clean.shape[0]
+    with torch.no_grad():
+        clean_embed = _embedding(model, clean)
+        alphas = torch.arange(1, steps + 1, dtype=clean_embed.dtype, device=clean_embed.device) / steps
+        path = corrupted_embed + alphas[:, None, None, None] * (clean_embed - corrupted_embed)
+    held: dict = {}
+    with torch.enable_grad():
+        logits, outs = _run(model, path.flatten(0, 1), held)
+        run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
+        total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
+        if not total.requires_grad:
+            raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
+        keys = [key for key in held if key[0] != "pre"]
+        grads = dict(zip(keys, torch.autograd.grad(total, [held[key] for key in keys])))
+    layers = range(graph.n_layers)
+    return GradientRun(
+        outs=torch.cat([out[:, (steps - 1) * batch:] for out in outs]),
+        pre=[held["pre", layer].detach() for layer in layers],
+        heads=[grads["heads", layer] for layer in layers],
+        mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
+        final=grads["final", 0])
+
+
+def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    return embed(tokens, model.embed.W_E, model.pos_embed.W_pos[: tokens.shape[1]])
+
+
+def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True
+         ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """(logits, or None without ``logits``; the sources' outputs, detached, in groups of source order:
+    ``embed`` (1, batch, pos, d_model), each layer's heads (heads, batch, pos, d_model) and MLP (1,
+    batch, pos, d_model)) from the residual ``x`` before block 0.
+
+    With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
+    before ``ln1``, ``("heads", l)`` ``ln1``'s output as one view per head input (3 heads,
+    batch * pos, d_model; head-major, q k v), each projected by that input's weights alone, so
+    that the backward hands out each input's gradient ``W_j g_j`` (and sums them for the residual),
+    ``("mlp", l)`` the MLP's input, ``("final", 0)`` the logits'; each is a tensor of its own, so
+    its gradient is the part that flows through that input alone.
+    """
+    cfg = model.cfg
+    outs = [x.detach()[None]]
+    for layer, block in enumerate(model.blocks):
+        attn = block.attn
+        n_heads, d_model, d_head = attn.W_Q.shape
+        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).reshape(3 * n_heads, d_model, d_head)
+        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).reshape(3 * n_heads, 1, d_head)
+        normed = layer_norm(x, getattr(block, "ln1", None), cfg).reshape(1, -1, d_model)
+        normed = normed.expand(3 * n_heads, *normed.shape[1:])  # one view per head input: its own gradient
+        if held is not None:
+            if not normed.requires_grad:  # frozen weights: the graph starts here
+                normed.requires_grad_(True)
+            held["pre", layer], held["heads", layer] = x, normed
+        qkv = torch.baddbmm(bias, normed, weights).view(n_heads, 3, *x.shape[:2], d_head)
+        q, k, v = qkv.transpose(0, 2).unbind(1)  # each (batch, heads, pos, d_head)
+        z = causal_attention(q, k, v, cfg)
+        heads = torch.bmm(z.transpose(0, 1).reshape(n_heads, -1, d_head), attn.W_O).view(n_heads, *x.shape)
+        outs.append(heads.detach())
+        x = x + heads.sum(0) + attn.b_O
+        if not cfg.attn_only:
+            mlp_in = x.view_as(x)
+            if held is not None:
+                held["mlp", layer] = mlp_in
+            out = mlp_out(mlp_in, block, cfg)
+            outs.append(out.detach()[None])
+            x = x + out
+    final = x.view_as(x)
+    if held is not None:
+        held["final", 0] = final
+    return unembed(final, model) if logits else None, outs
