@@ -23,13 +23,13 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
-from circuits import nonfinite_parameters
 from interp.base.device import resolve_device
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
 from interp.runs.huggingface import read_hf_dir
 from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of, step_of
+from interp.runs.soundness import nonfinite_weights
 from interp.runs.series import CONFIG_FILE, SAFETENSORS_FILE, missing_config, series_children
 from interp.runs.record import read_run
 
@@ -41,7 +41,6 @@ __all__ = [
     "load_cached",
     "load_model",
     "load_optimizer",
-    "nonfinite_weights",
     "read_checkpoint",
     "save_checkpoint",
     "save_optimizer",
@@ -175,10 +174,6 @@ def _check_run(path: Path, cfg: dict[str, Any]) -> None:
                               f"{run} ({describe_shape(expected)})")
 
 
-#: Names of the parameters holding a NaN or an infinity (empty for a healthy model).
-nonfinite_weights = nonfinite_parameters
-
-
 def load_model(path: str | Path, *, strict: bool = False,
                device: str | torch.device | None = None) -> HookedTransformer:
     """Load a ``HookedTransformer`` (eval mode) from any checkpoint this toolkit knows, on ``device``
@@ -238,7 +233,7 @@ def load_model(path: str | Path, *, strict: bool = False,
         model.training_config = training
     bad = nonfinite_weights(model)
     if bad:
-        message = f"{path}: NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+        message = f"{path}: {bad}"
         if strict:
             raise CheckpointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -12,19 +12,25 @@ from transformer_lens import HookedTransformer
 
 from circuits import nonfinite_parameters
 
-__all__ = ["unsound"]
+__all__ = ["nonfinite_weights", "unsound"]
 
 #: Length of the token probe :func:`unsound` runs (or ``n_ctx``, when shorter).
 PROBE_LENGTH = 16
+
+
+def nonfinite_weights(model: torch.nn.Module) -> str | None:
+    """``"NaN or infinite weights in <up to four parameter names>"``, or None when every weight is finite."""
+    bad = nonfinite_parameters(model)
+    return f"NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}" if bad else None
 
 
 def unsound(model: HookedTransformer) -> str | None:
     """Why ``model`` cannot be scored, or None: NaN or infinite weights, finite weights whose
     forward pass on a short probe has NaN or infinite activations (a corrupted file can hold 1e38s),
     or a forward pass that raises (a model that loads but cannot run)."""
-    bad = nonfinite_parameters(model)
+    bad = nonfinite_weights(model)
     if bad:
-        return f"NaN or infinite weights in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+        return bad
     cfg = model.cfg
     probe = torch.arange(min(int(cfg.n_ctx), PROBE_LENGTH), device=cfg.device) % int(cfg.d_vocab)
     with torch.no_grad():

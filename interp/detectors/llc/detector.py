@@ -240,7 +240,8 @@ def _checks(run_dir: Path, count: int) -> list[tuple[str, Any]]:
 
 
 def _load_checked(path: Path) -> HookedTransformer | None:
-    from interp.runs.checkpoints import load_model, nonfinite_weights
+    from interp.runs.checkpoints import load_model
+    from interp.runs.soundness import nonfinite_weights
 
     try:
         model = load_model(path)
