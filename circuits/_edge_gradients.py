@@ -2,8 +2,8 @@
 
 One forward with gradient on the (clean or interpolated) run, through the model's hooked forward
 (:func:`hooked_gradients`, the model's own layout: no split q/k/v inputs, they would multiply the
-attention inputs by the head count) or, where it applies, the plain path of
-:mod:`circuits._edge_plain`; then (:func:`score_edges`) the gradient at
+attention inputs by the head count) or, where it applies, the runs written from the weights
+(:mod:`circuits._edge_plain`); then (:func:`score_edges`) the gradient at
 each head's q/k/v input, before ``ln1``, from the gradient at ``hook_q``/``hook_k``/``hook_v``:
 ``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). For
 TransformerLens' norms that vector-Jacobian product is written out, for every head input of a
@@ -32,14 +32,17 @@ class GradientRun:
     """What the scores read from the clean (or interpolated) runs with gradient, ``steps`` copies of the batch.
 
     ``outs``: the clean run's source outputs (n_sources, b, p, d). Per layer: ``pre`` the residual
-    before ``ln1`` (steps * b, p, d), ``heads`` the gradient at ``ln1``'s output through each head
-    input alone (3 heads, steps * b * p, d; head-major, q k v), ``mlp`` the gradient at the MLP's
-    input (empty without MLPs); ``final`` the gradient at the logits' input (steps * b, p, d).
+    before ``ln1`` (steps * b, p, d), ``qkv`` the gradient at the queries, keys and values
+    (steps * b, p, heads, 3, d_head; ``hook_q``/``hook_k``/``hook_v``), ``mlp`` the gradient at
+    the MLP's input (empty without MLPs); ``final`` the gradient at the logits' input (steps * b,
+    p, d). The q/k/v gradients are projected back to the residual one layer and one run at a time
+    when scored (:func:`head_input_scores`): all of them at once would hold ``d_model / d_head``
+    times the memory.
     """
 
     outs: torch.Tensor
     pre: list[torch.Tensor]
-    heads: list[torch.Tensor]
+    qkv: list[torch.Tensor]
     mlp: list[torch.Tensor]
     final: torch.Tensor
 
@@ -88,9 +91,7 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
     return GradientRun(
         outs=torch.stack(outs),  # type: ignore[arg-type]
         pre=[held[name].detach() for name in pre],
-        heads=[project(torch.stack([grads[f"blocks.{layer}.attn.hook_{kind}"] for kind in "qkv"], 3),
-                       torch.stack([model.blocks[layer].attn.W_Q, model.blocks[layer].attn.W_K,
-                                    model.blocks[layer].attn.W_V], 1).detach()) for layer in layers],
+        qkv=[torch.stack([grads[f"blocks.{layer}.attn.hook_{kind}"] for kind in "qkv"], 3) for layer in layers],
         mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in layers] if graph.has_mlp else [],
         final=grads[names[-1]])
 
@@ -105,9 +106,11 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrup
         table = torch.zeros(len(graph.sources), len(graph.inputs), dtype=deltas.dtype, device=deltas.device)
         i, n_heads = 0, graph.n_heads
         for layer in range(graph.n_layers):
+            attn = model.blocks[layer].attn
             up = graph.sources_of_layer(layer)[0]  # sources are in forward order: the first `up` feed this layer
+            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
             table[:up, i:i + 3 * n_heads] = head_input_scores(model.blocks[layer].ln1, run.pre[layer],
-                                                              run.heads[layer], deltas[:up], steps)
+                                                              run.qkv[layer], weights, deltas[:up], steps)
             i += 3 * n_heads
             if graph.has_mlp:
                 up = int(graph.upstream[:, i].sum())
@@ -118,49 +121,50 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrup
     return table[torch.as_tensor(s_idx, device=table.device), torch.as_tensor(i_idx, device=table.device)].double().cpu().numpy()
 
 
-@torch.no_grad()
-def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, v: torch.Tensor, deltas: torch.Tensor,
-                      steps: int) -> torch.Tensor:
+def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor,
+                      deltas: torch.Tensor, steps: int) -> torch.Tensor:
     """Scores of every source into one layer's head inputs: (n_sources, 3 n_heads), head-major, q k v.
 
-    Entry ``(s, 3h + j)``: ``sum_{b,p} delta_s . mean_k J_norm(x_k)^T v_kj`` with ``x``
-    (steps * b, p, d) the residual before the norm, ``v`` (3 n_heads, steps * b * p, d) the
-    gradient at the norm's output through input ``j`` alone (``W_j g_j``, ``g_j`` the gradient at
-    that head's q, k or v; :func:`project`) and ``deltas`` (n_sources, b, p, d). ``v`` is
-    overwritten. For TransformerLens' LayerNorm and RMSNorm (and their Pre forms) the norm's
-    vector-Jacobian product is written out: with ``n`` the normalised ``x``, ``sigma`` its scale,
-    ``P`` the centring (LayerNorm) and ``u = P (w * v)``, ``J^T v = (u - n (n . u) / d) / sigma``,
-    for all ``3 n_heads`` inputs at once and without copying the residual per head; any other norm
-    goes through :func:`norm_vjp`.
+    Entry ``(s, 3h + j)``: ``sum_{b,p} delta_s . mean_k J_norm(x_k)^T W_j[h] g_kj[h]`` with ``x``
+    (steps * b, p, d) the residual before the norm, ``grads`` (steps * b, p, n_heads, 3, d_head)
+    the gradients at ``hook_q``/``hook_k``/``hook_v``, ``weights`` (n_heads, 3, d, d_head) and
+    ``deltas`` (n_sources, b, p, d). For TransformerLens' LayerNorm and RMSNorm (and their Pre
+    forms) the norm's vector-Jacobian product is written out: with ``n`` the normalised ``x``,
+    ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
+    ``J^T u = (P u - n (n . u) / d) / sigma``, for all ``3 n_heads`` cotangents at once and
+    without copying the residual per head. Any other norm goes through :func:`norm_vjp`.
     """
-    d = x.shape[-1]
-    runs = list(zip(x.reshape(steps, -1, d), v.chunk(steps, 1)))  # one run at a time: its tensors stay in cache
-    cot = _cotangents(norm, *runs[0])
-    for x_k, v_k in runs[1:]:
-        cot += _cotangents(norm, x_k, v_k)
+    kind = type(norm).__name__
+    if kind in ("LayerNorm", "RMSNorm"):
+        weights = weights * norm.w[:, None]
+    if kind.startswith("LayerNorm"):
+        weights = weights - weights.mean(2, keepdim=True)  # P W: P u = (P W) g
+    runs = list(zip(x.chunk(steps), grads.chunk(steps)))  # one run at a time: its tensors stay in cache
+    cot = _cotangents(norm, *runs[0], weights)
+    for x_k, grads_k in runs[1:]:
+        cot += _cotangents(norm, x_k, grads_k, weights)
     return deltas.flatten(1) @ cot.flatten(1).T / steps
 
 
-def _cotangents(norm: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``J_norm(x)^T v_j`` of one run, ``x`` (b * p, d), for every head input ``j``: (3 n_heads, b * p,
-    d), in ``v``'s memory where the closed form applies."""
+def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); the LayerNorm's ``weights``
+    already centred along d."""
     kind, d = type(norm).__name__, x.shape[-1]
     if kind in CLOSED_FORM_NORMS:
-        if kind in ("LayerNorm", "RMSNorm"):
-            v.mul_(norm.w)
         if kind.startswith("LayerNorm"):
             x = x - x.mean(-1, keepdim=True)
-            v.sub_(v.mean(-1, keepdim=True))
-        inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (b * p, 1)
-        unit = x * inv_scale
-        v.mul_(inv_scale)
-        return v.addcmul_(torch.linalg.vecdot(v, unit)[..., None], unit, value=-1 / d)  # - n (n . u) / d
+        inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (b, p, 1)
+        unit = (x * inv_scale).reshape(-1, d)
+        u = _project(grads * inv_scale[..., None, None], weights)  # P W g / sigma
+        return torch.addcmul(u, torch.linalg.vecdot(u, unit)[..., None], unit, value=-1 / d)  # - n (n . u) / d
+    u = _project(grads, weights)
     if isinstance(norm, torch.nn.Identity):
-        return v
-    return norm_vjp(norm, x[:, None], v.permute(1, 0, 2)[:, None])[:, 0].permute(1, 0, 2)
+        return u
+    cot = norm_vjp(norm, x, u.view(u.shape[0], *x.shape).permute(1, 2, 0, 3))
+    return cot.permute(2, 0, 1, 3).reshape(u.shape)
 
 
-def project(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _project(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``W_j[h] g_j[h]``, (3 n_heads, b * p, d): grads (b, p, h, 3, e), weights (h, 3, d, e)."""
     n_inputs, e = 3 * grads.shape[2], grads.shape[-1]
     by_input = grads.reshape(-1, n_inputs, e).transpose(0, 1)

@@ -4,14 +4,12 @@ For the architectures the fused head-score path takes (:func:`circuits._fused.fu
 learned absolute positions, no normalisation or pre-LayerNorm, ReLU/GELU MLPs or none, float32 or
 float64, no hooks of the model's own), the corrupted run and the clean (or interpolated) run with
 gradient are computed here from :mod:`circuits.plain_forward`'s pieces, with fused causal attention
-(``plain_forward.causal_attention``) and one batched projection for every head input, instead of
+(``plain_forward.causal_attention``) and one projection for every head's q, k and v, instead of
 TransformerLens's hooked forward, which materialises masked scores and patterns and runs a hook
 point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
 each source's output (each head's ``z_h @ W_O[h]``, each MLP's output) and, after one backward,
-the gradient at ``ln1``'s output through each head input alone (the batched projection reads one
-view of the normalised residual per input, so the backward hands out ``W_j g_j`` per input where
-the hooked path projects the q/k/v gradients again), at each MLP's input and at the logits'.
-Nothing upstream of the first layer's projections is differentiated (the embeddings are an edge
+the gradient at each layer's queries, keys and values, at each MLP's input and at the logits'.
+Nothing upstream of the first layer's q/k/v is differentiated (the embeddings are an edge
 source, never an input). The scores equal the hooked path's to float rounding
 (``tests/test_edge_attribution.py::test_the_plain_path_gives_the_hooked_scores``: random
 biases and norm weights, with and without MLPs and LayerNorm, frozen weights or not);
@@ -67,7 +65,7 @@ def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
     return GradientRun(
         outs=torch.cat([out[:, (steps - 1) * batch:] for out in outs]),
         pre=[held["pre", layer].detach() for layer in layers],
-        heads=[grads["heads", layer] for layer in layers],
+        qkv=[grads["qkv", layer].transpose(2, 3) for layer in layers],
         mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
         final=grads["final", 0])
 
@@ -83,9 +81,7 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     batch, pos, d_model)) from the residual ``x`` before block 0.
 
     With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
-    before ``ln1``, ``("heads", l)`` ``ln1``'s output as one view per head input (3 heads,
-    batch * pos, d_model; head-major, q k v), each projected by that input's weights alone, so
-    that the backward hands out each input's gradient ``W_j g_j`` (and sums them for the residual),
+    before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, 3, heads, d_head),
     ``("mlp", l)`` the MLP's input, ``("final", 0)`` the logits'; each is a tensor of its own, so
     its gradient is the part that flows through that input alone.
     """
@@ -94,16 +90,15 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         n_heads, d_model, d_head = attn.W_Q.shape
-        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).reshape(3 * n_heads, d_model, d_head)
-        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).reshape(3 * n_heads, 1, d_head)
-        normed = layer_norm(x, getattr(block, "ln1", None), cfg).reshape(1, -1, d_model)
-        normed = normed.expand(3 * n_heads, *normed.shape[1:])  # one view per head input: its own gradient
+        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 1, 0, 3).reshape(d_model, -1)
+        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V]).flatten()  # (3, heads, d_head), as the weights
+        normed = layer_norm(x, getattr(block, "ln1", None), cfg)
+        qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], 3, n_heads, d_head)
         if held is not None:
-            if not normed.requires_grad:  # frozen weights: the graph starts here
-                normed.requires_grad_(True)
-            held["pre", layer], held["heads", layer] = x, normed
-        qkv = torch.baddbmm(bias, normed, weights).view(n_heads, 3, *x.shape[:2], d_head)
-        q, k, v = qkv.transpose(0, 2).unbind(1)  # each (batch, heads, pos, d_head)
+            if not qkv.requires_grad:  # frozen weights: the graph starts here
+                qkv.requires_grad_(True)
+            held["pre", layer], held["qkv", layer] = x, qkv
+        q, k, v = qkv.transpose(1, 3).unbind(2)  # each (batch, heads, pos, d_head)
         z = causal_attention(q, k, v, cfg)
         heads = torch.bmm(z.transpose(0, 1).reshape(n_heads, -1, d_head), attn.W_O).view(n_heads, *x.shape)
         outs.append(heads.detach())
