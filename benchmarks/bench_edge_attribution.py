@@ -78,7 +78,7 @@ def measure(name: str, model, repeats: int) -> dict:
 
     def floor():
         # What any EAP on the forward eap runs here needs at least: the corrupted forward and a
-        # forward + backward of the clean run to the embeddings (no per-input gradients).
+        # forward + backward of the clean run to the embedding matrix (no per-input gradients).
         with torch.no_grad():
             plain_logits(model, corrupted)
         torch.autograd.grad(loss(plain_logits(model, clean)), model.embed.W_E)
@@ -138,7 +138,7 @@ batched as copies, each group started at its layer). `eap` runs from the weights
 (`circuits/_edge_plain.py`: fused attention, no hook points); "`eap`, hooked forward" is the same
 scores through TransformerLens' hooked forward, the path every other architecture takes. "floor":
 what any EAP on the forward `eap` runs needs at least, timed the same way: one forward of the
-corrupted tokens plus one forward and backward of the clean run to its embeddings, on
+corrupted tokens plus one forward and backward of the clean run to the embedding matrix, on
 `circuits.plain_forward.logits`; when it exceeds 3, so must `eap`.
 
 | what | figure | target |

@@ -51,26 +51,21 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
                      metric: Callable, steps: int) -> GradientRun:
     """The runs of :func:`score_edges` through the model's own hooked forward.
 
-    The gradient is taken over ``steps`` runs with embedding output ``e' + k/steps (e - e')``,
-    ``k = 1..steps`` (``e`` clean, ``e'`` corrupted; one run, the clean one, when ``steps = 1``),
-    batched as copies of the clean tokens.
+    The gradient is taken over the ``steps`` runs of :func:`interpolated_embeddings`, batched as
+    copies of the clean tokens; the source outputs are the last (clean) copy's.
     """
     batch, n_layers = clean.shape[0], graph.n_layers
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
     held: dict[str, torch.Tensor] = {}
-    alphas = torch.arange(1, steps + 1, dtype=corrupted_embed.dtype, device=corrupted_embed.device) / steps
 
     def embed(resid: torch.Tensor) -> torch.Tensor:
         clean_embed = resid.detach()[(steps - 1) * batch:]  # every copy holds the clean tokens
         outs[0] = clean_embed
-        if steps == 1:
-            return clean_embed.clone().requires_grad_(True)
-        path = corrupted_embed + alphas[:, None, None, None] * (clean_embed - corrupted_embed)
-        return path.reshape(resid.shape).requires_grad_(True)
+        return interpolated_embeddings(clean_embed, corrupted_embed, steps).view(resid.shape).requires_grad_(True)
 
     def store(i: int, out: torch.Tensor) -> None:
-        if i:
-            outs[i] = out.detach()[(steps - 1) * batch:]
+        if i:  # the clean copy alone (a copy of it, so that the other copies' outputs are freed)
+            outs[i] = out.detach()[(steps - 1) * batch:].clone() if steps > 1 else out.detach()
 
     def hold(x: torch.Tensor, hook: object) -> None:
         held[hook.name] = x
@@ -81,11 +76,9 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
     pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
     hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in names + pre]
     with split_inputs(model, qkv=False), torch.enable_grad():
-        logits = model.run_with_hooks(clean.repeat(steps, 1), fwd_hooks=hooks)
-        run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
-        total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
-        if not total.requires_grad:
-            raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
+        tokens = clean.repeat(steps, 1)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=torch.ones_like(tokens))
+        total = metric_total(metric, logits, steps)
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
     layers = range(n_layers)
     return GradientRun(
@@ -94,6 +87,24 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
         qkv=[torch.stack([grads[f"blocks.{layer}.attn.hook_{kind}"] for kind in "qkv"], 3) for layer in layers],
         mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in layers] if graph.has_mlp else [],
         final=grads[names[-1]])
+
+
+def interpolated_embeddings(clean_embed: torch.Tensor, corrupted_embed: torch.Tensor, steps: int) -> torch.Tensor:
+    """The embedding outputs of ``eap-ig``'s runs, (steps * b, p, d): ``e - (1 - k/steps) (e - e')``
+    for ``k = 1..steps`` (``e`` clean, ``e'`` corrupted), step-major; the last copy is ``e`` exactly
+    (with ``steps = 1``, ``eap``'s clean run). A new tensor."""
+    back = 1 - torch.arange(1, steps + 1, dtype=clean_embed.dtype, device=clean_embed.device) / steps
+    return (clean_embed - back[:, None, None, None] * (clean_embed - corrupted_embed)).flatten(0, 1)
+
+
+def metric_total(metric: Callable, logits: torch.Tensor, steps: int) -> torch.Tensor:
+    """The sum of ``metric`` over the ``steps`` equal blocks of ``logits`` (one per run), checked to be
+    finite and differentiable."""
+    run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
+    total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
+    if not total.requires_grad:
+        raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
+    return total
 
 
 def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrupted_out: torch.Tensor,

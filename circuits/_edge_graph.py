@@ -210,7 +210,12 @@ def source_hooks(model: HookedTransformer, graph: Graph, store: Callable[[int, t
 def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor, logits: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(logits, or None without ``logits``; source outputs (n_sources, batch, pos, d_model)) of one
-    forward, no gradient."""
+    forward, no gradient.
+
+    Every token-input run of edge attribution passes an all-ones attention mask: the tokens are
+    taken as given, unpadded. Without it a model whose tokenizer pads on the left would take
+    leading tokens equal to its pad token for padding and hide them (and shift the positions).
+    """
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
 
     def store(i: int, out: torch.Tensor) -> None:
@@ -218,5 +223,5 @@ def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor, lo
 
     with torch.no_grad():
         out = model.run_with_hooks(tokens, fwd_hooks=source_hooks(model, graph, store),
-                                   return_type="logits" if logits else None)
+                                   attention_mask=torch.ones_like(tokens), return_type="logits" if logits else None)
     return out, torch.stack(outs)  # type: ignore[arg-type]

@@ -38,7 +38,8 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
     names = {f"blocks.{layer}.hook_resid_pre" for layer in range(graph.n_layers)}
     final = f"blocks.{graph.n_layers - 1}.hook_resid_post"
     with torch.no_grad():
-        _, cache = model.run_with_cache(clean, names_filter=lambda name: name in names or name == final)
+        _, cache = model.run_with_cache(clean, names_filter=lambda name: name in names or name == final,
+                                        attention_mask=torch.ones_like(clean))
     s_idx, i_idx = graph.edge_index()
     scores = np.zeros(len(s_idx))
     layer_of = np.array([graph.inputs[i][2] for i in i_idx])
@@ -133,5 +134,6 @@ def _patched_run(model: HookedTransformer, graph: Graph, clean: torch.Tensor, co
 
     hooks = source_hooks(model, graph, store) + [(name, rewrite) for name, _ in input_hook_names(graph)]
     with split_inputs(model), torch.no_grad():
-        logits = model.run_with_hooks(clean.repeat(n_sets, 1), fwd_hooks=hooks)
+        tokens = clean.repeat(n_sets, 1)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=torch.ones_like(tokens))
     return copies_metric(metric, logits, n_sets)

@@ -1,7 +1,7 @@
 """The plain path of ``eap`` and ``eap-ig``: their runs written from the weights.
 
 For the architectures the fused head-score path takes (:func:`circuits._fused.fused_supported`:
-learned absolute positions, no normalisation or pre-LayerNorm, ReLU/GELU MLPs or none, float32 or
+learned absolute positions, ``normalization_type`` None or ``"LN"``, ReLU/GELU MLPs or none, float32 or
 float64, no hooks of the model's own), the corrupted run and the clean (or interpolated) run with
 gradient are computed here from :mod:`circuits.plain_forward`'s pieces, with fused causal attention
 (``plain_forward.causal_attention``) and one projection for every head's q, k and v, instead of
@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_gradients import GradientRun
-from circuits._edge_graph import Graph, metric_value
+from circuits._edge_gradients import GradientRun, interpolated_embeddings, metric_total
+from circuits._edge_graph import Graph
 from circuits._fused import fused_supported
 from circuits.plain_forward import causal_attention, embed, layer_norm, mlp_out, unembed
 
@@ -44,26 +44,20 @@ def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tenso
 
 def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_embed: torch.Tensor,
                     metric: Callable, steps: int) -> GradientRun:
-    """The clean sources and the metric's gradient at every input, averaged later over ``steps`` runs
-    whose embedding output is ``e' + k/steps (e - e')``, ``k = 1..steps`` (batched as copies; the
-    last copy is the clean run)."""
-    batch = clean.shape[0]
+    """The clean sources and the metric's gradient at every input over the ``steps`` runs of
+    :func:`circuits._edge_gradients.interpolated_embeddings` (batched as copies; the last copy is
+    the clean run, whose source outputs are kept)."""
     with torch.no_grad():
-        clean_embed = _embedding(model, clean)
-        alphas = torch.arange(1, steps + 1, dtype=clean_embed.dtype, device=clean_embed.device) / steps
-        path = corrupted_embed + alphas[:, None, None, None] * (clean_embed - corrupted_embed)
+        path = interpolated_embeddings(_embedding(model, clean), corrupted_embed, steps)
     held: dict = {}
     with torch.enable_grad():
-        logits, outs = _run(model, path.flatten(0, 1), held)
-        run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
-        total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
-        if not total.requires_grad:
-            raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
+        logits, outs = _run(model, path, held, keep=clean.shape[0] if steps > 1 else None)
+        total = metric_total(metric, logits, steps)
         keys = [key for key in held if key[0] != "pre"]
         grads = dict(zip(keys, torch.autograd.grad(total, [held[key] for key in keys])))
     layers = range(graph.n_layers)
     return GradientRun(
-        outs=torch.cat([out[:, (steps - 1) * batch:] for out in outs]),
+        outs=torch.cat(outs),
         pre=[held["pre", layer].detach() for layer in layers],
         qkv=[grads["qkv", layer].transpose(2, 3) for layer in layers],
         mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
@@ -74,11 +68,12 @@ def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
     return embed(tokens, model.embed.W_E, model.pos_embed.W_pos[: tokens.shape[1]])
 
 
-def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True
+def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True, keep: int | None = None
          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     """(logits, or None without ``logits``; the sources' outputs, detached, in groups of source order:
     ``embed`` (1, batch, pos, d_model), each layer's heads (heads, batch, pos, d_model) and MLP (1,
-    batch, pos, d_model)) from the residual ``x`` before block 0.
+    batch, pos, d_model)) from the residual ``x`` before block 0; with ``keep``, the outputs of the
+    last ``keep`` sequences only (copied, so that the others' are freed as the run goes on).
 
     With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
     before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, 3, heads, d_head),
@@ -86,7 +81,11 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     its gradient is the part that flows through that input alone.
     """
     cfg = model.cfg
-    outs = [x.detach()[None]]
+
+    def kept(out: torch.Tensor) -> torch.Tensor:
+        return out.detach() if keep is None else out[:, -keep:].detach().clone()
+
+    outs = [kept(x[None])]
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         n_heads, d_model, d_head = attn.W_Q.shape
@@ -101,14 +100,14 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
         q, k, v = qkv.transpose(1, 3).unbind(2)  # each (batch, heads, pos, d_head)
         z = causal_attention(q, k, v, cfg)
         heads = torch.bmm(z.transpose(0, 1).reshape(n_heads, -1, d_head), attn.W_O).view(n_heads, *x.shape)
-        outs.append(heads.detach())
+        outs.append(kept(heads))
         x = x + heads.sum(0) + attn.b_O
         if not cfg.attn_only:
             mlp_in = x.view_as(x)
             if held is not None:
                 held["mlp", layer] = mlp_in
             out = mlp_out(mlp_in, block, cfg)
-            outs.append(out.detach()[None])
+            outs.append(kept(out[None]))
             x = x + out
     final = x.view_as(x)
     if held is not None:

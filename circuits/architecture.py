@@ -39,7 +39,8 @@ def plain_forward_supported(
     Q/K/V clipping, log-n scaling, attention sinks, score or logit soft-caps; no grouped K/V heads
     (``n_key_value_heads`` unset or equal to ``n_heads``); unquantised weights (no
     ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
-    extra post-sublayer norms; an MLP (if any) that is a plain, ungated, single-expert ReLU or
+    extra post-sublayer norms, a final norm of the blocks' kind (not ``final_rms`` after
+    LayerNorm blocks); the model on one device (``n_devices`` 1); an MLP (if any) that is a plain, ungated, single-expert ReLU or
     GELU ``MLP``; and embeddings and blocks built of TransformerLens's own ``Embed``, ``PosEmbed``,
     ``TransformerBlock``, ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not
     subclasses, still in the state the config describes (a module changed after it was built,
@@ -70,6 +71,8 @@ def plain_forward_supported(
         and not cfg.parallel_attn_mlp
         and not cfg.post_embedding_ln
         and not getattr(cfg, "use_normalization_before_and_after", False)
+        and not (cfg.normalization_type == "LN" and getattr(cfg, "final_rms", False))
+        and int(getattr(cfg, "n_devices", 1) or 1) == 1
     )
     return config_ok and _plain_modules(model) and all(_plain_block(block, cfg) for block in model.blocks)
 

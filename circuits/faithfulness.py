@@ -226,7 +226,7 @@ def _metrics(model: HookedTransformer, circuits: list, clean_tokens: torch.Tenso
     graph = build_graph(model)
     sets = np.stack([~_mask(graph, edges) & graph.upstream for edges in circuits])
     with torch.no_grad():
-        clean_logits = model(clean)
+        clean_logits = model(clean, attention_mask=torch.ones_like(clean))  # unpadded: _edge_graph.run_sources
     corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
     m_clean = float(metric_value(metric, clean_logits, "clean run"))
     m_corrupted = float(metric_value(metric, corrupted_logits, "corrupted run"))

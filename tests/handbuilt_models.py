@@ -117,3 +117,16 @@ def random_model(
     model = HookedTransformer(cfg, move_to_device=False)
     model.eval()
     return model
+
+
+def set_left_padding_tokenizer(model: HookedTransformer) -> None:
+    """Give ``model`` a word-level tokenizer over its vocabulary that pads on the left, with token 0
+    as its pad (and BOS) token: TransformerLens then takes leading 0s for padding unless told not to."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, **{f"t{i}": i for i in range(1, int(model.cfg.d_vocab))}}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>")),
+                                        eos_token="<|endoftext|>")
+    model.set_tokenizer(tokenizer, default_padding_side="left")
+    assert model.tokenizer.padding_side == "left" and model.tokenizer.pad_token_id == model.tokenizer.bos_token_id == 0

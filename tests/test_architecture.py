@@ -73,6 +73,7 @@ UNSUPPORTED = [
     ("parallel_attn_mlp", True),
     ("post_embedding_ln", True),
     ("use_normalization_before_and_after", True),
+    ("n_devices", 2),  # layers spread over devices: the plain forwards keep every tensor on one
 ]
 
 
@@ -91,6 +92,9 @@ def test_layer_count_norms_and_mlp_are_parameters(plain):
     ln = copy.deepcopy(plain)
     ln.cfg.normalization_type = "LN"
     assert plain_forward_supported(ln, layer_norm=True)
+    ln.cfg.final_rms = True  # LayerNorm blocks, an RMSNorm before the unembedding
+    assert not plain_forward_supported(ln, layer_norm=True)
+    ln.cfg.final_rms = False
     for norm in ("LNPre", "RMS", "RMSPre"):
         ln.cfg.normalization_type = norm
         assert not plain_forward_supported(ln, layer_norm=True), norm

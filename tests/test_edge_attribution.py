@@ -20,6 +20,7 @@ first-order scores miss the K-composition edge (``test_saturated_attention_defea
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, fa
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
-from handbuilt_models import VOCAB, induction_circuit_model, random_model
+from handbuilt_models import VOCAB, induction_circuit_model, random_model, set_left_padding_tokenizer
 
 BUILT = {("embed", "L0H0", "v"), ("L0H0", "L1H0", "k"), ("embed", "L1H0", "v"), ("L1H0", "logits", "")}
 K_COMPOSITION, PREVIOUS_VALUE = ("L0H0", "L1H0", "k"), ("embed", "L0H0", "v")
@@ -492,9 +493,13 @@ def test_the_plain_path_gives_the_hooked_scores(shape, method):
     def loss(logits):
         return -logits[:, 10:-1].log_softmax(-1).gather(-1, clean[:, 11:, None]).mean()
 
+    module = sys.modules["circuits.edge_attribution"]  # the package's name is the function
+
     for frozen in (False, True):
         model.requires_grad_(not frozen)
-        got = edge_attribution(model, clean, corrupted, loss, method, ig_steps=3)
+        with pytest.MonkeyPatch.context() as patch:  # the plain path is the one taken
+            patch.setattr(module, "hooked_gradients", None)
+            got = edge_attribution(model, clean, corrupted, loss, method, ig_steps=3)
         with hooked_only():
             expected = edge_attribution(model, clean, corrupted, loss, method, ig_steps=3)
         assert got[["source", "target", "input"]].equals(expected[["source", "target", "input"]])
@@ -504,10 +509,16 @@ def test_the_plain_path_gives_the_hooked_scores(shape, method):
 
 
 def test_the_plain_path_is_not_taken_where_it_would_differ():
-    # RMSNorm and a hook of the caller's own: the hooked forward runs (and its scores stand).
+    # RMSNorm, LayerNorm blocks with a final RMSNorm, and a hook of the caller's own: the hooked
+    # forward runs (and its scores stand).
     from circuits._edge_plain import plain_supported
 
     assert not plain_supported(random_model(normalization_type="RMS"))
+    final_rms = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8, final_rms=True)
+    assert not plain_supported(final_rms)
+    tokens = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+    scores = edge_attribution(final_rms, tokens, tokens.flip(1), lambda logits: logits[:, -1, 0].mean(), "eap")
+    assert scores["score"].abs().max() > 1e-4
     model = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8)
     assert plain_supported(model)
     tokens = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
@@ -525,3 +536,32 @@ def test_the_plain_path_is_not_taken_where_it_would_differ():
     heads = after["source"].str.startswith("L0H")
     assert before.loc[heads, "score"].abs().max() > 1e-4
     assert after.loc[heads, "score"].abs().max() == 0
+
+
+def test_a_left_padding_tokenizer_changes_no_score():
+    # TransformerLens takes leading pad tokens for padding when the tokenizer pads on the left (and
+    # shifts the positions); edge attribution takes the tokens as given, on every path.
+    from circuits._fused import hooked_only
+
+    model = random_model(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=12, seed=4)
+    gen = torch.Generator().manual_seed(2)
+    clean, corrupted = torch.randint(1, 20, (2, 3, 10), generator=gen)
+    clean[:, :2] = corrupted[:, :2] = 0  # leading pad tokens (also BOS)
+
+    def loss(logits):
+        return -logits[:, 2:-1].log_softmax(-1).gather(-1, clean[:, 3:, None]).mean()
+
+    expected = {m: edge_attribution(model, clean, corrupted, loss, m)["score"] for m in METHODS}
+    reference = circuit_metrics(model, [], clean, corrupted, loss)
+    set_left_padding_tokenizer(model)
+    with torch.no_grad():  # the model itself now reads the leading 0s as padding
+        assert (model(clean) - model(clean, attention_mask=torch.ones_like(clean))).abs().max() > 1e-3
+    for method in METHODS:
+        np.testing.assert_allclose(edge_attribution(model, clean, corrupted, loss, method)["score"],
+                                   expected[method], rtol=0, atol=1e-5)
+        with hooked_only():
+            np.testing.assert_allclose(edge_attribution(model, clean, corrupted, loss, method)["score"],
+                                       expected[method], rtol=0, atol=1e-5)
+    got = circuit_metrics(model, [], clean, corrupted, loss)
+    assert got.clean == pytest.approx(reference.clean, abs=1e-5)
+    assert got.circuit == pytest.approx(reference.circuit, abs=1e-5)

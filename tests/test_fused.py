@@ -11,7 +11,7 @@ from circuits import _hooks
 from circuits._fused import fused_supported, hooked_only
 from interp.runs.checkpoints import load_model
 from interp.runs.layout import list_checkpoints
-from tests.handbuilt_models import induction_circuit_model, random_model
+from tests.handbuilt_models import induction_circuit_model, random_model, set_left_padding_tokenizer
 
 SCORES = ["previous_token", "prefix_matching", "copying", "ov_copying"]
 
@@ -228,16 +228,9 @@ def test_any_hook_sends_the_model_to_the_hooked_forward(where):
 def test_a_left_padding_tokenizer_does_not_hide_the_probe_bos():
     """TransformerLens takes leading pad tokens for padding when its tokenizer pads on the left;
     the probe's x0 (BOS, here also the pad token) is not padding, on either path."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
     model = _randomise(random_model(seed=6), seed=7)
     model.cfg.default_prepend_bos = False
-    vocab = {"<|endoftext|>": 0, **{f"t{i}": i for i in range(1, int(model.cfg.d_vocab))}}
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>")),
-                                        eos_token="<|endoftext|>")
-    model.set_tokenizer(tokenizer, default_padding_side="left")
-    assert model.tokenizer.padding_side == "left" and model.tokenizer.pad_token_id == model.tokenizer.bos_token_id == 0
+    set_left_padding_tokenizer(model)
     tokens = repeated_tokens(model, n_seqs=4, half_len=7)
     assert bool((tokens[:, 0] == 0).all())  # x0 is the pad token
     fused, hooked = _both_paths(model, tokens)
