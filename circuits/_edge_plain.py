@@ -59,7 +59,7 @@ def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
     return GradientRun(
         outs=torch.cat(outs),
         pre=[held["pre", layer].detach() for layer in layers],
-        qkv=[grads["qkv", layer].transpose(2, 3) for layer in layers],
+        qkv=[grads["qkv", layer] for layer in layers],
         mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
         final=grads["final", 0])
 
@@ -76,7 +76,7 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     last ``keep`` sequences only (copied, so that the others' are freed as the run goes on).
 
     With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
-    before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, 3, heads, d_head),
+    before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, heads, 3, d_head),
     ``("mlp", l)`` the MLP's input, ``("final", 0)`` the logits'; each is a tensor of its own, so
     its gradient is the part that flows through that input alone.
     """
@@ -89,15 +89,16 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         n_heads, d_model, d_head = attn.W_Q.shape
-        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 1, 0, 3).reshape(d_model, -1)
-        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V]).flatten()  # (3, heads, d_head), as the weights
+        # columns (heads, 3, d_head): the gradient comes out in score_edges' layout
+        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 0, 1, 3).reshape(d_model, -1)
+        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
         normed = layer_norm(x, getattr(block, "ln1", None), cfg)
-        qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], 3, n_heads, d_head)
+        qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], n_heads, 3, d_head)
         if held is not None:
             if not qkv.requires_grad:  # frozen weights: the graph starts here
                 qkv.requires_grad_(True)
             held["pre", layer], held["qkv", layer] = x, qkv
-        q, k, v = qkv.transpose(1, 3).unbind(2)  # each (batch, heads, pos, d_head)
+        q, k, v = qkv.permute(0, 2, 3, 1, 4).unbind(2)  # each (batch, heads, pos, d_head)
         z = causal_attention(q, k, v, cfg)
         heads = torch.bmm(z.transpose(0, 1).reshape(n_heads, -1, d_head), attn.W_O).view(n_heads, *x.shape)
         outs.append(kept(heads))
