@@ -1,12 +1,12 @@
 """The plain path of ``eap`` and ``eap-ig``: their runs written from the weights.
 
 For the architectures the fused head-score path takes (:func:`circuits._fused.fused_supported`:
-learned absolute positions, ``normalization_type`` None or ``"LN"``, ReLU/GELU MLPs or none, float32 or
-float64, no hooks of the model's own), the corrupted run and the clean (or interpolated) run with
-gradient are computed here from :mod:`circuits.plain_forward`'s pieces, with fused causal attention
-(``plain_forward.causal_attention``) and one projection for every head's q, k and v, instead of
-TransformerLens's hooked forward, which materialises masked scores and patterns and runs a hook
-point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
+learned absolute positions, ``normalization_type`` None or ``"LN"``, ReLU/GELU MLPs or none,
+float32 or float64, one device, no hooks of the model's own), the corrupted run and the clean (or
+interpolated) run with gradient are computed here from :mod:`circuits.plain_forward`'s pieces,
+with fused causal attention (``plain_forward.causal_attention``) and one projection for every
+head's q, k and v, instead of TransformerLens's hooked forward, which materialises masked scores
+and patterns and runs a hook point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
 each source's output (each head's ``z_h @ W_O[h]``, each MLP's output) and, after one backward,
 the gradient at each layer's queries, keys and values, at each MLP's input and at the logits'.
 Nothing upstream of the first layer's q/k/v is differentiated (the embeddings are an edge
