@@ -40,8 +40,8 @@ def plain_forward_supported(
     (``n_key_value_heads`` unset or equal to ``n_heads``); unquantised weights (no
     ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
     extra post-sublayer norms, a final norm of the blocks' kind (not ``final_rms`` after
-    LayerNorm blocks); the model on one device (``n_devices`` 1); an MLP (if any) that is a plain, ungated, single-expert ReLU or
-    GELU ``MLP``; and embeddings and blocks built of TransformerLens's own ``Embed``, ``PosEmbed``,
+    LayerNorm blocks); the model on one device (``n_devices`` 1); an MLP (if any) that is a
+    plain, ungated, single-expert ReLU or GELU ``MLP``; and embeddings and blocks built of TransformerLens's own ``Embed``, ``PosEmbed``,
     ``TransformerBlock``, ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not
     subclasses, still in the state the config describes (a module changed after it was built,
     e.g. its attention type or activation, is refused).
