@@ -172,6 +172,7 @@ def test_context_pickles_and_trace_inputs_change_the_answer(fact_runs):
     new_sign = torch.sign(values[corrupted[:, 1], attr] - values[tokens[:, 2], attr])
     old_sign = torch.sign(values[tokens[:, 1], attr] - values[tokens[:, 2], attr])
     assert (new_sign != old_sign).all()  # the corrupted query's label differs
+    assert (corrupted[:, 1] != tokens[:, 2]).all()  # and it never compares e2 with itself
     with pytest.raises(ValueError, match="composition"):
         bridge_lens(load_model(runs["comparison"]), comparison, "id")
 

@@ -65,7 +65,9 @@ def trace_inputs(context: ReasoningContext, split: str, n: int = TRACE_QUERIES, 
 
     Composition: the head entity ``h`` replaced by another entity drawn uniformly (so the bridge,
     and nearly always the answer, changes). Comparison: the first entity ``e1`` replaced by one
-    whose value of the attribute compares differently with ``e2``'s (the label changes).
+    whose value of the attribute compares differently with ``e2``'s (the label changes), drawn
+    uniformly among them; never ``e2`` itself (a query comparing an entity with itself is in no
+    split), unless it is the only one.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -86,6 +88,8 @@ def trace_inputs(context: ReasoningContext, split: str, n: int = TRACE_QUERIES, 
         differs = torch.sign(other - v2[:, None]) != current[:, None]
         if not bool(differs.any(1).all()):
             raise ValueError("a comparison query has no entity that would change its label")
+        not_e2 = differs & (torch.arange(E)[None] != tokens[:, 2:3])
+        differs = torch.where(not_e2.any(1, keepdim=True), not_e2, differs)
         draw = torch.rand(other.shape, generator=g).masked_fill(~differs, -1.0)
         corrupted[:, 1] = draw.argmax(1)
     return tokens, corrupted, answer
