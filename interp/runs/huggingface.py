@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from interp.base.errors import first_line, one_line
 from interp.runs.errors import CheckpointError
 from interp.runs.hf_config import tied_embeddings, tl_config
 from interp.runs.layout import checked_file
@@ -116,8 +117,7 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: refused: not a weights-only torch file (it may refer to code, "
                               "which weights-only loading never runs)") from exc
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{file}: cannot read as a weights-only torch file ({type(exc).__name__}: {first})") from exc
+        raise CheckpointError(f"{file}: cannot read as a weights-only torch file ({one_line(exc)})") from exc
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"{file}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -195,7 +195,7 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
     except _Missing as exc:
         raise CheckpointError(f"{path}: weights lack {exc.key}, which a {arch} of this config has") from exc
     except Exception as exc:  # einops and torch raise several types when shapes disagree with the config
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: the weights do not fit the sizes in config.json ({first})") from exc
+        raise CheckpointError(f"{path}: the weights do not fit the sizes in config.json "
+                              f"({first_line(exc) or type(exc).__name__})") from exc
     state.setdefault("unembed.b_U", torch.zeros(cfg["d_vocab"]))
     return {k: v.detach().contiguous() for k, v in state.items()}

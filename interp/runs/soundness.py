@@ -11,6 +11,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits import nonfinite_parameters
+from interp.base.errors import one_line
 
 __all__ = ["nonfinite_weights", "unsound"]
 
@@ -37,8 +38,7 @@ def unsound(model: HookedTransformer) -> str | None:
         try:
             logits, cache = model.run_with_cache(probe[None])
         except Exception as exc:  # noqa: BLE001 - a reason, never a stopped job
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return f"its forward pass fails: {type(exc).__name__}" + (f": {first}" if first else "")
+            return f"its forward pass fails: {one_line(exc)}"
     broken = [name for name, x in [*cache.items(), ("logits", logits)] if not _finite(name, x)]
     if not broken:
         return None

@@ -34,6 +34,7 @@ import torch
 
 from circuits import one_thread
 from interp.base.allocator import reuse_freed_memory
+from interp.base.errors import one_line
 from interp.scoring.fork_pool import ForkPool
 
 __all__ = ["DaskExecutor", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
@@ -252,8 +253,7 @@ def _connect(client_class: Any, address: str, timeout: float) -> Any:
     except (MemoryError, OverflowError, ValueError):  # a foreign server's bytes read as frame lengths
         why = "it answered in another protocol; is it a Dask scheduler?"
     except Exception as exc:  # refused, unreachable, a bad address, ...
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        why = one_line(exc)
     raise ValueError(f"cannot connect to the Dask scheduler at {address} ({why})")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from interp.base.errors import first_line, one_line
 from interp.detectors.catalog import OPT_IN
 from interp.detectors.plugins import SKIPPED
 from interp.detectors.registry import DETECTORS
@@ -99,10 +100,8 @@ class ScoreTask:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (CheckpointError, FileNotFoundError)) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = first_line(exc)
+    return text if isinstance(exc, (CheckpointError, FileNotFoundError)) and text else one_line(exc)
 
 
 def _error_row(ref: CheckpointRef, detector: str, reason: str) -> dict[str, Any]:
