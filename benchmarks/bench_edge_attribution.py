@@ -148,8 +148,8 @@ corrupted tokens plus one forward and backward of the clean run to the embedding
 {chr(10).join(lines)}
 
 `eap` over its floor: {", ".join(f"{r['eap_fwd'] / r['floor_fwd']:.2f}x on {r['model'][:3]}" for r in rows)} (the rest: the
-per-head outputs `z_h @ W_O[h]` of both runs, the per-input gradients through `W_Q`/`W_K`/`W_V` and
-the norms, the products with the output differences). {floor_note}
+sources' output differences, each head's `(z'_h - z_h) @ W_O[h]`, the per-input gradients through
+`W_Q`/`W_K`/`W_V` and the norms, the products of the two). {floor_note}
 """
     return text, ok_fwd and ok_speed and not busy
 

@@ -31,28 +31,32 @@ CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
 class GradientRun:
     """What the scores read from the clean (or interpolated) runs with gradient, ``steps`` copies of the batch.
 
-    ``outs``: the clean run's source outputs (n_sources, b, p, d). Per layer: ``pre`` the residual
+    ``deltas``: each source's output on the corrupted run minus the clean run's (n_sources, b, p,
+    d). Per layer: ``pre`` the residual
     before ``ln1`` (steps * b, p, d), ``qkv`` the gradient at the queries, keys and values
     (steps * b, p, heads, 3, d_head; ``hook_q``/``hook_k``/``hook_v``), ``mlp`` the gradient at
-    the MLP's input (empty without MLPs); ``final`` the gradient at the logits' input (steps * b,
+    the MLP's input (empty without MLPs), ``acts`` the queries, keys and values themselves (the
+    gradient's shape); ``final`` the gradient at the logits' input (steps * b,
     p, d). The q/k/v gradients are projected back to the residual one layer and one run at a time
     when scored (:func:`head_input_scores`): all of them at once would hold ``d_model / d_head``
     times the memory.
     """
 
-    outs: torch.Tensor
+    deltas: torch.Tensor
     pre: list[torch.Tensor]
     qkv: list[torch.Tensor]
     mlp: list[torch.Tensor]
+    acts: list[torch.Tensor]
     final: torch.Tensor
 
 
-def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_embed: torch.Tensor,
+def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_out: torch.Tensor,
                      metric: Callable, steps: int) -> GradientRun:
     """The runs of :func:`score_edges` through the model's own hooked forward.
 
     The gradient is taken over the ``steps`` runs of :func:`interpolated_embeddings`, batched as
-    copies of the clean tokens; the source outputs are the last (clean) copy's.
+    copies of the clean tokens; the source outputs are the last (clean) copy's, subtracted from
+    ``corrupted_out`` (n_sources, b, p, d; overwritten).
     """
     batch, n_layers = clean.shape[0], graph.n_layers
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
@@ -61,7 +65,7 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
     def embed(resid: torch.Tensor) -> torch.Tensor:
         clean_embed = resid.detach()[(steps - 1) * batch:]  # every copy holds the clean tokens
         outs[0] = clean_embed
-        return interpolated_embeddings(clean_embed, corrupted_embed, steps).view(resid.shape).requires_grad_(True)
+        return interpolated_embeddings(clean_embed, corrupted_out[0], steps).view(resid.shape).requires_grad_(True)
 
     def store(i: int, out: torch.Tensor) -> None:
         if i:  # the clean copy alone (a copy of it, so that the other copies' outputs are freed)
@@ -81,11 +85,13 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
         total = metric_total(metric, logits, steps)
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
     layers = range(n_layers)
+    by_layer = [[f"blocks.{layer}.attn.hook_{kind}" for kind in "qkv"] for layer in layers]
     return GradientRun(
-        outs=torch.stack(outs),  # type: ignore[arg-type]
+        deltas=corrupted_out.sub_(torch.stack(outs)),  # type: ignore[arg-type]
         pre=[held[name].detach() for name in pre],
-        qkv=[torch.stack([grads[f"blocks.{layer}.attn.hook_{kind}"] for kind in "qkv"], 3) for layer in layers],
+        qkv=[torch.stack([grads[name] for name in group], 3) for group in by_layer],
         mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in layers] if graph.has_mlp else [],
+        acts=[torch.stack([held[name].detach() for name in group], 3) for group in by_layer],
         final=grads[names[-1]])
 
 
@@ -107,12 +113,11 @@ def metric_total(metric: Callable, logits: torch.Tensor, steps: int) -> torch.Te
     return total
 
 
-def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrupted_out: torch.Tensor,
-                steps: int) -> np.ndarray:
+def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, steps: int) -> np.ndarray:
     """Every edge's ``(out_s(corrupted) - out_s(clean)) . mean dm/dx_i`` summed over batch, positions,
-    d_model, in the order of ``graph.edges()``; ``corrupted_out`` (n_sources, b, p, d), overwritten."""
+    d_model, in the order of ``graph.edges()``."""
     with torch.no_grad():
-        deltas = corrupted_out.sub_(run.outs)
+        deltas = run.deltas
         flat = deltas.flatten(1)  # (n_sources, b * p * d)
         table = torch.zeros(len(graph.sources), len(graph.inputs), dtype=deltas.dtype, device=deltas.device)
         i, n_heads = 0, graph.n_heads
@@ -120,8 +125,12 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrup
             attn = model.blocks[layer].attn
             up = graph.sources_of_layer(layer)[0]  # sources are in forward order: the first `up` feed this layer
             weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
-            table[:up, i:i + 3 * n_heads] = head_input_scores(model.blocks[layer].ln1, run.pre[layer],
-                                                              run.qkv[layer], weights, deltas[:up], steps)
+            norm = model.blocks[layer].ln1
+            bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1)
+            if isinstance(getattr(norm, "b", None), torch.Tensor):
+                bias = bias + torch.einsum("d,hjde->hje", norm.b, weights)
+            table[:up, i:i + 3 * n_heads] = head_input_scores(norm, run.pre[layer], run.qkv[layer], weights,
+                                                              deltas[:up], steps, run.acts[layer] - bias)
             i += 3 * n_heads
             if graph.has_mlp:
                 up = int(graph.upstream[:, i].sum())
@@ -133,31 +142,34 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, corrup
 
 
 def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor,
-                      deltas: torch.Tensor, steps: int) -> torch.Tensor:
+                      deltas: torch.Tensor, steps: int, linear: torch.Tensor) -> torch.Tensor:
     """Scores of every source into one layer's head inputs: (n_sources, 3 n_heads), head-major, q k v.
 
     Entry ``(s, 3h + j)``: ``sum_{b,p} delta_s . mean_k J_norm(x_k)^T W_j[h] g_kj[h]`` with ``x``
     (steps * b, p, d) the residual before the norm, ``grads`` (steps * b, p, n_heads, 3, d_head)
     the gradients at ``hook_q``/``hook_k``/``hook_v``, ``weights`` (n_heads, 3, d, d_head) and
-    ``deltas`` (n_sources, b, p, d). For TransformerLens' LayerNorm and RMSNorm (and their Pre
-    forms) the norm's vector-Jacobian product is written out: with ``n`` the normalised ``x``,
-    ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
+    ``deltas`` (n_sources, b, p, d), ``linear`` (the shape of ``grads``) the queries, keys and
+    values less every bias, ``(w * n) @ W_j[h]``. For TransformerLens' LayerNorm and RMSNorm (and
+    their Pre forms) the norm's vector-Jacobian product is written out: with ``n`` the normalised
+    ``x``, ``sigma`` its scale, ``P`` the centring (LayerNorm) and ``u = w * W g``,
     ``J^T u = (P u - n (n . u) / d) / sigma``, for all ``3 n_heads`` cotangents at once and
-    without copying the residual per head. Any other norm goes through :func:`norm_vjp`.
+    without copying the residual per head; ``n . u = ((w * n) @ W) . g`` is read from ``linear``,
+    d_head wide instead of d_model. Any other norm goes through :func:`norm_vjp`.
     """
     kind = type(norm).__name__
     if kind in ("LayerNorm", "RMSNorm"):
         weights = weights * norm.w[:, None]
     if kind.startswith("LayerNorm"):
         weights = weights - weights.mean(2, keepdim=True)  # P W: P u = (P W) g
-    runs = list(zip(x.chunk(steps), grads.chunk(steps)))  # one run at a time: its tensors stay in cache
+    runs = list(zip(x.chunk(steps), grads.chunk(steps), linear.chunk(steps)))  # one run at a time: in cache
     cot = _cotangents(norm, *runs[0], weights)
-    for x_k, grads_k in runs[1:]:
-        cot += _cotangents(norm, x_k, grads_k, weights)
+    for x_k, grads_k, linear_k in runs[1:]:
+        cot += _cotangents(norm, x_k, grads_k, linear_k, weights)
     return deltas.flatten(1) @ cot.flatten(1).T / steps
 
 
-def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, linear: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
     """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); the LayerNorm's ``weights``
     already centred along d."""
     kind, d = type(norm).__name__, x.shape[-1]
@@ -167,7 +179,8 @@ def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, wei
         inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (b, p, 1)
         unit = (x * inv_scale).reshape(-1, d)
         u = _project(grads * inv_scale[..., None, None], weights)  # P W g / sigma
-        return torch.addcmul(u, torch.linalg.vecdot(u, unit)[..., None], unit, value=-1 / d)  # - n (n . u) / d
+        along = (torch.linalg.vecdot(linear, grads) * inv_scale[..., None]).flatten(2).flatten(0, 1)  # n . u
+        return u.addcmul_(along.T[..., None], unit, value=-1 / d)  # - n (n . u) / d
     u = _project(grads, weights)
     if isinstance(norm, torch.nn.Identity):
         return u

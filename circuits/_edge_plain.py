@@ -7,7 +7,8 @@ interpolated) run with gradient are computed here from :mod:`circuits.plain_forw
 with fused causal attention (``plain_forward.causal_attention``) and one projection for every
 head's q, k and v, instead of TransformerLens's hooked forward, which materialises masked scores
 and patterns and runs a hook point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
-each source's output (each head's ``z_h @ W_O[h]``, each MLP's output) and, after one backward,
+each source's difference between the runs (a head's is ``(z'_h - z_h) @ W_O[h]``, made once from
+the two runs' ``z``, so neither run writes its heads' outputs one by one) and, after one backward,
 the gradient at each layer's queries, keys and values, at each MLP's input and at the logits'.
 Nothing upstream of the first layer's q/k/v is differentiated (the embeddings are an edge
 source, never an input). The scores equal the hooked path's to float rounding
@@ -36,32 +37,51 @@ def plain_supported(model: HookedTransformer) -> bool:
     return fused_supported(model)
 
 
-def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """Every source's output on ``tokens``, (n_sources, batch, pos, d_model), without gradient."""
+def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """The parts of :func:`_run` that make the sources' outputs on ``tokens``, without gradient."""
     with torch.no_grad():
-        return torch.cat(_run(model, _embedding(model, tokens), None, logits=False)[1])
+        return _run(model, _embedding(model, tokens), None, logits=False)[1]
 
 
-def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted_embed: torch.Tensor,
+def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted: list[torch.Tensor],
                     metric: Callable, steps: int) -> GradientRun:
-    """The clean sources and the metric's gradient at every input over the ``steps`` runs of
+    """The sources' differences and the metric's gradient at every input over the ``steps`` runs of
     :func:`circuits._edge_gradients.interpolated_embeddings` (batched as copies; the last copy is
-    the clean run, whose source outputs are kept)."""
+    the clean run, whose parts are kept); ``corrupted``: :func:`plain_sources` of the corrupted tokens."""
     with torch.no_grad():
-        path = interpolated_embeddings(_embedding(model, clean), corrupted_embed, steps)
+        path = interpolated_embeddings(_embedding(model, clean), corrupted[0], steps)
     held: dict = {}
     with torch.enable_grad():
-        logits, outs = _run(model, path, held, keep=clean.shape[0] if steps > 1 else None)
+        logits, parts = _run(model, path, held, keep=clean.shape[0] if steps > 1 else None)
         total = metric_total(metric, logits, steps)
         keys = [key for key in held if key[0] != "pre"]
         grads = dict(zip(keys, torch.autograd.grad(total, [held[key] for key in keys])))
     layers = range(graph.n_layers)
     return GradientRun(
-        outs=torch.cat(outs),
+        deltas=_differences(model, graph, corrupted, parts),
         pre=[held["pre", layer].detach() for layer in layers],
         qkv=[grads["qkv", layer] for layer in layers],
         mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
+        acts=[held["qkv", layer].detach() for layer in layers],
         final=grads["final", 0])
+
+
+def _differences(model: HookedTransformer, graph: Graph, corrupted: list[torch.Tensor], clean: list[torch.Tensor]
+                 ) -> torch.Tensor:
+    """Each source's corrupted minus clean output, (n_sources, b, p, d), in ``graph.sources``' order,
+    from two runs' parts: a head's is ``(z'_h - z_h) @ W_O[h]``, made here once for both runs."""
+    with torch.no_grad():
+        deltas = clean[0].new_empty(len(graph.sources), *clean[0].shape)
+        parts = iter(zip(corrupted, clean))
+        torch.sub(*next(parts), out=deltas[0])
+        for layer, block in enumerate(model.blocks):
+            start, stop = graph.sources_of_layer(layer)
+            z_corrupted, z_clean = next(parts)  # (b, heads, p, d_head)
+            by_head = (z_corrupted - z_clean).transpose(0, 1).flatten(1, 2)
+            torch.bmm(by_head, block.attn.W_O, out=deltas[start:stop].flatten(1, 2))
+            if graph.has_mlp:
+                torch.sub(*next(parts), out=deltas[stop])
+    return deltas
 
 
 def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
@@ -70,10 +90,11 @@ def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
 
 def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True, keep: int | None = None
          ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-    """(logits, or None without ``logits``; the sources' outputs, detached, in groups of source order:
-    ``embed`` (1, batch, pos, d_model), each layer's heads (heads, batch, pos, d_model) and MLP (1,
-    batch, pos, d_model)) from the residual ``x`` before block 0; with ``keep``, the outputs of the
-    last ``keep`` sequences only (copied, so that the others' are freed as the run goes on).
+    """(logits, or None without ``logits``; the parts that make the sources' outputs, detached, in
+    forward order: the residual ``x`` before block 0 (``embed``, (batch, pos, d_model)), then per
+    layer its heads' ``z`` (batch, heads, pos, d_head) and its MLP's output (batch, pos, d_model))
+    from ``x``; with ``keep``, the parts of the last ``keep`` sequences only (copied, so that the
+    others' are freed as the run goes on).
 
     With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
     before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, heads, 3, d_head),
@@ -83,9 +104,9 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     cfg = model.cfg
 
     def kept(out: torch.Tensor) -> torch.Tensor:
-        return out.detach() if keep is None else out[:, -keep:].detach().clone()
+        return out.detach() if keep is None else out[-keep:].detach().clone()
 
-    outs = [kept(x[None])]
+    parts = [kept(x)]
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         n_heads, d_model, d_head = attn.W_Q.shape
@@ -100,17 +121,17 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
             held["pre", layer], held["qkv", layer] = x, qkv
         q, k, v = qkv.permute(0, 2, 3, 1, 4).unbind(2)  # each (batch, heads, pos, d_head)
         z = causal_attention(q, k, v, cfg)
-        heads = torch.bmm(z.transpose(0, 1).reshape(n_heads, -1, d_head), attn.W_O).view(n_heads, *x.shape)
-        outs.append(kept(heads))
-        x = x + heads.sum(0) + attn.b_O
+        parts.append(kept(z))
+        mixed = z.transpose(1, 2).flatten(0, 1).flatten(1)  # (batch * pos, heads * d_head)
+        x = x + torch.addmm(attn.b_O, mixed, attn.W_O.flatten(0, 1)).view_as(x)
         if not cfg.attn_only:
             mlp_in = x.view_as(x)
             if held is not None:
                 held["mlp", layer] = mlp_in
             out = mlp_out(mlp_in, block, cfg)
-            outs.append(kept(out[None]))
+            parts.append(kept(out))
             x = x + out
     final = x.view_as(x)
     if held is not None:
         held["final", 0] = final
-    return unembed(final, model) if logits else None, outs
+    return unembed(final, model) if logits else None, parts

@@ -81,11 +81,10 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     else:
         steps = 1 if method == "eap" else ig_steps
         if plain_supported(model):
-            corrupted_out = plain_sources(model, corrupted)
-            run = plain_gradients(model, graph, clean, corrupted_out[0], metric, steps)
+            run = plain_gradients(model, graph, clean, plain_sources(model, corrupted), metric, steps)
         else:
             _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
-            run = hooked_gradients(model, graph, clean, corrupted_out[0], metric, steps)
-        scores = score_edges(model, graph, run, corrupted_out, steps)
+            run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
+        scores = score_edges(model, graph, run, steps)
     frame["score"] = scores.astype(np.float64)
     return frame

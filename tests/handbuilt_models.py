@@ -119,6 +119,20 @@ def random_model(
     return model
 
 
+def offset_biases_and_gains(model: HookedTransformer) -> HookedTransformer:
+    """Set every bias to random values and the norms' gains and biases off 1 and 0 (in place), so
+    that a score that drops a bias, a norm's gain or its centring reads a different model."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("ln1.w", "ln2.w", "ln_final.w")):
+                param.copy_(torch.linspace(0.5, 1.5, param.numel()))
+            elif name.endswith(("ln1.b", "ln2.b", "ln_final.b")):
+                param.copy_(torch.linspace(-0.3, 0.3, param.numel()))
+            elif name.split(".")[-1].startswith("b_"):
+                param.copy_(0.3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    return model
+
+
 def set_left_padding_tokenizer(model: HookedTransformer) -> None:
     """Give ``model`` a word-level tokenizer over its vocabulary that pads on the left, with token 0
     as its pad (and BOS) token: TransformerLens then takes leading 0s for padding unless told not to."""

@@ -33,7 +33,8 @@ from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, fa
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
-from handbuilt_models import VOCAB, induction_circuit_model, random_model, set_left_padding_tokenizer
+from handbuilt_models import VOCAB, induction_circuit_model, offset_biases_and_gains, random_model, \
+    set_left_padding_tokenizer
 
 BUILT = {("embed", "L0H0", "v"), ("L0H0", "L1H0", "k"), ("embed", "L1H0", "v"), ("L1H0", "logits", "")}
 K_COMPOSITION, PREVIOUS_VALUE = ("L0H0", "L1H0", "k"), ("embed", "L0H0", "v")
@@ -316,9 +317,10 @@ def test_eap_matches_exact_where_the_model_is_nearly_linear(norm):
     # the way from token 28's to token 27's, and the corrupted input has 29 where the clean has 28,
     # so every source output changes a little and each edge's exact effect is nearly first-order.
     # (Swapping in an unrelated token instead changes the LayerNorm'd values at that position so
-    # much that eap and exact correlate at only ~0.88 over all edges.)
-    model = random_model(n_layers=2, n_heads=2, d_model=32, d_head=8, d_vocab=30, n_ctx=10, seed=3,
-                         normalization_type=norm)
+    # much that eap and exact correlate at only ~0.88 over all edges.) Every bias and the norms'
+    # gains set, so that a score that drops one reads a different model.
+    model = offset_biases_and_gains(random_model(n_layers=2, n_heads=2, d_model=32, d_head=8, d_vocab=30, n_ctx=10,
+                                                 seed=3, normalization_type=norm))
     with torch.no_grad():
         model.W_E[29] = model.W_E[28] + 0.05 * (model.W_E[27] - model.W_E[28])
     gen = torch.Generator().manual_seed(1)
@@ -440,6 +442,9 @@ def test_head_input_scores_equal_autograd_through_the_norm(norm):
     if norm in ("LN", "RMS"):
         with torch.no_grad():
             ln1.w.copy_(torch.linspace(0.5, 1.5, 16))
+    if norm == "LN":
+        with torch.no_grad():
+            ln1.b.copy_(torch.linspace(-1.0, 1.0, 16))
     steps, batch, n_sources = 3, 2, 4
     gen = torch.Generator().manual_seed(1)
     x = 2 * torch.randn(steps * batch, 5, 16, generator=gen) + 0.5  # off-centre, so centring matters
@@ -457,8 +462,10 @@ def test_head_input_scores_equal_autograd_through_the_norm(norm):
         def forward(self, t):
             return ln1(t)
 
+    with torch.no_grad():  # the queries, keys and values less every bias
+        linear = torch.einsum("bpd,hjde->bphje", ln1(x) - getattr(ln1, "b", 0.0), weights)
     for module in (ln1, Wrapped()):
-        got = head_input_scores(module, x, grads, weights, deltas, steps)
+        got = head_input_scores(module, x, grads, weights, deltas, steps, linear)
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
 
 
@@ -477,15 +484,8 @@ def test_the_plain_path_gives_the_hooked_scores(shape, method):
     from circuits._edge_plain import plain_supported
     from circuits._fused import hooked_only
 
-    model = random_model(n_layers=3, n_heads=4, d_model=32, d_head=8, d_vocab=30, n_ctx=24, seed=3, **shape)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(("ln1.w", "ln2.w", "ln_final.w")):
-                param.copy_(torch.linspace(0.5, 1.5, param.numel()))
-            elif name.endswith(("ln1.b", "ln2.b", "ln_final.b")):
-                param.copy_(torch.linspace(-0.3, 0.3, param.numel()))
-            elif name.split(".")[-1].startswith("b_"):
-                param.copy_(0.3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    model = offset_biases_and_gains(random_model(n_layers=3, n_heads=4, d_model=32, d_head=8, d_vocab=30, n_ctx=24,
+                                                 seed=3, **shape))
     assert plain_supported(model)
     gen = torch.Generator().manual_seed(5)
     clean, corrupted = torch.randint(0, 30, (2, 5, 21), generator=gen)
