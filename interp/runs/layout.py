@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.runs.errors import CheckpointError, RunError
-from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, unnamed_children, \
-    weight_like_files
+from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, shared_steps, \
+    unnamed_children, weight_like_files
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -102,12 +102,15 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
     children named by step; the series is the run), one Hugging Face directory, or a list of
     checkpoint files or directories, whose steps come from their names (:func:`step_of`), else
     their list position. Raises ``FileNotFoundError`` for a missing file, :class:`CheckpointError`
-    for a run without checkpoints and ``ValueError`` for duplicate steps.
+    for a run without checkpoints and ``ValueError`` for duplicate steps (two files, or two children
+    of a series such as ``step10`` and ``checkpoint-10``).
     """
     if isinstance(source, (str, Path)):
         source = Path(source)
         children = [] if (source / CHECKPOINT_DIR).is_dir() else series_children(source)
         if children:
+            for step, shared in shared_steps(source):
+                raise ValueError(f"{source}: {' and '.join(p.name for p in shared)} are both step {step}; keep one")
             return children, source
         if source.is_dir() and not is_hf_dir(source):
             found = list_checkpoints(source)
