@@ -9,7 +9,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 __all__ = ["check_finite_weights", "check_model", "check_tokens", "model_device", "nonfinite_parameters", "positive_int",
-           "seed_int", "vocab_out"]
+           "seed_int", "unpadded", "vocab_out"]
 
 
 def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
@@ -41,6 +41,13 @@ def check_model(model: object, *, weights: bool = True) -> HookedTransformer:
     if weights:
         check_finite_weights(model)
     return model
+
+
+def unpadded(tokens: torch.Tensor) -> torch.Tensor:
+    """The attention mask every forward of the detectors passes: all ones, so that ``tokens`` are
+    read as given. Without it a model whose tokenizer pads on the left takes leading tokens equal to
+    its pad token (often its BOS) for padding, hides them and shifts the positions."""
+    return torch.ones_like(tokens)
 
 
 def positive_int(name: str, value: object) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._edge_graph import Graph, metric_value, source_hooks, split_inputs
 
 CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
@@ -81,7 +82,7 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
     hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in names + pre]
     with split_inputs(model, qkv=False), torch.enable_grad():
         tokens = clean.repeat(steps, 1)
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=torch.ones_like(tokens))
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=unpadded(tokens))
         total = metric_total(metric, logits, steps)
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
     layers = range(n_layers)

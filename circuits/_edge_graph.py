@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._residual import check_model as _check_layers
 from circuits._residual import check_tokens as _check_token_ids
 
@@ -210,11 +211,8 @@ def source_hooks(model: HookedTransformer, graph: Graph, store: Callable[[int, t
 def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor, logits: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(logits, or None without ``logits``; source outputs (n_sources, batch, pos, d_model)) of one
-    forward, no gradient.
-
-    Every token-input run of edge attribution passes an all-ones attention mask: the tokens are
-    taken as given, unpadded. Without it a model whose tokenizer pads on the left would take
-    leading tokens equal to its pad token for padding and hide them (and shift the positions).
+    forward, no gradient; the tokens read as given (:func:`circuits._checks.unpadded`), as by every
+    token-input run of edge attribution.
     """
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
 
@@ -223,5 +221,5 @@ def run_sources(model: HookedTransformer, graph: Graph, tokens: torch.Tensor, lo
 
     with torch.no_grad():
         out = model.run_with_hooks(tokens, fwd_hooks=source_hooks(model, graph, store),
-                                   attention_mask=torch.ones_like(tokens), return_type="logits" if logits else None)
+                                   attention_mask=unpadded(tokens), return_type="logits" if logits else None)
     return out, torch.stack(outs)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._edge_graph import Graph, copies_metric, input_hook_names, input_slots, source_hooks, split_inputs
 
 #: Residual-sized numbers (copies x batch x pos x d_model, times the inputs held per copy) per
@@ -39,7 +40,7 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
     final = f"blocks.{graph.n_layers - 1}.hook_resid_post"
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda name: name in names or name == final,
-                                        attention_mask=torch.ones_like(clean))
+                                        attention_mask=unpadded(clean))
     s_idx, i_idx = graph.edge_index()
     scores = np.zeros(len(s_idx))
     layer_of = np.array([graph.inputs[i][2] for i in i_idx])
@@ -135,5 +136,5 @@ def _patched_run(model: HookedTransformer, graph: Graph, clean: torch.Tensor, co
     hooks = source_hooks(model, graph, store) + [(name, rewrite) for name, _ in input_hook_names(graph)]
     with split_inputs(model), torch.no_grad():
         tokens = clean.repeat(n_sets, 1)
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=torch.ones_like(tokens))
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=unpadded(tokens))
     return copies_metric(metric, logits, n_sets)

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._fused import fused_attention_layers, fused_supported, padded_length
 from circuits._parallel import single_threaded, threads_for
 
@@ -140,10 +141,8 @@ def run_attention_hooks(
             fwd_hooks.append((f"blocks.{layer}.attn.hook_z", on_z(layer)))
     try:
         with threads_for(model.cfg, tokens):
-            # An all-ones mask: the probe has no padding. Without it a model whose tokenizer pads on
-            # the left would take a leading BOS equal to its pad token for padding and hide it.
             model.run_with_hooks(tokens, return_type=None, stop_at_layer=n_layers, fwd_hooks=fwd_hooks,
-                                 attention_mask=torch.ones_like(tokens))
+                                 attention_mask=unpadded(tokens))
     except _Done:
         pass
     else:

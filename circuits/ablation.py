@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, vocab_out
+from circuits._checks import check_model, unpadded, vocab_out
 from circuits._hooks import head_frame
 from circuits._parallel import threads_for
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
@@ -24,7 +24,7 @@ def _ablated_losses(model: HookedTransformer, tokens: torch.Tensor, n: int) -> t
     """``(n_layers, n_heads)`` losses with each head zero-ablated, and the clean loss."""
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     batch, length = tokens.shape
-    resid, _, shortformer, attention_mask = model.input_to_embed(tokens)
+    resid, _, shortformer, attention_mask = model.input_to_embed(tokens, attention_mask=unpadded(tokens))
     width = max(int(model.cfg.d_model), int(model.cfg.d_mlp or 0), n_heads * length)
     per_pass = max(1, min(n_heads, _CHUNK_ELEMENTS // (batch * length * width)))
     ablated = torch.zeros(n_layers, n_heads)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._residual import check_model, check_positions, check_targets, check_tokens, state_names, \
     target_ranks
 
@@ -101,8 +102,9 @@ def causal_trace(model: HookedTransformer, tokens: torch.Tensor, corrupted: torc
     patch_rows = torch.arange(batch * len(pos), device=tokens.device)
     patch_cols = torch.tensor(pos, device=tokens.device).repeat_interleave(batch)
     with torch.inference_mode():
-        clean = measure(model(tokens))
-        corrupted_logits, cache = model.run_with_cache(corrupted, names_filter=lambda name: name in names)
+        clean = measure(model(tokens, attention_mask=unpadded(tokens)))
+        corrupted_logits, cache = model.run_with_cache(corrupted, names_filter=lambda name: name in names,
+                                                     attention_mask=unpadded(corrupted))
         corrupt = measure(corrupted_logits)
         repeated = tokens.repeat(len(pos), 1)
         patched = []
@@ -114,7 +116,7 @@ def causal_trace(model: HookedTransformer, tokens: torch.Tensor, corrupted: torc
                 resid[patch_rows, patch_cols] = source
                 return resid
 
-            logits = model.run_with_hooks(repeated, fwd_hooks=[(name, hook)])
+            logits = model.run_with_hooks(repeated, fwd_hooks=[(name, hook)], attention_mask=unpadded(repeated))
             patched.append(measure(logits, len(pos)).view(len(pos), batch).T)
     return CausalTrace(metric, clean.cpu(), corrupt.cpu(), torch.stack(patched, dim=1).cpu(), tuple(pos))
 

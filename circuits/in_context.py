@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, check_tokens, positive_int, vocab_out
+from circuits._checks import check_model, check_tokens, positive_int, unpadded, vocab_out
 from circuits._parallel import threads_for
 
 __all__ = ["DEFAULT_EARLY", "DEFAULT_LATE", "icl_score_from_losses", "in_context_learning_score", "per_token_loss"]
@@ -74,7 +74,7 @@ def per_token_loss(
     with threads_for(model.cfg, tokens):
         for start in range(0, batch, per_pass):
             chunk = tokens[start : start + per_pass]
-            logits = model.run_with_hooks(chunk, fwd_hooks=hooks) if hooks else model(chunk)
+            logits = model.run_with_hooks(chunk, fwd_hooks=hooks, attention_mask=unpadded(chunk))
             logits = logits[:, :-1].float()
             out.append(F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none"))
     return torch.cat(out).cpu()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, model_device
+from circuits._checks import check_model, model_device, unpadded
 from circuits.probes import repeated_tokens
 
 __all__ = ["SecondCopyLoss", "induction_contrast", "second_copy_losses"]
@@ -81,4 +81,5 @@ def second_copy_losses(model: HookedTransformer, clean: torch.Tensor, corrupted:
     """``(clean loss, corrupted loss)``: the metric on both runs (one forward each). Their gap is the
     behaviour a circuit is asked to keep: about 0 before induction forms, ``ln(d_vocab)``-ish after."""
     model = check_model(model)
-    return float(metric(model(clean))), float(metric(model(corrupted)))
+    return float(metric(model(clean, attention_mask=unpadded(clean)))), \
+        float(metric(model(corrupted, attention_mask=unpadded(corrupted))))

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import unpadded
 from circuits._residual import check_model, check_tokens, state_names
 
 __all__ = ["KINDS", "LinearProbe", "fit_linear_probe", "probe_score", "residual_states_at"]
@@ -93,7 +94,7 @@ def residual_states_at(model: HookedTransformer, tokens: torch.Tensor,
     pos = _read_positions(positions, batch, n_pos).to(tokens.device)
     names = state_names(model)
     with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, attention_mask=unpadded(tokens))
         rows = torch.arange(batch, device=tokens.device)
         states = torch.stack([cache[name][rows, pos] for name in names], dim=1).cpu()
     if not bool(torch.isfinite(states).all()):
