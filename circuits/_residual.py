@@ -7,6 +7,7 @@ after the last block (``blocks.{L-1}.hook_resid_post``) for ``l = L``: ``L + 1``
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
@@ -66,14 +67,15 @@ def check_positions(positions: object, n_pos: int, name: str = "positions") -> l
     """Positions as non-negative ints (negative ones count from the end); all by default."""
     if positions is None:
         return list(range(n_pos))
-    if isinstance(positions, int):
+    if isinstance(positions, (int, np.integer)):
         positions = [positions]
-    if isinstance(positions, torch.Tensor):
+    if isinstance(positions, (torch.Tensor, np.ndarray)):
         positions = positions.tolist()
     out = []
     for p in positions:
-        if not isinstance(p, int) or isinstance(p, bool):
+        if not isinstance(p, (int, np.integer)) or isinstance(p, bool):
             raise TypeError(f"{name} must be ints, got {p!r}")
+        p = int(p)
         if not -n_pos <= p < n_pos:
             raise ValueError(f"{name} entry {p} is outside a sequence of {n_pos} positions")
         out.append(p % n_pos)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, positive_int
+from circuits._checks import check_model, positive_int, seed_int
 
 __all__ = ["COMPOSITION_KINDS", "composition_scores", "composition_tensor"]
 
@@ -102,7 +102,7 @@ def composition_scores(
         kinds = (kind,)
     else:
         raise ValueError(f"kind must be one of 'Q', 'K', 'V', 'all', got {kind!r}")
-    n_baseline = positive_int("n_baseline", n_baseline)
+    n_baseline, seed = positive_int("n_baseline", n_baseline), seed_int(seed)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     w_q, w_k, w_v, w_o = (w.detach().double() for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
     d_model, d_head = w_v.shape[-2], w_v.shape[-1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
@@ -40,7 +41,14 @@ def _zero_heads(heads: list[tuple[int, int]]) -> list[tuple[str, object]]:
 
 
 def _check_heads(model: HookedTransformer, ablate: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    heads = [(int(layer), int(head)) for layer, head in ablate]
+    def is_int(x: object) -> bool:
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    entries = list(ablate) if isinstance(ablate, Iterable) else [ablate]
+    wrong = [e for e in entries if not (isinstance(e, (tuple, list)) and len(e) == 2 and all(map(is_int, e)))]
+    if wrong:
+        raise ValueError(f"ablate must be (layer, head) pairs of ints, such as [(0, 1)]; got {wrong[0]!r} in it")
+    heads = [(int(layer), int(head)) for layer, head in entries]
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     bad = [(la, h) for la, h in heads if not (0 <= la < n_layers and 0 <= h < n_heads)]
     if bad:

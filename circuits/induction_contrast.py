@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, model_device, unpadded
+from circuits._checks import check_model, check_tokens, model_device, unpadded
 from circuits.probes import repeated_tokens
 
 __all__ = ["SecondCopyLoss", "induction_contrast", "second_copy_losses"]
@@ -79,7 +79,15 @@ def induction_contrast(model: HookedTransformer, n_seqs: int = DEFAULT_SEQS, hal
 def second_copy_losses(model: HookedTransformer, clean: torch.Tensor, corrupted: torch.Tensor,
                        metric: SecondCopyLoss) -> tuple[float, float]:
     """``(clean loss, corrupted loss)``: the metric on both runs (one forward each). Their gap is the
-    behaviour a circuit is asked to keep: about 0 before induction forms, ``ln(d_vocab)``-ish after."""
+    behaviour a circuit is asked to keep: about 0 before induction forms, ``ln(d_vocab)``-ish after.
+    ``TypeError``/``ValueError`` (one line) for tokens the model cannot read, or a metric made for
+    tokens of another shape."""
     model = check_model(model)
+    if not isinstance(metric, SecondCopyLoss):
+        raise TypeError(f"metric must be the SecondCopyLoss induction_contrast returns, got {type(metric).__name__}")
+    clean, corrupted = (check_tokens(model, t, repeated=False)[0] for t in (clean, corrupted))
+    if clean.shape != corrupted.shape or clean.shape != metric.tokens.shape:
+        raise ValueError(f"clean {tuple(clean.shape)}, corrupted {tuple(corrupted.shape)} and the metric's tokens "
+                         f"{tuple(metric.tokens.shape)} must have one shape: pass what one induction_contrast call returns")
     return float(metric(model(clean, attention_mask=unpadded(clean)))), \
         float(metric(model(corrupted, attention_mask=unpadded(corrupted))))

@@ -62,6 +62,15 @@ def test_the_contrast_redraws_the_first_copy():
     assert clean_loss < 0.5 < 2.0 < corrupted_loss  # the built model copies; re-drawn, it cannot
     with pytest.raises(ValueError, match="redraw must be"):
         induction_contrast(model, redraw="both")
+    for bad, kind, match in [  # tokens the model cannot read, a metric of other tokens: one line each
+            ((clean, corrupted.clamp(max=0) + 10 ** 6, metric), ValueError, "token ids must lie in"),
+            ((torch.cat([clean, clean], 1),) * 2 + (metric,), ValueError, "longer than the model's context"),
+            ((clean.float(), corrupted, metric), TypeError, "integer tensor"),
+            ((clean[:2], corrupted[:2], metric), ValueError, "must have one shape"),
+            ((clean, corrupted, len), TypeError, "SecondCopyLoss")]:
+        with pytest.raises(kind, match=match) as info:
+            second_copy_losses(model, *bad)
+        assert "\n" not in str(info.value)
     shipped = pickle.loads(pickle.dumps(metric))  # a run's context goes to worker processes
     with torch.no_grad():
         logits = model(clean)

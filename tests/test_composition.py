@@ -67,5 +67,8 @@ def test_single_layer_and_bad_kind():
         composition_scores(random_model(), kind="QK")
     with pytest.raises(ValueError, match="n_baseline"):
         composition_scores(random_model(), n_baseline=0)
+    for seed in (1.5, True, -1, 2 ** 70):  # not silently seed 1, nor torch's overflow
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*63\)"):
+            composition_scores(random_model(), seed=seed)
     with pytest.raises(TypeError, match="HookedTransformer"):
         composition_scores(torch.nn.Linear(2, 2))

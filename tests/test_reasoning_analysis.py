@@ -9,6 +9,7 @@ the token dims, ``b_U[v] = -0.01 v`` breaks ties. So at position p the final log
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -134,6 +135,8 @@ def test_bad_inputs_are_one_line_errors():
     tokens = torch.tensor([[5, 2, 3]])
     cases = [
         (lambda: logit_lens(model, tokens, 5, positions=[3]), ValueError, "outside a sequence of 3"),
+        (lambda: logit_lens(model, tokens, 5, positions=np.int64(3)), ValueError, "outside a sequence of 3"),
+        (lambda: logit_lens(model, tokens, 5, positions=[1.0]), TypeError, "must be ints"),
         (lambda: logit_lens(model, torch.tensor([[5, 8, 3]]), 5), ValueError, r"d_vocab=8"),
         (lambda: logit_lens(model, tokens, 9), ValueError, r"d_vocab_out=8"),
         (lambda: logit_lens(model, tokens, torch.tensor([[1, 2]])), ValueError, "shape"),

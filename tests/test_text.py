@@ -73,6 +73,11 @@ def test_bad_input_is_a_clear_error(circuit_model):
         per_token_loss(circuit_model, repeated + 1)
     with pytest.raises(ValueError, match="not in the model"):
         per_token_loss(circuit_model, repeated, ablate=[(2, 0)])
+    for bad in ([(0, 1.7)], [(True, 0)], (0, 1), [(0, 1, 2)]):  # not head 1, layer 1, or a traceback
+        with pytest.raises(ValueError, match="ablate must be \\(layer, head\\) pairs of ints"):
+            per_token_loss(circuit_model, repeated, ablate=bad)
+    assert torch.equal(per_token_loss(circuit_model, repeated[:2], ablate=[(np.int64(1), 0)]),
+                       per_token_loss(circuit_model, repeated[:2], ablate=[(1, 0)]))
     for bad in (4.5, True):  # an index, not a fraction or a flag
         with pytest.raises(ValueError, match="early must be a positive int"):
             in_context_learning_score(circuit_model, repeated, early=bad, late=40)
