@@ -73,7 +73,6 @@ def _recipe_values(args: argparse.Namespace, options):
 
 def _score(args: argparse.Namespace) -> int:
     from interp.runs.layout import scored_checkpoint, unlisted_files
-    from interp.runs.series import shared_steps
     from interp.scoring.table import SUFFIXES
     from interp.scoring.batch import score_to_file
     from interp.scoring.task import check_detectors
@@ -98,8 +97,10 @@ def _score(args: argparse.Namespace) -> int:
             rule = ("a checkpoint of a series is a folder named by step (step1000, checkpoint-500, global_step2000)"
                     if path.is_dir() else "a checkpoint inside a run is named step_N.safetensors")
             print(f"interp: ignored {path}: {rule}", file=sys.stderr)
-        for step, shared in shared_steps(run):
-            print(f"interp: {' and '.join(str(p) for p in shared)} are all step {step}: each is scored, and the "
+    stepped = table.dropna(subset=["step"]).drop_duplicates(["run", "checkpoint"])
+    for (run, step), names in stepped.groupby(["run", "step"])["checkpoint"]:
+        if len(names) > 1:
+            print(f"interp: {' and '.join(sorted(names))} of {run} are all step {step}: each is scored, and the "
                   "curves draw them at that one step", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():

@@ -32,6 +32,19 @@ def test_find_checkpoints_dirs_files_globs(tiny_runs, tmp_path):
         find_checkpoints(str(tmp_path / "*.safetensors"))
 
 
+def test_two_files_of_one_step_in_a_run_are_named(tiny_runs, tmp_path, capsys):
+    from interp.cli import main
+    from interp.runs.layout import checkpoint_series
+
+    run = tmp_path / "dup"
+    shutil.copytree(tiny_runs[0], run)
+    shutil.copy(run / "checkpoints" / "step_000005.safetensors", run / "checkpoints" / "step_5.safetensors")
+    with pytest.raises(ValueError, match=r"step_000005.safetensors and .*step_5.safetensors are both step 5; keep one"):
+        checkpoint_series(run)
+    assert main(["score", str(run), "--out", str(tmp_path / "t.csv"), "--quiet", "--detectors", "heads"]) == 0
+    assert f"step_000005.safetensors and step_5.safetensors of {run.resolve()} are all step 5" in capsys.readouterr().err
+
+
 def test_step_and_run_of_a_path(tiny_runs, tmp_path):
     ind, _ = tiny_runs
     step, path = list_checkpoints(ind)[-1]

@@ -182,6 +182,31 @@ def test_a_foreign_checkpoint_is_its_own_error_row(tiny_runs, tmp_path):
     assert heads["checkpoint"].nunique() == len(list_checkpoints(ind))  # the genuine ones all scored
 
 
+def test_a_folder_of_models_and_runs_scores_each_against_its_own_plan(tiny_runs, tmp_path):
+    # Files named without a step are models of their own (a modular-addition and an induction
+    # model here; two seeds' final checkpoints alike): each is planned from itself. Both used to be
+    # scored against the plan of the last by name: the modular-addition file got no fourier rows.
+    # A run beside them is scored too (it used to be left out without a word).
+    ind, mod = tiny_runs
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(list_checkpoints(mod)[-1][1], folder / "a_modadd.safetensors")
+    shutil.copy(list_checkpoints(ind)[-1][1], folder / "b_induction.safetensors")
+    shutil.copy(list_checkpoints(mod)[1][1], folder / "c_modadd_early.safetensors")
+    shutil.copytree(ind, folder / "run")
+    table = score_checkpoints(folder, ["heads", "fourier"])
+    assert (table["metric"] != "error").all()
+    detectors = table.groupby("checkpoint")["detector"].unique().map(set)
+    assert detectors["a_modadd.safetensors"] == detectors["c_modadd_early.safetensors"] == {"fourier"}
+    assert detectors["b_induction.safetensors"] == {"heads"}
+    in_run = table[table["run"] == str((folder / "run").resolve())]
+    assert set(in_run["checkpoint"]) == {path.name for _, path in list_checkpoints(ind)}
+    for name in ("a_modadd.safetensors", "c_modadd_early.safetensors"):  # the rows each has alone
+        alone = score_checkpoints(folder / name, ["fourier"]).set_index(["metric", "head"])["value"]
+        together = table[table["checkpoint"] == name].set_index(["metric", "head"])["value"]
+        pd.testing.assert_series_equal(together.sort_index(), alone.sort_index())
+
+
 def _nan_in_w_q(model):
     model.blocks[1].attn.W_Q[0, 0, 0] = float("nan")
 

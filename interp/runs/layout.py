@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.runs.errors import CheckpointError, RunError
-from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, shared_steps, \
-    unnamed_children, weight_like_files
+from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, unnamed_children, \
+    weight_like_files
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -109,14 +109,12 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
         source = Path(source)
         children = [] if (source / CHECKPOINT_DIR).is_dir() else series_children(source)
         if children:
-            for step, shared in shared_steps(source):
-                raise ValueError(f"{source}: {' and '.join(p.name for p in shared)} are both step {step}; keep one")
-            return children, source
+            return _one_per_step(children), source
         if source.is_dir() and not is_hf_dir(source):
             found = list_checkpoints(source)
             if not found:
                 raise CheckpointError(missing_config(source) or f"{source}: run directory has no checkpoints/step_*.safetensors")
-            return found, source
+            return _one_per_step(found), source
         source = [source]
     paths = [Path(s) for s in source]
     if not paths:
@@ -127,12 +125,17 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
             raise FileNotFoundError(f"no such checkpoint: {path}")
         step = step_of(path)
         pairs.append((i if step is None else step, path))
-    steps = [s for s, _ in pairs]
-    if len(set(steps)) != len(steps):
-        raise ValueError("checkpoints have duplicate steps; name them step_<N> or pass a run directory")
     in_runs = [p.parent.parent for p in paths if p.parent.name == CHECKPOINT_DIR]
     run_dir = in_runs[0] if len(in_runs) == len(paths) and len(set(in_runs)) == 1 else None
-    return sorted(pairs), run_dir
+    return _one_per_step(sorted(pairs)), run_dir
+
+
+def _one_per_step(pairs: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
+    """``pairs`` (sorted by step) when no two share a step, else a one-line ``ValueError`` naming two that do."""
+    for (step, first), (other, second) in zip(pairs, pairs[1:]):
+        if step == other:
+            raise ValueError(f"{first} and {second} are both step {step}; keep one (or name the files step_<N>)")
+    return pairs
 
 
 def scored_checkpoint(run: str | Path, checkpoint: str) -> Path:
@@ -270,8 +273,6 @@ def _hash_file(digest, path: str | Path) -> int:
     return len(data)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # what the user names -> checkpoints
 
@@ -310,22 +311,24 @@ def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
         return [_ref(directory)]
     if directory.name == CHECKPOINT_DIR and (directory.parent / RUN_FILE).exists():
         return [_ref(p) for _, p in list_checkpoints(directory.parent)]
+    # a folder of checkpoint files, and of runs, series or Hugging Face directories one level down
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if files:
-        return [_ref(p) for p in files]
-    # a folder of runs or of series, one level down
-    return [r for child in sorted(directory.iterdir())
-            if (child / CHECKPOINT_DIR).is_dir() or series_children(child) for r in _refs_in_dir(child)]
+    below = [r for child in sorted(directory.iterdir()) if child.is_dir()
+             and ((child / CHECKPOINT_DIR).is_dir() or series_children(child) or is_hf_dir(child))
+             for r in _refs_in_dir(child)]
+    return [*(_ref(p) for p in files), *below]
 
 
 def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
     """Checkpoints named by ``paths``, each once, sorted by (run, step, file name).
 
-    Each path may be a run directory (all its ``checkpoints/step_*.safetensors``), a folder of
-    runs or of checkpoint files (``.safetensors``, ``.pt``, ``.pth``), one checkpoint file, a
-    Hugging Face directory (one checkpoint; its run is its parent), a series of them (one run:
-    the children named by step, :mod:`interp.runs.series`), or a glob of any of these (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises
-    ``FileNotFoundError`` for a path or glob that matches nothing.
+    Each path may be a run directory (all its ``checkpoints/step_*.safetensors``), one checkpoint
+    file, a Hugging Face directory (one checkpoint; its run is its parent), a series of them (one
+    run: the children named by step, :mod:`interp.runs.series`), a folder of any of these (its
+    checkpoint files ``.safetensors``, ``.pt``, ``.pth`` and the runs, series and Hugging Face
+    directories one level down, all of them), or a glob of any of these
+    (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises ``FileNotFoundError`` for a path
+    or glob that matches nothing.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]

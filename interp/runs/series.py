@@ -30,7 +30,6 @@ __all__ = [
     "missing_config",
     "series_children",
     "series_step",
-    "shared_steps",
     "unnamed_children",
     "weight_like_files",
 ]
@@ -89,15 +88,6 @@ def series_children(directory: str | Path) -> list[tuple[int, Path]]:
     if not any(is_hf_dir(child) for _, child in found):
         return []
     return sorted(found, key=lambda pair: (pair[0], pair[1].name))
-
-
-def shared_steps(directory: str | Path) -> list[tuple[int, list[Path]]]:
-    """(step, children) for every step that several children of a series are named by
-    (``step10`` and ``checkpoint-10``), by step; [] for anything but a series."""
-    by_step: dict[int, list[Path]] = {}
-    for step, child in series_children(directory):
-        by_step.setdefault(step, []).append(child)
-    return [(step, children) for step, children in by_step.items() if len(children) > 1]
 
 
 def _has_checkpoint_part(path: Path) -> bool:

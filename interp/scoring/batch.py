@@ -79,21 +79,22 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dic
     their detector, are scored again)."""
     tasks: list[ScoreTask] = []
     skipped: dict[str, dict[str, str]] = {}
-    by_run: dict[str, list[CheckpointRef]] = {}
+    by_group: dict[str, list[CheckpointRef]] = {}
     for ref in refs:
-        by_run.setdefault(ref.run, []).append(ref)
-    plans: dict[tuple[str, str], set[str]] = {}  # (run, detector) -> the digests its rows were scored against
-    for (run, _, detector), digest in done.items():
-        plans.setdefault((run, detector), set()).add(digest)
-    for run, run_refs in by_run.items():
-        if all((r.run, r.checkpoint, d) in done for r in run_refs for d in detectors) and \
-                all(len(plans.get((run, d), ())) <= 1 for d in detectors) and \
-                all(label_version(p) == DETECTORS[d].version for d in detectors for p in plans.get((run, d), ())):
+        by_group.setdefault(_plan_group(ref), []).append(ref)
+    group_of = {(r.run, r.checkpoint): group for group, members in by_group.items() for r in members}
+    plans: dict[tuple[str, str], set[str]] = {}  # (group, detector) -> the digests its rows were scored against
+    for (run, checkpoint, detector), digest in done.items():
+        plans.setdefault((group_of.get((run, checkpoint), run), detector), set()).add(digest)
+    for group, members in by_group.items():
+        if all((r.run, r.checkpoint, d) in done for r in members for d in detectors) and \
+                all(len(plans.get((group, d), ())) <= 1 for d in detectors) and \
+                all(label_version(p) == DETECTORS[d].version for d in detectors for p in plans.get((group, d), ())):
             continue  # nothing new, one plan behind each detector's rows, and of its current version
-        plan = plan_run(_plan_checkpoints(run, run_refs), detectors)
+        plan = plan_run(_plan_checkpoints(members[0].run, members), detectors)
         if plan.skipped:
-            skipped[run] = dict(plan.skipped)
-        for ref in run_refs:
+            skipped[group] = dict(plan.skipped)
+        for ref in members:
             need = tuple(d for d in plan.contexts
                          if _outdated(done.get((ref.run, ref.checkpoint, d)), plan.digests.get(d)))
             if need:
@@ -105,6 +106,17 @@ def _outdated(scored: str | None, planned: str | None) -> bool:
     """Whether a (checkpoint, detector) is to be scored: never scored (``scored`` None), or scored
     against another plan than the one made now (``planned`` None: none could be made, keep it)."""
     return scored is None or (planned is not None and scored != planned)
+
+
+def _plan_group(ref: CheckpointRef) -> str:
+    """Which checkpoints share one plan: those of a run (a run directory, a series of Hugging Face
+    directories, or loose files named by step in one folder: one run's checkpoints), keyed by the
+    run; a loose file or Hugging Face directory whose name carries no step is a model of its own
+    (two seeds' final checkpoints, a modular-addition and an induction model side by side), keyed
+    by its path, and planned from itself."""
+    if ref.step is not None or (Path(ref.run) / CHECKPOINT_DIR).is_dir():
+        return ref.run
+    return ref.path
 
 
 def _plan_checkpoints(run: str, given: list[CheckpointRef]) -> list[CheckpointRef]:
@@ -157,7 +169,8 @@ def score_checkpoints(
 
     Returns the table of :mod:`interp.score_table` (``run, checkpoint, step, detector, layer, head,
     metric, value, error``) in canonical order: ``existing`` (less rescored checkpoints) plus
-    the new rows. ``table.attrs["skipped"]`` maps run -> {detector: reason} for detectors that
+    the new rows. ``table.attrs["skipped"]`` maps run (a model of its own: its path, :func:`_plan_group`)
+    -> {detector: reason} for detectors that
     did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
     return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
