@@ -72,6 +72,14 @@ def test_two_children_named_by_one_step_are_named(series, tmp_path, capsys):
     assert "are all step" not in capsys.readouterr().err  # one name per step: no word
 
 
+def test_a_folder_of_model_directories_is_each_of_them(series, tmp_path):
+    models = tmp_path / "models"  # Hugging Face directories not named by step: models of their own
+    for name in ("pythia-a", "pythia-b"):
+        shutil.copytree(series / "step100", models / name)
+    refs = find_checkpoints(models)
+    assert [(r.checkpoint, r.step, r.run) for r in refs] == [("pythia-a", None, str(models)), ("pythia-b", None, str(models))]
+
+
 def test_fingerprint_of_a_directory_is_content_based(series, tmp_path):
     first = fingerprint(series / "step100")
     assert first and first == fingerprint(series / "step100") and first != fingerprint(series / "step1000")
