@@ -96,3 +96,23 @@ def test_the_lock_is_exclusive_between_processes(tmp_path):
         waited = time.monotonic() - t0
     proc.join()
     assert waited >= 0.5
+
+
+def test_a_link_is_written_through_and_shares_its_targets_lock(tmp_path):
+    import fcntl
+
+    shared = tmp_path / "shared" / "scores.csv"
+    shared.parent.mkdir()
+    atomic_write_text(shared, "old\n")
+    link = tmp_path / "mine" / "scores.csv"
+    link.parent.mkdir()
+    link.symlink_to(os.path.relpath(shared, link.parent))
+    atomic_write_text(link, "new\n")  # the target gets the rows; the link stays a link
+    assert link.is_symlink() and shared.read_text() == "new\n"
+    assert [p.name for p in link.parent.iterdir()] == ["scores.csv"]  # no lock or temporary file beside the link
+    with locked(link):  # a writer of the target's own path waits for one writing through the link
+        lock = next(shared.parent.glob(".interp-lock-*"))
+        fd = os.open(lock, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)

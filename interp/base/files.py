@@ -77,9 +77,11 @@ def _cause(exc: OSError) -> str:
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, fsynced).
 
-    Raises :class:`WriteError` for any operating-system failure, with the temporary file removed.
+    A symbolic link is written through: its target gets the new content (a table shared by a
+    link stays one file). Raises :class:`WriteError` for any operating-system failure, with the
+    temporary file removed.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}{_TMP_SUFFIX}"
     try:
         if path.is_dir():
@@ -135,9 +137,10 @@ def locked(path: str | Path) -> Iterator[None]:
     Writers that read a file, merge into it and write it back hold this lock around all three,
     so two processes never drop each other's rows. The lock is a hidden empty file beside
     ``path`` (``.interp-lock-HASH``, a fixed length whatever the name), left in place. Where
-    ``fcntl`` does not exist the block runs unlocked.
+    ``fcntl`` does not exist the block runs unlocked. The lock of a symbolic link is its target's,
+    as is what :func:`atomic_write` writes.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     name = hashlib.blake2b(path.name.encode(), digest_size=6).hexdigest()
     lock = path.parent / f".interp-lock-{name}"
     try:
