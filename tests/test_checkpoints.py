@@ -67,6 +67,36 @@ def test_transformer_lens_state_dict_with_config(tmp_path):
         load_model(path)
 
 
+def test_a_malformed_config_or_step_is_one_line_naming_it(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model = build_model(induction_config(), seed=0)
+    good = checkpoint_path(tmp_path, 3)
+    save_checkpoint(good, model, 3)
+    tensors = load_file(str(good))
+    with safe_open(str(good), "pt") as handle:
+        metadata = handle.metadata()
+    config = json.loads(metadata["config"])
+    no_vocab = {k: v for k, v in config.items() if k != "d_vocab"}
+    cases = [({"config": "[]"}, "model config in metadata is a JSON list, not an object"),
+             ({"step": "5.0"}, "step in metadata is '5.0', not a whole number"),
+             ({"config": json.dumps({**config, "n_layers": "2"})}, "field n_layers must be an int, got '2'"),
+             ({"config": json.dumps(no_vocab)}, "model config needs d_vocab, a positive int; got None")]
+    for i, (change, message) in enumerate(cases):
+        path = tmp_path / f"bad{i}.safetensors"
+        save_file(tensors, str(path), metadata={**metadata, **change})
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_model(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    partial = tmp_path / "partial.pt"  # a TransformerLens dict whose config lacks d_vocab
+    torch.save({"state_dict": model.state_dict(), "config": no_vocab}, partial)
+    with pytest.raises(CheckpointError, match="needs d_vocab"):
+        load_model(partial)
+
+
 def test_published_grokking_checkpoint_is_accurate(published_path):
     model = load_model(published_path)
     with torch.inference_mode():

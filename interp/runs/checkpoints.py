@@ -24,6 +24,7 @@ from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
 
 from interp.base.device import resolve_device
+from interp.base.errors import one_line
 from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
@@ -123,8 +124,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         cfg = json.loads(metadata["config"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: model config in metadata is not valid JSON ({exc})") from exc
-    step = int(metadata["step"]) if "step" in metadata else None
-    return tensors, cfg, step
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: model config in metadata is a JSON {type(cfg).__name__}, not an object")
+    step = metadata.get("step")
+    if step is not None and not step.isdigit():
+        raise CheckpointError(f"{path}: step in metadata is {step!r}, not a whole number")
+    return tensors, cfg, None if step is None else int(step)
 
 
 def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -251,6 +256,8 @@ def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]
         model = build_model(config_from_dict(cfg))
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    except (TypeError, AssertionError) as exc:  # a field of the wrong type, reached by TransformerLens' constructor
+        raise CheckpointError(f"{path}: its model config does not build a model ({one_line(exc)})") from exc
     _check_shapes(path, model, state)
     model.load_state_dict({k: state[k] for k in _weight_shapes(model)}, strict=False)
     model.eval()

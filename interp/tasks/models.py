@@ -219,6 +219,10 @@ def config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return out
 
 
+#: Sizes a config must give as ints (TransformerLens' constructor fails deep inside on "2").
+_SIZES = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_mlp", "d_vocab", "d_vocab_out")
+
+
 def config_from_dict(d: dict[str, Any]) -> HookedTransformerConfig:
     """Rebuild a config from :func:`config_to_dict` output (or any dict of init fields).
 
@@ -228,6 +232,13 @@ def config_from_dict(d: dict[str, Any]) -> HookedTransformerConfig:
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"model config has unknown fields: {', '.join(unknown)}")
+    d_vocab = d.get("d_vocab")
+    if isinstance(d_vocab, bool) or not isinstance(d_vocab, int) or d_vocab < 1:
+        # TransformerLens reads a missing d_vocab (-1) from a tokenizer, which a checkpoint has not
+        raise ValueError(f"model config needs d_vocab, a positive int; got {d_vocab!r}")
+    wrong = [k for k in _SIZES if d.get(k) is not None and (isinstance(d[k], bool) or not isinstance(d[k], int))]
+    if wrong:
+        raise ValueError(f"model config field {wrong[0]} must be an int, got {d[wrong[0]]!r}")
     kwargs = {k: v for k, v in d.items() if k not in _DERIVED}
     try:
         return HookedTransformerConfig(**kwargs)
