@@ -94,6 +94,10 @@ def _score(args: argparse.Namespace) -> int:
         print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
     for run in sorted({str(run) for run in table["run"].dropna().unique()}):
         for path in unlisted_files(run):
+            if str(path) == run:
+                print(f"interp: ignored the model at the top of {run}: it has no step; a series' checkpoints are "
+                      "its folders named by step (move it into one, step1234, to score it)", file=sys.stderr)
+                continue
             rule = ("a checkpoint of a series is a folder named by step (step1000, checkpoint-500, global_step2000)"
                     if path.is_dir() else "a checkpoint inside a run is named step_N.safetensors")
             print(f"interp: ignored {path}: {rule}", file=sys.stderr)

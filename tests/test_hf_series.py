@@ -72,6 +72,19 @@ def test_two_children_named_by_one_step_are_named(series, tmp_path, capsys):
     assert "are all step" not in capsys.readouterr().err  # one name per step: no word
 
 
+def test_a_trainers_final_model_at_the_top_of_its_series_is_named(series, tmp_path, capsys):
+    out = tmp_path / "trainer_out"  # Trainer: checkpoint-N folders, and the final model at the top
+    for name in ("checkpoint-500", "step1000"):
+        shutil.copytree(series / name, out / name)
+    for file in (series / "step100").iterdir():
+        shutil.copy(file, out / file.name)
+    assert [r.checkpoint for r in find_checkpoints(out)] == ["checkpoint-500", "step1000"]
+    assert main(["score", str(out), "--out", str(tmp_path / "t.csv"), "--quiet", "--detectors", "heads"]) == 0
+    assert f"ignored the model at the top of {out}: it has no step" in capsys.readouterr().err
+    top = ModelCache().load(out)[0]  # what inspect reads: that model, as its docstring says
+    assert torch.equal(top.W_E, ModelCache().load(series / "step100")[0].W_E)
+
+
 def test_a_folder_of_model_directories_is_each_of_them(series, tmp_path):
     models = tmp_path / "models"  # Hugging Face directories not named by step: models of their own
     for name in ("pythia-a", "pythia-b"):

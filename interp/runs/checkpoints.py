@@ -126,10 +126,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path}: model config in metadata is not valid JSON ({exc})") from exc
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: model config in metadata is a JSON {type(cfg).__name__}, not an object")
-    step = metadata.get("step")
-    if step is not None and not step.isdigit():
-        raise CheckpointError(f"{path}: step in metadata is {step!r}, not a whole number")
-    return tensors, cfg, None if step is None else int(step)
+    if not metadata.get("step", "0").isdigit():
+        raise CheckpointError(f"{path}: step in metadata is {metadata['step']!r}, not a whole number")
+    return tensors, cfg, int(metadata["step"]) if "step" in metadata else None
 
 
 def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -187,7 +186,9 @@ def load_model(path: str | Path, *, strict: bool = False,
     ``path`` may be:
 
     - a run directory: its latest complete checkpoint; a series of Hugging Face directories
-      (:mod:`interp.runs.series`): its latest step;
+      (:mod:`interp.runs.series`): its latest step, unless the series is itself a Hugging Face
+      directory (as a Trainer's output folder holds its final model beside its ``checkpoint-N``
+      folders): then that model;
     - a Hugging Face causal-LM directory (``config.json`` + ``model.safetensors``, sharded
       safetensors, or ``pytorch_model.bin`` read weights-only) of an architecture in
       :data:`interp.runs.hf_config.SUPPORTED_ARCHITECTURES`, read offline

@@ -100,12 +100,16 @@ def is_series(directory: str | Path) -> bool:
 
 
 def unnamed_children(directory: str | Path) -> list[Path]:
-    """Children of a series that look like checkpoints (Hugging Face directories) but are not
-    named by step, so the series leaves them out; hidden ones aside. [] for anything but a series."""
+    """Checkpoints a series leaves out: its children that are Hugging Face directories not named by
+    step (hidden ones aside), and the series itself when it is one too (a Trainer's output folder
+    holds its final model beside its ``checkpoint-N`` folders; that model has no step). [] for
+    anything but a series."""
     if not is_series(directory):
         return []
-    return sorted(child for child in Path(directory).iterdir() if not child.name.startswith(".")
-                  and series_step(child.name) is None and is_hf_dir(child))
+    directory = Path(directory)
+    children = sorted(child for child in directory.iterdir() if not child.name.startswith(".")
+                      and series_step(child.name) is None and is_hf_dir(child))
+    return [directory, *children] if is_hf_dir(directory) else children
 
 
 def weight_like_files(directory: str | Path) -> list[Path]:
