@@ -169,9 +169,9 @@ def score_checkpoints(
 
     Returns the table of :mod:`interp.score_table` (``run, checkpoint, step, detector, layer, head,
     metric, value, error``) in canonical order: ``existing`` (less rescored checkpoints) plus
-    the new rows. ``table.attrs["skipped"]`` maps run (a model of its own: its path, :func:`_plan_group`)
-    -> {detector: reason} for detectors that
-    did not apply; ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
+    the new rows. ``table.attrs["skipped"]`` maps run (for a model of its own, its path:
+    :func:`_plan_group`) -> {detector: reason} for detectors that did not apply;
+    ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
     """
     return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
                   quiet=quiet, on_checkpoint=on_checkpoint, device=device)[0]
