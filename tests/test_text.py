@@ -120,6 +120,11 @@ def test_probe_of_a_byte_model_draws_from_its_alphabet(tmp_path):
     assert set(probe[:, 1:].unique().tolist()) <= set(options["ids"])
     assert torch.equal(probe[:, 1:33], probe[:, 33:])
     assert probe_options(None) == {} and probe_options(tmp_path / "nothing") == {}
+    from circuits import induction_heads
+    from interp.detectors.heads.detector import summary
+
+    on_probe = induction_heads(model, tokens=repeated_tokens(model, **options))  # inspect reads what score reads
+    assert summary(model, tmp_path).splitlines()[2].split()[2] == f"{on_probe['previous_token'][0]:.3f}"
     with pytest.raises(ValueError, match="outside the vocabulary"):
         repeated_tokens(model, bos=257)
 
@@ -277,6 +282,11 @@ def test_text_detector_scores_a_text_run_and_skips_other_runs(tiny_text_run, tin
     assert last["test_loss"] < first["test_loss"] - 0.01  # four steps already lower the held-out loss
     assert last["loss_late"] - last["loss_early"] == pytest.approx(last["icl_score"])
     assert "d_vocab=128" in DETECTORS["text"].applies(load_model(tiny_runs[0]))
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    bpe = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=512, d_head=8, n_heads=2,
+                                                    d_vocab=50257, attn_only=True))  # GPT-2's vocabulary
+    assert "d_vocab=50257 is not the byte vocabulary" in DETECTORS["text"].applies(bpe)
     page = build_report(table)
     assert "in-context learning beside the heads" in page and "data-icl-change-step" in page
     # the corpus changed since training: every checkpoint an error row naming it, not numbers on other text

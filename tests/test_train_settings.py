@@ -34,6 +34,8 @@ def test_set_reaches_a_task_of_its_own_keys(tmp_path, capsys) -> None:
     ("lr=0", "bad --set value lr=0: must be positive"),
     ("d_model=18", "bad --set d_model=18: d_model must be a positive multiple of 4"),
     ("frac_train=1.5", r"bad --set frac_train=1.5: frac_train must be in (0, 1)"),
+    ("grokfast_alpha=3", "bad --set grokfast_alpha=3.0: grokfast_alpha must be in [0, 1), got 3.0"),
+    ("grokfast_alpha=1", "bad --set grokfast_alpha=1.0: grokfast_alpha must be in [0, 1), got 1.0"),
     ("seed=1", "seed is not a --set key; give it with --seed"),
     ("lr", "bad --set 'lr': expected KEY=VALUE, e.g. lr=0.003"),
 ])

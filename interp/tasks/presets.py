@@ -76,6 +76,8 @@ class TrainOptions:
             raise ValueError(f"frac_train must be in (0, 1), got {self.frac_train!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.grokfast_alpha < 1.0:  # the filter's running average: 1 freezes it, > 1 diverges
+            raise ValueError(f"grokfast_alpha must be in [0, 1), got {self.grokfast_alpha!r}")
         if not self.adam_eps > 0:
             raise ValueError(f"adam_eps must be > 0, got {self.adam_eps!r}")
         if not 0.0 <= self.weight_decay_ramp_start < 1.0:

@@ -92,10 +92,11 @@ def score(model: HookedTransformer, tokens: torch.Tensor) -> list[Row]:
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
+    """The head table on the probe ``score`` reads (the run's own, :func:`probe_options`)."""
     from circuits import induction_heads
 
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        return "heads:\n" + induction_heads(model).to_string(index=False)
+        return "heads:\n" + induction_heads(model, tokens=prepare(model, run_dir)).to_string(index=False)
 
 
 def final_heads(rows: pd.DataFrame) -> pd.DataFrame:

@@ -49,8 +49,8 @@ SKIP_SHARE = 0.05
 def applies(model: HookedTransformer) -> str | None:
     from interp.tasks.models import TEXT_VOCAB
 
-    if int(model.cfg.d_vocab) < TEXT_VOCAB:
-        return f"d_vocab={model.cfg.d_vocab} is not a byte vocabulary (needs >= {TEXT_VOCAB}: bytes and BOS)"
+    if int(model.cfg.d_vocab) != TEXT_VOCAB:  # a BPE vocabulary's ids 0-256 are not bytes
+        return f"d_vocab={model.cfg.d_vocab} is not the byte vocabulary (d_vocab {TEXT_VOCAB}: bytes and BOS)"
     if int(model.cfg.n_ctx) < LATE + 1:
         return f"context n_ctx={model.cfg.n_ctx} shorter than the {LATE + 1} tokens of the in-context learning score"
     return None
