@@ -40,8 +40,10 @@ def _train(args: argparse.Namespace) -> int:
             raise UsageError(f"--corpus is for the text task, not {args.task}")
         corpus = str(Path(corpus).expanduser().resolve())
     # an unknown preset: one line before torch is imported
-    options = preset(args.task, args.preset, seed=args.seed, steps=steps, checkpoint_every=args.checkpoint_every,
-                     corpus=corpus)
+    options = preset(args.task, args.preset or "default", seed=args.seed, steps=steps,
+                     checkpoint_every=args.checkpoint_every, corpus=corpus)
+    if args.resume:
+        _check_resumed_recipe(args, corpus)
     if args.set:
         options = _recipe_values(args, options)
     if corpus is not None:
@@ -54,6 +56,23 @@ def _train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"run written to {out}")
     return 0
+
+
+def _check_resumed_recipe(args: argparse.Namespace, corpus: str | None) -> None:
+    """Refuse a flag that asks a resumed run for another recipe than its ``run.json`` records (a
+    resume trains on the recorded recipe; only ``--steps``/``--epochs`` may extend it)."""
+    from interp.runs.layout import RUN_FILE
+    from interp.runs.record import read_run
+
+    if not (Path(args.out_dir) / RUN_FILE).exists():
+        return
+    recorded = read_run(args.out_dir).options()
+    asked = {"--preset": ("preset", args.preset), "--seed": ("seed", args.seed),
+             "--checkpoint-every": ("checkpoint_every", args.checkpoint_every), "--corpus": ("corpus", corpus)}
+    for flag, (field, value) in asked.items():
+        if value is not None and getattr(recorded, field) != value:
+            raise UsageError(f"{flag} {value} differs from the run being resumed ({field} {getattr(recorded, field)}): "
+                             "its run.json holds the recipe")
 
 
 def _recipe_values(args: argparse.Namespace, options):

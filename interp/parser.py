@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "train", "train a toy model, writing a run directory with checkpoints")
     p.add_argument("task", choices=tasks, help="what to train: " + ", ".join(tasks))
     _out_dir(p, "train", "run directory (created; must be empty unless --resume)")
-    p.add_argument("--preset", default="default", help=f"training recipe (default: default); {recipes}")
+    p.add_argument("--preset", default=None, help=f"training recipe (default: default); {recipes}")
     p.add_argument("--seed", type=arguments.seed, default=None, help="training seed (default: the preset's, 0)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--steps", type=arguments.positive, default=None, metavar="N",

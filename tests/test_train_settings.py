@@ -55,3 +55,21 @@ def test_a_value_given_twice_or_to_a_resumed_run_is_refused(tmp_path, capsys) ->
     assert "--set key lr is given twice" in capsys.readouterr().err
     assert main(["train", "modadd", "--out-dir", str(out), "--resume", "--set", "lr=0.1"]) == 2
     assert "--set cannot change the recipe of a run being resumed" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_recipe_and_its_record(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train = ["train", "induction", "--out-dir", str(out), "--quiet"]
+    assert main([*train, "--steps", "4", "--checkpoint-every", "2"]) == 0
+    for flags, message in [(["--seed", "7"], "--seed 7 differs from the run being resumed (seed 0)"),
+                           (["--checkpoint-every", "3"], "--checkpoint-every 3 differs from the run being resumed "
+                                                         "(checkpoint_every 2): its run.json holds the recipe")]:
+        assert main([*train, "--steps", "6", "--resume", *flags]) == 2  # used to be ignored without a word
+        assert message in capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    record["versions"]["torch"] = "2.1.0"  # what the run was trained with
+    (out / "run.json").write_text(json.dumps(record))
+    assert main([*train, "--resume", "--seed", "0", "--preset", "default"]) == 0  # the recorded values: accepted
+    assert json.loads((out / "run.json").read_text())["versions"]["torch"] == "2.1.0"  # nothing trained: kept
+    assert main([*train, "--resume", "--steps", "6"]) == 0  # an extension is recorded
+    assert json.loads((out / "run.json").read_text())["training"]["steps"] == 6

@@ -77,8 +77,9 @@ def train(
     reuse_freed_memory()
     out = Path(out)
     has_run = (out / RUN_FILE).exists()
+    extended = False
     if resume and has_run:
-        options = _resume_options(out, options, steps)
+        options, extended = _resume_options(out, options, steps)
     elif not holds_nothing(out):
         why = "holds no run.json to resume from" if resume else "is not empty; pass --resume to continue the run in it"
         raise RunError(f"{out} exists and {why}")
@@ -99,7 +100,8 @@ def train(
     start, rows = 0, []
     if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
-        write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)  # an extension, if any
+        if extended:  # the new length; otherwise run.json keeps what the run was trained with
+            write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)
     else:
         write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)
 
@@ -172,7 +174,8 @@ def _evaluate(task, model, step: int) -> dict[str, float]:
 
 
 
-def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> TrainOptions:
+def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> tuple[TrainOptions, bool]:
+    """The recorded options of the run in ``out``, extended to ``steps`` when given; and whether that extends it."""
     try:
         options = read_run(out).options()
     except RunError as exc:
@@ -181,9 +184,9 @@ def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> Tr
         raise RunError(f"{out} holds a {options.task} run, not {requested.task}")
     if steps is not None and steps < options.steps:
         raise RunError(f"{out} is a run of {options.steps} steps; --steps {steps} cannot shorten it")
-    if steps is not None:
-        options = dataclasses.replace(options, steps=steps)
-    return options
+    if steps is not None and steps > options.steps:
+        return dataclasses.replace(options, steps=steps), True
+    return options, False
 
 
 
