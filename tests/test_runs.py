@@ -100,6 +100,9 @@ def test_run_json_names_the_toolkits_version_and_commit(tiny_runs):
     assert versions["interp"] == interp.__version__
     assert versions["interp_commit"] == provenance.toolkit_commit()
     assert {"python", "torch", "transformer_lens"} <= set(versions)
+    from importlib.metadata import version
+
+    assert versions["transformer_lens"] == version("transformer-lens")  # 3.x has no __version__: "unknown" before
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

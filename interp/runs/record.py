@@ -15,6 +15,7 @@ task again from them and refuses data this version no longer generates.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import platform
@@ -146,6 +147,13 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
     return None if info is None else dict(info.raw)
 
 
+def _installed(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: dict[str, Any],
               device: str = "cpu") -> None:
     """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``, trained on ``device``.
@@ -153,8 +161,6 @@ def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: di
     ``versions`` names the code that trains it (:class:`RunInfo`, ``versions``); the toolkit's
     commit is looked up once per process and is None outside a git checkout.
     """
-    import transformer_lens
-
     from interp import __version__
 
     info = {
@@ -167,7 +173,7 @@ def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: di
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+            "transformer_lens": _installed("transformer-lens"),  # 3.x has no __version__
             "interp": __version__,
             "interp_commit": toolkit_commit(),
         },
