@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from interp import arguments
 from interp.detectors.catalog import OPT_IN
@@ -77,6 +78,14 @@ def _quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Errors are one line on stderr, exit 2 (argparse's own print the usage block first); the
+    subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _command(sub, name: str, text: str, **kwargs) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", **kwargs)
 
@@ -105,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     detectors = _detectors()
     tasks = sorted(PRESETS)  # every task has its recipes (tests/test_cli.py: the same names as TASKS)
     recipes = "; ".join(f"{task}: {', '.join(names)}" for task, names in sorted(PRESETS.items()))
-    parser = argparse.ArgumentParser(prog="interp", description=DESCRIPTION)
+    parser = _OneLineErrors(prog="interp", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"interp {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",

@@ -286,8 +286,8 @@ def _usage_error(argv, capsys) -> str:
     except SystemExit as exc:
         code = exc.code
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err, err
-    return err[-1]
+    assert code == 2 and len(err) == 1, err  # one line: no usage block
+    return err[0]
 
 
 @pytest.mark.parametrize("argv", [

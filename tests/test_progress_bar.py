@@ -50,3 +50,13 @@ def test_a_terminal_keeps_tqdm_defaults_and_quiet_writes_nothing():
     assert chosen.mininterval == 1.0  # a caller's own interval wins
     chosen.close()
 
+
+
+def test_a_job_with_nothing_to_do_draws_no_bar():
+    stream = io.StringIO()
+    for bar in (progress_bar(total=0, file=stream, desc="score"), progress_bar([], file=stream, desc="score")):
+        bar.close()
+    assert stream.getvalue() == ""  # "score: 0ckpt" used to precede a one-line error
+    with progress_bar(range(2), file=stream, desc="score") as bar:
+        list(bar)
+    assert "score" in stream.getvalue()

@@ -4,7 +4,7 @@ On a terminal a bar redraws as tqdm likes (every 0.1 s at most). Written to a fi
 (the bar's stream is not a terminal), every redraw is a carriage return plus a line that stays in
 the log, so the bar redraws at most once every :data:`LOG_INTERVAL` seconds, ``set_postfix``
 and ``set_description`` included, and the final state is written when it closes. ``quiet``
-disables the bar.
+disables the bar, and so does a job with nothing to do.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def on_terminal(stream: Any) -> bool:
 
 
 def progress_bar(iterable: Any = None, *, quiet: bool = False, **kwargs: Any) -> tqdm:
-    """``tqdm(iterable, **kwargs)`` with the policy of the module docstring; disabled when ``quiet``."""
+    """``tqdm(iterable, **kwargs)`` with the policy of the module docstring; disabled when ``quiet``
+    or when there is nothing to do (``total`` 0, or an empty sized ``iterable``)."""
+    total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
+    quiet = quiet or total == 0
     stream = kwargs.get("file") or sys.stderr
     if on_terminal(stream):
         return tqdm(iterable, disable=quiet, **kwargs)
