@@ -139,6 +139,9 @@ def test_detector_on_the_growing_run(growing_run):
     # of the detector (no circuit_loss rows; a faithfulness below the gap): reported, as defined now.
     early = build_report(table[table["step"] <= 10])
     assert "faithfulness undefined (the loss gap is below 0.5 nats)" in early
+    assert "At step 10, the last in this table" in early  # not "the final checkpoint (step 10)"
+    assert "Faithfulness curve not drawn: at step 0, the last in this table, the clean and corrupted runs give the " \
+        "same metric" in build_report(table[table["step"] == 0])  # no induction to keep: a note, not a traceback
     old = table[table["metric"] != "circuit_loss"].copy()
     old.loc[(old["metric"] == "faithfulness") & (old["step"] == 10), "value"] = 1.25
     curves, _ = search.circuit_rows(old)
@@ -203,6 +206,10 @@ def test_detector_on_the_default_induction_run(induction_run):
     assert faith.isna().equals(gap < search.MIN_GAP) and faith.iloc[:10].isna().all()
     assert (by_step["circuit_loss"] - by_step["corrupted_loss"]).iloc[:10].abs().max() < 0.1
     assert faith.dropna().iloc[0] < 0.6  # the circuit forming: the first faithfulness defined is low
+    # A table that stops there: that checkpoint's own smallest circuit (>= 0.9 there) is not the run's (< 0.6
+    # there), and the faithfulness curve's caption says so rather than calling it the circuit above.
+    forming = build_report(table[table["step"] <= faith.dropna().index[0]])
+    assert "edges, not the circuit above: that one was found on a later checkpoint than this table reaches" in forming
     heads = table[(table["detector"] == "heads") & (table["step"] == table["step"].max())]
     flagged = {metric: {f"L{la}H{h}" for la, h, v in heads[heads["metric"] == metric][["layer", "head", "value"]]
                         .itertuples(index=False, name=None) if v == 1.0}

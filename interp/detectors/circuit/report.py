@@ -34,21 +34,22 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
     listed = ", ".join(f"{s}&rarr;{t}{'.' + i if i else ''}" for s, t, i in
                        final[["source", "target", "input"]].itertuples(index=False, name=None))
     parts: list[Any] = [
-        f"<p class='circuit' data-circuit-size='{len(final)}'>Circuit of the final checkpoint (step {last}): "
-        f"<b>{len(final)} edges</b> ({METHOD} scores, the smallest top-k with faithfulness &ge; {TARGET:g}, less "
-        f"the edges on no path from the embeddings to the logits), "
-        f"faithfulness {_faithfulness(at_last['faithfulness'])}; second-copy loss {at_last['clean_loss']:.2f} nats, "
-        f"{at_last['corrupted_loss']:.2f} with the first copy re-drawn. Edges: {listed}.</p>"]
+        f"<p class='circuit' data-circuit-size='{len(final)}'>The run's circuit, found once on its latest checkpoint "
+        f"when the table was scored and followed over every checkpoint: <b>{len(final)} edges</b> ({METHOD} scores, "
+        f"the smallest top-k with faithfulness &ge; {TARGET:g}, less the edges on no path from the embeddings to the "
+        f"logits). At step {last}, the last in this table: faithfulness {_faithfulness(at_last['faithfulness'])}; "
+        f"second-copy loss {at_last['clean_loss']:.2f} nats, {at_last['corrupted_loss']:.2f} with the first copy "
+        f"re-drawn. Edges: {listed}.</p>"]
     kinds = head_kinds(rows)
     if kinds:
         parts.append(_flags_sentence(final, kinds))
-    graph = plot_circuit_graph(final, n_layers, n_heads, title=f"The circuit at step {last}")
+    graph = plot_circuit_graph(final, n_layers, n_heads, title=f"The run's circuit, its edges' scores at step {last}")
     parts.append(ReportFigure(
         "the circuit", graph,
         "Layers are columns, from the embeddings to the logits; each line is one edge of the circuit, its width "
         "the edge's score. Colour and dash tell which input of the target head it enters: query, key or value "
         "(a previous-token head feeding an induction head's key is K-composition)."))
-    parts += _curve_figure(rows)
+    parts += _curve_figure(rows, final)
     phase = _phase_change(rows)
     over = plot_circuit_over_training(curves, edges, phase, title="The circuit over training")
     when = ("The dashed line and band mark the induction phase change located on the head scores."
@@ -92,20 +93,29 @@ def _flags_sentence(final: pd.DataFrame, kinds: dict[tuple[int, int], str]) -> s
             f"(a flagged previous-token head into a flagged induction head's key): {named(k_comp)}.</p>")
 
 
-def _curve_figure(rows: pd.DataFrame) -> list[Any]:
+def _curve_figure(rows: pd.DataFrame, final: pd.DataFrame) -> list[Any]:
+    """The faithfulness curve of the last scored checkpoint; ``final``: the run's circuit (its rows)."""
     model, step, why = final_model(rows[rows["detector"] == "circuit"])
     if why:
         return [f"<p class='note'>Faithfulness curve not drawn: {html.escape(why)}.</p>"]
-    found = find_run_circuit(model)
+    try:
+        found = find_run_circuit(model)
+    except ValueError as exc:  # a table that stops before induction: no gap to keep there
+        return [f"<p class='note'>Faithfulness curve not drawn: at step {step}, the last in this table, "
+                f"{html.escape(str(exc))}.</p>"]
     figure = plot_faithfulness_curve(found.curve, found.k, TARGET,
                                      title=f"Faithfulness against circuit size at step {step}")
     pruned = found.k - found.size
-    rest = (f"those edges less the {pruned} on no path from the embeddings to the logits" if pruned else
-            "those edges (none lies off the paths from the embeddings to the logits)")
+    rest = (f"the circuit above is those edges less the {pruned} on no path from the embeddings to the logits"
+            if pruned else "the circuit above is those edges (none lies off the paths from the embeddings to the logits)")
+    columns = ["source", "target", "input"]
+    if set(found.edges[columns].itertuples(index=False, name=None)) != set(final[columns].itertuples(index=False, name=None)):
+        rest = (f"here that gives {found.size} edges, not the circuit above: that one was found on a later "
+                "checkpoint than this table reaches")
     return [ReportFigure(
         "faithfulness against circuit size", figure,
-        f"The top-k edges by |score| kept, every other edge patched from the corrupted run: the share of the loss "
-        f"gap they keep. The star is the first size at or above {TARGET:g}; the circuit above is {rest}.")]
+        f"The top-k edges by |score| kept at step {step}, every other edge patched from the corrupted run: the share "
+        f"of the loss gap they keep. The star is the first size at or above {TARGET:g}; {rest}.")]
 
 
 def _phase_change(rows: pd.DataFrame) -> Any:
