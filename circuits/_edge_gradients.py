@@ -33,14 +33,13 @@ class GradientRun:
     """What the scores read from the clean (or interpolated) runs with gradient, ``steps`` copies of the batch.
 
     ``deltas``: each source's output on the corrupted run minus the clean run's (n_sources, b, p,
-    d). Per layer: ``pre`` the residual
-    before ``ln1`` (steps * b, p, d), ``qkv`` the gradient at the queries, keys and values
-    (steps * b, p, heads, 3, d_head; ``hook_q``/``hook_k``/``hook_v``), ``mlp`` the gradient at
-    the MLP's input (empty without MLPs), ``acts`` the queries, keys and values themselves (the
-    gradient's shape); ``final`` the gradient at the logits' input (steps * b,
-    p, d). The q/k/v gradients are projected back to the residual one layer and one run at a time
-    when scored (:func:`head_input_scores`): all of them at once would hold ``d_model / d_head``
-    times the memory.
+    d). Per layer: ``pre`` the residual before ``ln1`` (steps * b, p, d), ``qkv`` the gradient at
+    the queries, keys and values (steps * b, p, heads, 3, d_head; ``hook_q``/``hook_k``/
+    ``hook_v``), ``acts`` those queries, keys and values themselves (the same shape), ``mlp`` the
+    gradient at the MLP's input (empty without MLPs); ``final`` the gradient at the logits' input
+    (steps * b, p, d). The q/k/v gradients are projected back to the residual one layer and one run
+    at a time when scored (:func:`head_input_scores`): all of them at once would hold ``d_model /
+    d_head`` times the memory.
     """
 
     deltas: torch.Tensor
