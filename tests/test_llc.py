@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shutil
 
 import numpy as np
@@ -118,6 +119,9 @@ def test_options_are_read_and_refused_by_name():
         llc.parse_options("speed=2")
     with pytest.raises(ValueError, match=r"INTERP_LLC: cannot read 'seed=-5' \(must be >= 0\)"):
         llc.parse_options("seed=-5")
+    for heads in ("L0H-1", "L-1H0", "L0", "L0H1+x"):  # a negative index reached devinterp: every row lost
+        with pytest.raises(ValueError, match=re.escape(f"cannot read 'heads={heads}'") + ".*is not a head L<layer>H<head>"):
+            llc.parse_options(f"heads={heads}")
 
 
 def _rows(table, metric):

@@ -100,6 +100,8 @@ def _head_list(text: str) -> tuple[tuple[int, int], ...]:
     heads = []
     for item in text.upper().split("+"):
         layer, _, head = item.removeprefix("L").partition("H")
+        if not (layer.isdigit() and head.isdigit()):  # L0H-1 is no head (devinterp's error, every row lost)
+            raise ValueError(f"{item!r} is not a head L<layer>H<head>")
         heads.append((int(layer), int(head)))
     return tuple(dict.fromkeys(heads))  # a head named twice is estimated once
 
