@@ -156,6 +156,10 @@ def test_a_run_of_other_options_is_refused(tmp_path):
     sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
     with pytest.raises(ValueError, match="trained with other options.*preset 'default' not 'nanda2023'"):
         sweep("modadd", "nanda2023", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
+    # another capacity figure: the page would mix two (the old cells' capacity_bits at the first)
+    with pytest.raises(ValueError, match=f"holds cells at {MEASURED_BITS_PER_PARAMETER:g} bits per parameter, not 3.6"):
+        sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4, 8]}, [0], tmp_path, bits_per_parameter=3.6)
+    assert len(read_sweep(tmp_path)) == 1  # refused before anything trained
 
 
 def test_two_writers_of_one_table_keep_every_row(tmp_path):

@@ -238,6 +238,17 @@ def _cost(cell: SweepCell) -> float:
     return options.steps * cfg.n_layers * cfg.d_model * (cfg.d_mlp or cfg.d_model) * (options.frac_train or 1.0)
 
 
+def _check_capacity_figure(existing: pd.DataFrame | None, bits_per_parameter: float, path: Path) -> None:
+    """Refuse a figure of bits per parameter other than the one the table's finished cells used:
+    its page's axis and capacity line would mix the two."""
+    if existing is None or "bits_per_parameter" not in existing:
+        return
+    used = sorted({round(float(v), 9) for v in existing.loc[existing["error"] == "", "bits_per_parameter"].dropna()})
+    if used and used != [round(float(bits_per_parameter), 9)]:
+        raise ValueError(f"{path} holds cells at {', '.join(f'{v:g}' for v in used)} bits per parameter, not "
+                         f"{bits_per_parameter:g}: sweep into it with that --bits-per-parameter, or into another --out-dir")
+
+
 def sweep(
     task: str,
     preset_name: str,
@@ -273,6 +284,7 @@ def sweep(
     table_file = sweep_table(path)
     existing = table_file.existing()
     finished = set() if existing is None else set(existing.loc[existing["error"] == "", "cell"])
+    _check_capacity_figure(existing, bits_per_parameter, path)
     for cell in cells:
         if cell.name in finished:
             _prepare_run_dir(runs_dir / cell.name, cell.options())  # refuses a run of other options
