@@ -137,6 +137,27 @@ def test_capacity_is_the_plateau_and_the_fit_is_the_slope():
     assert math.isnan(fit_bits_per_parameter(cap[~cap["saturated"]]))
 
 
+def test_settings_of_one_model_name_are_models_of_their_own():
+    # One folder may hold cells of other seeds or sequence lengths: each is its own curve and
+    # capacity (the capacity of 1L-d8 was the largest over both seeds and the other length's cells).
+    from interp.experiments.memorization_page import plot_memorized_bits
+
+    rows = [dict(model="1L-d8", d_model=8, params=p, seq_len=n, seed=seed, n_sequences=k, entropy_bits=k * n * 4,
+                 memorized_bits=bits, stopped_by="plateau")
+            for p, n, seed, k, bits in [(1004, 4, 0, 16, 60), (1004, 4, 0, 64, 139), (1004, 4, 1, 16, 62),
+                                        (1004, 4, 1, 64, 144), (1020, 6, 1, 16, 90), (1020, 6, 1, 64, 269)]]
+    cap = capacity_table(_cells_frame(rows))
+    assert list(cap["label"]) == ["1L-d8, seq len 4, seed 0", "1L-d8, seq len 4, seed 1", "1L-d8, seq len 6, seed 1"]
+    assert list(cap["capacity_bits"]) == [139, 144, 269] and set(cap["model"]) == {"1L-d8"}
+    figure = plot_memorized_bits(_cells_frame(rows))
+    lines = {t.name: list(t.y) for t in figure.data}
+    assert lines["1L-d8, seq len 4, seed 0 (1,004 params)"] == [60, 139]  # its own cells, not the others'
+    assert lines["1L-d8, seq len 6, seed 1 (1,020 params)"] == [90, 269]
+    assert {"data entropy (16 bits/sequence)", "data entropy (24 bits/sequence)"} <= set(lines)
+    alone = capacity_table(_cells_frame(rows[:2]))  # one setting: the plain name
+    assert list(alone["label"]) == ["1L-d8"]
+
+
 def test_sweep_skips_done_cells_and_records_failures():
     cells = sweep_cells([(16, 1)], [4, 8], **TINY) + [MemorizationCell(d_model=12, n_layers=1, n_sequences=4, **TINY)]
     first = memorization_sweep(cells[:1])

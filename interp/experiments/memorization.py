@@ -15,7 +15,8 @@ A *cell* (:class:`MemorizationCell`) is one model size trained on one data set t
 (:mod:`interp.experiments.memorization_training`, which states the plateau rule that stops it).
 
 **Capacity** of a model (:func:`capacity_table`) is the largest total memorised bits over its data
-set sizes. It is a measured plateau only when that cell stopped on a plateau short of
+set sizes, per setting (another seed, sequence length, vocabulary or budget is another model:
+``capacity.SETTING``). It is a measured plateau only when that cell stopped on a plateau short of
 memorising its whole data set: a cell that memorised everything (``complete``) was limited by
 the data, not the model, and gives a lower bound. **Bits per parameter**
 (:func:`fit_bits_per_parameter`) is the least-squares slope of capacity against parameter count

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from interp.base.page import ReportFigure
 from interp.base.files import atomic_write_text
-from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
+from interp.experiments.capacity import SETTING, capacity_table, fit_bits_per_parameter
 from interp.base.page import figure_html, html_page
 from interp.analysis.split_memorization import PAPER_BITS_PER_PARAMETER
 
@@ -34,17 +34,18 @@ def plot_memorized_bits(cells: pd.DataFrame) -> go.Figure:
     capacity = capacity_table(cells)
     fig = go.Figure()
     sizes = np.sort(ok["n_sequences"].unique())
-    if len(sizes):
-        per_seq = float(ok["entropy_bits"].iloc[0] / ok["n_sequences"].iloc[0])
-        fig.add_trace(go.Scatter(x=sizes, y=sizes * per_seq, mode="lines", name="data entropy",
-                                 line={"color": "#bbb", "dash": "dot"}))
+    per_seq = sorted({float(b) / n for b, n in zip(ok["entropy_bits"], ok["n_sequences"])})
+    for bits in per_seq:  # one per sequence length and vocabulary
+        fig.add_trace(go.Scatter(x=sizes, y=sizes * bits, mode="lines", line={"color": "#bbb", "dash": "dot"},
+                                 name="data entropy" + (f" ({bits:g} bits/sequence)" if len(per_seq) > 1 else "")))
+    keys = [c for c in SETTING if c in capacity]
     for row in capacity.itertuples():
-        group = ok[ok["model"] == row.model]
+        group = ok[(ok[keys] == pd.Series({c: getattr(row, c) for c in keys})).all(axis=1)]
         trace = go.Scatter(x=group["n_sequences"], y=group["memorized_bits"], mode="lines+markers",
-                           name=f"{row.model} ({row.params:,} params)")
+                           name=f"{row.label} ({row.params:,} params)")
         fig.add_trace(trace)
         fig.add_hline(y=row.capacity_bits, line_dash="dash", opacity=0.4,
-                      annotation_text=f"{row.model}: {row.bits_per_parameter:.2f} bits/param"
+                      annotation_text=f"{row.label}: {row.bits_per_parameter:.2f} bits/param"
                       + ("" if row.saturated else " (lower bound)"))
     fig.update_layout(title="Memorised bits vs data-set size (Morris et al. 2025)",
                       xaxis_title="sequences in the data set", yaxis_title="total memorised bits",
@@ -58,7 +59,7 @@ def plot_capacity_fit(capacity: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for saturated, group in capacity.groupby("saturated"):
         fig.add_trace(go.Scatter(x=group["params"], y=group["capacity_bits"], mode="markers+text",
-                                 text=group["model"], textposition="top center",
+                                 text=group["label"], textposition="top center",
                                  name="plateau" if saturated else "lower bound (data memorised)",
                                  marker={"size": 10, "symbol": "circle" if saturated else "triangle-up"}))
     if len(capacity):
