@@ -137,7 +137,13 @@ def _report(args: argparse.Namespace) -> int:
     from interp.report import write_report
     from interp.scoring.table import read_table
 
-    if Path(args.table).is_dir():  # a sweep directory (interp sweep): its page
+    folder = Path(args.table)
+    if folder.is_dir() and (folder / "cells.csv").exists() and not (folder / "runs.csv").exists():
+        from interp.experiments.memorization import read_cells  # a memorization folder: its page
+        from interp.experiments.memorization_page import write_memorization_report
+
+        path = write_memorization_report(read_cells(folder / "cells.csv"), args.out)
+    elif folder.is_dir():  # a sweep directory (interp sweep): its page
         from interp.experiments.sweep import read_sweep
         from interp.experiments.sweep_page import write_sweep_report
 

@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     _device(p, "where checkpoints are loaded and scored")
     _quiet(p)
 
-    p = _command(sub, "report", "turn a scores table (or a sweep directory) into a self-contained HTML page")
-    p.add_argument("table", help="table written by interp score (.parquet or .csv), or a directory of interp sweep")
+    p = _command(sub, "report", "turn a scores table (or a sweep or memorization directory) into a self-contained "
+                 "HTML page")
+    p.add_argument("table", help="table written by interp score (.parquet or .csv), or a directory of interp sweep "
+                   "or of interp memorization (its page again, e.g. after a killed job)")
     p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
     _quiet(p)
 

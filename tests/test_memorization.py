@@ -194,6 +194,9 @@ def test_cli_writes_table_capacity_and_page_and_resumes(tmp_path, capsys):
     before = cells["seconds"].tolist()
     assert main(args) == 0  # nothing left to train: the same rows come back
     assert pd.read_csv(out / "cells.csv")["seconds"].tolist() == before
+    (out / "memorization.html").unlink()  # a killed job writes no page: interp report draws it from cells.csv
+    assert main(["report", str(out), "--out", str(tmp_path / "again.html"), "--quiet"]) == 0
+    assert "bits per parameter" in (tmp_path / "again.html").read_text()
 
 
 def test_budget_scales_steps_and_window_and_is_part_of_a_cell(tmp_path):
