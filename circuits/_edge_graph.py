@@ -134,8 +134,9 @@ def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.T
 
 
 def copies_metric(metric: Callable, logits: torch.Tensor, n_copies: int) -> list[float]:
-    """The metric of each of ``n_copies`` equal-sized blocks of a batch of logits."""
-    return [float(metric(chunk)) for chunk in logits.chunk(n_copies)]
+    """The metric of each of ``n_copies`` equal-sized blocks of a batch of logits (patched runs),
+    checked as :func:`metric_value` checks it."""
+    return [float(metric_value(metric, chunk, "patched run")) for chunk in logits.chunk(n_copies)]
 
 
 @contextmanager

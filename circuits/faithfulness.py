@@ -136,8 +136,8 @@ def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tok
     n = len(ranked)
     if sizes is None:
         sizes = sorted({*range(min(n, 16) + 1), *(2 ** j for j in range(n.bit_length()) if 2 ** j <= n), n})
-    sizes = list(sizes)
-    if not sizes or not all(_is_int(k) for k in sizes):
+    sizes = list(sizes) if isinstance(sizes, Iterable) else sizes  # sizes=10: named below, not a TypeError
+    if not isinstance(sizes, list) or not sizes or not all(_is_int(k) for k in sizes):
         raise ValueError(f"sizes must be one or more ints (circuit sizes), got {sizes!r}")
     sizes = sorted({int(k) for k in sizes})
     if sizes[0] < 0 or sizes[-1] > n:
@@ -203,7 +203,11 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
             low, high = (low, mid) if float(point["faithfulness"].iloc[0]) >= target else (mid, high)
         curve = pd.concat(points).drop_duplicates("size").sort_values("size", ignore_index=True)
         passing = curve[(curve["faithfulness"] >= target) & (curve["size"] >= high)]
-    if passing.empty:  # only a whole graph below target (numerical noise): take it all
+    if passing.empty:  # every scored edge below target: the whole graph up to rounding, else scores left some out
+        best = float(curve["faithfulness"].iloc[-1])
+        if best < target - 1e-6:
+            raise ValueError(f"all {n} scored edges keep only faithfulness {best:.3g} < target {target:g}: the scores "
+                             "must cover the graph (scores=None scores every edge)")
         passing = curve.iloc[[-1]]
     k = int(passing["size"].iloc[0])
     circuit = prune_circuit(top_edges(scores, k=k))

@@ -47,6 +47,9 @@ class SecondCopyLoss:
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         n = self.half_len
+        if tuple(logits.shape[:2]) != tuple(self.tokens.shape):  # else a sub-batch fails in torch, a half_len lies
+            raise ValueError(f"the second-copy metric was made for tokens of shape {tuple(self.tokens.shape)}, got "
+                             f"logits of {tuple(logits.shape[:2])}: pass what one induction_contrast call returns")
         predicted = logits[:, n + 1: 2 * n].float()
         targets = self.tokens[:, n + 2:].to(predicted.device)
         return F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1))

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import torch
 
-from circuits import circuit_faithfulness, induction_contrast, second_copy_losses, smallest_circuit, top_edges
+from circuits import circuit_faithfulness, edge_attribution, induction_contrast, second_copy_losses, smallest_circuit, \
+    top_edges
 from handbuilt_models import induction_circuit_model, random_model
 from interp import load_model
 from interp.detectors.catalog import OPT_IN
@@ -62,6 +63,8 @@ def test_the_contrast_redraws_the_first_copy():
     assert clean_loss < 0.5 < 2.0 < corrupted_loss  # the built model copies; re-drawn, it cannot
     with pytest.raises(ValueError, match="redraw must be"):
         induction_contrast(model, redraw="both")
+    with pytest.raises(ValueError, match=r"made for tokens of shape \(4, \d+\), got logits of \(2, \d+\)"):
+        edge_attribution(model, clean[:2], corrupted[:2], metric, "eap")  # a sub-batch: torch's batch-size message
     for bad, kind, match in [  # tokens the model cannot read, a metric of other tokens: one line each
             ((clean, corrupted.clamp(max=0) + 10 ** 6, metric), ValueError, "token ids must lie in"),
             ((torch.cat([clean, clean], 1),) * 2 + (metric,), ValueError, "longer than the model's context"),

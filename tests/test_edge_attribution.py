@@ -29,7 +29,7 @@ import torch
 from transformer_lens import patching
 
 from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, faithfulness_curve, induction_contrast, \
-    prune_circuit, top_edges
+    prune_circuit, smallest_circuit, top_edges
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
@@ -188,9 +188,13 @@ def test_faithfulness_curve_and_top_edges():
     assert ranked.score.abs().is_monotonic_decreasing and len(ranked) == len(scores)
     above = top_edges(scores, threshold=0.1)
     assert (above.score.abs() >= 0.1).all() and len(top_edges(scores, k=2, threshold=0.1)) == 2
-    for sizes in ([], [2.5], [True]):
+    for sizes in ([], [2.5], [True], 10):
         with pytest.raises(ValueError, match="sizes must be one or more ints"):
             faithfulness_curve(model, scores, clean, corrupted, loss, sizes=sizes)
+    # scores of a few edges whose whole set falls short of the target: refused, not a circuit below it
+    with pytest.raises(ValueError, match=r"all 1 scored edges keep only faithfulness .* < target 0.9: the scores must "
+                                         r"cover the graph"):
+        smallest_circuit(model, clean, corrupted, loss, scores=top_edges(scores, k=1))
     with pytest.raises(ValueError, match="threshold must be a number"):
         top_edges(scores, threshold=float("nan"))
 
@@ -382,6 +386,12 @@ def test_gradient_methods_agree_with_exact_on_the_trained_induction_model(induct
 def test_bad_inputs_are_one_line_errors():
     model = induction_circuit_model()
     clean, corrupted, loss = induction_pair()
+    with torch.no_grad():
+        ends = [model(tokens) for tokens in (clean, corrupted)]
+
+    def finite_at_the_ends(logits):  # finite on the clean and corrupted runs, not on a patched one
+        return loss(logits) * (1.0 if any(torch.allclose(logits, end) for end in ends) else float("inf"))
+
     cases = [
         (dict(corrupted_tokens=corrupted[:, :-1]), "shape of clean_tokens"),
         (dict(clean_tokens=torch.zeros(1, 30, dtype=torch.long), corrupted_tokens=torch.zeros(1, 30, dtype=torch.long)),
@@ -397,6 +407,7 @@ def test_bad_inputs_are_one_line_errors():
         (dict(metric=lambda logits: loss(logits) * float("nan")), "nan on the clean run"),
         (dict(metric=lambda logits: loss(logits) * float("inf"), method="eap-ig"), "inf on the path"),
         (dict(metric=lambda logits: loss(logits) / 0.0, method="exact"), "inf on the clean run"),
+        (dict(metric=finite_at_the_ends, method="exact"), "inf on the patched run"),
     ]
     for change, message in cases:
         args = dict(model=model, clean_tokens=clean, corrupted_tokens=corrupted, metric=loss, method="eap")
