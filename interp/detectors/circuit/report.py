@@ -1,6 +1,7 @@
-"""The report section of the ``circuit`` detector: the final circuit as a graph, its faithfulness
-curve (recomputed on the final checkpoint), and the circuit over training with the phase change
-located on the ``heads`` rows when the run has them."""
+"""The report section of the ``circuit`` detector: the run's circuit (found on its latest checkpoint
+when scored) as a graph, the faithfulness curve recomputed on the table's last scored checkpoint,
+and the circuit over training with the phase change located on the ``heads`` rows when the run
+has them."""
 
 from __future__ import annotations
 
