@@ -238,8 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    from interp.base.errors import first_line
+
+    return first_line(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":
