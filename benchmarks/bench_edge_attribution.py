@@ -41,7 +41,7 @@ from transformer_lens import HookedTransformerConfig  # noqa: E402
 
 from circuits import edge_attribution  # noqa: E402
 from circuits._fused import hooked_only  # noqa: E402
-from circuits.plain_forward import logits as plain_logits  # noqa: E402
+from circuits._edge_plain import _embedding as plain_embedding, _run as plain_run, plain_sources  # noqa: E402
 from interp.base.allocator import reuse_freed_memory  # noqa: E402
 from interp.tasks.models import build_model, induction_config  # noqa: E402
 from common import is_busy, load_average, load_note, machine, rounds_of_each, verdict, write_section  # noqa: E402
@@ -77,11 +77,11 @@ def measure(name: str, model, repeats: int) -> dict:
             model(clean)
 
     def floor():
-        # What any EAP on the forward eap runs here needs at least: the corrupted forward and a
-        # forward + backward of the clean run to the embedding matrix (no per-input gradients).
-        with torch.no_grad():
-            plain_logits(model, corrupted)
-        torch.autograd.grad(loss(plain_logits(model, clean)), model.embed.W_E)
+        # What any EAP on the forwards eap runs here needs at least: the corrupted run and a
+        # forward + backward of the clean run to its embedding (no per-input gradients, no scores).
+        plain_sources(model, corrupted)
+        embedding = plain_embedding(model, clean).requires_grad_(True)
+        torch.autograd.grad(loss(plain_run(model, embedding, None)[0]), embedding)
 
     def hooked_eap():
         with hooked_only():
@@ -135,11 +135,11 @@ of the method's time over one bare `model(tokens)` under `torch.no_grad()` in th
 (a) `induction_config()`: 2 layers, attention only, d_model 64, 4 heads, n_ctx 64; (b) 4 layers,
 d_model 128, 4 heads, d_mlp 512, LayerNorm, GELU. `exact` patches one edge per forward (edges
 batched as copies, each group started at its layer). `eap` runs from the weights on both models
-(`circuits/_edge_plain.py`: fused attention, no hook points); "`eap`, hooked forward" is the same
-scores through TransformerLens' hooked forward, the path every other architecture takes. "floor":
-what any EAP on the forward `eap` runs needs at least, timed the same way: one forward of the
-corrupted tokens plus one forward and backward of the clean run to the embedding matrix, on
-`circuits.plain_forward.logits`; when it exceeds 3, so must `eap`.
+(`circuits/_edge_plain.py`: attention written out, no hook points, the head inputs scored inside
+the backward); "`eap`, hooked forward" is the same scores through TransformerLens' hooked forward,
+the path every other architecture takes. "floor": what any EAP on the forwards `eap` runs needs at
+least, timed the same way: `eap`'s corrupted run plus its forward and backward of the clean run to
+the embedding, without the per-input gradients or the scores; when it exceeds 3, so must `eap`.
 
 | what | figure | target |
 |---|---|---|
@@ -148,8 +148,8 @@ corrupted tokens plus one forward and backward of the clean run to the embedding
 {chr(10).join(lines)}
 
 `eap` over its floor: {", ".join(f"{r['eap_fwd'] / r['floor_fwd']:.2f}x on {r['model'][:3]}" for r in rows)} (the rest: the
-sources' output differences, each head's `(z'_h - z_h) @ W_O[h]`, the per-input gradients through
-`W_Q`/`W_K`/`W_V` and the norms, the products of the two). {floor_note}
+sources' output differences, each head's `(z'_h - z_h) @ W_O[h]`, each head input's own gradient
+through `W_Q`/`W_K`/`W_V` and the norm, the products of the two). {floor_note}
 """
     return text, ok_fwd and ok_speed and not busy
 

@@ -3,13 +3,13 @@
 One forward with gradient on the (clean or interpolated) run, through the model's hooked forward
 (:func:`hooked_gradients`, the model's own layout: no split q/k/v inputs, they would multiply the
 attention inputs by the head count) or, where it applies, the runs written from the weights
-(:mod:`circuits._edge_plain`); then (:func:`score_edges`) the gradient at
-each head's q/k/v input, before ``ln1``, from the gradient at ``hook_q``/``hook_k``/``hook_v``:
+(:mod:`circuits._edge_plain`). Each head's q/k/v input is scored from the gradient at
+``hook_q``/``hook_k``/``hook_v``, carried to the residual before ``ln1``:
 ``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). For
 TransformerLens' norms that vector-Jacobian product is written out, for every head input of a
-layer at once (:func:`head_input_scores`); any other norm takes autograd's (:func:`norm_vjp`).
-MLP inputs (``hook_mlp_in``, before ``ln2``) and the logits' input (the last residual, before
-``ln_final``) are read directly.
+layer at once (:func:`cotangents`); any other norm takes autograd's (:func:`norm_vjp`). MLP
+inputs (``hook_mlp_in``, before ``ln2``) and the logits' input (the last residual, before
+``ln_final``) are read directly; :func:`score_edges` puts the scores together.
 docs/scores.md, "Edge attribution".
 """
 
@@ -33,20 +33,15 @@ class GradientRun:
     """What the scores read from the clean (or interpolated) runs with gradient, ``steps`` copies of the batch.
 
     ``deltas``: each source's output on the corrupted run minus the clean run's (n_sources, b, p,
-    d). Per layer: ``pre`` the residual before ``ln1`` (steps * b, p, d), ``qkv`` the gradient at
-    the queries, keys and values (steps * b, p, heads, 3, d_head; ``hook_q``/``hook_k``/
-    ``hook_v``), ``acts`` those queries, keys and values themselves (the same shape), ``mlp`` the
-    gradient at the MLP's input (empty without MLPs); ``final`` the gradient at the logits' input
-    (steps * b, p, d). The q/k/v gradients are projected back to the residual one layer and one run
-    at a time when scored (:func:`head_input_scores`): all of them at once would hold ``d_model /
-    d_head`` times the memory.
+    d). ``heads``: per layer, the scores of the sources upstream of it (``graph.sources_of_layer``)
+    into its head inputs, (n_upstream, 3 n_heads), head-major, q k v (:func:`head_input_scores`).
+    ``mlp``: per layer, the gradient at the MLP's input (steps * b, p, d; empty without MLPs);
+    ``final`` the gradient at the logits' input (steps * b, p, d).
     """
 
     deltas: torch.Tensor
-    pre: list[torch.Tensor]
-    qkv: list[torch.Tensor]
+    heads: list[torch.Tensor]
     mlp: list[torch.Tensor]
-    acts: list[torch.Tensor]
     final: torch.Tensor
 
 
@@ -84,14 +79,20 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=unpadded(tokens))
         total = metric_total(metric, logits, steps)
         grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
-    layers = range(n_layers)
-    by_layer = [[f"blocks.{layer}.attn.hook_{kind}" for kind in "qkv"] for layer in layers]
+    deltas = corrupted_out.sub_(torch.stack(outs))  # type: ignore[arg-type]
+    heads = []
+    with torch.no_grad():
+        for layer in range(n_layers):
+            group = [f"blocks.{layer}.attn.hook_{kind}" for kind in "qkv"]
+            block, up = model.blocks[layer], graph.sources_of_layer(layer)[0]
+            weights, bias = head_weights(block)
+            linear = torch.stack([held[name].detach() for name in group], 3) - bias
+            grads_qkv = torch.stack([grads[name] for name in group], 3)
+            heads.append(head_input_scores(block.ln1, held[pre[layer]].detach(), grads_qkv, weights, deltas[:up],
+                                           steps, linear))
     return GradientRun(
-        deltas=corrupted_out.sub_(torch.stack(outs)),  # type: ignore[arg-type]
-        pre=[held[name].detach() for name in pre],
-        qkv=[torch.stack([grads[name] for name in group], 3) for group in by_layer],
-        mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in layers] if graph.has_mlp else [],
-        acts=[torch.stack([held[name].detach() for name in group], 3) for group in by_layer],
+        deltas=deltas, heads=heads,
+        mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in range(n_layers)] if graph.has_mlp else [],
         final=grads[names[-1]])
 
 
@@ -113,7 +114,7 @@ def metric_total(metric: Callable, logits: torch.Tensor, steps: int) -> torch.Te
     return total
 
 
-def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, steps: int) -> np.ndarray:
+def score_edges(graph: Graph, run: GradientRun, steps: int) -> np.ndarray:
     """Every edge's ``(out_s(corrupted) - out_s(clean)) . mean dm/dx_i`` summed over batch, positions,
     d_model, in the order of ``graph.edges()``."""
     with torch.no_grad():
@@ -122,15 +123,8 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, steps:
         table = torch.zeros(len(graph.sources), len(graph.inputs), dtype=deltas.dtype, device=deltas.device)
         i, n_heads = 0, graph.n_heads
         for layer in range(graph.n_layers):
-            attn = model.blocks[layer].attn
             up = graph.sources_of_layer(layer)[0]  # sources are in forward order: the first `up` feed this layer
-            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
-            norm = model.blocks[layer].ln1
-            bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1)
-            if isinstance(getattr(norm, "b", None), torch.Tensor):
-                bias = bias + torch.einsum("d,hjde->hje", norm.b, weights)
-            table[:up, i:i + 3 * n_heads] = head_input_scores(norm, run.pre[layer], run.qkv[layer], weights,
-                                                              deltas[:up], steps, run.acts[layer] - bias)
+            table[:up, i:i + 3 * n_heads] = run.heads[layer]
             i += 3 * n_heads
             if graph.has_mlp:
                 up = int(graph.upstream[:, i].sum())
@@ -139,6 +133,18 @@ def score_edges(model: HookedTransformer, graph: Graph, run: GradientRun, steps:
         table[:, i] = flat @ _mean_over_steps(run.final, steps).flatten()
     s_idx, i_idx = graph.edge_index()
     return table[torch.as_tensor(s_idx, device=table.device), torch.as_tensor(i_idx, device=table.device)].double().cpu().numpy()
+
+
+def head_weights(block: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's q/k/v weights ``(n_heads, 3, d, d_head)`` and the bias of its queries, keys and values
+    as ``ln1`` feeds them, ``(n_heads, 3, d_head)``: ``b_Q/b_K/b_V`` plus the norm's bias through the
+    weights; the queries, keys and values less it are ``(w * n) @ W`` (``n`` the normalised input)."""
+    attn, norm = block.attn, block.ln1
+    weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
+    bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1)
+    if isinstance(getattr(norm, "b", None), torch.Tensor):
+        bias = bias + torch.einsum("d,hjde->hje", norm.b, weights)
+    return weights, bias
 
 
 def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor,
@@ -156,22 +162,35 @@ def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tenso
     without copying the residual per head; ``n . u = ((w * n) @ W) . g`` is read from ``linear``,
     d_head wide instead of d_model. Any other norm goes through :func:`norm_vjp`.
     """
+    weights = norm_weights(norm, weights)
+    runs = list(zip(x.chunk(steps), grads.chunk(steps), linear.chunk(steps)))  # one run at a time: in cache
+    cot = cotangents(norm, *runs[0], weights)
+    for x_k, grads_k, linear_k in runs[1:]:
+        cot += cotangents(norm, x_k, grads_k, linear_k, weights)
+    return source_scores(deltas, cot, steps)
+
+
+def source_scores(deltas: torch.Tensor, cot: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(n_sources, n_inputs)``: each source's difference dotted with each input's cotangent summed
+    over the ``steps`` runs, over the run's mean (``cot`` (n_inputs, b * p, d))."""
+    return (cot.flatten(1) @ deltas.flatten(1).T).T / steps  # this way round: faster with n_inputs small
+
+
+def norm_weights(norm: torch.nn.Module, weights: torch.Tensor) -> torch.Tensor:
+    """``weights`` (n_heads, 3, d, d_head) as :func:`cotangents` reads them: times the norm's gain
+    ``w`` (LayerNorm, RMSNorm) and centred along d (LayerNorm: ``P W``, so that ``P u = (P W) g``)."""
     kind = type(norm).__name__
     if kind in ("LayerNorm", "RMSNorm"):
         weights = weights * norm.w[:, None]
     if kind.startswith("LayerNorm"):
-        weights = weights - weights.mean(2, keepdim=True)  # P W: P u = (P W) g
-    runs = list(zip(x.chunk(steps), grads.chunk(steps), linear.chunk(steps)))  # one run at a time: in cache
-    cot = _cotangents(norm, *runs[0], weights)
-    for x_k, grads_k, linear_k in runs[1:]:
-        cot += _cotangents(norm, x_k, grads_k, linear_k, weights)
-    return deltas.flatten(1) @ cot.flatten(1).T / steps
+        weights = weights - weights.mean(2, keepdim=True)
+    return weights
 
 
-def _cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, linear: torch.Tensor,
-                weights: torch.Tensor) -> torch.Tensor:
-    """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); the LayerNorm's ``weights``
-    already centred along d."""
+def cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, linear: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); ``weights`` from
+    :func:`norm_weights`."""
     kind, d = type(norm).__name__, x.shape[-1]
     if kind in CLOSED_FORM_NORMS:
         if kind.startswith("LayerNorm"):

@@ -4,12 +4,12 @@ For the architectures the fused head-score path takes (:func:`circuits._fused.fu
 learned absolute positions, ``normalization_type`` None or ``"LN"``, ReLU/GELU MLPs or none,
 float32 or float64, one device, no hooks of the model's own), the corrupted run and the clean (or
 interpolated) run with gradient are computed here from :mod:`circuits.plain_forward`'s pieces,
-with fused causal attention (``plain_forward.causal_attention``) and one projection for every
-head's q, k and v, instead of TransformerLens's hooked forward, which materialises masked scores
-and patterns and runs a hook point per activation. The runs hand out what :func:`circuits._edge_gradients.score_edges` reads:
-each source's difference between the runs (a head's is ``(z'_h - z_h) @ W_O[h]``, made once from
-the two runs' ``z``, so neither run writes its heads' outputs one by one) and, after one backward,
-the gradient at each layer's queries, keys and values, at each MLP's input and at the logits'.
+with the attention written out (:func:`_attention`) and one projection for every head's q, k and
+v, instead of TransformerLens's hooked forward, which runs a hook point per activation. The runs
+hand :func:`circuits._edge_gradients.score_edges` each source's difference between them (a head's
+is ``(z'_h - z_h) @ W_O[h]``, made once from the two runs' ``z``, so neither run writes its heads'
+outputs one by one), the scores of every head input, made inside the backward
+(:class:`_ScoredHeadInputs`), and the gradient at each MLP's input and at the logits'.
 Nothing upstream of the first layer's q/k/v is differentiated (the embeddings are an edge
 source, never an input). The scores equal the hooked path's to float rounding
 (``tests/test_edge_attribution.py::test_the_plain_path_gives_the_hooked_scores``: random
@@ -24,10 +24,11 @@ from collections.abc import Callable
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_gradients import GradientRun, interpolated_embeddings, metric_total
+from circuits._edge_gradients import (GradientRun, cotangents, head_weights, interpolated_embeddings, metric_total,
+                                      norm_weights, source_scores)
 from circuits._edge_graph import Graph
 from circuits._fused import fused_supported
-from circuits.plain_forward import causal_attention, embed, layer_norm, mlp_out, unembed
+from circuits.plain_forward import embed, layer_norm, unembed
 
 __all__ = ["plain_gradients", "plain_sources", "plain_supported"]
 
@@ -45,25 +46,78 @@ def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> list[torch.
 
 def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted: list[torch.Tensor],
                     metric: Callable, steps: int) -> GradientRun:
-    """The sources' differences and the metric's gradient at every input over the ``steps`` runs of
+    """The sources' differences and the scores over the ``steps`` runs of
     :func:`circuits._edge_gradients.interpolated_embeddings` (batched as copies; the last copy is
-    the clean run, whose parts are kept); ``corrupted``: :func:`plain_sources` of the corrupted tokens."""
+    the clean run, whose parts are kept); ``corrupted``: :func:`plain_sources` of the corrupted tokens.
+
+    The head inputs are scored inside the backward (:class:`_ScoredHeadInputs`), once the
+    differences are known: the per-input cotangents it makes for the scores, summed, are the
+    residual's gradient, so autograd does not make that gradient a second time."""
     with torch.no_grad():
         path = interpolated_embeddings(_embedding(model, clean), corrupted[0], steps)
+        layers = [_Layer(block, model.cfg, steps) for block in model.blocks]
+    path.requires_grad_(True)  # the graph starts here: nothing upstream is an input
     held: dict = {}
     with torch.enable_grad():
-        logits, parts = _run(model, path, held, keep=clean.shape[0] if steps > 1 else None)
+        logits, parts = _run(model, path, held, layers=layers, keep=clean.shape[0] if steps > 1 else None)
         total = metric_total(metric, logits, steps)
-        keys = [key for key in held if key[0] != "pre"]
-        grads = dict(zip(keys, torch.autograd.grad(total, [held[key] for key in keys])))
-    layers = range(graph.n_layers)
+        deltas = _differences(model, graph, corrupted, parts)
+        for layer, state in enumerate(layers):
+            state.deltas = deltas[:graph.sources_of_layer(layer)[0]]
+        keys = list(held)
+        grads = dict(zip(keys, torch.autograd.grad(total, [path] + [held[key] for key in keys])[1:]))
     return GradientRun(
-        deltas=_differences(model, graph, corrupted, parts),
-        pre=[held["pre", layer].detach() for layer in layers],
-        qkv=[grads["qkv", layer] for layer in layers],
-        mlp=[grads["mlp", layer] for layer in layers] if graph.has_mlp else [],
-        acts=[held["qkv", layer].detach() for layer in layers],
+        deltas=deltas, heads=[state.scores for state in layers],
+        mlp=[grads["mlp", layer] for layer in range(graph.n_layers)] if graph.has_mlp else [],
         final=grads["final", 0])
+
+
+class _Layer:
+    """One layer's head inputs as :class:`_ScoredHeadInputs` reads and scores them."""
+
+    def __init__(self, block: torch.nn.Module, cfg: object, steps: int) -> None:
+        self.norm, self.steps, self.cfg = block.ln1, steps, cfg
+        attn = block.attn
+        # (heads, 3, d, d_head); the bias of the q/k/v as the norm feeds them, (heads, 3, d_head)
+        self.weights, self.bias = head_weights(block)
+        # columns (heads, 3, d_head): the q/k/v come out in cotangents' layout
+        self.columns = self.weights.permute(2, 0, 1, 3).flatten(1)
+        self.own_bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
+        self.deltas: torch.Tensor | None = None  # the upstream sources' differences, set before the backward
+        self.scores: torch.Tensor | None = None  # (n_upstream, 3 n_heads), set by the backward
+
+
+class _ScoredHeadInputs(torch.autograd.Function):
+    """``ln1`` and one projection for every head's q, k and v, ``(batch, pos, heads, 3, d_head)``.
+
+    Its backward makes each head input's cotangent at the residual (the norm's vector-Jacobian
+    product of :func:`circuits._edge_gradients.cotangents`, one run at a time), scores the
+    upstream sources' differences against their mean over the runs into ``layer.scores``
+    (:func:`circuits._edge_gradients.head_input_scores`' definition) and returns their sum, the
+    residual's gradient. The weights are constants here: no gradient reaches them.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: _Layer) -> torch.Tensor:  # type: ignore[override]
+        normed = layer_norm(x, layer.norm, layer.cfg)
+        qkv = torch.addmm(layer.own_bias, normed.flatten(0, 1), layer.columns)
+        ctx.layer = layer
+        ctx.save_for_backward(x, qkv)
+        return qkv.view(*x.shape[:2], *layer.bias.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        layer = ctx.layer
+        x, qkv = ctx.saved_tensors
+        linear = qkv.view_as(grad) - layer.bias
+        weights = norm_weights(layer.norm, layer.weights)
+        at_x, total = [], None
+        for x_k, grad_k, linear_k in zip(x.chunk(layer.steps), grad.chunk(layer.steps), linear.chunk(layer.steps)):
+            cot = cotangents(layer.norm, x_k, grad_k, linear_k, weights)  # (3 heads, b * p, d)
+            at_x.append(cot.sum(0))
+            total = cot if total is None else total.add_(cot)
+        layer.scores = source_scores(layer.deltas, total, layer.steps)
+        return torch.cat(at_x).view_as(x), None
 
 
 def _differences(model: HookedTransformer, graph: Graph, corrupted: list[torch.Tensor], clean: list[torch.Tensor]
@@ -88,18 +142,39 @@ def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
     return embed(tokens, model.embed.W_E, model.pos_embed.W_pos[: tokens.shape[1]])
 
 
-def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True, keep: int | None = None
-         ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """``z`` (batch, heads, pos, d_head) of causal attention, scores divided by ``scale``, written out
+    (``softmax(q k^T / scale + mask) v``): at these shapes faster than the fused kernel forward and
+    backward (BENCHMARKS.md, "Edge attribution"), and no more memory than the hooked forward, which
+    keeps the scores and the pattern too."""
+    b, h, p, e = q.shape
+    mask = torch.full((p, p), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
+    scores = torch.baddbmm(mask, q.reshape(b * h, p, e), k.reshape(b * h, p, e).transpose(1, 2), alpha=1 / scale)
+    return torch.bmm(scores.softmax(-1), v.reshape(b * h, p, e)).view(b, h, p, e)
+
+
+def _mlp_out(x: torch.Tensor, block: torch.nn.Module, cfg: object) -> torch.Tensor:
+    """:func:`circuits.plain_forward.mlp_out` with each bias added inside its product (``addmm``),
+    which saves a pass over the activations each way (here, not there: the training forwards keep
+    their rounding)."""
+    mlp = block.mlp
+    normed = layer_norm(x, getattr(block, "ln2", None), cfg).flatten(0, 1)
+    hidden = mlp.act_fn(torch.addmm(mlp.b_in, normed, mlp.W_in))
+    return torch.addmm(mlp.b_out, hidden, mlp.W_out).view_as(x)
+
+
+def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True, keep: int | None = None,
+         layers: list[_Layer] | None = None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     """(logits, or None without ``logits``; the parts that make the sources' outputs, detached, in
     forward order: the residual ``x`` before block 0 (``embed``, (batch, pos, d_model)), then per
     layer its heads' ``z`` (batch, heads, pos, d_head) and its MLP's output (batch, pos, d_model))
     from ``x``; with ``keep``, the parts of the last ``keep`` sequences only (copied, so that the
     others' are freed as the run goes on).
 
-    With ``held``, each input it reads is kept there for its gradient: ``("pre", l)`` the residual
-    before ``ln1``, ``("qkv", l)`` the queries, keys and values (batch, pos, heads, 3, d_head),
-    ``("mlp", l)`` the MLP's input, ``("final", 0)`` the logits'; each is a tensor of its own, so
-    its gradient is the part that flows through that input alone.
+    With ``layers`` (the gradient run), each layer's q/k/v come from :class:`_ScoredHeadInputs`; with
+    ``held``, each other input it reads is kept there for its gradient: ``("mlp", l)`` the MLP's
+    input, ``("final", 0)`` the logits'; each is a tensor of its own, so its gradient is the part
+    that flows through that input alone.
     """
     cfg = model.cfg
 
@@ -109,18 +184,16 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     parts = [kept(x)]
     for layer, block in enumerate(model.blocks):
         attn = block.attn
-        n_heads, d_model, d_head = attn.W_Q.shape
-        # columns (heads, 3, d_head): the gradient comes out in score_edges' layout
-        weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 0, 1, 3).reshape(d_model, -1)
-        bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
-        normed = layer_norm(x, getattr(block, "ln1", None), cfg)
-        qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], n_heads, 3, d_head)
-        if held is not None:
-            if not qkv.requires_grad:  # frozen weights: the graph starts here
-                qkv.requires_grad_(True)
-            held["pre", layer], held["qkv", layer] = x, qkv
+        if layers is not None:
+            qkv = _ScoredHeadInputs.apply(x, layers[layer])
+        else:
+            n_heads, d_model, d_head = attn.W_Q.shape
+            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 0, 1, 3).reshape(d_model, -1)
+            bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
+            normed = layer_norm(x, getattr(block, "ln1", None), cfg)
+            qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], n_heads, 3, d_head)
         q, k, v = qkv.permute(0, 2, 3, 1, 4).unbind(2)  # each (batch, heads, pos, d_head)
-        z = causal_attention(q, k, v, cfg)
+        z = _attention(q, k, v, cfg.attn_scale)
         parts.append(kept(z))
         mixed = z.transpose(1, 2).flatten(0, 1).flatten(1)  # (batch * pos, heads * d_head)
         x = x + torch.addmm(attn.b_O, mixed, attn.W_O.flatten(0, 1)).view_as(x)
@@ -128,7 +201,7 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
             mlp_in = x.view_as(x)
             if held is not None:
                 held["mlp", layer] = mlp_in
-            out = mlp_out(mlp_in, block, cfg)
+            out = _mlp_out(mlp_in, block, cfg)
             parts.append(kept(out))
             x = x + out
     final = x.view_as(x)

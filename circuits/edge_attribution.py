@@ -85,6 +85,6 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
         else:
             _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
             run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
-        scores = score_edges(model, graph, run, steps)
+        scores = score_edges(graph, run, steps)
     frame["score"] = scores.astype(np.float64)
     return frame
