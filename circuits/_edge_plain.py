@@ -144,9 +144,9 @@ def _embedding(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """``z`` (batch, heads, pos, d_head) of causal attention, scores divided by ``scale``, written out
-    (``softmax(q k^T / scale + mask) v``): at these shapes faster than the fused kernel forward and
-    backward (BENCHMARKS.md, "Edge attribution"), and no more memory than the hooked forward, which
-    keeps the scores and the pattern too."""
+    (``softmax(q k^T / scale + mask) v``). At the shapes of ``benchmarks/bench_edge_attribution.py``
+    it beat the fused kernel (``F.scaled_dot_product_attention``) forward and backward, and it holds
+    no more than the hooked forward, which keeps the scores and the pattern too."""
     b, h, p, e = q.shape
     mask = torch.full((p, p), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
     scores = torch.baddbmm(mask, q.reshape(b * h, p, e), k.reshape(b * h, p, e).transpose(1, 2), alpha=1 / scale)
