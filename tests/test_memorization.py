@@ -79,6 +79,18 @@ def test_far_below_capacity_memorises_almost_everything():
     assert row["params"] == sum(p.numel() for p in build_model(cell.config()).parameters())
 
 
+def test_a_data_set_with_nothing_reachable_gives_a_row_not_an_error():
+    # two one-token sequences of two different tokens: the best causal model of them is the 50/50
+    # first-token distribution, so nothing is reachable and the memorised fraction is undefined
+    cell = MemorizationCell(d_model=8, n_layers=1, n_sequences=2, seq_len=1, vocab=2, eval_every=20,
+                            plateau_window=100, max_steps=200)
+    tokens = random_sequences(2, 1, 2, seed=cell.seed)
+    assert tokens[0, 1] != tokens[1, 1]  # the seeded draw this test relies on
+    row = train_to_saturation(cell)
+    assert row["reachable_bits"] == 0.0 and row["error"] == ""
+    assert math.isnan(row["fraction"]) and row["bits_per_parameter"] == row["memorized_bits"] / row["params"]
+
+
 def test_memorised_bits_stay_within_zero_and_the_entropy_while_training():
     seen = []
     cell = MemorizationCell(d_model=16, n_layers=1, n_sequences=400, **{**TINY, "max_steps": 400})

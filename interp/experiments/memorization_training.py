@@ -143,7 +143,8 @@ def train_to_saturation(cell: MemorizationCell, on_eval: Callable[[int, torch.Te
         "model": cell.model, "d_model": cell.d_model, "n_layers": cell.n_layers, "params": params,
         "n_sequences": cell.n_sequences, "seq_len": cell.seq_len, "vocab": cell.vocab, "seed": cell.seed,
         "max_steps": cell.max_steps, "plateau_window": cell.plateau_window, "entropy_bits": entropy,
-        "reachable_bits": reachable, "memorized_bits": memorized, "fraction": memorized / reachable,
+        "reachable_bits": reachable, "memorized_bits": memorized,
+        "fraction": memorized / reachable if reachable > 0 else float("nan"),
         "bits_per_parameter": memorized / params, "steps": step, "stopped_by": stopped_by,
         "seconds": time.perf_counter() - start, "error": "",
     }
