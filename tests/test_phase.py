@@ -55,3 +55,13 @@ def test_curve_change_points_of_flat_or_short_curves_are_empty():
     assert curve_change_points([0, 100], [1.0, float("nan")]) == []
     with pytest.raises(ValueError, match="window"):
         curve_change_points(STEPS, np.ones(len(STEPS)), window=0)
+
+
+def test_the_last_value_of_a_repeated_step_wins():
+    # 40 flat points in shuffled order, then step 200 given again with a rise: that later value is
+    # the one kept (pandas' default sort is not stable, and put it before the earlier 0.0 here)
+    steps = [*np.random.default_rng(3).permutation(np.arange(0, 400, 10)), 200]
+    change = locate_phase_change(steps, [0.0] * 40 + [0.8])
+    assert change is not None and change.after == pytest.approx(0.8) and 190 <= change.step <= 210
+    points = curve_change_points(steps, [1.0] * 40 + [9.0], window=1, skip_share=0.0)
+    assert [p.after for p in points if p.slope > 0] == [pytest.approx(9.0)]

@@ -69,7 +69,7 @@ def locate_phase_change(
     (:func:`best_head_curve`).
     """
     frame = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64), "score": np.asarray(scores, dtype=float)})
-    frame = frame.dropna().sort_values("step").drop_duplicates("step", keep="last")
+    frame = frame.dropna().sort_values("step", kind="stable").drop_duplicates("step", keep="last")
     if len(frame) < 2:
         return None
     x, y = frame["step"].to_numpy(), frame["score"].to_numpy()
@@ -117,7 +117,7 @@ def curve_change_points(
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
     frame = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64), "value": np.asarray(values, dtype=float)})
-    frame = frame.dropna().sort_values("step").drop_duplicates("step", keep="last")
+    frame = frame.dropna().sort_values("step", kind="stable").drop_duplicates("step", keep="last")
     if frame.empty:
         return []
     frame = frame[frame["step"] >= skip_share * frame["step"].max()]
