@@ -16,7 +16,7 @@ down); a state that does not matter leaves it (change 0); states at positions af
 position itself. Meng et al. 2022 ("Locating and editing factual associations in GPT", ROME)
 introduced causal tracing by restoring clean states into a corrupted run; this is the reverse
 direction (noising the clean run), as in Wang et al. 2024 ("Grokked transformers are implicit
-reasoners", arXiv 2405.15071, section 5), who measure the change of the target's rank.
+reasoners", arXiv 2405.15071, sections 3 and 4), who measure the change of the target's rank.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def key_frequencies(
     its block (about 18 % lies outside every frequency's block), none reaches 85 %, yet frequency 3
     is needed (without it the restricted loss rises 58-fold). A majority still assigns each neuron to at most one frequency, since blocks are
     disjoint. Condition 2 drops clusters that do not reach the logits (forming or dying ones);
-    random weights give each frequency ~1/K of W_L (<= 2.3 % for p = 113), while key frequencies
+    random weights give each frequency ~1/K of W_L (K = 56 for p = 113), while key frequencies
     of a grokked model hold 12-36 % each and the largest non-key frequency ~2.5 % (a harmonic);
     on the runs trained here the smallest key frequency held 8.6 % and the largest other 0.6 %.
     During training a frequency becomes key as soon as its cluster forms, so the count per

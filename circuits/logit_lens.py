@@ -10,7 +10,7 @@ norm and unembedding, ``logits = unembed(ln_final(resid_l[p]))`` (``b_U`` includ
 
 Ties count in the target's favour. At ``l = L`` and the read position the rank is that of the
 model's own output. A token that is decodable early (rank 1 at a low ``l``) is computed there;
-Wang et al. 2024 ("Grokked transformers are implicit reasoners", arXiv 2405.15071, section 5)
+Wang et al. 2024 ("Grokked transformers are implicit reasoners", arXiv 2405.15071, section 3)
 find the bridge entity of a two-hop query decodable at the ``r1`` position from the middle
 layers of a grokked model, on ID queries only. The method is nostalgebraist's (2020,
 "interpreting GPT: the logit lens"); the paper's code counts ranks from 0, this one from 1.

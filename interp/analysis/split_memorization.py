@@ -69,7 +69,8 @@ def memorized_bits(train_loss, test_loss, n_train: int, n_classes: int):
     more than the labels hold.
 
     Range ``[0, dataset_bits(n_train, n_classes)]``: 0 when the model does no better on its
-    training pairs than on unseen ones (at initialisation, and again once it has grokked); the
+    training pairs than on unseen ones (nearly so at initialisation, and again once it has grokked:
+    a few bits); the
     labels' bits when it fits its training pairs exactly and knows nothing of the rest. Limits:
     an estimate from two means, not a per-example code length; the clamp hides a model that fits
     its test pairs better than its training pairs (noise on tiny splits). Paper: Morris et al.

@@ -4,7 +4,7 @@ Wang et al. 2024 ("Grokked transformers are implicit reasoners", arXiv 2405.1507
 transformer on atomic facts and on facts inferred from them; two-hop composition generalises to
 held-out inferred facts of trained atoms (ID) but not to those whose atoms never took part in a
 trained inference (OOD), and the bridge entity of an ID query is decodable at the ``r1`` position
-from the middle layers (logit lens, their section 5); comparison generalises OOD too.
+from the middle layers (logit lens, their section 3); comparison generalises OOD too.
 
 Per checkpoint, on the run's own evaluation sets (``interp/tasks/_facts.py``: the fixed seeded
 samples of at most 4,096 queries that ``metrics.csv`` is computed on, rebuilt from ``run.json``
