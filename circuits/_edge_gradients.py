@@ -23,7 +23,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import unpadded
-from circuits._edge_graph import Graph, metric_value, source_hooks, split_inputs
+from circuits._edge_graph import Graph, first_hooks, metric_value, source_hooks, split_inputs
+from circuits._fused import has_own_hooks
 
 CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
 
@@ -51,9 +52,15 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
 
     The gradient is taken over the ``steps`` runs of :func:`interpolated_embeddings`, batched as
     copies of the clean tokens; the source outputs are the last (clean) copy's, subtracted from
-    ``corrupted_out`` (n_sources, b, p, d; overwritten).
+    ``corrupted_out`` (n_sources, b, p, d; overwritten). Each input is read before any hook of
+    the caller's at its hook point. A model with hooks of the caller's (on any module) has its
+    head inputs read at ``hook_q_input``/``hook_k_input``/``hook_v_input`` themselves, whose
+    gradients then hold every hook between an input and its head (at ``hook_q``, on ``ln1``, ...);
+    that holds ``3 n_heads`` residual-sized gradients per layer, the reason the other models read
+    ``hook_q``/``hook_k``/``hook_v`` and carry the gradient back through the weights and the norm.
     """
     batch, n_layers = clean.shape[0], graph.n_layers
+    at_inputs = has_own_hooks(model)
     outs: list[torch.Tensor | None] = [None] * len(graph.sources)
     held: dict[str, torch.Tensor] = {}
 
@@ -69,31 +76,48 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
     def hold(x: torch.Tensor, hook: object) -> None:
         held[hook.name] = x
 
-    names = [f"blocks.{layer}.attn.hook_{kind}" for layer in range(n_layers) for kind in "qkv"]
+    def hold_first(x: torch.Tensor, hook: object) -> torch.Tensor:
+        held[hook.name] = x = x.view_as(x)  # its own node: the gradient through this input alone
+        return x
+
+    kinds = [f"hook_{kind}_input" if at_inputs else f"attn.hook_{kind}" for kind in "qkv"]
+    by_layer = [[f"blocks.{layer}.{kind}" for kind in kinds] for layer in range(n_layers)]
+    names = [name for group in by_layer for name in group]
     names += [f"blocks.{layer}.hook_mlp_in" for layer in range(n_layers) if graph.has_mlp]
     names.append(f"blocks.{n_layers - 1}.hook_resid_post")
-    pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
-    hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in names + pre]
-    with split_inputs(model, qkv=False), torch.enable_grad():
+    pre = [] if at_inputs else [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    hooks = source_hooks(model, graph, store, embed=embed) + [(name, hold) for name in pre]
+    with split_inputs(model, qkv=at_inputs), first_hooks(model, [(name, hold_first) for name in names]), \
+            torch.enable_grad():
         tokens = clean.repeat(steps, 1)
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=unpadded(tokens))
         total = metric_total(metric, logits, steps)
-        grads = dict(zip(names, torch.autograd.grad(total, [held[name] for name in names])))
+        grads = dict(zip(names, gradients(total, [held[name] for name in names])))
     deltas = corrupted_out.sub_(torch.stack(outs))  # type: ignore[arg-type]
     heads = []
     with torch.no_grad():
-        for layer in range(n_layers):
-            group = [f"blocks.{layer}.attn.hook_{kind}" for kind in "qkv"]
-            block, up = model.blocks[layer], graph.sources_of_layer(layer)[0]
+        for layer, group in enumerate(by_layer):
+            up = graph.sources_of_layer(layer)[0]
+            grads_qkv = torch.stack([grads[name] for name in group], 3)
+            if at_inputs:  # (steps * b, p, heads, 3, d): dotted with the differences as they are
+                inputs = _mean_over_steps(grads_qkv, steps).permute(2, 3, 0, 1, 4).flatten(0, 1)
+                heads.append(source_scores(deltas[:up], inputs.flatten(1, 2), 1))
+                continue
+            block = model.blocks[layer]
             weights, bias = head_weights(block)
             linear = torch.stack([held[name].detach() for name in group], 3) - bias
-            grads_qkv = torch.stack([grads[name] for name in group], 3)
             heads.append(head_input_scores(block.ln1, held[pre[layer]].detach(), grads_qkv, weights, deltas[:up],
                                            steps, linear))
     return GradientRun(
         deltas=deltas, heads=heads,
         mlp=[grads[f"blocks.{layer}.hook_mlp_in"] for layer in range(n_layers)] if graph.has_mlp else [],
         final=grads[names[-1]])
+
+
+def gradients(total: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``d total / d input`` for each input, zeros where ``total`` does not depend on it (a hook of
+    the caller's cut it off, or the metric reads no logits)."""
+    return torch.autograd.grad(total, inputs, allow_unused=True, materialize_grads=True)
 
 
 def interpolated_embeddings(clean_embed: torch.Tensor, corrupted_embed: torch.Tensor, steps: int) -> torch.Tensor:
@@ -179,10 +203,10 @@ def source_scores(deltas: torch.Tensor, cot: torch.Tensor, steps: int) -> torch.
 def norm_weights(norm: torch.nn.Module, weights: torch.Tensor) -> torch.Tensor:
     """``weights`` (n_heads, 3, d, d_head) as :func:`cotangents` reads them: times the norm's gain
     ``w`` (LayerNorm, RMSNorm) and centred along d (LayerNorm: ``P W``, so that ``P u = (P W) g``)."""
-    kind = type(norm).__name__
+    kind = closed_form(norm)
     if kind in ("LayerNorm", "RMSNorm"):
         weights = weights * norm.w[:, None]
-    if kind.startswith("LayerNorm"):
+    if kind in ("LayerNorm", "LayerNormPre"):
         weights = weights - weights.mean(2, keepdim=True)
     return weights
 
@@ -191,9 +215,9 @@ def cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, line
                weights: torch.Tensor) -> torch.Tensor:
     """``J_norm(x)^T W_j[h] g_j[h]`` of one run, (3 n_heads, b * p, d); ``weights`` from
     :func:`norm_weights`."""
-    kind, d = type(norm).__name__, x.shape[-1]
-    if kind in CLOSED_FORM_NORMS:
-        if kind.startswith("LayerNorm"):
+    kind, d = closed_form(norm), x.shape[-1]
+    if kind is not None:
+        if kind in ("LayerNorm", "LayerNormPre"):
             x = x - x.mean(-1, keepdim=True)
         inv_scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()  # 1 / sigma, (b, p, 1)
         unit = (x * inv_scale).reshape(-1, d)
@@ -212,6 +236,15 @@ def _project(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     n_inputs, e = 3 * grads.shape[2], grads.shape[-1]
     by_input = grads.reshape(-1, n_inputs, e).transpose(0, 1)
     return torch.bmm(by_input, weights.reshape(n_inputs, -1, e).transpose(1, 2))
+
+
+def closed_form(norm: torch.nn.Module) -> str | None:
+    """The name of the TransformerLens norm class ``norm`` is, whose vector-Jacobian product is
+    written out (:data:`CLOSED_FORM_NORMS`), else None: any other module, a subclass or torch's own
+    ``LayerNorm`` included, takes autograd's (:func:`norm_vjp`)."""
+    kind = type(norm)
+    top = kind.__module__.split(".")[0]
+    return kind.__name__ if top == "transformer_lens" and kind.__name__ in CLOSED_FORM_NORMS else None
 
 
 def norm_vjp(norm: torch.nn.Module, x: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:

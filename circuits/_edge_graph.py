@@ -108,6 +108,12 @@ def check_edge_model(model: object) -> HookedTransformer:
     bad = [why for why, present in reasons.items() if present]
     if bad:
         raise ValueError(f"edge attribution does not support models with {bad[0]}")
+    skipped = [name for name, point in model.hook_dict.items()
+               if name.endswith("hook_attn_in") and (point._forward_hooks or point._forward_pre_hooks)]
+    if skipped:
+        raise ValueError(f"edge attribution reads each head's q, k and v input apart (use_split_qkv_input), so the "
+                         f"hooks on {', '.join(skipped[:3])} would not run: put them on hook_q_input, hook_k_input "
+                         "and hook_v_input")
     return model
 
 
@@ -133,10 +139,15 @@ def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.T
     return value
 
 
+def metric_number(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, run: str) -> float:
+    """:func:`metric_value` as a float (detached: a metric made with gradient gives no warning)."""
+    return float(metric_value(metric, logits, run).detach())
+
+
 def copies_metric(metric: Callable, logits: torch.Tensor, n_copies: int) -> list[float]:
     """The metric of each of ``n_copies`` equal-sized blocks of a batch of logits (patched runs),
     checked as :func:`metric_value` checks it."""
-    return [float(metric_value(metric, chunk, "patched run")) for chunk in logits.chunk(n_copies)]
+    return [metric_number(metric, chunk, "patched run") for chunk in logits.chunk(n_copies)]
 
 
 @contextmanager
@@ -151,6 +162,21 @@ def split_inputs(model: HookedTransformer, qkv: bool = True) -> Iterator[None]:
         yield
     finally:
         cfg.use_split_qkv_input, cfg.use_hook_mlp_in, cfg.use_attn_in = old
+
+
+@contextmanager
+def first_hooks(model: HookedTransformer, hooks: list[tuple[str, Callable]]) -> Iterator[None]:
+    """Forward hooks that run before any other at their hook point for the ``with`` block (one per
+    point): an input patched or read there is the one the caller's own hooks then transform, as a
+    patch of the edge would change it. Removed on exit, the caller's hooks kept."""
+    model.context_level += 1
+    try:
+        for name, hook in hooks:
+            model.mod_dict[name].add_hook(hook, dir="fwd", level=model.context_level, prepend=True)
+        yield
+    finally:
+        model.reset_hooks(including_permanent=False, level=model.context_level)
+        model.context_level -= 1
 
 
 def input_hook_names(graph: Graph) -> list[tuple[str, int]]:

@@ -2,7 +2,9 @@
 
 Patching edge ``s -> i`` replaces source ``s``'s contribution to input ``i`` (the residual read by
 ``i``, before ``i``'s LayerNorm, which is recomputed) by its value on the corrupted run; every
-other input reads what the patched run writes. docs/scores.md, "Edge attribution".
+other input reads what the patched run writes. A patch is made where the input is read, before
+any hook of the caller's at that hook point (:func:`circuits._edge_graph.first_hooks`), which then
+sees the patched input. docs/scores.md, "Edge attribution".
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import unpadded
-from circuits._edge_graph import Graph, copies_metric, input_hook_names, input_slots, source_hooks, split_inputs
+from circuits._edge_graph import Graph, copies_metric, first_hooks, input_hook_names, input_slots, source_hooks, \
+    split_inputs
 
 #: Residual-sized numbers (copies x batch x pos x d_model, times the inputs held per copy) per
 #: batched forward: 2^24 float32 = 64 MiB.
@@ -36,11 +39,15 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
     layer of their input, each group starting from the clean residual before that layer
     (``start_at_layer``); edges into the logits need only the final norm and the unembedding.
     """
-    names = {f"blocks.{layer}.hook_resid_pre" for layer in range(graph.n_layers)}
     final = f"blocks.{graph.n_layers - 1}.hook_resid_post"
-    with torch.no_grad():
-        _, cache = model.run_with_cache(clean, names_filter=lambda name: name in names or name == final,
-                                        attention_mask=unpadded(clean))
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(graph.n_layers)] + [final]
+    cache: dict[str, torch.Tensor] = {}
+
+    def keep(x: torch.Tensor, hook: object) -> None:
+        cache[hook.name] = x  # before the caller's hooks there, which the restarted run applies again
+
+    with first_hooks(model, [(name, keep) for name in names]), torch.no_grad():
+        model(clean, attention_mask=unpadded(clean), return_type=None)
     s_idx, i_idx = graph.edge_index()
     scores = np.zeros(len(s_idx))
     layer_of = np.array([graph.inputs[i][2] for i in i_idx])
@@ -49,17 +56,17 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
     with split_inputs(model), torch.no_grad():
         for layer in range(graph.n_layers + 1):
             rows = np.flatnonzero(layer_of == layer)
-            resid = cache[final if layer == graph.n_layers else f"blocks.{layer}.hook_resid_pre"]
+            resid = cache[names[layer]]
             for start in range(0, len(rows), n_copies):
                 part = rows[start:start + n_copies]
                 src, inp = torch.as_tensor(s_idx[part], device=deltas.device), i_idx[part]
                 x = resid.repeat(len(part), 1, 1)
-                if layer == graph.n_layers:
+                if layer == graph.n_layers:  # the logits' input: its hook point (the caller's hooks), then the head
                     x = (x.view(len(part), batch, *x.shape[1:]) + deltas[src]).view_as(x)
-                    logits = model(x, start_at_layer=layer)
+                    logits = model(model.blocks[-1].hook_resid_post(x), start_at_layer=layer)
                 else:
-                    logits = model.run_with_hooks(x, start_at_layer=layer,
-                                                  fwd_hooks=_single_edge_hooks(graph, layer, src, inp, deltas))
+                    with first_hooks(model, _single_edge_hooks(graph, layer, src, inp, deltas)):
+                        logits = model(x, start_at_layer=layer)
                 scores[part] = np.asarray(copies_metric(metric, logits, len(part))) - m_clean
     return scores
 
@@ -133,8 +140,8 @@ def _patched_run(model: HookedTransformer, graph: Graph, clean: torch.Tensor, co
                 view += add
         return x
 
-    hooks = source_hooks(model, graph, store) + [(name, rewrite) for name, _ in input_hook_names(graph)]
-    with split_inputs(model), torch.no_grad():
+    inputs = [(name, rewrite) for name, _ in input_hook_names(graph)]
+    with split_inputs(model), first_hooks(model, inputs), torch.no_grad():
         tokens = clean.repeat(n_sets, 1)
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=unpadded(tokens))
+        logits = model.run_with_hooks(tokens, fwd_hooks=source_hooks(model, graph, store), attention_mask=unpadded(tokens))
     return copies_metric(metric, logits, n_sets)

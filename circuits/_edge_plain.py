@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_gradients import (GradientRun, cotangents, head_weights, interpolated_embeddings, metric_total,
-                                      norm_weights, source_scores)
+from circuits._edge_gradients import (GradientRun, cotangents, gradients, head_weights, interpolated_embeddings,
+                                      metric_total, norm_weights, source_scores)
 from circuits._edge_graph import Graph
 from circuits._fused import fused_supported
 from circuits.plain_forward import embed, layer_norm, unembed
@@ -65,9 +65,11 @@ def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
         for layer, state in enumerate(layers):
             state.deltas = deltas[:graph.sources_of_layer(layer)[0]]
         keys = list(held)
-        grads = dict(zip(keys, torch.autograd.grad(total, [path] + [held[key] for key in keys])[1:]))
+        grads = dict(zip(keys, gradients(total, [path] + [held[key] for key in keys])[1:]))
+    heads = [state.scores if state.scores is not None  # None: the metric does not reach this layer
+             else deltas.new_zeros(len(state.deltas), 3 * graph.n_heads) for state in layers]
     return GradientRun(
-        deltas=deltas, heads=[state.scores for state in layers],
+        deltas=deltas, heads=heads,
         mlp=[grads["mlp", layer] for layer in range(graph.n_layers)] if graph.has_mlp else [],
         final=grads["final", 0])
 

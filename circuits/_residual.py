@@ -34,8 +34,9 @@ def check_tokens(model: HookedTransformer, tokens: object, name: str = "tokens")
     """``tokens`` as int64 on the model's device: shape (batch >= 1, 1 <= pos <= n_ctx), ids in [0, d_vocab)."""
     if not isinstance(tokens, torch.Tensor) or tokens.dtype == torch.bool or tokens.is_floating_point() \
             or tokens.is_complex():
-        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
-                        f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+        got = f"a tensor of {tokens.dtype}" if isinstance(tokens, torch.Tensor) else \
+            f"{type(tokens).__module__.split('.')[0]}.{type(tokens).__name__}".removeprefix("builtins.")
+        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got {got}")
     if tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 1:
         raise ValueError(f"{name} must have shape (batch, pos) with batch, pos >= 1, got {tuple(tokens.shape)}")
     if tokens.shape[1] > int(model.cfg.n_ctx):

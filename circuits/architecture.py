@@ -41,10 +41,12 @@ def plain_forward_supported(
     ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
     extra post-sublayer norms, a final norm of the blocks' kind (not ``final_rms`` after
     LayerNorm blocks); the model on one device (``n_devices`` 1); an MLP (if any) that is a
-    plain, ungated, single-expert ReLU or GELU ``MLP``; and embeddings and blocks built of TransformerLens's own ``Embed``, ``PosEmbed``,
-    ``TransformerBlock``, ``Attention``/``GroupedQueryAttention`` and ``MLP`` classes, not
-    subclasses, still in the state the config describes (a module changed after it was built,
-    e.g. its attention type or activation, is refused).
+    plain, ungated, single-expert ReLU or GELU ``MLP``; and every module one of TransformerLens's
+    own classes (``Embed``, ``PosEmbed``, ``TransformerBlock``, ``Attention``/``GroupedQueryAttention``,
+    ``MLP``, ``LayerNorm``, ``Unembed``, ``HookPoint``) or torch's identity and containers, not a
+    subclass nor another module spliced in, each norm the one the config names, still in the
+    state the config describes (a module changed after it was built, e.g. its attention type or
+    activation, is refused).
     """
     cfg = model.cfg
     norms = (None, "LN") if layer_norm else (None,)
@@ -77,9 +79,26 @@ def plain_forward_supported(
     return config_ok and _plain_modules(model) and all(_plain_block(block, cfg) for block in model.blocks)
 
 
+#: The classes a plain model is built of, by top-level package: exactly these (a subclass, or a
+#: module spliced in at a hook point as sparse-autoencoder tools do, may change the maths).
+_PLAIN_CLASSES = {
+    "transformer_lens": {"HookedTransformer", "Embed", "PosEmbed", "Unembed", "TransformerBlock", "Attention",
+                         "GroupedQueryAttention", "MLP", "LayerNorm", "HookPoint", "TypedModuleList"},
+    "torch": {"Identity", "ModuleList"},
+}
+
+
 def _plain_modules(model: object) -> bool:
-    """The embeddings are TransformerLens's plain classes (a subclass may change the maths)."""
-    return type(model.embed).__name__ == "Embed" and type(getattr(model, "pos_embed", None)).__name__ == "PosEmbed"
+    """Every module is one of :data:`_PLAIN_CLASSES`, and each norm is the one the config names
+    (TransformerLens's ``LayerNorm`` for ``"LN"``, else the identity or none)."""
+    for module in model.modules():
+        kind = type(module)
+        if kind.__name__ not in _PLAIN_CLASSES.get(kind.__module__.split(".")[0], ()):
+            return False
+    norm = "LayerNorm" if model.cfg.normalization_type == "LN" else "Identity"
+    norms = [getattr(block, name) for block in model.blocks for name in ("ln1", "ln2") if hasattr(block, name)]
+    final = getattr(model, "ln_final", None)
+    return all(type(n).__name__ == norm for n in norms) and (final is None or type(final).__name__ == norm)
 
 
 def _plain_block(block: object, cfg: object) -> bool:

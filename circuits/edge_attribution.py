@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import positive_int
 from circuits._edge_gradients import hooked_gradients, score_edges
-from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_value, run_sources
+from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_number, run_sources
 from circuits._edge_patching import exact_scores
 from circuits._edge_plain import plain_gradients, plain_sources, plain_supported
 
@@ -60,8 +60,14 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
 
     One row per edge, ordered by target input (forward order), then source; ``score`` is
     float64 (module docstring for its sign). Raises ``TypeError``/``ValueError`` (one line) for
-    mismatched or out-of-range tokens, a metric that does not return a 0-dim tensor, an unknown
-    method, or a model whose residual stream does not split into these sources.
+    mismatched or out-of-range tokens, a metric that does not return a 0-dim tensor or is not
+    finite (its gradient too, for ``eap``/``eap-ig``), an unknown method, or a model whose residual
+    stream does not split into these sources.
+
+    The model's own hooks run (the hooked forward is taken then): each input is patched or read
+    where it enters the graph, before any hook of the caller's at that point. The call sets hook
+    flags and hooks on the model for its duration: two calls on one model at once (threads) do
+    not mix.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -70,13 +76,16 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
         raise ValueError(f"{method} needs gradients, which torch.inference_mode() forbids: call it outside "
                          "that block (or use method='exact')")
     model = check_edge_model(model)
+    if method != "exact" and any(p.is_inference() for p in model.parameters()):
+        raise ValueError(f"{method} needs gradients, but the model's weights were made under torch.inference_mode(): "
+                         "build or load the model outside that block (or use method='exact')")
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
     graph = build_graph(model)
     frame = graph.edges()
     if method == "exact":
         _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
         clean_logits, clean_out = run_sources(model, graph, clean)
-        m_clean = float(metric_value(metric, clean_logits, "clean run"))
+        m_clean = metric_number(metric, clean_logits, "clean run")
         scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
     else:
         steps = 1 if method == "eap" else ig_steps
@@ -86,5 +95,9 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
             _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
             run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
         scores = score_edges(graph, run, steps)
+        if not np.isfinite(scores).all():
+            run_name = "clean run" if steps == 1 else "path from the corrupted to the clean input"
+            raise ValueError(f"the gradient of metric(logits) is not finite on the {run_name}, though the metric is: "
+                             f"{method} scores would be NaN; use method='exact', or a metric whose gradient is finite")
     frame["score"] = scores.astype(np.float64)
     return frame

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_model, check_pair, metric_value, \
+from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_model, check_pair, metric_number, \
     run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import edge_attribution
@@ -232,8 +232,8 @@ def _metrics(model: HookedTransformer, circuits: list, clean_tokens: torch.Tenso
     with torch.no_grad():
         clean_logits = model(clean, attention_mask=torch.ones_like(clean))  # unpadded: _edge_graph.run_sources
     corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
-    m_clean = float(metric_value(metric, clean_logits, "clean run"))
-    m_corrupted = float(metric_value(metric, corrupted_logits, "corrupted run"))
+    m_clean = metric_number(metric, clean_logits, "clean run")
+    m_corrupted = metric_number(metric, corrupted_logits, "corrupted run")
     return m_clean, m_corrupted, np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric),
                                             dtype=np.float64)
 

@@ -89,9 +89,11 @@ def test_each_condition_makes_the_check_false(plain, name, value):
 
 def test_layer_count_norms_and_mlp_are_parameters(plain):
     assert not plain_forward_supported(plain, n_layers=2)
-    ln = copy.deepcopy(plain)
-    ln.cfg.normalization_type = "LN"
-    assert plain_forward_supported(ln, layer_norm=True)
+    ln = _modadd_like(normalization_type="LN")
+    assert plain_forward_supported(ln, layer_norm=True) and not plain_forward_supported(ln)
+    relabelled = copy.deepcopy(plain)
+    relabelled.cfg.normalization_type = "LN"  # the config says LayerNorm, the blocks hold none
+    assert not plain_forward_supported(relabelled, layer_norm=True)
     ln.cfg.final_rms = True  # LayerNorm blocks, an RMSNorm before the unembedding
     assert not plain_forward_supported(ln, layer_norm=True)
     ln.cfg.final_rms = False
@@ -150,3 +152,30 @@ def test_embeddings_and_blocks_must_be_transformer_lens_own(plain):
         module = parent[name] if owner else getattr(parent, name)
         module.__class__ = type("Patched" + type(module).__name__, (type(module),), {})
         assert not plain_forward_supported(model), name
+
+
+def test_norms_hook_points_and_the_unembedding_must_be_transformer_lens_own():
+    # a module spliced in at a hook point (as sparse-autoencoder tools do), a subclass of a norm or
+    # of the unembedding, or a norm other than the config's, would change what the forward computes
+    ln = _modadd_like(normalization_type="LN")
+    assert plain_forward_supported(ln, layer_norm=True)
+
+    class Spliced(type(ln.blocks[0].hook_resid_mid)):
+        def forward(self, x):
+            return 2 * x
+
+    swaps = {
+        "a hook point": lambda m: setattr(m.blocks[0], "hook_resid_mid", Spliced()),
+        "ln1": lambda m: setattr(m.blocks[0].ln1, "__class__", type("FixedLN", (type(m.blocks[0].ln1),), {})),
+        "ln_final": lambda m: setattr(m.ln_final, "__class__", type("FixedLN", (type(m.ln_final),), {})),
+        "ln1 as the identity": lambda m: setattr(m.blocks[0], "ln1", torch.nn.Identity()),
+        "torch's LayerNorm": lambda m: setattr(m.blocks[0], "ln2", torch.nn.LayerNorm(32)),
+        "the unembedding": lambda m: setattr(m.unembed, "__class__", type("Tied", (type(m.unembed),), {})),
+    }
+    for name, swap in swaps.items():
+        model = copy.deepcopy(ln)
+        swap(model)
+        assert not plain_forward_supported(model, layer_norm=True), name
+    none = _modadd_like()
+    none.blocks[0].ln1 = copy.deepcopy(ln.blocks[0].ln1)  # a LayerNorm where the config names none
+    assert not plain_forward_supported(none)

@@ -408,6 +408,11 @@ def test_bad_inputs_are_one_line_errors():
         (dict(metric=lambda logits: loss(logits) * float("inf"), method="eap-ig"), "inf on the path"),
         (dict(metric=lambda logits: loss(logits) / 0.0, method="exact"), "inf on the clean run"),
         (dict(metric=finite_at_the_ends, method="exact"), "inf on the patched run"),
+        (dict(clean_tokens=clean.numpy()), "got numpy.ndarray"),
+        (dict(metric=lambda logits: loss(logits) + torch.where(logits > 1e9, logits.sqrt(), 0.0).sum()),
+         "gradient of metric.logits. is not finite on the clean run"),
+        (dict(metric=lambda logits: loss(logits) + torch.where(logits > 1e9, logits.sqrt(), 0.0).sum(),
+              method="eap-ig"), "not finite on the path"),
     ]
     for change, message in cases:
         args = dict(model=model, clean_tokens=clean, corrupted_tokens=corrupted, metric=loss, method="eap")
@@ -425,6 +430,11 @@ def test_bad_inputs_are_one_line_errors():
         assert len(edge_attribution(model, clean, corrupted, loss, "exact")) == 29
         with pytest.raises(ValueError, match=r"eap-ig needs gradients, which torch.inference_mode\(\) forbids"):
             edge_attribution(model, clean, corrupted, loss, "eap-ig")
+    with torch.inference_mode():
+        made_there = induction_circuit_model()
+    assert len(edge_attribution(made_there, clean, corrupted, loss, "exact")) == 29
+    with pytest.raises(ValueError, match=r"weights were made under torch.inference_mode\(\)"):
+        edge_attribution(made_there, clean, corrupted, loss, "eap")
     steps = edge_attribution(model, clean, corrupted, loss, "eap-ig", ig_steps=np.int64(3))
     assert np.allclose(steps.score, edge_attribution(model, clean, corrupted, loss, "eap-ig", ig_steps=3).score)
     with torch.no_grad():
