@@ -111,8 +111,11 @@ def _score(args: argparse.Namespace) -> int:
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
         path = scored_checkpoint(row["run"], row["checkpoint"])
         print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
+    scored = {scored_checkpoint(run, name) for run, name in set(zip(table["run"], table["checkpoint"]))}
     for run in sorted({str(run) for run in table["run"].dropna().unique()}):
         for path in unlisted_files(run):
+            if path in scored:  # named on its own (a folder of loose files called checkpoints)
+                continue
             if str(path) == run:
                 print(f"interp: ignored the model at the top of {run}: it has no step; a series' checkpoints are "
                       "its folders named by step (move it into one, step1234, to score it)", file=sys.stderr)

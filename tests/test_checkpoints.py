@@ -236,3 +236,58 @@ def test_special_and_oversized_files_are_error_rows_not_hangs(tiny_runs, tmp_pat
     assert list(errors["checkpoint"]) == [bad.name] and expected in errors["error"].iloc[0]
     scored = table[(table["metric"] != "error")]["checkpoint"].nunique()
     assert scored == len(list_checkpoints(tiny_runs[0]))  # every other checkpoint was scored
+
+
+def grokking_layout(model) -> dict:
+    """A TransformerLens modular-addition model in the original layout of Nanda et al.'s grokking
+    code (the inverse of ``interp.runs.foreign._convert_nanda``; biases of attention are zero there)."""
+    n_heads, d_head, d_model = model.W_O.shape[1], model.W_O.shape[2], model.cfg.d_model
+    state = {"embed.W_E": model.W_E.T, "pos_embed.W_pos": model.W_pos, "blocks.0.attn.mask": torch.ones(3, 3).tril(),
+             "blocks.0.attn.W_O": model.W_O[0].reshape(n_heads * d_head, d_model).T,
+             "blocks.0.mlp.W_in": model.W_in[0].T, "blocks.0.mlp.b_in": model.b_in[0],
+             "blocks.0.mlp.W_out": model.W_out[0].T, "blocks.0.mlp.b_out": model.b_out[0],
+             "unembed.W_U": torch.cat([model.W_U, torch.zeros(d_model, 1)], 1)}
+    for w in ("W_Q", "W_K", "W_V"):
+        state[f"blocks.0.attn.{w}"] = getattr(model, w)[0].transpose(1, 2)
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def test_the_grokking_layout_is_read_exactly_or_refused(tmp_path):
+    model = build_model(modadd_config(13), seed=2)
+    original = grokking_layout(model)
+    path = tmp_path / "grok.pth"
+    torch.save({"model": original, "config": {"p": 13, "fn_name": "add", "act_type": "ReLU", "use_ln": False}}, path)
+    with torch.no_grad():
+        assert torch.allclose(load_model(path)(all_pairs(13)), model(all_pairs(13)), atol=1e-5)
+    refused = {  # a model the loader would rebuild as another one, without a word, before
+        "fn_name = 'subtract'": ({"model": original, "config": {"p": 13, "fn_name": "subtract"}}),
+        "act_type = 'GeLU'": ({"model": original, "config": {"act_type": "GeLU"}}),
+        "use_ln = True": ({"model": original, "config": {"use_ln": True}}),
+        "d_mlp = 256": ({"model": original, "config": {"d_mlp": 256}}),
+        r"does not convert: \['blocks.0.ln1.w'\]": ({"model": {**original, "blocks.0.ln1.w": torch.ones(128)}}),
+        r"unembed.W_U is \(128, 14\), the embedding implies \(128, 9\)":
+            ({"model": {**original, "embed.W_E": original["embed.W_E"][:, :9]}}),
+        "inconsistent shapes": ({"model": {**original, "blocks.0.attn.W_O": original["blocks.0.attn.W_O"][:, :64]}}),
+    }
+    for message, content in refused.items():
+        torch.save(content, path)
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_model(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_config_larger_than_its_weights_is_refused_before_any_memory_is_taken(tmp_path):
+    import resource
+
+    model = build_model(induction_config(), seed=0)
+    path = tmp_path / "big.pt"
+    torch.save({"state_dict": model.state_dict(), "config": {**config_to_dict(model.cfg), "d_vocab": 3 * 10 ** 9}}, path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r"embed.W_E has shape \(128, 64\), config implies \(3000000000, 64\)"):
+        load_model(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing of 3e9 rows
+    sparse = {k: (v.to_sparse() if k == "embed.W_E" else v) for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sparse, "config": config_to_dict(model.cfg)}, path)
+    with pytest.raises(CheckpointError, match="its weights do not load into the model") as info:
+        load_model(path)
+    assert "\n" not in str(info.value)

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+from interp import load_model
 from interp.runs.checkpoints import list_checkpoints
 from interp.cli import main
+from interp.tasks.models import config_to_dict
 from interp.scoring.table import read_table
 
 
@@ -345,3 +348,36 @@ def test_sweep_sends_workers_absolute_run_directories(tmp_path, monkeypatch):
         sweep_module.sweep("modadd", "default", {"d_model": [8]}, [0], "relative/out")
     assert sent and all(Path(runs_dir).is_absolute() for _, runs_dir, _, _ in sent)
     assert Path(sent[0][1]) == tmp_path / "relative" / "out" / "runs"
+
+
+def test_globs_names_and_folders_that_are_not_runs(tiny_runs, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    last = list_checkpoints(tiny_runs[0])[-1][1]
+    shutil.copyfile(last, folder / "model.safetensors")
+    out = folder / "scores.csv"
+    for _ in range(2):  # the second time the glob also matches the table (and a note): neither is a checkpoint
+        assert main(["score", str(folder / "*"), "--out", str(out), "--detectors", "heads", "--quiet"]) == 0
+        (folder / "notes.txt").write_text("not a model")
+    table = pd.read_csv(out)
+    assert set(table["checkpoint"]) == {"model.safetensors"} and table["error"].isna().all()
+    assert main(["score", str(folder / "*.txt"), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "no checkpoints match" in capsys.readouterr().err
+    # a folder of the user's called checkpoints, of .pth files: scored when named, explained when not
+    mine = tmp_path / "myproj" / "checkpoints"
+    mine.mkdir(parents=True)
+    model = load_model(last)
+    torch.save({"state_dict": model.state_dict(), "config": config_to_dict(model.cfg)}, mine / "step_100.pth")
+    assert main(["score", str(mine), "--out", str(tmp_path / "m.csv"), "--detectors", "heads", "--quiet"]) == 0
+    assert "ignored" not in capsys.readouterr().err
+    assert main(["score", str(mine.parent), "--out", str(tmp_path / "m2.csv")]) == 2
+    assert f"name {mine} itself to score them as loose files" in capsys.readouterr().err
+    # a name the table cannot hold, and a step past 64 bits (no step: named, not a crash)
+    odd = tmp_path / "odd\udcffname"
+    odd.mkdir()
+    shutil.copyfile(last, odd / "model.safetensors")
+    assert main(["score", str(odd), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "a path the scores table cannot hold (not printable UTF-8); rename it" in capsys.readouterr().err
+    from interp.runs.layout import step_of
+
+    assert step_of("step_99999999999999999999.safetensors") is None and step_of("step_9.safetensors") == 9

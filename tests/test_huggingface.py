@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import PurePosixPath
 
@@ -100,6 +101,32 @@ def test_sharded_safetensors(tmp_path):
     _assert_same_logits(hf_model, load_model(tmp_path / "sharded"))
 
 
+def test_shards_of_any_name_are_in_the_fingerprint_and_a_single_file_wins(tmp_path):
+    from interp.runs.layout import fingerprint
+
+    sharded = tmp_path / "sharded"
+    save_hf_model("llama", sharded, max_shard_size="20KB")
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    renamed = {shard: f"weights-{i}.safetensors" for i, shard in enumerate(sorted(set(index["weight_map"].values())))}
+    for old, new in renamed.items():  # an index may name its shards anything
+        (sharded / old).rename(sharded / new)
+    index["weight_map"] = {key: renamed[shard] for key, shard in index["weight_map"].items()}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    before = fingerprint(sharded)
+    other = tmp_path / "other"
+    hf_other = save_hf_model("llama", other, seed=1, max_shard_size="20KB")
+    shard = sorted(renamed.values())[0]
+    original = sorted(renamed)[0]
+    shutil.copy(other / original, sharded / shard)  # one shard's weights replaced
+    assert before and fingerprint(sharded) != before
+    # beside the index, a single model.safetensors is what transformers reads, and so does the loader
+    shutil.copy(other / "model.safetensors.index.json", sharded / "unused.json")
+    single = tmp_path / "single"
+    save_hf_model("llama", single, seed=1)
+    shutil.copy(single / "model.safetensors", sharded / "model.safetensors")
+    _assert_same_logits(hf_other, load_model(sharded))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_weights_stored_in_another_dtype_load_as_float32(tmp_path, dtype):
     hf_model = save_hf_model("gpt2", tmp_path / "float32")
@@ -167,7 +194,7 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     vocab = tmp_path / "vocab"
     shutil.copytree(base, vocab)
     (vocab / "config.json").write_text(json.dumps({**cfg, "vocab_size": 120}))
-    assert "shape" in _error(vocab)
+    assert r"transformer.wte.weight is (100, 32), config.json implies (120, 32)" in _error(vocab)
 
     activation = tmp_path / "activation"
     shutil.copytree(base, activation)
@@ -189,6 +216,14 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
         shutil.copytree(base, layers)
         (layers / "config.json").write_text(json.dumps({**cfg, "n_layer": n_layer}))
         assert f"the weights hold 2 layers, config.json says {n_layer}" in _error(layers)
+
+    for field, value, message in (("vocab_size", 10 ** 9, r"transformer.wte.weight is \(100, 32\), config.json implies "
+                                                             r"\(1000000000, 32\)"),
+                                  ("n_positions", 8, "transformer.wpe.weight holds 64 positions, config.json says 8")):
+        sizes = tmp_path / f"sizes_{field}"  # checked before a table of the config's size is made, never cut to fit
+        shutil.copytree(base, sizes)
+        (sizes / "config.json").write_text(json.dumps({**cfg, field: value}))
+        assert re.search(message, _error(sizes))
 
     missing = tmp_path / "missing_key"
     shutil.copytree(base, missing)

@@ -50,10 +50,6 @@ __all__ = [
 FORMAT = "interp-checkpoint-v1"
 
 
-# ---------------------------------------------------------------------------------------------
-# our format
-
-
 def save_checkpoint(path: str | Path, model: HookedTransformer, step: int) -> None:
     """Write the model's weights and config to ``path`` atomically (safetensors)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if _is_weight(k)}
@@ -74,12 +70,8 @@ def save_optimizer(
                 tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(idx), {})[name] = value
-    metadata = {
-        "format": FORMAT,
-        "step": str(step),
-        "param_groups": json.dumps(state["param_groups"]),
-        "scalars": json.dumps(scalars),
-    }
+    metadata = {"format": FORMAT, "step": str(step), "param_groups": json.dumps(state["param_groups"]),
+                "scalars": json.dumps(scalars)}
     _write_safetensors(path, tensors, metadata)
 
 
@@ -147,10 +139,6 @@ def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
 def _is_weight(key: str) -> bool:
     # TransformerLens registers masks and rotary tables as buffers; they are rebuilt from config.
     return not key.endswith((".mask", ".IGNORE", "rotary_sin", "rotary_cos"))
-
-
-# ---------------------------------------------------------------------------------------------
-# loading anything into a HookedTransformer
 
 
 #: Config fields that fix a model's shape: a checkpoint must agree with its run on all of them.
@@ -253,14 +241,24 @@ def _moved(model: HookedTransformer, device: str | torch.device | None) -> Hooke
 
 
 def _instantiate(path: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> HookedTransformer:
+    """The model of ``cfg`` holding ``state``; the shapes checked on a model without storage first
+    (``meta``), so that a config announcing sizes the weights do not have takes no memory."""
     try:
-        model = build_model(config_from_dict(cfg))
+        config = config_from_dict(cfg)
+        with torch.device("meta"):
+            skeleton = HookedTransformer(config, move_to_device=False)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     except (TypeError, AssertionError) as exc:  # a field of the wrong type, reached by TransformerLens' constructor
         raise CheckpointError(f"{path}: its model config does not build a model ({one_line(exc)})") from exc
-    _check_shapes(path, model, state)
-    model.load_state_dict({k: state[k] for k in _weight_shapes(model)}, strict=False)
+    expected = _weight_shapes(skeleton)
+    _check_shapes(path, skeleton, state, expected)
+    model = build_model(config)
+    try:
+        model.load_state_dict({k: state[k] for k in expected}, strict=False)
+    except (RuntimeError, TypeError, ValueError) as exc:  # a sparse, quantized or otherwise unloadable tensor
+        why = " ".join(str(exc).split())[:300]  # torch's message spans lines: the reason is below its header
+        raise CheckpointError(f"{path}: its weights do not load into the model ({why})") from exc
     model.eval()
     return model
 

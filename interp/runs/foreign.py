@@ -55,12 +55,24 @@ def read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     )
 
 
+#: What the original code's training config may say, for this loader to rebuild its model exactly.
+_NANDA_OPTIONS = {"fn_name": "add", "act_type": "ReLU", "use_ln": False, "num_layers": 1}
+
+
 def _check_training_config(path: Path, training: dict[str, Any], model_cfg: dict[str, Any]) -> None:
-    """The stored training config must describe these weights: its ``p`` and ``d_model``, if given."""
-    for key, actual in (("p", model_cfg["d_vocab_out"]), ("d_model", model_cfg["d_model"])):
+    """The stored training config must describe these weights (``p``, ``d_model``, ``d_mlp``,
+    ``num_heads``, ``d_vocab``, ``n_ctx``, if given) and a model this loader rebuilds: a + b mod p,
+    one layer, ReLU, no LayerNorm (:data:`_NANDA_OPTIONS`)."""
+    sizes = {"p": model_cfg["d_vocab_out"], "d_model": model_cfg["d_model"], "d_mlp": model_cfg["d_mlp"],
+             "num_heads": model_cfg["n_heads"], "d_vocab": model_cfg["d_vocab"], "n_ctx": model_cfg["n_ctx"]}
+    for key, actual in sizes.items():
         if key in training and training[key] != actual:
             raise CheckpointError(f"{path}: its stored config says {key} = {training[key]!r}, "
                                   f"but the weights have {key} = {actual}")
+    for key, supported in _NANDA_OPTIONS.items():
+        if key in training and training[key] != supported:
+            raise CheckpointError(f"{path}: its stored config says {key} = {training[key]!r}; this loader "
+                                  f"rebuilds {key} = {supported!r} only (a + b mod p, one layer, ReLU, no LayerNorm)")
 
 
 def _is_nanda_layout(state: dict[str, Any]) -> bool:
@@ -75,10 +87,16 @@ def _convert_nanda(path: Path, s: dict[str, torch.Tensor]) -> tuple[dict[str, to
     heads*d_head) acting on the head-major concatenation of z; W_in (d_mlp, d_model); W_out
     (d_model, d_mlp); W_U (d_model, p+1) whose last column (the "=" logit) is unused.
     """
+    extra = sorted(set(s) - _NANDA_KEYS)
+    if extra:  # a LayerNorm, say: the model rebuilt without it would be another model
+        raise CheckpointError(f"{path}: grokking-checkpoint layout with weights this loader does not convert: {extra[:4]}")
     try:
         d_model, d_vocab = s["embed.W_E"].shape
         n_heads, d_head, _ = s["blocks.0.attn.W_Q"].shape
         p = d_vocab - 1
+        if tuple(s["unembed.W_U"].shape) != (d_model, d_vocab):
+            raise CheckpointError(f"{path}: unembed.W_U is {tuple(s['unembed.W_U'].shape)}, the embedding "
+                                  f"implies ({d_model}, {d_vocab})")
         cfg = config_to_dict(modadd_config(p))
         if (cfg["d_model"], cfg["n_heads"], cfg["d_head"], cfg["d_mlp"]) != (
             d_model, n_heads, d_head, s["blocks.0.mlp.W_in"].shape[0]
@@ -105,7 +123,17 @@ def _convert_nanda(path: Path, s: dict[str, torch.Tensor]) -> tuple[dict[str, to
         }
     except KeyError as exc:
         raise CheckpointError(f"{path}: grokking checkpoint lacks {exc}") from exc
+    except (AttributeError, ValueError, RuntimeError, IndexError, TypeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: grokking-checkpoint weights of inconsistent shapes ({exc})") from exc
     return state, cfg
+
+
+#: The tensors of the original grokking layout (the causal mask is rebuilt).
+_NANDA_KEYS = {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.attn.mask",
+               *(f"blocks.0.attn.{w}" for w in ("W_Q", "W_K", "W_V", "W_O")),
+               *(f"blocks.0.mlp.{w}" for w in ("W_in", "b_in", "W_out", "b_out"))}
 
 
 #: ``model_config`` keys of the original induction code -> the size they fix, checked against the weights.

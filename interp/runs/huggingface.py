@@ -76,11 +76,11 @@ def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     Raises :class:`CheckpointError` naming the directory when there are none, or a file (a shard)
     is missing, truncated, corrupt or refers to code.
     """
-    for index, single in ((SAFETENSORS_INDEX, SAFETENSORS_FILE), (BIN_INDEX, BIN_FILE)):
-        if (path / index).is_file():
-            return _read_shards(path, index)
+    for single, index in ((SAFETENSORS_FILE, SAFETENSORS_INDEX), (BIN_FILE, BIN_INDEX)):  # transformers' order
         if (path / single).is_file():
             return _read_weight_file(path / single)
+        if (path / index).is_file():
+            return _read_shards(path, index)
     raise CheckpointError(f"{path}: config.json but no weights ({SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
                           f"{BIN_FILE} or {BIN_INDEX})")
 
@@ -121,6 +121,28 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"{file}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+#: The learned position table and the config.json fields that size it, by architecture (the
+#: rotary ones have none).
+_POSITIONS = {"GPT2LMHeadModel": ("transformer.wpe.weight", ("n_positions", "n_ctx")),
+              "GPTNeoForCausalLM": ("transformer.wpe.weight", ("max_position_embeddings",))}
+
+
+def _check_tables(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
+                  weights: dict[str, torch.Tensor]) -> None:
+    """The token and position tables must have the sizes ``config.json`` gives, checked before
+    anything of those sizes is made (the conversion allocates by the config: a config that
+    announces a billion tokens would take gigabytes first), and a table never cut to fit."""
+    table = weights.get(_TIES[arch][1])
+    if torch.is_tensor(table) and tuple(table.shape) != (cfg["d_vocab"], cfg["d_model"]):
+        raise CheckpointError(f"{path}: {_TIES[arch][1]} is {tuple(table.shape)}, config.json implies "
+                              f"({cfg['d_vocab']}, {cfg['d_model']})")
+    key, fields = _POSITIONS.get(arch, (None, ()))
+    rows = next((int(hf[field]) for field in fields if field in hf), None)
+    positions = weights.get(key) if key else None
+    if torch.is_tensor(positions) and rows is not None and positions.shape[0] != rows:
+        raise CheckpointError(f"{path}: {key} holds {positions.shape[0]} positions, config.json says {rows}")
 
 
 #: A layer's index in a weight name: ``transformer.h.3.`` (GPT-2, GPT-Neo), ``gpt_neox.layers.3.``, ``model.layers.3.``.
@@ -177,6 +199,7 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
     if layers and max(layers) + 1 != cfg["n_layers"]:  # the conversion reads only the layers the config names
         raise CheckpointError(f"{path}: the weights hold {max(layers) + 1} layers, config.json says {cfg['n_layers']}")
     head, embedding = _TIES[arch]
+    _check_tables(path, arch, hf, cfg, weights)
     if head not in weights and embedding in weights and tied_embeddings(arch, hf):
         weights[head] = weights[embedding]
     try:

@@ -31,27 +31,10 @@ from interp.runs.errors import CheckpointError, RunError
 from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, unnamed_children, \
     weight_like_files
 
-__all__ = [
-    "CHECKPOINT_DIR",
-    "CHECKPOINT_SUFFIXES",
-    "CheckpointError",
-    "METRICS_FILE",
-    "OPTIMIZER_FILE",
-    "RUN_FILE",
-    "CheckpointRef",
-    "RunError",
-    "checkpoint_path",
-    "checkpoint_series",
-    "checked_file",
-    "find_checkpoints",
-    "fingerprint",
-    "list_checkpoints",
-    "run_of",
-    "safetensors_extent",
-    "scored_checkpoint",
-    "step_of",
-    "unlisted_files",
-]
+__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_SUFFIXES", "CheckpointError", "METRICS_FILE", "OPTIMIZER_FILE",
+           "RUN_FILE", "CheckpointRef", "RunError", "checkpoint_path", "checkpoint_series", "checked_file",
+           "find_checkpoints", "fingerprint", "list_checkpoints", "run_of", "safetensors_extent",
+           "scored_checkpoint", "step_of", "unlisted_files"]
 
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -160,7 +143,7 @@ def step_of(path: str | Path) -> int | None:
     if step is not None:
         return step
     match = _STEP.search(path.stem)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) if match and int(match.group(1)) < 2 ** 63 else None
 
 
 def run_of(path: str | Path) -> Path | None:
@@ -319,6 +302,14 @@ def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
     return [*(_ref(p) for p in files), *below]
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a name of undecodable bytes, held as surrogates
+        return False
+    return True
+
+
 def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
     """Checkpoints named by ``paths``, each once, sorted by (run, step, file name).
 
@@ -327,8 +318,8 @@ def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[Checkpoin
     run: the children named by step, :mod:`interp.runs.series`), a folder of any of these (its
     checkpoint files ``.safetensors``, ``.pt``, ``.pth`` and the runs, series and Hugging Face
     directories one level down, all of them), or a glob of any of these
-    (``runs/*/checkpoints/step_00*``; ``**`` recurses). Raises ``FileNotFoundError`` for a path
-    or glob that matches nothing.
+    (``runs/*/checkpoints/step_00*``; ``**`` recurses; of the files it matches, those with a
+    checkpoint's suffix). Raises ``FileNotFoundError`` for a path or glob that matches nothing.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -338,13 +329,17 @@ def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[Checkpoin
         if Path(text).exists():
             matches = [Path(text)]
         elif _GLOB.search(text):
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matched = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matches = [m for m in matched if m.is_dir() or m.suffix in CHECKPOINT_SUFFIXES]  # not a table, a note
             if not matches:
-                raise FileNotFoundError(f"no files match {text}")
+                raise FileNotFoundError(f"no {'checkpoints' if matched else 'files'} match {text}")
         else:
             raise FileNotFoundError(f"no such run directory or checkpoint: {text}")
         for match in matches:
             refs = _refs_in_dir(match) if match.is_dir() else [_ref(match)]
             for ref in refs:
+                if not ref.path.isprintable() or not _utf8(ref.path):
+                    raise ValueError(f"{ref.path!r}: a path the scores table cannot hold (not printable UTF-8); "
+                                     "rename it")
                 found.setdefault(ref.path, ref)
     return sorted(found.values())

@@ -39,10 +39,13 @@ SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_FILE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
-#: Any of these beside ``config.json`` makes a directory a Hugging Face checkpoint, in this order of preference.
-WEIGHT_MARKERS = (SAFETENSORS_INDEX, SAFETENSORS_FILE, BIN_INDEX, BIN_FILE)
+#: Any of these beside ``config.json`` makes a directory a Hugging Face checkpoint, in the order
+#: ``transformers`` reads them: a single file before an index of shards, safetensors before ``.bin``.
+WEIGHT_MARKERS = (SAFETENSORS_FILE, SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX)
 _CHILD_STEP = re.compile(r"^(?:global_step|step|checkpoint)[-_]?(\d+)$")
-_WEIGHT_FILE = re.compile(r"^(?:model.*\.safetensors|pytorch_model.*\.bin)$")
+#: What a directory's fingerprint covers beside ``config.json``: every weight file, whatever its name
+#: (an index may name its shards anything), and the shard indexes themselves.
+_WEIGHT_FILE = re.compile(r"^[^.].*(?:\.safetensors|\.bin|\.index\.json)$")
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -68,9 +71,9 @@ def missing_config(directory: str | Path) -> str | None:
 
 def series_step(name: str) -> int | None:
     """The step of a series child's name (``step1000``, ``step_1000``, ``checkpoint-500``,
-    ``global_step2000``), or None when the name carries none."""
+    ``global_step2000``), or None when the name carries none (or one past 64 bits)."""
     match = _CHILD_STEP.match(name)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) if match and int(match.group(1)) < 2 ** 63 else None  # a table's step is int64
 
 
 def series_children(directory: str | Path) -> list[tuple[int, Path]]:
@@ -113,8 +116,8 @@ def unnamed_children(directory: str | Path) -> list[Path]:
 
 
 def weight_like_files(directory: str | Path) -> list[Path]:
-    """``config.json`` and the weight files (``model*.safetensors``, ``pytorch_model*.bin``) of a
-    Hugging Face directory, by name: what its content fingerprint covers."""
+    """``config.json`` and the weight files (every ``.safetensors`` and ``.bin``, hidden ones aside)
+    and shard indexes of a Hugging Face directory, by name: what its content fingerprint covers."""
     directory = Path(directory)
     files = [p for p in directory.iterdir() if _WEIGHT_FILE.match(p.name) and p.is_file()]
     return [directory / CONFIG_FILE, *sorted(files)]
