@@ -41,7 +41,8 @@ from transformer_lens import HookedTransformerConfig  # noqa: E402
 
 from circuits import edge_attribution  # noqa: E402
 from circuits._fused import hooked_only  # noqa: E402
-from circuits._edge_plain import _embedding as plain_embedding, _run as plain_run, plain_sources  # noqa: E402
+from circuits._edge_plain import _embedding as plain_embedding, _layers as plain_layers, _run as plain_run, \
+    plain_sources  # noqa: E402
 from interp.base.allocator import reuse_freed_memory  # noqa: E402
 from interp.tasks.models import build_model, induction_config  # noqa: E402
 from common import is_busy, load_average, load_note, machine, rounds_of_each, verdict, write_section  # noqa: E402
@@ -81,7 +82,7 @@ def measure(name: str, model, repeats: int) -> dict:
         # forward + backward of the clean run to its embedding (no per-input gradients, no scores).
         plain_sources(model, corrupted)
         embedding = plain_embedding(model, clean).requires_grad_(True)
-        torch.autograd.grad(loss(plain_run(model, embedding, None)[0]), embedding)
+        torch.autograd.grad(loss(plain_run(model, embedding, plain_layers(model, 1))[0]), embedding)
 
     def hooked_eap():
         with hooked_only():

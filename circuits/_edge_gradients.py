@@ -2,7 +2,8 @@
 
 One forward with gradient on the (clean or interpolated) run, through the model's hooked forward
 (:func:`hooked_gradients`, the model's own layout: no split q/k/v inputs, they would multiply the
-attention inputs by the head count) or, where it applies, the runs written from the weights
+attention inputs by the head count, unless hooks of the caller's may sit between an input and its
+head) or, where it applies, the runs written from the weights
 (:mod:`circuits._edge_plain`). Each head's q/k/v input is scored from the gradient at
 ``hook_q``/``hook_k``/``hook_v``, carried to the residual before ``ln1``:
 ``dm/dx = J_ln1(x)^T (dm/dq_h W_Q[h]^T)`` (the projection's bias does not matter). For
@@ -15,7 +16,7 @@ docs/scores.md, "Edge attribution".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ def hooked_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor
 
     def hold_first(x: torch.Tensor, hook: object) -> torch.Tensor:
         held[hook.name] = x = x.view_as(x)  # its own node: the gradient through this input alone
-        return x
+        return x.clone()  # a caller's hook may write in place: into a copy, never into what is held
 
     kinds = [f"hook_{kind}_input" if at_inputs else f"attn.hook_{kind}" for kind in "qkv"]
     by_layer = [[f"blocks.{layer}.{kind}" for kind in kinds] for layer in range(n_layers)]
@@ -186,12 +187,18 @@ def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tenso
     without copying the residual per head; ``n . u = ((w * n) @ W) . g`` is read from ``linear``,
     d_head wide instead of d_model. Any other norm goes through :func:`norm_vjp`.
     """
-    weights = norm_weights(norm, weights)
-    runs = list(zip(x.chunk(steps), grads.chunk(steps), linear.chunk(steps)))  # one run at a time: in cache
-    cot = cotangents(norm, *runs[0], weights)
-    for x_k, grads_k, linear_k in runs[1:]:
-        cot += cotangents(norm, x_k, grads_k, linear_k, weights)
-    return source_scores(deltas, cot, steps)
+    total = None
+    for cot in run_cotangents(norm, x, grads, linear, norm_weights(norm, weights), steps):
+        total = cot if total is None else total.add_(cot)
+    return source_scores(deltas, total, steps)
+
+
+def run_cotangents(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, linear: torch.Tensor,
+                   weights: torch.Tensor, steps: int) -> Iterator[torch.Tensor]:
+    """:func:`cotangents` of each of the ``steps`` runs batched in ``x``, ``grads`` and ``linear``,
+    one run at a time (what one run makes stays in cache)."""
+    for x_k, grads_k, linear_k in zip(x.chunk(steps), grads.chunk(steps), linear.chunk(steps)):
+        yield cotangents(norm, x_k, grads_k, linear_k, weights)
 
 
 def source_scores(deltas: torch.Tensor, cot: torch.Tensor, steps: int) -> torch.Tensor:

@@ -108,8 +108,8 @@ def check_edge_model(model: object) -> HookedTransformer:
     bad = [why for why, present in reasons.items() if present]
     if bad:
         raise ValueError(f"edge attribution does not support models with {bad[0]}")
-    skipped = [name for name, point in model.hook_dict.items()
-               if name.endswith("hook_attn_in") and (point._forward_hooks or point._forward_pre_hooks)]
+    skipped = [name for name, point in model.hook_dict.items() if cfg.use_attn_in  # else they never run anyway
+               and name.endswith("hook_attn_in") and (point._forward_hooks or point._forward_pre_hooks)]
     if skipped:
         raise ValueError(f"edge attribution reads each head's q, k and v input apart (use_split_qkv_input), so the "
                          f"hooks on {', '.join(skipped[:3])} would not run: put them on hook_q_input, hook_k_input "
@@ -175,7 +175,7 @@ def first_hooks(model: HookedTransformer, hooks: list[tuple[str, Callable]]) -> 
             model.mod_dict[name].add_hook(hook, dir="fwd", level=model.context_level, prepend=True)
         yield
     finally:
-        model.reset_hooks(including_permanent=False, level=model.context_level)
+        model.reset_hooks(clear_contexts=False, including_permanent=False, level=model.context_level)
         model.context_level -= 1
 
 

@@ -44,7 +44,8 @@ def exact_scores(model: HookedTransformer, graph: Graph, clean: torch.Tensor, de
     cache: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, hook: object) -> None:
-        cache[hook.name] = x  # before the caller's hooks there, which the restarted run applies again
+        cache[hook.name] = x.clone()  # before the caller's hooks there (which may write in place), which
+        # the restarted run applies again
 
     with first_hooks(model, [(name, keep) for name in names]), torch.no_grad():
         model(clean, attention_mask=unpadded(clean), return_type=None)

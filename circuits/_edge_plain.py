@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_gradients import (GradientRun, cotangents, gradients, head_weights, interpolated_embeddings,
-                                      metric_total, norm_weights, source_scores)
+from circuits._edge_gradients import (GradientRun, gradients, head_weights, interpolated_embeddings, metric_total,
+                                      norm_weights, run_cotangents, source_scores)
 from circuits._edge_graph import Graph
 from circuits._fused import fused_supported
 from circuits.plain_forward import embed, layer_norm, unembed
@@ -41,7 +41,7 @@ def plain_supported(model: HookedTransformer) -> bool:
 def plain_sources(model: HookedTransformer, tokens: torch.Tensor) -> list[torch.Tensor]:
     """The parts of :func:`_run` that make the sources' outputs on ``tokens``, without gradient."""
     with torch.no_grad():
-        return _run(model, _embedding(model, tokens), None, logits=False)[1]
+        return _run(model, _embedding(model, tokens), _layers(model, 1), logits=False)[1]
 
 
 def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor, corrupted: list[torch.Tensor],
@@ -55,11 +55,11 @@ def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
     residual's gradient, so autograd does not make that gradient a second time."""
     with torch.no_grad():
         path = interpolated_embeddings(_embedding(model, clean), corrupted[0], steps)
-        layers = [_Layer(block, model.cfg, steps) for block in model.blocks]
+        layers = _layers(model, steps)
     path.requires_grad_(True)  # the graph starts here: nothing upstream is an input
     held: dict = {}
     with torch.enable_grad():
-        logits, parts = _run(model, path, held, layers=layers, keep=clean.shape[0] if steps > 1 else None)
+        logits, parts = _run(model, path, layers, held, keep=clean.shape[0] if steps > 1 else None, scored=True)
         total = metric_total(metric, logits, steps)
         deltas = _differences(model, graph, corrupted, parts)
         for layer, state in enumerate(layers):
@@ -75,7 +75,7 @@ def plain_gradients(model: HookedTransformer, graph: Graph, clean: torch.Tensor,
 
 
 class _Layer:
-    """One layer's head inputs as :class:`_ScoredHeadInputs` reads and scores them."""
+    """One layer's head inputs: their projection, and what :class:`_ScoredHeadInputs` scores them with."""
 
     def __init__(self, block: torch.nn.Module, cfg: object, steps: int) -> None:
         self.norm, self.steps, self.cfg = block.ln1, steps, cfg
@@ -87,6 +87,11 @@ class _Layer:
         self.own_bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
         self.deltas: torch.Tensor | None = None  # the upstream sources' differences, set before the backward
         self.scores: torch.Tensor | None = None  # (n_upstream, 3 n_heads), set by the backward
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``ln1`` and every head's q, k and v at once, (batch, pos, heads, 3, d_head)."""
+        normed = layer_norm(x, self.norm, self.cfg)
+        return torch.addmm(self.own_bias, normed.flatten(0, 1), self.columns).view(*x.shape[:2], *self.bias.shape)
 
 
 class _ScoredHeadInputs(torch.autograd.Function):
@@ -101,25 +106,26 @@ class _ScoredHeadInputs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: _Layer) -> torch.Tensor:  # type: ignore[override]
-        normed = layer_norm(x, layer.norm, layer.cfg)
-        qkv = torch.addmm(layer.own_bias, normed.flatten(0, 1), layer.columns)
+        qkv = layer.project(x)
         ctx.layer = layer
         ctx.save_for_backward(x, qkv)
-        return qkv.view(*x.shape[:2], *layer.bias.shape)
+        return qkv
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         layer = ctx.layer
         x, qkv = ctx.saved_tensors
         linear = qkv.view_as(grad) - layer.bias
-        weights = norm_weights(layer.norm, layer.weights)
         at_x, total = [], None
-        for x_k, grad_k, linear_k in zip(x.chunk(layer.steps), grad.chunk(layer.steps), linear.chunk(layer.steps)):
-            cot = cotangents(layer.norm, x_k, grad_k, linear_k, weights)  # (3 heads, b * p, d)
-            at_x.append(cot.sum(0))
+        for cot in run_cotangents(layer.norm, x, grad, linear, norm_weights(layer.norm, layer.weights), layer.steps):
+            at_x.append(cot.sum(0))  # (3 heads, b * p, d) summed: the residual's gradient
             total = cot if total is None else total.add_(cot)
         layer.scores = source_scores(layer.deltas, total, layer.steps)
         return torch.cat(at_x).view_as(x), None
+
+
+def _layers(model: HookedTransformer, steps: int) -> list[_Layer]:
+    return [_Layer(block, model.cfg, steps) for block in model.blocks]
 
 
 def _differences(model: HookedTransformer, graph: Graph, corrupted: list[torch.Tensor], clean: list[torch.Tensor]
@@ -165,15 +171,17 @@ def _mlp_out(x: torch.Tensor, block: torch.nn.Module, cfg: object) -> torch.Tens
     return torch.addmm(mlp.b_out, hidden, mlp.W_out).view_as(x)
 
 
-def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: bool = True, keep: int | None = None,
-         layers: list[_Layer] | None = None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+def _run(model: HookedTransformer, x: torch.Tensor, layers: list[_Layer], held: dict | None = None,
+         logits: bool = True, keep: int | None = None, scored: bool = False
+         ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     """(logits, or None without ``logits``; the parts that make the sources' outputs, detached, in
     forward order: the residual ``x`` before block 0 (``embed``, (batch, pos, d_model)), then per
     layer its heads' ``z`` (batch, heads, pos, d_head) and its MLP's output (batch, pos, d_model))
     from ``x``; with ``keep``, the parts of the last ``keep`` sequences only (copied, so that the
     others' are freed as the run goes on).
 
-    With ``layers`` (the gradient run), each layer's q/k/v come from :class:`_ScoredHeadInputs`; with
+    ``layers``: each block's :class:`_Layer`. With ``scored`` (the gradient run), each layer's q/k/v
+    come from :class:`_ScoredHeadInputs`; with
     ``held``, each other input it reads is kept there for its gradient: ``("mlp", l)`` the MLP's
     input, ``("final", 0)`` the logits'; each is a tensor of its own, so its gradient is the part
     that flows through that input alone.
@@ -186,14 +194,7 @@ def _run(model: HookedTransformer, x: torch.Tensor, held: dict | None, logits: b
     parts = [kept(x)]
     for layer, block in enumerate(model.blocks):
         attn = block.attn
-        if layers is not None:
-            qkv = _ScoredHeadInputs.apply(x, layers[layer])
-        else:
-            n_heads, d_model, d_head = attn.W_Q.shape
-            weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1).permute(2, 0, 1, 3).reshape(d_model, -1)
-            bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
-            normed = layer_norm(x, getattr(block, "ln1", None), cfg)
-            qkv = torch.addmm(bias, normed.flatten(0, 1), weights).view(*x.shape[:2], n_heads, 3, d_head)
+        qkv = _ScoredHeadInputs.apply(x, layers[layer]) if scored else layers[layer].project(x)
         q, k, v = qkv.permute(0, 2, 3, 1, 4).unbind(2)  # each (batch, heads, pos, d_head)
         z = _attention(q, k, v, cfg.attn_scale)
         parts.append(kept(z))

@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import positive_int
 from circuits._edge_gradients import hooked_gradients, score_edges
-from circuits._edge_graph import build_graph, check_edge_model, check_pair, metric_number, run_sources
+from circuits._edge_graph import Graph, build_graph, check_edge_model, check_pair, metric_number, run_sources
 from circuits._edge_patching import exact_scores
 from circuits._edge_plain import plain_gradients, plain_sources, plain_supported
 
@@ -66,8 +66,8 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
 
     The model's own hooks run (the hooked forward is taken then): each input is patched or read
     where it enters the graph, before any hook of the caller's at that point. The call sets hook
-    flags and hooks on the model for its duration: two calls on one model at once (threads) do
-    not mix.
+    flags and hooks on the model for its duration: do not make two calls on one model at once
+    (threads); their hooks would mix.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -86,7 +86,9 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
         _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
         clean_logits, clean_out = run_sources(model, graph, clean)
         m_clean = metric_number(metric, clean_logits, "clean run")
-        scores = exact_scores(model, graph, clean, corrupted_out - clean_out, metric, m_clean)
+        deltas = corrupted_out - clean_out
+        _check_differences(graph, deltas)
+        scores = exact_scores(model, graph, clean, deltas, metric, m_clean)
     else:
         steps = 1 if method == "eap" else ig_steps
         if plain_supported(model):
@@ -96,8 +98,17 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
             run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
         scores = score_edges(graph, run, steps)
         if not np.isfinite(scores).all():
+            _check_differences(graph, run.deltas)
             run_name = "clean run" if steps == 1 else "path from the corrupted to the clean input"
             raise ValueError(f"the gradient of metric(logits) is not finite on the {run_name}, though the metric is: "
                              f"{method} scores would be NaN; use method='exact', or a metric whose gradient is finite")
     frame["score"] = scores.astype(np.float64)
     return frame
+
+
+def _check_differences(graph: Graph, deltas: torch.Tensor) -> None:
+    """One line naming the sources whose output differs between the runs by NaN or infinity."""
+    bad = [graph.sources[i] for i in range(len(graph.sources)) if not bool(torch.isfinite(deltas[i]).all())]
+    if bad:
+        raise ValueError(f"the outputs of {', '.join(bad[:4])} differ between the runs by NaN or infinity (a run "
+                         "overflows): every edge out of them would score NaN")

@@ -372,12 +372,23 @@ def test_globs_names_and_folders_that_are_not_runs(tiny_runs, tmp_path, capsys):
     assert "ignored" not in capsys.readouterr().err
     assert main(["score", str(mine.parent), "--out", str(tmp_path / "m2.csv")]) == 2
     assert f"name {mine} itself to score them as loose files" in capsys.readouterr().err
-    # a name the table cannot hold, and a step past 64 bits (no step: named, not a crash)
-    odd = tmp_path / "odd\udcffname"
-    odd.mkdir()
-    shutil.copyfile(last, odd / "model.safetensors")
-    assert main(["score", str(odd), "--out", str(tmp_path / "o.csv")]) == 2
-    assert "a path the scores table cannot hold (not printable UTF-8); rename it" in capsys.readouterr().err
+    # names the table cannot hold (bytes that are not UTF-8, a newline), and ones it can
+    for name, code in (("odd\udcffname", 2), ("line\nbreak", 2), ("run\u202fA", 0), ("می\u200cخواهم", 0)):
+        odd = tmp_path / name
+        odd.mkdir()
+        shutil.copyfile(last, odd / "model.safetensors")
+        out = tmp_path / f"o{code}{len(name)}.csv"
+        assert main(["score", str(odd), "--out", str(out), "--detectors", "heads", "--quiet"]) == code, name
+        assert ("a path the scores table cannot hold" in capsys.readouterr().err) == bool(code), name
+    # a run of ours whose checkpoint was renamed: the hint names what does score it
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs[0], run)
+    for _, path in list_checkpoints(run):
+        path.rename(path.with_name(f"renamed_{path.name}"))
+    assert main(["score", str(run), "--out", str(tmp_path / "r.csv")]) == 2
+    assert f"name the files ({run}/checkpoints/*.safetensors) to score them" in capsys.readouterr().err
+    assert main(["score", f"{run}/checkpoints/*.safetensors", "--out", str(tmp_path / "r.csv"),
+                 "--detectors", "heads", "--quiet"]) == 0
     from interp.runs.layout import step_of
 
     assert step_of("step_99999999999999999999.safetensors") is None and step_of("step_9.safetensors") == 9

@@ -445,6 +445,20 @@ def test_bad_inputs_are_one_line_errors():
             call()
 
 
+def test_a_run_that_overflows_is_named_not_blamed_on_the_gradient():
+    model = induction_circuit_model()
+    clean, corrupted, loss = induction_pair()
+    rare = int(corrupted[0, 1])
+    clean = torch.where(clean == rare, (rare % (VOCAB - 1)) + 1, clean)  # the overflowing token in one run only
+    with torch.no_grad():
+        model.W_E[rare] = 3e38
+    for method, message in (("eap", "differ between the runs by NaN or infinity"), ("eap-ig", "differ between|nan on the path"),
+                            ("exact", "differ between|nan on the patched run")):  # what overflows first
+        with pytest.raises(ValueError, match=message) as info:
+            edge_attribution(model, clean, corrupted, loss, method)
+        assert "\n" not in str(info.value)
+
+
 def test_the_model_flags_are_restored():
     model = random_model(n_layers=1, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8)
     before = (model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in, model.cfg.use_attn_in)

@@ -172,3 +172,43 @@ def test_a_norm_of_another_class_takes_autograds_product():
                                                   f"blocks.{layer}.hook_{kind}_input", head, metric)
                 got = scores[(source, f"L{layer}H{head}", kind)]
                 assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), (source, layer, head, kind)
+
+
+def test_hooks_that_write_in_place_and_their_contexts():
+    # TransformerLens hooks usually write into their activation: a steering vector added to the
+    # residual a restart begins from, a head's query input zeroed; the caller's hook.ctx is theirs
+    model = offset_biases_and_gains(random_model(seed=7, **SHAPE))
+    model.cfg.use_split_qkv_input = True
+    steer = torch.linspace(-1, 1, 16, dtype=torch.float64)
+
+    def steered(x, hook):
+        hook.ctx["calls"] = hook.ctx.get("calls", 0) + 1
+        x += steer
+
+    def drop_head_0(x, hook):
+        x[:, :, 0] = 0.0
+
+    caller_hooks(model, [("blocks.1.hook_resid_pre", steered), ("blocks.1.hook_q_input", drop_head_0)])
+    clean, corrupted, metric = tokens_and_metric(3)
+    graph = build_graph(model)
+    exact = edge_attribution(model, clean, corrupted, metric, "exact")
+    single = np.zeros((len(exact), len(graph.sources), len(graph.inputs)), dtype=bool)
+    s_idx, i_idx = graph.edge_index()
+    single[np.arange(len(exact)), s_idx, i_idx] = True
+    with torch.no_grad():
+        m_clean = float(metric(model(clean)))
+    _, corrupted_out = run_sources(model, graph, corrupted)
+    reference = np.asarray(patched_metrics(model, graph, clean, corrupted_out, single, metric)) - m_clean
+    assert np.allclose(exact.score, reference, rtol=1e-9, atol=1e-12)
+    into_dropped = (exact.target == "L1H0") & (exact.input == "q")
+    for method in ("eap", "eap-ig"):
+        scores = edge_attribution(model, clean, corrupted, metric, method)
+        assert (scores.score[into_dropped] == 0).all() and scores.score.abs().max() > 1e-3, method
+    assert model.mod_dict["blocks.1.hook_resid_pre"].ctx["calls"] > 3  # counted on, never cleared
+
+
+def test_hooks_on_points_the_model_never_runs_are_no_reason_to_refuse():
+    model = random_model(**SHAPE)
+    model.add_caching_hooks()  # a hook on every point, hook_attn_in too, which runs only with use_attn_in
+    clean, corrupted, metric = tokens_and_metric()
+    assert len(edge_attribution(model, clean, corrupted, metric, "eap")) == 46

@@ -113,6 +113,9 @@ def test_shards_of_any_name_are_in_the_fingerprint_and_a_single_file_wins(tmp_pa
     index["weight_map"] = {key: renamed[shard] for key, shard in index["weight_map"].items()}
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     before = fingerprint(sharded)
+    (sharded / "training_args.bin").write_bytes(b"a Trainer's arguments")  # not weights: not in it
+    (sharded / "optimizer.bin").write_bytes(b"an optimiser's state")
+    assert fingerprint(sharded) == before
     other = tmp_path / "other"
     hf_other = save_hf_model("llama", other, seed=1, max_shard_size="20KB")
     shard = sorted(renamed.values())[0]

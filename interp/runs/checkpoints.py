@@ -190,8 +190,9 @@ def load_model(path: str | Path, *, strict: bool = False,
     - a published grokking checkpoint of Nanda et al. 2023 in its original layout
       (``{"model": state_dict, ...}`` with ``embed.W_E`` of shape d_model x (p+1)), with or
       without loss curves and with or without the original code's training config under
-      ``config``: that config must agree with the weights on ``p`` and ``d_model`` and is kept
-      as ``model.training_config``.
+      ``config``: that config must agree with the weights on its sizes and describe a + b mod p
+      with ReLU and no LayerNorm (``interp.runs.foreign._check_training_config``), and is kept
+      as ``model.training_config``; a weight the layout does not have is refused.
 
     A checkpoint inside a run must have the model shape its ``run.json`` records. Weights that
     hold NaN or infinity give a ``RuntimeWarning`` naming them (a :class:`CheckpointError` with

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,12 +303,14 @@ def _refs_in_dir(directory: Path) -> list[CheckpointRef]:
     return [*(_ref(p) for p in files), *below]
 
 
-def _utf8(text: str) -> bool:
+def _holdable(text: str) -> bool:
+    """UTF-8 (a name of undecodable bytes is held as surrogates, which is not) without control
+    characters (a newline would split a CSV row); any other character, a no-break space too, is fine."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:  # a name of undecodable bytes, held as surrogates
+    except UnicodeEncodeError:
         return False
-    return True
+    return not any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[CheckpointRef]:
@@ -338,8 +341,8 @@ def find_checkpoints(paths: str | Path | Iterable[str | Path]) -> list[Checkpoin
         for match in matches:
             refs = _refs_in_dir(match) if match.is_dir() else [_ref(match)]
             for ref in refs:
-                if not ref.path.isprintable() or not _utf8(ref.path):
-                    raise ValueError(f"{ref.path!r}: a path the scores table cannot hold (not printable UTF-8); "
-                                     "rename it")
+                if not _holdable(ref.path):
+                    raise ValueError(f"{ref.path!r}: a path the scores table cannot hold (bytes that are not UTF-8, "
+                                     "or a control character); rename it")
                 found.setdefault(ref.path, ref)
     return sorted(found.values())

@@ -1,4 +1,5 @@
-"""Names of Hugging Face checkpoint directories and of series of them (no file is read here).
+"""Names of Hugging Face checkpoint directories and of series of them (no weights are read here;
+only a shard index, for the files a fingerprint covers).
 
 A Hugging Face causal-LM directory (what ``save_pretrained`` writes)::
 
@@ -15,6 +16,7 @@ the child's name being the checkpoint. :mod:`interp.runs.layout` resolves both;
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -43,9 +45,8 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 #: ``transformers`` reads them: a single file before an index of shards, safetensors before ``.bin``.
 WEIGHT_MARKERS = (SAFETENSORS_FILE, SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX)
 _CHILD_STEP = re.compile(r"^(?:global_step|step|checkpoint)[-_]?(\d+)$")
-#: What a directory's fingerprint covers beside ``config.json``: every weight file, whatever its name
-#: (an index may name its shards anything), and the shard indexes themselves.
-_WEIGHT_FILE = re.compile(r"^[^.].*(?:\.safetensors|\.bin|\.index\.json)$")
+#: Longest shard index read for the fingerprint (they are a few kB).
+MAX_INDEX_BYTES = 16 * 2**20
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -116,8 +117,17 @@ def unnamed_children(directory: str | Path) -> list[Path]:
 
 
 def weight_like_files(directory: str | Path) -> list[Path]:
-    """``config.json`` and the weight files (every ``.safetensors`` and ``.bin``, hidden ones aside)
-    and shard indexes of a Hugging Face directory, by name: what its content fingerprint covers."""
+    """``config.json``, then the weight files of a Hugging Face directory that a loader may read,
+    by name: the single files and shard indexes of :data:`WEIGHT_MARKERS` present, and the shards
+    each index's ``weight_map`` names, whatever their names (the index is read: a few kB). What its
+    content fingerprint covers; a Trainer's ``optimizer.bin`` or ``training_args.bin`` is not in it."""
     directory = Path(directory)
-    files = [p for p in directory.iterdir() if _WEIGHT_FILE.match(p.name) and p.is_file()]
-    return [directory / CONFIG_FILE, *sorted(files)]
+    files = {directory / name for name in _weight_markers(directory)}
+    for index in (SAFETENSORS_INDEX, BIN_INDEX):
+        try:
+            if (directory / index).is_file() and (directory / index).stat().st_size <= MAX_INDEX_BYTES:
+                shards = json.loads((directory / index).read_bytes())["weight_map"].values()
+                files |= {directory / s for s in shards if isinstance(s, str) and Path(s).name == s}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # an unreadable index: the loader names it
+    return [directory / CONFIG_FILE, *sorted(f for f in files if f.is_file())]

@@ -26,7 +26,7 @@ from interp.base.allocator import reuse_freed_memory
 from interp.base.device import device_name
 from interp.scoring.executors import Executor
 from interp.scoring.jobs import TableFile, run_jobs
-from interp.runs.layout import CHECKPOINT_DIR, CheckpointRef, find_checkpoints, unlisted_files
+from interp.runs.layout import CHECKPOINT_DIR, RUN_FILE, CheckpointRef, find_checkpoints, unlisted_files
 from interp.runs.series import series_children
 from interp.runs.record import read_run
 from interp.detectors.registry import DETECTORS
@@ -191,7 +191,9 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
     if not refs:
         shown = [paths] if isinstance(paths, (str, Path)) else paths
         hints = [f"; {p}/{CHECKPOINT_DIR} holds {', '.join(f.name for f in files[:3])}, but a run's checkpoints are "
-                 f"step_N.safetensors: name {p}/{CHECKPOINT_DIR} itself to score them as loose files"
+                 "step_N.safetensors: " + (f"name the files ({p}/{CHECKPOINT_DIR}/*{files[0].suffix}) to score them"
+                                           if (Path(p) / RUN_FILE).exists() else
+                                           f"name {p}/{CHECKPOINT_DIR} itself to score them as loose files")
                  for p in shown if (Path(p) / CHECKPOINT_DIR).is_dir() and (files := unlisted_files(p))]
         raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}{''.join(hints[:1])}")
     for run in dict.fromkeys(r.run for r in refs):
