@@ -164,12 +164,16 @@ def head_weights(block: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's q/k/v weights ``(n_heads, 3, d, d_head)`` and the bias of its queries, keys and values
     as ``ln1`` feeds them, ``(n_heads, 3, d_head)``: ``b_Q/b_K/b_V`` plus the norm's bias through the
     weights; the queries, keys and values less it are ``(w * n) @ W`` (``n`` the normalised input)."""
-    attn, norm = block.attn, block.ln1
+    attn = block.attn
     weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)
-    bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1)
+    return weights, input_bias(block.ln1, weights, torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1))
+
+
+def input_bias(norm: torch.nn.Module, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``bias`` (n_heads, 3, d_head) plus the norm's bias (if it has one) through ``weights``."""
     if isinstance(getattr(norm, "b", None), torch.Tensor):
-        bias = bias + torch.einsum("d,hjde->hje", norm.b, weights)
-    return weights, bias
+        return bias + torch.einsum("d,hjde->hje", norm.b, weights)
+    return bias
 
 
 def head_input_scores(norm: torch.nn.Module, x: torch.Tensor, grads: torch.Tensor, weights: torch.Tensor,

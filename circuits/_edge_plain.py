@@ -20,11 +20,12 @@ biases and norm weights, with and without MLPs and LayerNorm, frozen weights or 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._edge_gradients import (GradientRun, gradients, head_weights, interpolated_embeddings, metric_total,
+from circuits._edge_gradients import (GradientRun, gradients, input_bias, interpolated_embeddings, metric_total,
                                       norm_weights, run_cotangents, source_scores)
 from circuits._edge_graph import Graph
 from circuits._fused import fused_supported
@@ -80,18 +81,23 @@ class _Layer:
     def __init__(self, block: torch.nn.Module, cfg: object, steps: int) -> None:
         self.norm, self.steps, self.cfg = block.ln1, steps, cfg
         attn = block.attn
-        # (heads, 3, d, d_head); the bias of the q/k/v as the norm feeds them, (heads, 3, d_head)
-        self.weights, self.bias = head_weights(block)
+        self.weights = torch.stack([attn.W_Q, attn.W_K, attn.W_V], 1)  # (heads, 3, d, d_head)
         # columns (heads, 3, d_head): the q/k/v come out in cotangents' layout
         self.columns = self.weights.permute(2, 0, 1, 3).flatten(1)
-        self.own_bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1).flatten()
+        self.own_bias = torch.stack([attn.b_Q, attn.b_K, attn.b_V], 1)  # (heads, 3, d_head)
         self.deltas: torch.Tensor | None = None  # the upstream sources' differences, set before the backward
         self.scores: torch.Tensor | None = None  # (n_upstream, 3 n_heads), set by the backward
+
+    @cached_property
+    def bias(self) -> torch.Tensor:
+        """The bias of the q/k/v as the norm feeds them (the backward's only: the corrupted run needs none)."""
+        return input_bias(self.norm, self.weights, self.own_bias)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``ln1`` and every head's q, k and v at once, (batch, pos, heads, 3, d_head)."""
         normed = layer_norm(x, self.norm, self.cfg)
-        return torch.addmm(self.own_bias, normed.flatten(0, 1), self.columns).view(*x.shape[:2], *self.bias.shape)
+        qkv = torch.addmm(self.own_bias.flatten(), normed.flatten(0, 1), self.columns)
+        return qkv.view(*x.shape[:2], *self.own_bias.shape)
 
 
 class _ScoredHeadInputs(torch.autograd.Function):

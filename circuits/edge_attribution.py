@@ -76,7 +76,7 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
         raise ValueError(f"{method} needs gradients, which torch.inference_mode() forbids: call it outside "
                          "that block (or use method='exact')")
     model = check_edge_model(model)
-    if method != "exact" and any(p.is_inference() for p in model.parameters()):
+    if method != "exact" and model.W_E.is_inference():  # made under inference_mode (all its weights, then)
         raise ValueError(f"{method} needs gradients, but the model's weights were made under torch.inference_mode(): "
                          "build or load the model outside that block (or use method='exact')")
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
