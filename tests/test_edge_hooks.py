@@ -60,6 +60,21 @@ def directional_derivative(model, clean, delta, hook_name, head, metric, eps=1e-
     return (values[0] - values[1]) / (2 * eps)
 
 
+def exact_against_single_edge_runs(model, clean, corrupted, metric):
+    """``exact``'s scores, checked against the faithfulness runs of each edge alone patched."""
+    graph = build_graph(model)
+    exact = edge_attribution(model, clean, corrupted, metric, "exact")
+    single = np.zeros((len(exact), len(graph.sources), len(graph.inputs)), dtype=bool)
+    s_idx, i_idx = graph.edge_index()
+    single[np.arange(len(exact)), s_idx, i_idx] = True
+    with torch.no_grad():
+        m_clean = float(metric(model(clean)))
+    _, corrupted_out = run_sources(model, graph, corrupted)
+    reference = np.asarray(patched_metrics(model, graph, clean, corrupted_out, single, metric)) - m_clean
+    assert np.allclose(exact.score, reference, rtol=1e-9, atol=1e-12)
+    return exact
+
+
 @pytest.mark.parametrize("norm", ["LN", "RMS"])
 def test_eap_reads_each_input_before_the_callers_hooks(norm):
     # hooks between an input and its head (on hook_q, on the norm's scale) and on the input itself
@@ -103,16 +118,7 @@ def test_exact_and_the_patched_runs_patch_before_the_callers_hooks():
                          ("blocks.1.hook_resid_post", lambda x, hook: x + 0.2 * torch.tanh(x)),
                          ("blocks.1.hook_q_input", drop_head_0)])
     clean, corrupted, metric = tokens_and_metric(1)
-    graph = build_graph(model)
-    exact = edge_attribution(model, clean, corrupted, metric, "exact")
-    single = np.zeros((len(exact), len(graph.sources), len(graph.inputs)), dtype=bool)
-    s_idx, i_idx = graph.edge_index()
-    single[np.arange(len(exact)), s_idx, i_idx] = True
-    with torch.no_grad():
-        m_clean = float(metric(model(clean)))
-    _, corrupted_out = run_sources(model, graph, corrupted)
-    reference = np.asarray(patched_metrics(model, graph, clean, corrupted_out, single, metric)) - m_clean
-    assert np.allclose(exact.score, reference, rtol=1e-9, atol=1e-12)
+    exact = exact_against_single_edge_runs(model, clean, corrupted, metric)
     into_dropped = (exact.target == "L1H0") & (exact.input == "q")
     assert into_dropped.sum() == 4 and (exact.score[into_dropped] == 0).all()
     assert exact.score[~into_dropped].abs().max() > 1e-3
@@ -190,16 +196,7 @@ def test_hooks_that_write_in_place_and_their_contexts():
 
     caller_hooks(model, [("blocks.1.hook_resid_pre", steered), ("blocks.1.hook_q_input", drop_head_0)])
     clean, corrupted, metric = tokens_and_metric(3)
-    graph = build_graph(model)
-    exact = edge_attribution(model, clean, corrupted, metric, "exact")
-    single = np.zeros((len(exact), len(graph.sources), len(graph.inputs)), dtype=bool)
-    s_idx, i_idx = graph.edge_index()
-    single[np.arange(len(exact)), s_idx, i_idx] = True
-    with torch.no_grad():
-        m_clean = float(metric(model(clean)))
-    _, corrupted_out = run_sources(model, graph, corrupted)
-    reference = np.asarray(patched_metrics(model, graph, clean, corrupted_out, single, metric)) - m_clean
-    assert np.allclose(exact.score, reference, rtol=1e-9, atol=1e-12)
+    exact = exact_against_single_edge_runs(model, clean, corrupted, metric)
     into_dropped = (exact.target == "L1H0") & (exact.input == "q")
     for method in ("eap", "eap-ig"):
         scores = edge_attribution(model, clean, corrupted, metric, method)
