@@ -47,7 +47,7 @@ def test_report_is_self_contained_and_marks_the_phase_change():
     assert len(page) > 1_000_000
     step = int(re.search(r"data-phase-change-step='(\d+)'", page).group(1))
     assert 275 <= step <= 325 and f"phase change ~ step {step}" in page
-    assert "Heads at the final checkpoint (step 1000)" in page
+    assert "Heads at the last scored checkpoint (step 1000)" in page
     # the checkpoints of this made-up table are nowhere: the page says so instead of drawing them
     missing = "the checkpoint /runs/ind/checkpoints/step_001000.safetensors is not on this machine"
     assert f"Attention patterns not drawn: {missing}" in page
@@ -220,3 +220,12 @@ def test_a_checkpoint_without_a_step_gets_a_section_of_its_own(tiny_table, tmp_p
     assert "theirs.pth records no training step: a section of its own, its rows drawn at step 0." in page
     assert page.count("<h2 id='run-") == table["run"].nunique() + 1
     assert f"{tmp_path / 'theirs.pth'} &middot; 1 checkpoints" in page
+
+
+def test_one_checkpoint_locates_no_phases_and_says_why():
+    heads = synthetic_heads_table(310)
+    last = heads[heads["step"] == heads["step"].max()]
+    page = build_report(last)
+    assert "No induction phase change located (one checkpoint: a change needs a curve)" in page
+    rising = build_report(heads[heads["step"] <= 100])  # a curve that has not risen yet: the other reason
+    assert "best prefix-matching score never rises by 0.1" in rising

@@ -22,4 +22,5 @@ PAPER_BITS_PER_PARAMETER = 3.6
 CAPACITY_SOURCES = {
     MEASURED_BITS_PER_PARAMETER: "measured by interp memorization (BENCHMARKS.md)",
     PAPER_BITS_PER_PARAMETER: "Morris et al. 2025",
+    2.37: "the toolkit's constant until 2026-12-06, which the stored sweep was summarised with",
 }

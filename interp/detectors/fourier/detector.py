@@ -144,8 +144,9 @@ def report(rows: pd.DataFrame) -> list[Any]:
         ph = grokking_phases(measures)
     except ValueError:
         ph = None
-    if ph is None:
-        parts: list[Any] = ["<p class='phase'>Grokking phases not located (no train/test split).</p>"]
+    if ph is None or measures["step"].nunique() < 2:
+        why = "no train/test split" if ph is None else "one checkpoint: phases need a curve"
+        parts: list[Any] = [f"<p class='phase'>Grokking phases not located ({why}).</p>"]
         ph = GrokkingPhases(None, None, None)
     else:
         at = [("step " + str(v)) if v is not None else "not reached" for v in
@@ -178,13 +179,13 @@ def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer |
         params = sum(p.numel() for p in model.parameters())
         for bpp in (MEASURED_BITS_PER_PARAMETER, PAPER_BITS_PER_PARAMETER):
             lines.append((f"capacity at {bpp} bits/param ({CAPACITY_SOURCES[bpp]})", capacity_bits(params, bpp)))
-        said = (f"dashed: the capacity of its {params:,} parameters at {MEASURED_BITS_PER_PARAMETER} bits each "
+        said = (f"the capacity of its {params:,} parameters at {MEASURED_BITS_PER_PARAMETER} bits each "
                 f"(measured by interp memorization, BENCHMARKS.md) and at {PAPER_BITS_PER_PARAMETER} "
-                "(Morris et al. 2025)")
+                "(Morris et al. 2025): dashed where it falls on the scale, else named in the figure's note")
     caption = ("Bits the model holds about its training pairs beyond what it generalises, N_train (test loss - train "
                "loss) / ln 2, over training with the phases shaded; dotted: all the bits in the training labels; "
                f"{said}. "
-               "If memorisation filling capacity triggered grokking, the curve would flatten at a capacity line "
+               "If memorisation filling capacity triggered grokking, the curve would flatten at its capacity "
                "before it falls in cleanup.")
     return [ReportFigure("memorised bits", plot_memorized_bits(measures, phases, lines), caption)]
 

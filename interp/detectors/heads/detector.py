@@ -121,8 +121,9 @@ def report(rows: pd.DataFrame) -> list[Any]:
     curve = best_head_curve(rows)
     pc = locate_phase_change(curve["step"], curve["score"]) if not curve.empty else None
     if pc is None:
-        parts: list[Any] = ["<p class='phase'>No induction phase change located (best prefix-matching score "
-                            "never rises by 0.1).</p>"]
+        why = ("one checkpoint: a change needs a curve" if curve["step"].nunique() < 2
+               else "best prefix-matching score never rises by 0.1")
+        parts: list[Any] = [f"<p class='phase'>No induction phase change located ({why}).</p>"]
     else:
         parts = [f"<p class='phase' data-phase-change-step='{pc.step}'>Induction phase change at "
                  f"<b>step {pc.step}</b>: best prefix-matching score {pc.before:.3f} &rarr; "
@@ -136,7 +137,8 @@ def report(rows: pd.DataFrame) -> list[Any]:
     curves = plot_head_scores(rows, pc, title=f"{name}: head scores over training")
     parts.append(ReportFigure("head scores over training", curves,
                               f"One line per head: its score at every scored checkpoint. {where}"))
-    parts.append(f"<h3>Heads at the final checkpoint (step {int(rows['step'].max())})</h3>")
+    scored = rows.loc[rows["metric"].isin(METRICS), "step"]  # an error row may come after the last scores
+    parts.append(f"<h3>Heads at the last scored checkpoint (step {int(scored.max())})</h3>")
     parts.append(heads.to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="heads"))
     return parts
 
@@ -170,7 +172,7 @@ def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
         panels.append((label if flagged else f"best {kind} candidate L{layer}H{head}, not flagged ({value:.2f})",
                        attention_pattern(model, layer, head, tokens).numpy()))
     figure = plot_attention_patterns(panels, half_len=half, title=f"Attention of the detected heads at step {step}")
-    caption = (f"Rows are query positions, columns key positions, on one sequence of {half} random tokens after BOS "
+    caption = (f"Rows are query positions, columns key positions, on one sequence of {half} random tokens after a first token (BOS where the model has one) "
                "repeated once (dotted lines: where the copy starts). A previous-token head fills the diagonal just "
                f"below the main one; an induction head, in the second half, the diagonal {half - 1} positions back: "
                "the token after the earlier copy of the current one.")

@@ -18,7 +18,6 @@ from plotly.subplots import make_subplots
 __all__ = ["plot_reasoning_accuracy", "plot_rank_curves", "plot_state_heatmaps"]
 
 _ACCURACY = (("train_acc", "train"), ("test_id_acc", "ID test"), ("test_ood_acc", "OOD test"))
-_SPLITS = (("id", "ID test queries"), ("ood", "OOD test queries"))
 
 
 def plot_reasoning_accuracy(curve: pd.DataFrame, title: str = "Accuracy over training") -> go.Figure:
@@ -40,21 +39,22 @@ def plot_reasoning_accuracy(curve: pd.DataFrame, title: str = "Accuracy over tra
 
 
 def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of the bridge entity",
-                     title: str = "Logit lens of the bridge entity over training") -> go.Figure:
+                     title: str = "Logit lens of the bridge entity over training",
+                     panels: tuple[str, str] = ("ID test queries", "OOD test queries")) -> go.Figure:
     """A per-state score over training (by default the bridge's mean reciprocal rank), ID and OOD side by side.
 
     ``ranks``: ``step, split ("id"/"ood"), layer (residual state 0..L), value`` (the detector's
-    ``rank_curves``); one line per state in each panel. The y axis runs from 0 (or the lowest value,
-    for an ``R^2`` below 0) to 1.
+    ``rank_curves``); one line per state in each panel, ``panels`` their titles (what the ID and OOD
+    rows were read on). The y axis runs from 0 (or the lowest value, for an ``R^2`` below 0) to 1.
     """
     if ranks.empty:
         raise ValueError("no reciprocal ranks to plot")
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.05,
-                        subplot_titles=[name for _, name in _SPLITS])
+                        subplot_titles=list(panels))
     states = sorted(int(s) for s in ranks["layer"].unique())
     last = states[-1]
     palette = ["#440154", "#3b528b", "#21918c", "#5ec962", "#c8b400", "#e76f51", "#9b2226", "#6d597a"]
-    for col, (split, _) in enumerate(_SPLITS, start=1):
+    for col, split in enumerate(("id", "ood"), start=1):
         part = ranks[ranks["split"] == split]
         for s in states:
             line = part[part["layer"] == s].sort_values("step")

@@ -67,7 +67,8 @@ def report(rows: pd.DataFrame) -> list[Any]:
                    "The paper's picture: the values are retrieved in the lower layers for every entity, ID and OOD "
                    "alike.")
         fig = plot_rank_curves(values, ylabel="value probe R^2 (held-out facts)",
-                               title="Attribute values by layer (linear probes) over training")
+                               title="Attribute values by layer (linear probes) over training",
+                               panels=("held-out ID facts", "OOD facts"))
         parts.append(ReportFigure("attribute values by layer (linear probes)", fig, caption))
     return parts + _final_figures(rows)
 

@@ -143,9 +143,12 @@ def report(rows: pd.DataFrame) -> list[Any]:
 
     heads, curve, pm, icl = change_points(rows)
     parts: list[Any] = [_sentence(curve, pm, icl, int(rows["step"].max()))]
-    caption = ("Top: the best prefix-matching score over heads (repeated random tokens; the heads detector). Middle: "
-               f"the in-context learning score, held-out loss of token {LATE} minus token {EARLY} (negative: the "
-               "model uses its context). Bottom: held-out losses. Dashed lines: each curve's change point, located "
+    top = ("Top: the best prefix-matching score over heads (repeated random tokens; the heads detector). "
+           if not heads.empty else
+           "Top: empty (no heads rows: score the run with the heads detector too to draw prefix matching). ")
+    caption = (top + f"Middle: the in-context learning score, held-out loss of token {LATE} minus token {EARLY} "
+               "(negative: later tokens are predicted better than early ones; read it against step 0, where an "
+               "untrained model is already off 0). Bottom: held-out losses. Dashed lines: each curve's change point, located "
                f"by the same rule (the steepest segment, from {SKIP_SHARE:.0%} of the run on).")
     figure = plot_icl_curves(curve, heads, pm, icl, title="In-context learning and induction heads over training")
     parts.append(ReportFigure("in-context learning beside the heads", figure, caption))
@@ -177,8 +180,9 @@ def _ablation_figure(rows: pd.DataFrame) -> list[Any]:
 
     heads = induction_heads_of(rows)
     if not heads:
+        scored = "heads" in set(rows["detector"])
         return ["<p class='note'>Ablation not drawn: no head is flagged as an induction head at the final "
-                "checkpoint (score the run with the heads detector too).</p>"]
+                f"checkpoint{'' if scored else ' (score the run with the heads detector too)'}.</p>"]
     model, step, tokens, why = final_model_with(rows, run_corpus_tokens)
     if why:
         return [f"<p class='note'>Ablation not drawn: {html.escape(why)}.</p>"]
