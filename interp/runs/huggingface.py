@@ -23,12 +23,11 @@ from interp.base.errors import first_line, one_line
 from interp.runs.errors import CheckpointError
 from interp.runs.hf_config import tied_embeddings, tl_config
 from interp.runs.layout import checked_file
-from interp.runs.series import BIN_FILE, BIN_INDEX, CONFIG_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX
+from interp.runs.series import (BIN_FILE, BIN_INDEX, CONFIG_FILE, MAX_JSON_BYTES, SAFETENSORS_FILE, SAFETENSORS_INDEX,
+                                index_shards)
 
 __all__ = ["read_hf_config", "read_hf_dir", "read_hf_weights"]
 
-#: Longest ``config.json`` or shard index read (they are a few kB).
-MAX_JSON_BYTES = 16 * 2**20
 #: What the unembedding is tied to, by architecture: (unembedding key, embedding key).
 _TIES = {"GPT2LMHeadModel": ("lm_head.weight", "transformer.wte.weight"),
          "GPTNeoForCausalLM": ("lm_head.weight", "transformer.wte.weight"),
@@ -87,8 +86,7 @@ def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_shards(path: Path, index: str) -> dict[str, torch.Tensor]:
     try:
-        weight_map = json.loads(_read_small(path / index))["weight_map"]
-        shards = sorted(set(weight_map.values()))
+        shards = index_shards(checked_file(path / index))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: unreadable {index} ({exc})") from exc
     tensors: dict[str, torch.Tensor] = {}

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.runs.errors import CheckpointError, RunError
-from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, unnamed_children, \
-    weight_like_files
+from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, step_number, \
+    unnamed_children, weight_like_files
 
 __all__ = ["CHECKPOINT_DIR", "CHECKPOINT_SUFFIXES", "CheckpointError", "METRICS_FILE", "OPTIMIZER_FILE",
            "RUN_FILE", "CheckpointRef", "RunError", "checkpoint_path", "checkpoint_series", "checked_file",
@@ -144,7 +144,7 @@ def step_of(path: str | Path) -> int | None:
     if step is not None:
         return step
     match = _STEP.search(path.stem)
-    return int(match.group(1)) if match and int(match.group(1)) < 2 ** 63 else None
+    return step_number(match.group(1)) if match else None
 
 
 def run_of(path: str | Path) -> Path | None:

@@ -24,14 +24,17 @@ __all__ = [
     "BIN_FILE",
     "BIN_INDEX",
     "CONFIG_FILE",
+    "MAX_JSON_BYTES",
     "SAFETENSORS_FILE",
     "SAFETENSORS_INDEX",
     "WEIGHT_MARKERS",
+    "index_shards",
     "is_hf_dir",
     "is_series",
     "missing_config",
     "series_children",
     "series_step",
+    "step_number",
     "unnamed_children",
     "weight_like_files",
 ]
@@ -45,8 +48,8 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 #: ``transformers`` reads them: a single file before an index of shards, safetensors before ``.bin``.
 WEIGHT_MARKERS = (SAFETENSORS_FILE, SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX)
 _CHILD_STEP = re.compile(r"^(?:global_step|step|checkpoint)[-_]?(\d+)$")
-#: Longest shard index read for the fingerprint (they are a few kB).
-MAX_INDEX_BYTES = 16 * 2**20
+#: Longest ``config.json`` or shard index read (they are a few kB).
+MAX_JSON_BYTES = 16 * 2**20
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -74,7 +77,12 @@ def series_step(name: str) -> int | None:
     """The step of a series child's name (``step1000``, ``step_1000``, ``checkpoint-500``,
     ``global_step2000``), or None when the name carries none (or one past 64 bits)."""
     match = _CHILD_STEP.match(name)
-    return int(match.group(1)) if match and int(match.group(1)) < 2 ** 63 else None  # a table's step is int64
+    return step_number(match.group(1)) if match else None
+
+
+def step_number(digits: str) -> int | None:
+    """The step a name's digits give, or None past 64 bits (a table's step is an int64)."""
+    return int(digits) if int(digits) < 2 ** 63 else None
 
 
 def series_children(directory: str | Path) -> list[tuple[int, Path]]:
@@ -125,9 +133,19 @@ def weight_like_files(directory: str | Path) -> list[Path]:
     files = {directory / name for name in _weight_markers(directory)}
     for index in (SAFETENSORS_INDEX, BIN_INDEX):
         try:
-            if (directory / index).is_file() and (directory / index).stat().st_size <= MAX_INDEX_BYTES:
-                shards = json.loads((directory / index).read_bytes())["weight_map"].values()
-                files |= {directory / s for s in shards if isinstance(s, str) and Path(s).name == s}
+            if (directory / index).is_file():
+                files |= {directory / s for s in index_shards(directory / index) if isinstance(s, str)
+                          and Path(s).name == s}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # an unreadable index: the loader names it
     return [directory / CONFIG_FILE, *sorted(f for f in files if f.is_file())]
+
+
+def index_shards(index: Path) -> list:
+    """The shard names a shard index's ``weight_map`` gives, each once, sorted (as written: the
+    caller checks they are file names). ``ValueError`` for an index over :data:`MAX_JSON_BYTES`;
+    ``OSError``, ``ValueError``, ``KeyError``, ``TypeError`` or ``AttributeError`` for one that is
+    unreadable or not an index."""
+    if index.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{index.name} is larger than {MAX_JSON_BYTES} bytes")
+    return sorted(set(json.loads(index.read_bytes())["weight_map"].values()))
