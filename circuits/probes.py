@@ -20,9 +20,13 @@ FALLBACK_BOS = 0
 
 
 def probe_bos(model: HookedTransformer) -> int:
-    """The token ``x0`` that starts every probe: the tokenizer's ``bos_token_id`` if any, else 0."""
+    """The token ``x0`` that starts every probe: the tokenizer's ``bos_token_id`` if any, else the
+    model's own ``bos_token_id`` attribute (``interp.load_model`` sets it from a Hugging Face
+    directory's ``config.json``, which comes without a tokenizer), else 0."""
     tokenizer = getattr(model, "tokenizer", None)
     bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if bos is None:
+        bos = getattr(model, "bos_token_id", None)
     if bos is None or not 0 <= int(bos) < int(model.cfg.d_vocab):
         return FALLBACK_BOS
     return int(bos)
@@ -58,9 +62,9 @@ def repeated_tokens(
 ) -> torch.Tensor:
     """Probe batch ``[x0, r_1..r_N, r_1..r_N]`` of shape ``(n_seqs, 2N + 1)``, int64, on the model's device.
 
-    ``x0`` is the tokenizer's BOS id when the model has one, otherwise token id 0 (the BOS of the
-    induction models in this project). Each half ``r`` is drawn uniformly **without replacement**
-    from the ordinary vocabulary (ids below ``min(d_vocab, d_vocab_out)`` other than ``x0`` and the
+    ``x0`` is :func:`probe_bos`: the tokenizer's BOS id when the model has one, else its
+    ``bos_token_id`` attribute, otherwise token id 0 (the BOS of the induction models in this
+    project). Each half ``r`` is drawn uniformly **without replacement** from the ordinary vocabulary (ids below ``min(d_vocab, d_vocab_out)`` other than ``x0`` and the
     tokenizer's special ids), so every token of the second half has exactly one earlier copy; the
     first ``r_k`` sits at position ``k``, the second at ``N + k``. Only when ``N`` exceeds the
     ordinary vocabulary are halves drawn with replacement. A local ``torch.Generator`` seeded with

@@ -261,3 +261,30 @@ def test_score_a_lone_directory(tmp_path):
     table = read_table(out)
     assert set(table["run"]) == {str(tmp_path / "models")} and set(table["checkpoint"]) == {"my-gpt2"}
     assert not (table["metric"] == "error").any() and len(table) == 2 * 4 * 6
+
+
+def test_the_probe_starts_with_the_config_bos(tmp_path):
+    """No tokenizer comes with a directory: the probes start with config.json's bos_token_id, so the
+    heads the detector scores are those of the model's own BOS (not id 0, an ordinary token here)."""
+    from circuits import induction_heads, repeated_tokens
+    from interp.cli import main
+    from interp.scoring.table import read_table
+
+    hf_model = save_hf_model("gpt2", tmp_path / "runs" / "bos7")
+    hf_model.config.bos_token_id = 7
+    hf_model.save_pretrained(tmp_path / "runs" / "bos7")
+    model = load_model(tmp_path / "runs" / "bos7")
+    assert model.bos_token_id == 7
+    probe = repeated_tokens(model)
+    assert (probe[:, 0] == 7).all() and not (probe[:, 1:] == 7).any()
+    out = tmp_path / "t.csv"
+    assert main(["score", str(tmp_path / "runs" / "bos7"), "--out", str(out), "--quiet", "--detectors", "heads"]) == 0
+    scored = read_table(out).query("metric == 'prefix_matching'")["value"].to_numpy()
+    expected = induction_heads(model, probe)["prefix_matching"].to_numpy()
+    at_zero = induction_heads(model, repeated_tokens(model, bos=0))["prefix_matching"].to_numpy()
+    assert abs(scored - at_zero).max() > 1e-4  # another probe: other scores, far above rounding
+    assert abs(scored - expected).max() < 1e-6
+    # transformers' default GPT-2 BOS (50256) is outside this vocabulary: the probe keeps id 0
+    save_hf_model("gpt2", tmp_path / "default")
+    assert not hasattr(load_model(tmp_path / "default"), "bos_token_id")
+    assert (repeated_tokens(load_model(tmp_path / "default"))[:, 0] == 0).all()

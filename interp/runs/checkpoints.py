@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from transformer_lens import HookedTransformer
@@ -127,8 +127,6 @@ def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     path = checked_file(path)
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -180,7 +178,7 @@ def load_model(path: str | Path, *, strict: bool = False,
     - a Hugging Face causal-LM directory (``config.json`` + ``model.safetensors``, sharded
       safetensors, or ``pytorch_model.bin`` read weights-only) of an architecture in
       :data:`interp.runs.hf_config.SUPPORTED_ARCHITECTURES`, read offline
-      (:mod:`interp.runs.huggingface`);
+      (:mod:`interp.runs.huggingface`; ``config.json``'s ``bos_token_id`` kept as ``model.bos_token_id``);
     - the original-layout two-layer attention-only induction model of Nanda
       (``{"model": ..., "model_config": ...}`` with ``attn_blocks.{l}.attn.W_Q``; any depth and
       size, with or without ``model_config``);
@@ -215,9 +213,9 @@ def load_model(path: str | Path, *, strict: bool = False,
         if not ckpts:
             raise CheckpointError(missing_config(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
         path = ckpts[-1][1]
-    training = None
+    training = bos = None
     if hf_dir:
-        state, cfg = read_hf_dir(path)
+        state, cfg, bos = read_hf_dir(path)
     elif path.suffix == ".safetensors":
         state, cfg, _ = read_checkpoint(path)
         _check_run(path, cfg)
@@ -226,6 +224,8 @@ def load_model(path: str | Path, *, strict: bool = False,
     model = _instantiate(path, cfg, state)
     if training is not None:
         model.training_config = training
+    if bos is not None:  # the repeated-token probes start with it (circuits.probes.probe_bos)
+        model.bos_token_id = bos
     bad = nonfinite_weights(model)
     if bad:
         message = f"{path}: {bad}"

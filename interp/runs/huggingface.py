@@ -35,8 +35,11 @@ _TIES = {"GPT2LMHeadModel": ("lm_head.weight", "transformer.wte.weight"),
          "LlamaForCausalLM": ("lm_head.weight", "model.embed_tokens.weight")}
 
 
-def read_hf_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(TransformerLens state dict, TransformerLens config dict) of a Hugging Face directory.
+def read_hf_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], int | None]:
+    """(TransformerLens state dict, TransformerLens config dict, BOS id) of a Hugging Face directory.
+
+    The BOS id is ``config.json``'s ``bos_token_id`` when it is a token of the vocabulary, else
+    None (no tokenizer is read: :func:`interp.load_model` hands it on as ``model.bos_token_id``).
 
     Raises :class:`CheckpointError` naming the directory for an unreadable ``config.json``, an
     unsupported architecture (naming the supported ones), missing or unreadable weight files, and
@@ -47,7 +50,9 @@ def read_hf_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     hf = read_hf_config(path)
     arch, cfg = tl_config(path, hf)
     weights = read_hf_weights(path)
-    return _convert(path, arch, hf, cfg, weights), cfg
+    bos = hf.get("bos_token_id")
+    in_vocab = isinstance(bos, int) and not isinstance(bos, bool) and 0 <= bos < cfg["d_vocab"]
+    return _convert(path, arch, hf, cfg, weights), cfg, bos if in_vocab else None
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
