@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.runs.checkpoints import load_model
+from interp.runs.checkpoints import checkpoint_of, load_model
 from interp.detectors.registry import DETECTORS
 from interp.runs.layout import run_of
 
@@ -14,16 +14,18 @@ __all__ = ["inspect_checkpoint"]
 def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     """The ``summary`` of every detector of :data:`interp.detectors.DETECTORS` that applies, as text.
 
-    ``path`` is anything :func:`interp.load_model` reads (a run directory means its latest
-    checkpoint); the run directory, when there is one, gives detectors their run context (the
+    ``path`` is anything :func:`interp.load_model` reads (a run directory or a series means its
+    latest checkpoint, which the first line names); the run directory, when there is one, gives detectors their run context (the
     train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies and
     :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``:
     where the model is loaded and the detectors run (:func:`interp.base.device.resolve_device`).
     """
     path = Path(path)
-    model = load_model(path, strict=True, device=device)  # NaN or infinite weights: one line, not a table of NaN
+    shown = checkpoint_of(path)
+    model = load_model(shown, strict=True, device=device)  # NaN or infinite weights: one line, not a table of NaN
     cfg = model.cfg
-    sections = [f"{path}: {cfg.n_layers} layer(s), {cfg.n_heads} heads, d_model {cfg.d_model}, "
+    which = "" if shown == path else f" (its latest checkpoint: {shown.relative_to(path)})"
+    sections = [f"{path}{which}: {cfg.n_layers} layer(s), {cfg.n_heads} heads, d_model {cfg.d_model}, "
                 f"n_ctx {cfg.n_ctx}, d_vocab {cfg.d_vocab}"]
     why_not = {}
     for name, detector in DETECTORS.items():

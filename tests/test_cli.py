@@ -111,6 +111,7 @@ def test_inspect_prints_heads_or_fourier(tiny_runs, capsys):
     assert "prefix_matching" in out and "is_induction" in out and "Fourier" not in out
     assert main(["inspect", str(mod)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith(f"{mod} (its latest checkpoint: checkpoints/{list_checkpoints(mod)[-1][1].name}): ")
     assert "key frequencies" in out and "restricted_loss" in out and "prefix_matching" not in out
 
 

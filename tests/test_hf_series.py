@@ -123,6 +123,8 @@ def test_score_report_inspect_a_series(series, tmp_path, capsys):
     assert main(["inspect", str(series / "step1000")]) == 0
     out = capsys.readouterr().out
     assert "heads:" in out and "prefix_matching" in out
+    assert main(["inspect", str(series)]) == 0  # the series: the step shown is named
+    assert capsys.readouterr().out.startswith(f"{series} (its latest checkpoint: {max(STEPS, key=STEPS.get)}): ")
     # scoring again keeps everything (fingerprints unchanged)
     assert main(["score", str(series), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 0
     assert len(read_table(table_path)) == len(table)

@@ -34,18 +34,8 @@ from interp.runs.soundness import nonfinite_weights
 from interp.runs.series import CONFIG_FILE, SAFETENSORS_FILE, missing_config, series_children
 from interp.runs.record import read_run
 
-__all__ = [
-    "CheckpointError",
-    "ModelCache",
-    "checkpoint_path",
-    "list_checkpoints",
-    "load_cached",
-    "load_model",
-    "load_optimizer",
-    "read_checkpoint",
-    "save_checkpoint",
-    "save_optimizer",
-]
+__all__ = ["CheckpointError", "ModelCache", "checkpoint_of", "checkpoint_path", "list_checkpoints", "load_cached",
+           "load_model", "load_optimizer", "read_checkpoint", "save_checkpoint", "save_optimizer"]
 
 FORMAT = "interp-checkpoint-v1"
 
@@ -202,19 +192,9 @@ def load_model(path: str | Path, *, strict: bool = False,
     weights file, weights of other shapes than the config), and :class:`interp.runs.RunError` when
     the run's ``run.json`` is unreadable.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such run directory or checkpoint: {path}")
-    if path.is_dir() and not list_checkpoints(path) and not (path / CONFIG_FILE).is_file() and series_children(path):
-        path = series_children(path)[-1][1]  # a series: its latest step
-    hf_dir = path.is_dir() and not list_checkpoints(path) and (path / CONFIG_FILE).is_file()
-    if path.is_dir() and not hf_dir:
-        ckpts = list_checkpoints(path)
-        if not ckpts:
-            raise CheckpointError(missing_config(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
-        path = ckpts[-1][1]
+    path = checkpoint_of(path)
     training = bos = None
-    if hf_dir:
+    if path.is_dir() and (path / CONFIG_FILE).is_file():  # a Hugging Face directory
         state, cfg, bos = read_hf_dir(path)
     elif path.suffix == ".safetensors":
         state, cfg, _ = read_checkpoint(path)
@@ -233,6 +213,22 @@ def load_model(path: str | Path, *, strict: bool = False,
             raise CheckpointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return _moved(model, device)
+
+
+def checkpoint_of(path: str | Path) -> Path:
+    """The checkpoint :func:`load_model` reads for ``path``: a series' latest step, a run's latest
+    checkpoint file, else ``path`` itself (a file or a Hugging Face directory); raises like it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such run directory or checkpoint: {path}")
+    if path.is_dir() and not list_checkpoints(path) and not (path / CONFIG_FILE).is_file() and series_children(path):
+        path = series_children(path)[-1][1]  # a series: its latest step
+    if path.is_dir() and (list_checkpoints(path) or not (path / CONFIG_FILE).is_file()):
+        ckpts = list_checkpoints(path)
+        if not ckpts:
+            raise CheckpointError(missing_config(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
+        path = ckpts[-1][1]
+    return path
 
 
 def _moved(model: HookedTransformer, device: str | torch.device | None) -> HookedTransformer:
