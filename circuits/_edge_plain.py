@@ -1,7 +1,7 @@
 """The plain path of ``eap`` and ``eap-ig``: their runs written from the weights.
 
 For the architectures the fused head-score path takes (:func:`circuits._fused.fused_supported`:
-learned absolute positions, ``normalization_type`` None or ``"LN"``, ReLU/GELU MLPs or none,
+learned absolute positions, ``normalization_type`` None or ``"LN"``, elementwise-activation MLPs or none,
 float32 or float64, one device, no hooks of the model's own), the corrupted run and the clean (or
 interpolated) run with gradient are computed here from :mod:`circuits.plain_forward`'s pieces,
 with the attention written out (:func:`_attention`) and one projection for every head's q, k and

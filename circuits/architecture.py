@@ -4,19 +4,22 @@ Fast forwards that skip TransformerLens's hooked modules (:mod:`circuits.plain_f
 ``interp.tasks.fast_forward`` trains with; the fused head-score path of :mod:`circuits._fused`;
 the closed-form last-position pass of the modular-addition analysis in :mod:`circuits._modadd`)
 compute token and position embeddings, causal softmax attention scaled by ``attn_scale``,
-optionally a ReLU/GELU MLP after it and, where allowed, pre-LayerNorm. Every other architectural
-option changes the result, so a model with any of them must take the model's own forward pass.
+optionally an MLP of an elementwise activation (:data:`PLAIN_ACTIVATIONS`) after it and, where
+allowed, pre-LayerNorm. Every other architectural option changes the result, so a model with any
+of them must take the model's own forward pass.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
 __all__ = ["PLAIN_ACTIVATIONS", "plain_forward_supported"]
 
 #: MLP activations of the plain forward: ``cfg.act_fn`` -> the function the MLP must hold (a plain
-#: forward calls the MLP's own ``act_fn``).
-PLAIN_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+#: forward calls the MLP's own ``act_fn``): TransformerLens's elementwise ones without parameters
+#: (GPT-2's ``gelu_new`` among them); not ``solu_ln`` (a LayerNorm after it) nor ``xielu`` (learned).
+PLAIN_ACTIVATIONS = {name: SUPPORTED_ACTIVATIONS[name]
+                     for name in ("relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu")}
 
 
 def plain_forward_supported(
@@ -41,9 +44,10 @@ def plain_forward_supported(
     ``load_in_4bit``); attention before the MLP (not parallel), no post-embedding LayerNorm, no
     extra post-sublayer norms, a final norm of the blocks' kind (not ``final_rms`` after
     LayerNorm blocks); the model on one device (``n_devices`` 1); an MLP (if any) that is a
-    plain, ungated, single-expert ReLU or GELU ``MLP``; and every module one of TransformerLens's
-    own classes (``Embed``, ``PosEmbed``, ``TransformerBlock``, ``Attention``/``GroupedQueryAttention``,
-    ``MLP``, ``LayerNorm``, ``Unembed``, ``HookPoint``) or torch's identity and containers, not a
+    plain, ungated, single-expert ``MLP`` of an activation in :data:`PLAIN_ACTIVATIONS`; and every
+    module one of TransformerLens's own classes (``Embed``, ``PosEmbed``, ``TransformerBlock``,
+    ``Attention``/``GroupedQueryAttention``, ``MLP``, ``LayerNorm``, ``Unembed``, ``HookPoint``) or
+    torch's identity and containers, not a
     subclass nor another module spliced in, each norm the one the config names, still in the
     state the config describes (a module changed after it was built, e.g. its attention type or
     activation, is refused).

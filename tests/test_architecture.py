@@ -56,7 +56,7 @@ UNSUPPORTED = [
     ("positional_embedding_type", "rotary"),
     ("attention_dir", "bidirectional"),  # no causal mask
     ("load_in_4bit", True),
-    ("act_fn", "silu"),
+    ("act_fn", "solu"),  # softmax over the MLP's units: not among PLAIN_ACTIVATIONS
     ("act_fn", "solu_ln"),  # an activation followed by a LayerNorm inside the MLP
     ("gated_mlp", True),
     ("num_experts", 4),

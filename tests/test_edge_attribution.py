@@ -510,6 +510,8 @@ def test_head_input_scores_equal_autograd_through_the_norm(norm):
     dict(attn_only=False, normalization_type=None, act_fn="gelu"),
     dict(attn_only=False, normalization_type="LN", act_fn="relu"),
     dict(attn_only=False, normalization_type="LN", act_fn="gelu", dtype=torch.float64),
+    dict(attn_only=False, normalization_type="LN", act_fn="gelu_new"),  # GPT-2's
+    dict(attn_only=False, normalization_type=None, act_fn="silu"),
 ])
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
 def test_the_plain_path_gives_the_hooked_scores(shape, method):

@@ -9,6 +9,7 @@ import torch
 from circuits import attention_pattern, copying_scores, induction_heads, prefix_matching_scores, repeated_tokens
 from circuits import _hooks
 from circuits._fused import fused_supported, hooked_only
+from circuits.architecture import PLAIN_ACTIVATIONS
 from interp.runs.checkpoints import load_model
 from interp.runs.layout import list_checkpoints
 from tests.handbuilt_models import induction_circuit_model, random_model, set_left_padding_tokenizer
@@ -44,6 +45,8 @@ ARCHITECTURES = {
     "attn-only, LN": dict(attn_only=True, normalization_type="LN"),
     "gelu MLP, LN": dict(normalization_type="LN"),
     "relu MLP, no norm": dict(normalization_type=None, act_fn="relu"),
+    "gelu_new MLP, LN (GPT-2's)": dict(normalization_type="LN", act_fn="gelu_new"),
+    "silu MLP, no norm": dict(normalization_type=None, act_fn="silu"),
     "3 layers, 5 heads, d_vocab_out < d_vocab": dict(n_layers=3, n_heads=5, d_head=6, d_vocab_out=40),
 }
 
@@ -56,7 +59,7 @@ def test_fused_equals_hooked_on_random_models(name, monkeypatch):
     if act:
         model.cfg.act_fn = act
         for block in model.blocks:
-            block.mlp.act_fn = torch.nn.functional.relu
+            block.mlp.act_fn = PLAIN_ACTIVATIONS[act]
     _randomise(model, seed=2)
     tokens = repeated_tokens(model, n_seqs=16, half_len=12, seed=3)
     fused, hooked = _both_paths(model, tokens)

@@ -288,3 +288,28 @@ def test_the_probe_starts_with_the_config_bos(tmp_path):
     save_hf_model("gpt2", tmp_path / "default")
     assert not hasattr(load_model(tmp_path / "default"), "bos_token_id")
     assert (repeated_tokens(load_model(tmp_path / "default"))[:, 0] == 0).all()
+
+
+def test_a_gpt2_directory_takes_the_fast_paths_with_the_hooked_numbers(tmp_path):
+    """GPT-2's ``gelu_new`` is among the plain forwards' activations: its head scores and ``eap``
+    are written from the weights, and equal the model's own hooked forward's."""
+    from circuits import edge_attribution, induction_heads, repeated_tokens
+    from circuits._fused import fused_supported, hooked_only
+
+    save_hf_model("gpt2", tmp_path / "gpt2")
+    model = load_model(tmp_path / "gpt2")
+    assert model.cfg.act_fn == "gelu_new" and fused_supported(model)
+    probe = repeated_tokens(model, n_seqs=8, half_len=20)
+    clean, corrupted = probe, repeated_tokens(model, n_seqs=8, half_len=20, seed=1)
+
+    def loss(logits):
+        return -logits[:, 20:-1].log_softmax(-1).gather(-1, clean[:, 21:, None]).mean()
+
+    fast = induction_heads(model, probe), edge_attribution(model, clean, corrupted, loss, "eap")
+    with hooked_only():
+        hooked = induction_heads(model, probe), edge_attribution(model, clean, corrupted, loss, "eap")
+    scores = ["previous_token", "prefix_matching", "copying", "ov_copying"]
+    assert (fast[0][scores] - hooked[0][scores]).abs().to_numpy().max() < 1e-5
+    assert fast[1]["score"].abs().max() > 1e-3
+    got, expected = (torch.tensor(frame["score"].to_numpy()) for frame in (fast[1], hooked[1]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
