@@ -1,8 +1,8 @@
 """The plain path of ``eap`` and ``eap-ig``: their runs written from the weights.
 
 For the architectures the fused head-score path takes (:func:`circuits._fused.fused_supported`:
-learned absolute positions, ``normalization_type`` None or ``"LN"``, elementwise-activation MLPs or none,
-float32 or float64, one device, no hooks of the model's own), the corrupted run and the clean (or
+learned absolute positions, ``normalization_type`` None or ``"LN"``, elementwise-activation MLPs
+or none, float32 or float64, one device, no hooks of the model's own), the corrupted run and the clean (or
 interpolated) run with gradient are computed here from :mod:`circuits.plain_forward`'s pieces,
 with the attention written out (:func:`_attention`) and one projection for every head's q, k and
 v, instead of TransformerLens's hooked forward, which runs a hook point per activation. The runs

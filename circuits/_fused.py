@@ -4,8 +4,9 @@ TransformerLens's hooked forward runs every hook point, builds masked score tens
 several generic helpers and, for the head scores, hands patterns out through hooks. For the
 architectures a plain forward reproduces (:func:`circuits.architecture.plain_forward_supported`
 with pre-LayerNorm admitted: learned absolute positions, no normalisation or ``"LN"``, MLPs of
-an elementwise activation (``PLAIN_ACTIVATIONS``: ReLU, the GELUs, SiLU) or none) this module computes the same residual stream with a few batched tensor
-operations per layer and calls the same per-layer callback as
+an elementwise activation (``PLAIN_ACTIVATIONS``: ReLU, the GELUs, SiLU) or none) this module
+computes the same residual stream with a few batched tensor operations per layer and calls the
+same per-layer callback as
 :func:`circuits._hooks.run_attention_hooks`, which dispatches here. The patterns equal the
 hooked ones to float rounding (tested to 1e-5 on random, trained and hand-built models). The
 embedding, LayerNorm and MLP are :mod:`circuits.plain_forward`'s; the attention is this module's

@@ -93,8 +93,8 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
     """Logits ``(p*p, p)`` and MLP activations ``(p*p, d_mlp)`` at the ``=`` position, all p^2 inputs.
 
     Row ``a * p + b`` is the input ``[a, b, =]``. For the plain architecture of Nanda et al. (one
-    layer, no LayerNorm, learned positions, an MLP of an elementwise activation: :func:`circuits.architecture.
-    plain_forward_supported`) this uses a closed form: the query at ``=`` is the same for every
+    layer, no LayerNorm, learned positions, an MLP of an elementwise activation:
+    :func:`circuits.architecture.plain_forward_supported`) this uses a closed form: the query at ``=`` is the same for every
     input, so attention reduces to per-token tables and only the last position's MLP is
     evaluated; otherwise it falls back to ``model.run_with_cache``. Same dtype as the model.
     """

@@ -70,8 +70,8 @@ def induction_heads(
 
     Patterns and ``z`` come one layer at a time (no activation cache): computed straight from the
     weights by the fused path on the architectures it reproduces (pre-LayerNorm or none, learned
-    positions, MLPs of an elementwise activation or none; ``docs/scores.md``, "How the head scores are computed"),
-    in memory-bounded chunks of the batch, else read with temporary hooks
+    positions, MLPs of an elementwise activation or none; ``docs/scores.md``, "How the head scores
+    are computed"), in memory-bounded chunks of the batch, else read with temporary hooks
     from the model's own forward. The copying logits are computed in bounded chunks of
     ``chunk_elements`` per worker; on a large vocabulary the copying denominator reads
     ``vocab_sample`` sampled ids besides each sequence's own (see

@@ -64,8 +64,9 @@ def repeated_tokens(
 
     ``x0`` is :func:`probe_bos`: the tokenizer's BOS id when the model has one, else its
     ``bos_token_id`` attribute, otherwise token id 0 (the BOS of the induction models in this
-    project). Each half ``r`` is drawn uniformly **without replacement** from the ordinary vocabulary (ids below ``min(d_vocab, d_vocab_out)`` other than ``x0`` and the
-    tokenizer's special ids), so every token of the second half has exactly one earlier copy; the
+    project). Each half ``r`` is drawn uniformly **without replacement** from the ordinary
+    vocabulary (ids below ``min(d_vocab, d_vocab_out)`` other than ``x0`` and the tokenizer's
+    special ids), so every token of the second half has exactly one earlier copy; the
     first ``r_k`` sits at position ``k``, the second at ``N + k``. Only when ``N`` exceeds the
     ordinary vocabulary are halves drawn with replacement. A local ``torch.Generator`` seeded with
     ``seed`` makes the batch identical between calls. ``half_len=None`` picks
