@@ -119,8 +119,8 @@ def neuron_block_fractions(acts: torch.Tensor, p: int) -> torch.Tensor:
     """
     n = acts.shape[-1]
     flat = acts.detach().cpu()
-    if not flat.is_floating_point():
-        flat = flat.float()
+    if not flat.is_floating_point() or flat.element_size() < 4:
+        flat = flat.float()  # half precision: a neuron's sum of squares overflows float16's 65504
     x = flat.reshape(p, p, n)
     idx = torch.arange(p)
     plus = ((idx[:, None] + idx[None, :]) % p).reshape(-1)
@@ -133,7 +133,7 @@ def neuron_block_fractions(acts: torch.Tensor, p: int) -> torch.Tensor:
             torch.zeros(p, n, dtype=flat.dtype).index_add_(0, plus, flat),
             torch.zeros(p, n, dtype=flat.dtype).index_add_(0, minus, flat),
         ]
-    ).to(torch.float64)  # (4, p, n); sums of p values each, so the model dtype is precise enough
+    ).to(torch.float64)  # (4, p, n); sums of p values each, so float32 or wider is precise enough
     coeffs = torch.matmul(fourier_basis(p), marginals)  # (4, p, n)
     block = per_frequency(coeffs.pow(2).sum(0)) / p  # (K, n)
     # total centred energy = within-row part (centred per row: no cancellation) + between-row part

@@ -23,10 +23,11 @@ def gini(x: torch.Tensor | Sequence[float]) -> float:
 
     With ``x`` sorted ascending, ``G = sum_i (2 i - n - 1) x_i / (n sum_i x_i)`` (i = 1..n).
     0 when all values are equal, ``1 - 1/n`` when one value holds everything; 0 for all zeros.
+    ``ValueError`` for no values, a negative one, NaN or infinity.
     """
     v = torch.as_tensor(x, dtype=torch.float64).flatten()
-    if v.numel() == 0 or bool((v < 0).any()):
-        raise ValueError("gini needs a non-empty set of non-negative values")
+    if v.numel() == 0 or bool((v < 0).any()) or not bool(torch.isfinite(v).all()):
+        raise ValueError("gini needs a non-empty set of finite non-negative values")
     total = v.sum()
     if total <= 0:
         return 0.0

@@ -151,7 +151,8 @@ def fourier_report(
         key_freqs: frequencies for the restricted/excluded losses; default: this model's own key
             frequencies. ``progress_measures`` passes the final checkpoint's, as in the paper.
 
-    See :class:`FourierReport` for every field's definition and range.
+    See :class:`FourierReport` for every field's definition and range. ``ValueError`` for
+    ``p < 17`` (``MIN_KEY_P``), where the key-frequency rule does not hold, ``key_freqs`` given or not.
     """
     with one_thread():
         return _report(model, p, train_mask, key_freqs)

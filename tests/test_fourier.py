@@ -84,6 +84,20 @@ def test_single_frequency_neuron_is_fully_explained():
     assert float(frac.sum(0).max()) <= 1 + 1e-9
 
 
+def test_half_precision_activations_keep_their_fractions():
+    # A neuron of activations near 100 sums to ~1e8 in squares: past float16's 65504. Summed in
+    # float16 the whole table read as dead (every fraction 0); the fractions are float64's.
+    p, k = 17, 5
+    w = 2 * math.pi * k / p
+    a = torch.arange(p).repeat_interleave(p).double()
+    b = torch.arange(p).repeat(p).double()
+    acts = torch.stack([100 * torch.cos(w * (a + b)), torch.cos(w * a) + 0.3 * torch.sin(w * b)], dim=1)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = acts.to(dtype)
+        torch.testing.assert_close(neuron_block_fractions(low, p), neuron_block_fractions(low.double(), p))
+        assert float(neuron_block_fractions(low, p)[k - 1].min()) > 0.99
+
+
 # ---------------------------------------------------------------------------------------------
 # forward pass
 
@@ -222,8 +236,9 @@ def test_gini_and_weight_norm():
     assert gini([1.0, 1.0, 1.0, 1.0]) == pytest.approx(0.0)
     assert gini([0.0, 0.0, 0.0, 5.0]) == pytest.approx(0.75)
     assert gini([0.0, 0.0]) == 0.0
-    with pytest.raises(ValueError):
-        gini([-1.0, 2.0])
+    for bad in ([-1.0, 2.0], [math.nan, 1.0], [math.inf, 1.0]):  # NaN and inf gave NaN, outside its range
+        with pytest.raises(ValueError, match="finite non-negative"):
+            gini(bad)
     layer = torch.nn.Linear(2, 3)
     with torch.no_grad():
         layer.weight.fill_(1.0)

@@ -10,8 +10,9 @@ there is none). With a split it also writes ``dataset_bits`` and ``memorized_bit
 (:mod:`interp.split_memorization`, Morris et al. 2025) from the same train and test losses, at
 no extra cost. The definitions are in ``docs/scores.md``.
 
-Applies to one-layer models with an MLP whose output vocabulary p is odd and whose input
-vocabulary holds the ``=`` token (:func:`circuits.fourier.check_modadd_model`).
+Applies to one-layer models with an MLP whose output vocabulary p is odd and at least 17
+(``MIN_KEY_P``, the key-frequency rule's smallest modulus) and whose input vocabulary holds the
+``=`` token (:func:`circuits.fourier.check_modadd_model`).
 
 Its report section reads the run's final checkpoint to draw the Fourier spectrum with the key
 frequencies and the neuron clusters, then the progress measures with the grokking phases, then
