@@ -28,7 +28,8 @@ the update rule, localisation, temperature and head masks are devinterp's.
 A chain *diverges* when a loss or a weight is not finite, or when a recorded loss rise exceeds
 :data:`DIVERGED_RISE` times ``1 + L(w*)`` (the chain left the basin); :attr:`LLCEstimate.diverged`
 names the chain, the step and why, and no number is given for it. Deterministic for a seed: chain
-``k`` draws its noise from a generator seeded ``seed + k``, so the chains run side by side on
+``k`` draws its noise from a generator seeded :func:`chain_seed` ``(seed, k)`` (the chains of two
+seeds never share their noise; seed 0's are seeded 0, 1, ...), so the chains run side by side on
 :data:`CHAIN_THREADS` threads (each on one intra-op thread; torch releases the GIL in its ops) and
 give what they give one after another.
 """
@@ -56,6 +57,16 @@ DIVERGED_RISE = 10.0
 CHAIN_THREADS = min(os.cpu_count() or 1, 4)
 
 
+#: Chain ``k`` of seed ``s`` is seeded ``s * CHAIN_STRIDE + k`` (mod 2**64): at most this many chains.
+CHAIN_STRIDE = 2 ** 20
+
+
+def chain_seed(seed: int, chain: int) -> int:
+    """The noise seed of chain ``chain`` of ``seed``: ``seed + chain`` made chains of neighbouring
+    seeds the same chain (seed 0's chain 1 was seed 1's chain 0)."""
+    return (seed * CHAIN_STRIDE + chain) % 2 ** 64
+
+
 @dataclass(frozen=True)
 class Sampling:
     """SGLD settings: step size, localisation, inverse temperature, chain shape, seed."""
@@ -71,8 +82,8 @@ class Sampling:
     def __post_init__(self) -> None:
         if not (self.epsilon > 0 and self.gamma >= 0 and self.nbeta > 0):
             raise ValueError(f"need epsilon > 0, gamma >= 0, nbeta > 0; got {self}")
-        if self.chains < 1 or self.draws < 2 or self.burnin < 0:
-            raise ValueError(f"need chains >= 1, draws >= 2, burnin >= 0; got {self}")
+        if not 1 <= self.chains <= CHAIN_STRIDE or self.draws < 2 or self.burnin < 0:
+            raise ValueError(f"need 1 <= chains <= {CHAIN_STRIDE}, draws >= 2, burnin >= 0; got {self}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,7 @@ def _chain(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], tor
     groups = [{"params": [params[name]], **({} if mask is None else {"mask": [mask.to(params[name].device)]})}
               for name, mask in chosen.items()]
     optimizer = SGMCMC.sgld(groups, lr=sampling.epsilon, localization=sampling.gamma, nbeta=sampling.nbeta)
-    noise = torch.Generator(device=next(walker.parameters()).device).manual_seed(sampling.seed + chain)
+    noise = torch.Generator(device=next(walker.parameters()).device).manual_seed(chain_seed(sampling.seed, chain))
     for t in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(walker, used[t % len(used)])
