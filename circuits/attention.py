@@ -36,8 +36,18 @@ def previous_token_from_pattern(pattern: torch.Tensor) -> torch.Tensor:
     ``pattern``: ``(batch, n_heads, L, L)``. Range [0, 1]; 1 = every query attends only to the
     previous position. Previous-token heads: Olsson et al. 2022, "In-context learning and
     induction heads"; Elhage et al. 2021, "A mathematical framework for transformer circuits".
+    ``ValueError`` (one line) for a pattern of another shape, no sequences or fewer than 2 positions.
     """
+    _check_pattern(pattern, 2)
     return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).float().mean(dim=(0, 2))
+
+
+def _check_pattern(pattern: torch.Tensor, min_len: int) -> int:
+    """The length L of a ``(batch, n_heads, L, L)`` pattern of at least one sequence and ``min_len`` positions."""
+    shape = tuple(getattr(pattern, "shape", ()))
+    if len(shape) != 4 or shape[2] != shape[3] or shape[0] < 1 or shape[2] < min_len:
+        raise ValueError(f"pattern must be (batch >= 1, n_heads, L, L) with L >= {min_len}, got shape {shape}")
+    return shape[2]
 
 
 #: Shortest copy the prefix-matching score reads apart from the previous-token score.
@@ -60,8 +70,13 @@ def prefix_matching_from_pattern(pattern: torch.Tensor, half_len: int) -> torch.
     diagonal ``q - k = N - 1``, whose first two entries ``A[N-1, 0]`` and ``A[N, 1]`` are first-half
     queries and are left out. Range [0, 1]; 1 = every second-half query attends only to the token
     that followed its earlier copy. Olsson et al. 2022, "In-context learning and induction heads".
+    ``ValueError`` (one line) for a pattern of another shape than ``half_len`` gives, or ``N < 3``.
     """
     n = int(half_len)
+    check_prefix_half(n)
+    length = _check_pattern(pattern, 2 * n + 1)
+    if length != 2 * n + 1:
+        raise ValueError(f"a pattern of [x0, r, r] with half_len={n} has 2N + 1 = {2 * n + 1} positions, got {length}")
     return pattern.diagonal(offset=1 - n, dim1=-2, dim2=-1)[..., 2:].float().mean(dim=(0, 2))
 
 

@@ -265,11 +265,16 @@ def ov_copying_tensor(model: HookedTransformer) -> torch.Tensor:
     if w_e.dtype not in (torch.float32, torch.float64):
         w_e, w_u = w_e.float(), w_u.float()
     unembed_embed = (w_u @ w_e).double()  # (d_model, d_model), no copy of the vocabulary-sized factors
+    if not bool(torch.isfinite(unembed_embed).all()):  # finite weights whose product overflows float32
+        unembed_embed = w_u.double() @ w_e.double()
     w_v = model.W_V.detach().double()
     w_o = model.W_O.detach().double()
     # W_O (W_U W_E) W_V is a cyclic permutation of W_E W_V W_O W_U: the same non-zero eigenvalues,
     # from a d_head x d_head matrix.
-    eig = torch.linalg.eigvals(w_o @ unembed_embed @ w_v)  # (n_layers, n_heads, d_head)
+    circuit = w_o @ unembed_embed @ w_v
+    if not bool(torch.isfinite(circuit).all()):
+        raise ValueError("the OV circuits W_E W_V W_O W_U overflow float64: no OV copying score")
+    eig = torch.linalg.eigvals(circuit)  # (n_layers, n_heads, d_head)
     total = eig.abs().sum(dim=-1)
     return torch.where(total > 0, eig.real.sum(dim=-1) / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
 

@@ -92,10 +92,12 @@ def icl_score_from_losses(losses: torch.Tensor, early: int = DEFAULT_EARLY, late
     """``mean_b losses[b, late - 1] - mean_b losses[b, early - 1]``: the score of per-token losses.
 
     ``losses`` has the layout of :func:`per_token_loss` (column ``t - 1`` = the token at index
-    ``t``). Needs ``1 <= early < late <= losses.shape[1]``. NaN losses are ignored in each mean.
+    ``t``). Needs at least one sequence and ``1 <= early < late <= losses.shape[1]``. NaN losses
+    are ignored in each mean (NaN where a column holds nothing else).
     """
-    if not isinstance(losses, torch.Tensor) or losses.ndim != 2 or not losses.is_floating_point():
-        raise ValueError(f"losses must be a (batch, pos - 1) floating tensor, got "
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 2 or not losses.is_floating_point() \
+            or losses.shape[0] < 1:
+        raise ValueError(f"losses must be a (batch >= 1, pos - 1) floating tensor, got "
                          f"{getattr(losses, 'dtype', type(losses).__name__)} {tuple(getattr(losses, 'shape', ()))}")
     early, late = positive_int("early", early), positive_int("late", late)
     if not 1 <= early < late <= losses.shape[1]:

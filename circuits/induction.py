@@ -7,6 +7,9 @@ Definitions: Olsson et al. 2022, "In-context learning and induction heads"; Elha
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
@@ -87,6 +90,10 @@ def induction_heads(
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
+    for name, value in (("previous_token_threshold", previous_token_threshold),
+                        ("prefix_matching_threshold", prefix_matching_threshold), ("copying_threshold", copying_threshold)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     with threads_for(model.cfg, tokens):  # a small model's whole call on one thread, not only its pass
         maps = LayerLogitMaps(model, vocab_sample)
 

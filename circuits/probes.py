@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from transformer_lens import HookedTransformer
 
@@ -47,6 +49,17 @@ def _candidates(model: HookedTransformer, bos: int) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
+def _token_ids(ids: object) -> torch.Tensor:
+    """``ids`` as a flat int64 tensor; ``ValueError`` for anything but whole numbers (1.7 was read as 1)."""
+    try:
+        allowed = torch.as_tensor(ids, device="cpu")  # beside the candidates, drawn on the CPU
+    except (TypeError, ValueError, RuntimeError):
+        allowed = None
+    if allowed is None or allowed.dtype == torch.bool or allowed.is_floating_point() or allowed.is_complex():
+        raise ValueError(f"ids must be integer token ids, got {ids!r:.80}")
+    return allowed.to(torch.long).flatten()
+
+
 def _default_half_len(model: HookedTransformer, n_candidates: int) -> int:
     return max(1, min(DEFAULT_HALF_LEN, (int(model.cfg.n_ctx) - 1) // 2, n_candidates))
 
@@ -78,20 +91,20 @@ def repeated_tokens(
     trained on); ``x0`` and ids the model cannot predict are still left out.
 
     Raises ``ValueError`` when ``2 * half_len + 1 > n_ctx``, when the ordinary vocabulary has fewer
-    than 2 tokens, or for non-positive ``n_seqs``/``half_len``, a ``bos`` outside the vocabulary.
+    than 2 tokens, or for non-positive ``n_seqs``/``half_len``, a ``bos`` that is not a token id of
+    the vocabulary, or ``ids`` that are not integers.
     Probe of Olsson et al. 2022, "In-context learning and induction heads".
     """
     model = check_model(model, weights=False)  # the probe depends on the config alone
     n_seqs, seed = positive_int("n_seqs", n_seqs), seed_int(seed)
     if bos is None:
         bos = probe_bos(model)
-    elif not 0 <= int(bos) < int(model.cfg.d_vocab):
-        raise ValueError(f"bos={bos} is outside the vocabulary [0, {model.cfg.d_vocab})")
+    elif isinstance(bos, bool) or not isinstance(bos, numbers.Integral) or not 0 <= int(bos) < int(model.cfg.d_vocab):
+        raise ValueError(f"bos must be a token id in the vocabulary [0, {model.cfg.d_vocab}), got {bos!r}")
     bos = int(bos)
     candidates = _candidates(model, bos)
     if ids is not None:
-        allowed = torch.as_tensor(ids, dtype=torch.long).flatten()
-        candidates = candidates[torch.isin(candidates, allowed)]
+        candidates = candidates[torch.isin(candidates, _token_ids(ids))]
     if candidates.numel() < 2:
         raise ValueError(
             f"vocabulary too small for a repeated-token probe: {candidates.numel()} ordinary token(s) "

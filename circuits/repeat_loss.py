@@ -43,8 +43,8 @@ def repeated_token_loss(
 
     loss = mean over the batch and ``k = 2..N`` of ``-ln p(r_k | x0, r, r_1..r_{k-1})``, the
     prediction made at position ``N + k - 1``. ``r_1`` of the second copy is left out: nothing
-    in the context predicts it. Range ``[0, inf)``: 0 for perfect copying, about
-    ``ln(d_vocab)`` for a model that ignores its context (the probe's tokens are uniform).
+    in the context predicts it. Range ``[0, inf)``: 0 for perfect copying, ``ln(d_vocab_out)``
+    for a model that predicts uniformly over its outputs, ignoring its context.
     This is the in-context loss on repeated random tokens that falls when induction heads form
     (Olsson et al. 2022, "In-context learning and induction heads"). ``tokens`` must have the
     probe's layout; by default the seeded probe ``repeated_tokens(model, n_seqs, half_len,

@@ -108,3 +108,21 @@ def test_attention_pattern_rejects_missing_heads_and_batches():
         attention_pattern(model, 2, 0)
     with pytest.raises(ValueError, match="one sequence"):
         attention_pattern(model, 0, 0, repeated_tokens(model, n_seqs=2, half_len=4))
+
+
+def test_the_pattern_helpers_refuse_patterns_of_another_shape():
+    from circuits.attention import prefix_matching_from_pattern, previous_token_from_pattern
+
+    n = 5
+    pattern = torch.zeros(2, 1, 2 * n + 1, 2 * n + 1)
+    for k in range(1, n + 1):
+        pattern[:, :, n + k, k + 1] = 1.0  # pure induction
+    assert prefix_matching_from_pattern(pattern, n).item() == 1.0
+    # another N read the wrong diagonal without a word (0.0); N of 0 or 1 too; a longer N gave NaN
+    for half_len, match in ((3, "has 2N . 1 = 7 positions, got 11"), (20, r"L >= 41"), (1, "at least 3 tokens"),
+                            (0, "at least 3 tokens")):
+        with pytest.raises(ValueError, match=match):
+            prefix_matching_from_pattern(pattern, half_len)
+    for bad in (pattern[0], pattern[:0], pattern[..., :-1], torch.zeros(1, 1, 1, 1)):
+        with pytest.raises(ValueError, match=r"pattern must be \(batch >= 1, n_heads, L, L\)"):
+            previous_token_from_pattern(bad)

@@ -89,6 +89,11 @@ def test_thresholds_are_parameters(circuit_model):
     table = induction_heads(circuit_model, previous_token_threshold=0.1, copying_threshold=-1.0)
     assert _flagged(table, "is_previous_token") == {(0, 0), (0, 1)}
     assert _flagged(table, "is_induction") == {(1, 0), (1, 1)}
+    # a string failed after the forward in torch's words; NaN flagged nothing without a word
+    for name, bad in (("previous_token_threshold", "0.4"), ("prefix_matching_threshold", None),
+                      ("copying_threshold", float("nan")), ("prefix_matching_threshold", True)):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            induction_heads(circuit_model, **{name: bad})
 
 
 def test_single_scores_agree_with_the_table(ln_model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from handbuilt_models import random_model
@@ -84,6 +85,14 @@ def test_clear_errors(induction_model):
         repeated_tokens(induction_model, n_seqs=2, half_len=0)
     with pytest.raises(TypeError, match="HookedTransformer"):
         repeated_tokens(torch.nn.Linear(2, 2), n_seqs=2, half_len=4)
+    # ids 1.7 were read as 1; a bos or ids of strings gave Python's and torch's words, naming neither
+    for bad in ([1.7, 2.2, 3.9], ["a"], [True, False]):
+        with pytest.raises(ValueError, match="ids must be integer token ids"):
+            repeated_tokens(induction_model, n_seqs=2, half_len=2, ids=bad)
+    for bad in ("a", 1.0, True, 128, -1):
+        with pytest.raises(ValueError, match=r"bos must be a token id in the vocabulary \[0, 128\)"):
+            repeated_tokens(induction_model, n_seqs=2, half_len=4, bos=bad)
+    assert (repeated_tokens(induction_model, n_seqs=2, half_len=2, bos=np.int64(5), ids=np.arange(10, 20))[:, 0] == 5).all()
 
 
 def test_arguments_of_any_integer_kind_and_their_errors(induction_model):

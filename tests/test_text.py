@@ -30,6 +30,8 @@ def test_icl_score_of_hand_made_losses():
     for early, late in ((0, 5), (5, 5), (6, 5), (2, 11)):
         with pytest.raises(ValueError, match="early"):
             icl_score_from_losses(losses, early=early, late=late)
+    with pytest.raises(ValueError, match=r"batch >= 1"):  # no sequences: was NaN
+        icl_score_from_losses(losses[:0], early=2, late=8)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,7 @@ def test_probe_of_a_byte_model_draws_from_its_alphabet(tmp_path):
 
     on_probe = induction_heads(model, tokens=repeated_tokens(model, **options))  # inspect reads what score reads
     assert summary(model, tmp_path).splitlines()[2].split()[2] == f"{on_probe['previous_token'][0]:.3f}"
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=r"bos must be a token id in the vocabulary \[0, 257\)"):
         repeated_tokens(model, bos=257)
 
 
