@@ -13,7 +13,8 @@ hooked forward (:func:`run_attention_hooks`) on the whole batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from circuits._checks import unpadded
 from circuits._fused import fused_attention_layers, fused_supported, padded_length
 from circuits._parallel import single_threaded, threads_for
 
-__all__ = ["LayerCallback", "LayerReduce", "head_frame", "layer_means", "run_attention_hooks"]
+__all__ = ["LayerCallback", "LayerReduce", "head_frame", "layer_means", "overflow_checked", "run_attention_hooks"]
 
 #: ``callback(layer, pattern, z)``: pattern ``(batch, n_heads, q_pos, k_pos)``;
 #: z ``(batch, pos, n_heads, d_head)`` or ``None`` when it was not asked for.
@@ -96,6 +97,25 @@ def _check_finite(layer: int, what: str, finite: torch.Tensor) -> None:
     if not bool(finite):
         raise ValueError(f"the forward pass is not finite: layer {layer}'s {what} holds NaN or infinity on these "
                          "tokens (finite weights whose activations overflow their dtype)")
+
+
+@contextmanager
+def overflow_checked(model: HookedTransformer) -> Iterator[None]:
+    """``ValueError`` (one line) after the block when, in a forward run inside it, a layer's attention
+    scores held NaN or +inf. TransformerLens sets the NaN rows of the pattern that follow to 0, so
+    such a forward goes on with finite, wrong numbers: every loss read from it (a head ablated or
+    not) would be a number, and no head would seem to matter."""
+    bad: set[int] = set()
+
+    def hook(scores: torch.Tensor, hook: object) -> None:
+        if bool(torch.isnan(scores).any()) or bool(torch.isposinf(scores).any()):
+            bad.add(int(hook.layer()))  # type: ignore[attr-defined]
+
+    names = [f"blocks.{layer}.attn.hook_attn_scores" for layer in range(int(model.cfg.n_layers))]
+    with model.hooks(fwd_hooks=[(name, hook) for name in names]):
+        yield
+    if bad:
+        _check_finite(min(bad), "attention", torch.tensor(False))
 
 
 class _Done(Exception):

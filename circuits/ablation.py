@@ -9,7 +9,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, unpadded, vocab_out
-from circuits._hooks import head_frame
+from circuits._hooks import head_frame, overflow_checked
 from circuits._parallel import threads_for
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 from circuits.repeat_loss import second_copy_loss
@@ -92,7 +92,7 @@ def ablation_scores(
         raise ValueError(f"ablation needs half_len >= 2 (a predictable repeated token), got half_len={n}")
     if int(tokens[:, n + 2 :].max()) >= vocab_out(model):
         raise ValueError(f"probe tokens must be below d_vocab_out={vocab_out(model)} to be scored by the loss")
-    with threads_for(model.cfg, tokens):
+    with threads_for(model.cfg, tokens), overflow_checked(model):
         ablated, clean = _ablated_losses(model, tokens, n)
     increase = ablated - clean
     return head_frame(int(model.cfg.n_layers), int(model.cfg.n_heads), {"loss_increase": increase})

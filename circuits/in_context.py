@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, check_tokens, positive_int, unpadded, vocab_out
+from circuits._hooks import overflow_checked
 from circuits._parallel import threads_for
 
 __all__ = ["DEFAULT_EARLY", "DEFAULT_LATE", "icl_score_from_losses", "in_context_learning_score", "per_token_loss"]
@@ -79,7 +80,7 @@ def per_token_loss(
     batch, pos = tokens.shape
     per_pass = max(1, _CHUNK_ELEMENTS // (int(model.cfg.n_heads) * pos * pos))
     out = []
-    with threads_for(model.cfg, tokens):
+    with threads_for(model.cfg, tokens), overflow_checked(model):
         for start in range(0, batch, per_pass):
             chunk = tokens[start : start + per_pass]
             logits = model.run_with_hooks(chunk, fwd_hooks=hooks, attention_mask=unpadded(chunk))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, unpadded, vocab_out
+from circuits._hooks import overflow_checked
 from circuits.probes import DEFAULT_N_SEQS, DEFAULT_SEED, resolve_probe
 
 
@@ -57,5 +58,6 @@ def repeated_token_loss(
         raise ValueError(f"repeated_token_loss needs repeats of at least 2 tokens, got half_len={n}")
     if int(tokens[:, n + 2 :].max()) >= vocab_out(model):
         raise ValueError(f"probe tokens must be below d_vocab_out={vocab_out(model)} to be scored by the loss")
-    final = model(tokens, stop_at_layer=int(model.cfg.n_layers), attention_mask=unpadded(tokens))
+    with overflow_checked(model):
+        final = model(tokens, stop_at_layer=int(model.cfg.n_layers), attention_mask=unpadded(tokens))
     return second_copy_loss(model, final, tokens, n).item()

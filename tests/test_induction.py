@@ -225,6 +225,25 @@ def test_finite_weights_whose_activations_overflow_are_rejected(path):
         copying_scores(last, tokens)
 
 
+def test_losses_of_a_forward_whose_attention_overflows_are_refused():
+    # TransformerLens zeroes the NaN rows of an overflowing pattern and goes on: the losses were
+    # finite and wrong (no head "mattered": every ablation's loss_increase 0.0).
+    from circuits import ablation_scores, per_token_loss, repeated_token_loss
+
+    model = random_model(normalization_type=None, attn_only=True)
+    tokens = repeated_tokens(model, n_seqs=4, half_len=6)
+    expected = repeated_token_loss(model, tokens)
+    with torch.no_grad():
+        model.blocks[0].attn.W_O.mul_(1e30)
+    for fn in (ablation_scores, repeated_token_loss, per_token_loss):
+        with pytest.raises(ValueError, match="the forward pass is not finite: layer 1's attention"):
+            fn(model, tokens)
+        assert not any(hook for point in model.hook_dict.values() for hook in point._forward_hooks.values())
+    with torch.no_grad():
+        model.blocks[0].attn.W_O.div_(1e30)
+    assert repeated_token_loss(model, tokens) == pytest.approx(expected)
+
+
 def test_copies_too_short_for_prefix_matching_are_refused():
     # N = 2: the prefix-matching diagonal q - k = N - 1 is the previous-token one (the induction
     # heads scored 0.7 previous-token and were flagged so); N = 1: the main diagonal.
