@@ -13,6 +13,8 @@ The loss is the cross-entropy of the answer token alone.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +62,16 @@ def queries(columns: list[torch.Tensor], answer: torch.Tensor, pad: int) -> Fact
     for i, column in enumerate(columns):
         tokens[:, i] = column
     return Facts(tokens, torch.full((n,), len(columns) - 1, dtype=torch.long), answer.long())
+
+
+def check_request(phi: float, **sizes: object) -> None:
+    """``ValueError`` (one line) for a size that is not a whole number or a ``phi`` that is not a
+    finite number > 0 (infinity reached ``round`` as an ``OverflowError``)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(phi, bool) or not isinstance(phi, numbers.Real) or not (phi > 0 and math.isfinite(phi)):
+        raise ValueError(f"phi (inferred/atomic ratio) must be a finite number > 0, got {phi!r}")
 
 
 def choose(n: int, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -31,7 +31,7 @@ from functools import cached_property
 import torch
 
 from interp.tasks.models import reasoning_config
-from interp.tasks._facts import Facts, FactsTask, choose, given, queries
+from interp.tasks._facts import Facts, FactsTask, check_request, choose, given, queries
 
 #: Version of the generator, recorded in run.json: a run resumes only on the data it began with.
 DATA_VERSION = "comparison-v1"
@@ -107,14 +107,13 @@ def comparison_data(n_entities: int = 200, n_attributes: int = 5, n_values: int 
     entities that an attribute has fewer than 2 OOD or ID entities or a test set would be empty,
     or ``phi`` asking for more training comparisons than the ID pool holds.
     """
+    check_request(phi, n_entities=n_entities, n_attributes=n_attributes, n_values=n_values, seed=seed)
     E, A, V = n_entities, n_attributes, n_values
     if E < 2 or A < 1 or V < 2:
         raise ValueError(f"need n_entities >= 2, n_attributes >= 1, n_values >= 2; got {E}, {A}, {V}")
     for name, share in (("ood_share", ood_share), ("test_share", test_share)):
         if not 0.0 < share < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {share}")
-    if not phi > 0:
-        raise ValueError(f"phi (inferred/atomic ratio) must be > 0, got {phi}")
     n_ood = round(ood_share * E)
     if n_ood < 2 or E - n_ood < 2:
         raise ValueError(f"ood_share={ood_share} of {E} entities gives {n_ood} OOD and {E - n_ood} ID entities per "
