@@ -68,6 +68,22 @@ def test_unreachable_bits_of_a_hand_counted_data_set():
     assert 64 * math.log2(64) - 64 <= unreachable_bits(distinct) < 64 * math.log2(64) + 64
 
 
+def test_clamped_memorised_bits_can_pass_the_reachable_bits():
+    # reachable_bits bounds the total code length's saving; mem(x) clamps each sequence at 0, so a
+    # model certain of one sequence, hopeless on the others, memorises more than that (docs/scores.md).
+
+    tokens = torch.tensor([[4, 0], [4, 1], [4, 2]])  # 3 one-token sequences of 4 ids
+    reachable = 3 * sequence_bits(1, 4) - unreachable_bits(tokens)
+    assert reachable == pytest.approx(6 - 3 * math.log2(3))  # 1.245 bits
+    model = build_model(memorization_config(8, 1, 4, 1), seed=0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        model.unembed.b_U[0] = 50.0  # certain of token 0
+    memorized = float(measure_memorization(model, tokens, 4).sum())
+    assert memorized == pytest.approx(2.0) and memorized / reachable == pytest.approx(1.606, abs=1e-3)
+
+
 def test_far_below_capacity_memorises_almost_everything():
     cell = MemorizationCell(d_model=32, n_layers=1, n_sequences=8, **TINY)
     row = train_to_saturation(cell)
@@ -109,6 +125,11 @@ def test_measure_rejects_inputs_that_do_not_fit_the_model():
         measure_memorization(model, random_sequences(2, 12, 16), 16)
     with pytest.raises(ValueError, match="vocab 32 do not fit"):
         measure_memorization(model, random_sequences(2, 8, 32), 32)
+    tokens = random_sequences(2, 8, 16)
+    tokens[0, 3] = -1  # passed the check (it read the largest id) into torch's IndexError
+    for bad in (tokens, tokens[:0], tokens[:, :1], tokens.float()):  # no sequence or BOS alone: max() of nothing
+        with pytest.raises(ValueError, match=r"tokens must be int64 \[BOS, x\] rows"):
+            measure_memorization(model, bad, 16)
 
 
 def test_plateau_rule():

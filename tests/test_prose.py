@@ -115,6 +115,8 @@ DERIVED = {
         "5.77": "16 / log(16)",
         "2.89": "4 / log(4)",
         "0.58": "H(10 ** 6) - log(10 ** 6)",  # Euler's constant: H_V ~ ln V + 0.58
+        "1.245": "6 - 3 * log(3) / log(2)",  # reachable bits of 3 one-token sequences over 4 ids
+        "1.61": "2 / (6 - 3 * log(3) / log(2))",  # and the fraction of a model sure of one of them
     },
 }
 #: Figures that are settings or versions, not results, by document: value -> what it is.

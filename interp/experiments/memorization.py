@@ -61,8 +61,9 @@ __all__ = [
 ]
 
 #: Columns of the per-cell table (one row per cell). ``entropy_bits``: N S log2 V of the data set;
-#: ``reachable_bits``: the most a causal model can memorise of it; ``memorized_bits``: total
-#: mem(x) at the end; ``fraction``: memorized / reachable (NaN when nothing is reachable); ``bits_per_parameter``: memorized /
+#: ``reachable_bits``: the most a causal model can lower its total code length; ``memorized_bits``: total
+#: mem(x) at the end; ``fraction``: memorized / reachable (NaN when nothing is reachable; above 1 can
+#: happen, mem(x) being clamped per sequence: docs/scores.md); ``bits_per_parameter``: memorized /
 #: params; ``stopped_by``: complete, plateau, max_steps or error (the reason then in ``error``);
 #: ``max_steps`` and ``plateau_window``: the cell's budget (``interp memorization --budget``).
 CELL_COLUMNS = (

@@ -77,6 +77,11 @@ def measure_memorization(model, tokens: torch.Tensor, vocab: int, batch_size: in
 
     Each value is ``mem(x)`` in ``[0, S log2 V]`` with ``V = vocab`` (see the module docstring).
     """
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.dtype != torch.long \
+            or tokens.shape[0] < 1 or tokens.shape[1] < 2 or int(tokens.min()) < 0:
+        raise ValueError(f"tokens must be int64 [BOS, x] rows of non-negative ids, at least one of 2 or more "
+                         f"tokens; got {getattr(tokens, 'dtype', type(tokens).__name__)} "
+                         f"{tuple(getattr(tokens, 'shape', ()))}")
     seq_len = tokens.shape[1] - 1
     if tokens.shape[1] > model.cfg.n_ctx:
         raise ValueError(f"sequences of {tokens.shape[1]} tokens exceed the model's n_ctx {model.cfg.n_ctx}")

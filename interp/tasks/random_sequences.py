@@ -16,8 +16,9 @@ which lies in ``[0, S * log2(V)]``: 0 when the model does no better than chance 
 A causal model cannot reach ``S * log2(V)`` on every sequence of a data set: it predicts
 ``x_i`` from the prefix ``x_1..x_{i-1}`` alone, so sequences sharing a prefix (all of them, for
 ``x_1``) get the same prediction. :func:`unreachable_bits` is the exact code length that even a
-model storing the whole data set perfectly must pay; entropy minus it is the most any model can
-memorise of that data set.
+model storing the whole data set perfectly must pay; entropy minus it is the most any causal model
+can lower the data set's total code length. Memorised bits clamp each sequence at 0, so their
+total can pass that bound (a model sure of some sequences and worse than chance on the others).
 """
 
 from __future__ import annotations
