@@ -103,7 +103,7 @@ def _score(args: argparse.Namespace) -> int:
     table = score_to_file(args.paths, out, detectors, workers=args.workers, scheduler=args.scheduler,
                           quiet=args.quiet, device=args.device)
     n_scored, n_failed = table.attrs["n_scored"], table.attrs["n_failed"]
-    if table.empty and table.attrs["skipped"]:  # no detector fits any run named: nothing to write
+    if table.attrs["fits_none"]:  # no detector fits any run named (whatever the table held before)
         reasons = "; ".join(f"{d} on {run}: {why}" for run, skips in table.attrs["skipped"].items()
                             for d, why in skips.items())
         raise UsageError(f"no checkpoint scored: the detectors fit none of the runs ({reasons})")
@@ -138,9 +138,11 @@ def _score(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from interp.report import write_report
-    from interp.scoring.table import read_table
+    from interp.scoring.table import SUFFIXES, read_table
 
-    folder = Path(args.table)
+    folder, out = Path(args.table), Path(args.out)
+    if out.suffix.lower() in SUFFIXES or (out.exists() and out.resolve() == folder.resolve()):
+        raise UsageError(f"--out {out} would write the HTML page over a table: name the report *.html")
     if folder.is_dir() and (folder / "cells.csv").exists() and not (folder / "runs.csv").exists():
         from interp.experiments.memorization import read_cells  # a memorization folder: its page
         from interp.experiments.memorization_page import write_memorization_report

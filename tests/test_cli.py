@@ -323,6 +323,12 @@ def test_detectors_that_fit_no_run_are_one_line_not_an_empty_success(tiny_runs, 
     ind, _ = tiny_runs
     line = _usage_error(["score", str(ind), "--detectors", "fourier", "--out", str(tmp_path / "ff.csv")], capsys)
     assert "no checkpoint scored" in line and f"fourier on {ind}" in line
+    # into a table holding another run's rows it said "scored 0 checkpoint(s)" and exit 0
+    shared = tmp_path / "shared.csv"
+    assert main(["score", str(tiny_runs[1]), "--detectors", "fourier", "--out", str(shared), "--quiet"]) == 0
+    line = _usage_error(["score", str(ind), "--detectors", "fourier", "--out", str(shared)], capsys)
+    assert "no checkpoint scored" in line and f"fourier on {ind}" in line
+    assert main(["score", str(tiny_runs[1]), "--detectors", "fourier", "--out", str(shared), "--quiet"]) == 0  # done
 
 
 def test_a_file_inside_checkpoints_not_named_by_step_is_named(tiny_runs, tmp_path, capsys):

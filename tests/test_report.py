@@ -151,6 +151,10 @@ def test_report_of_scored_runs_with_fourier_phases(tiny_table, tmp_path):
     table_path = tmp_path / "scores.parquet"
     assert main(["score", str(ind), str(mod), "--out", str(table_path), "--quiet"]) == 0
     html_path = tmp_path / "report.html"
+    before = table_path.read_bytes()
+    for out in (table_path, tmp_path / "other.csv"):  # the table itself was overwritten with HTML, exit 0
+        assert main(["report", str(table_path), "--out", str(out), "--quiet"]) == 2
+    assert table_path.read_bytes() == before and not (tmp_path / "other.csv").exists()
     assert main(["report", str(table_path), "--out", str(html_path), "--quiet"]) == 0
     page = html_path.read_text()
     assert "Progress measures of grokking" in page and "Grokking phases" in page and "head scores" in page

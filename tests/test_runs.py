@@ -68,6 +68,10 @@ def test_run_info(tiny_runs, tmp_path):
     (tmp_path / "run.json").write_text('{"task": {"name": "induction"}, "training": {"no_such_option": 1}}')
     with pytest.raises(RunError, match="unreadable training options"):
         read_run(tmp_path).options()
+    (tmp_path / "run.json").unlink()
+    (tmp_path / "run.json").mkdir()  # read as no record: train --resume fell into an AttributeError
+    with pytest.raises(RunError, match="unreadable run.json .not a regular file"):
+        read_run(tmp_path)
 
 
 def test_fingerprint_follows_the_weights_not_the_bytes(tmp_path):

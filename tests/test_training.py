@@ -111,6 +111,31 @@ def test_resume_rejects_a_run_of_another_task(tmp_path):
         train(preset("modadd", steps=4), out, resume=True, quiet=True)
 
 
+def test_a_diverging_run_stops_and_a_nan_checkpoint_is_not_resumed(tmp_path):
+    # both trained on without a word: NaN metrics and NaN checkpoints, exit 0
+    from interp.runs.checkpoints import read_checkpoint, save_checkpoint
+    from interp.runs.record import read_metrics
+    from interp.tasks.models import build_model
+
+    out = tmp_path / "div"
+    with pytest.raises(RunError, match=r"training diverged before step 1 \(a training loss of nan\)"):
+        train(preset("induction", steps=40, lr=1e9, checkpoint_every=10), out, quiet=True)
+    kept = list_checkpoints(out)
+    assert all(torch.isfinite(t).all() for _, path in kept for t in read_checkpoint(path)[0].values())
+    assert all(pd.notna(list(row.values())).all() for row in read_metrics(out))
+    run = tmp_path / "run"
+    train(preset("induction", steps=8, checkpoint_every=4), run, quiet=True)
+    step, path = list_checkpoints(run)[-1]
+    state, cfg, _ = read_checkpoint(path)
+    model = build_model(cfg)
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        model.blocks[0].attn.W_K[0, 0, 0] = float("nan")
+    save_checkpoint(path, model, step)
+    with pytest.raises(RunError, match=f"the checkpoint of step {step} has NaN or infinite weights in blocks.0.attn.W_K"):
+        train(preset("induction", steps=12, checkpoint_every=4), run, resume=True, quiet=True)
+
+
 @pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_cli_has_no_traceback_for_a_missing_required_option():
     proc = subprocess.run([sys.executable, "-m", "interp", "train", "induction"], capture_output=True, text=True)

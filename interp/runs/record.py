@@ -123,8 +123,10 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
     """
     run_dir = Path(run_dir)
     path = run_dir / RUN_FILE
-    if not path.is_file():
+    if not path.exists():
         return None
+    if not path.is_file():  # a folder or a device: a run whose record cannot be read
+        raise RunError(f"{path}: unreadable run.json (not a regular file)")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

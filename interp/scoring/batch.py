@@ -171,7 +171,8 @@ def score_checkpoints(
     metric, value, error``) in canonical order: ``existing`` (less rescored checkpoints) plus
     the new rows. ``table.attrs["skipped"]`` maps run (for a model of its own, its path:
     :func:`_plan_group`) -> {detector: reason} for detectors that did not apply;
-    ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints.
+    ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints; ``attrs["fits_none"]``
+    says that no detector applies to any run named.
     """
     return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
                   quiet=quiet, on_checkpoint=on_checkpoint, device=device)[0]
@@ -226,7 +227,8 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
         table = canonical(new)
     else:
         table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
-    table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed)
+    fitting = {_plan_group(r) for r in refs} - {g for g, why in skipped.items() if len(why) == len(detectors)}
+    table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed, fits_none=not fitting)
     return table, ran.table
 
 

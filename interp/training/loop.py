@@ -10,6 +10,7 @@ it. Batches depend only on (seed, step), so a resumed run reproduces an uninterr
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from interp.runs.layout import (
     list_checkpoints,
 )
 from interp.runs.record import read_metrics, read_run, write_metrics, write_run
+from interp.runs.soundness import nonfinite_weights
 from interp.tasks.registry import make_task
 
 
@@ -110,6 +112,7 @@ def train(
     for step in range(start, options.steps + 1):
         if step % options.eval_every == 0 or step in ckpt_steps or (step == start and start > 0):
             rows.append(_evaluate(task, model, step))
+            _check_sound(out, model, rows[-1], resumed=step == start and start > 0)
             write_metrics(out, rows)
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in _SHOWN})
             if on_eval is not None:
@@ -189,6 +192,19 @@ def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> tu
     return options, False
 
 
+
+
+def _check_sound(out: Path, model, row: dict[str, float], resumed: bool) -> None:
+    """:class:`RunError` (one line) for NaN or infinite weights or training loss: a diverged run is
+    stopped before its metrics and checkpoints fill with NaN (the checkpoints before it are kept)."""
+    step, loss = int(row["step"]), row.get("train_loss", 0.0)
+    bad = nonfinite_weights(model) or (None if math.isfinite(loss) else f"a training loss of {loss}")
+    if bad and resumed:
+        raise RunError(f"{out}: the checkpoint of step {step} has {bad}: the run diverged before it and "
+                       "cannot be resumed")
+    if bad:
+        raise RunError(f"{out}: training diverged before step {step} ({bad}); its checkpoints before that step "
+                       "are kept: train again with a lower learning rate")
 
 
 def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int, list[dict[str, float]]]:
