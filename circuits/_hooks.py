@@ -93,7 +93,7 @@ def _checked(layer: int, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _check_finite(layer: int, what: str, finite: torch.Tensor) -> None:
+def _check_finite(layer: int, what: str, finite: torch.Tensor | bool) -> None:
     if not bool(finite):
         raise ValueError(f"the forward pass is not finite: layer {layer}'s {what} holds NaN or infinity on these "
                          "tokens (finite weights whose activations overflow their dtype)")
@@ -115,7 +115,7 @@ def overflow_checked(model: HookedTransformer) -> Iterator[None]:
     with model.hooks(fwd_hooks=[(name, hook) for name in names]):
         yield
     if bad:
-        _check_finite(min(bad), "attention", torch.tensor(False))
+        _check_finite(min(bad), "attention", False)
 
 
 class _Done(Exception):

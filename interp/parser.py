@@ -46,6 +46,7 @@ class OldSpelling(argparse.Action):
         print(f"interp: warning: {option_string} is now {self.new} for {self.command}; "
               f"{option_string} will be removed in {REMOVED_IN}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+        namespace.old_spellings = [*getattr(namespace, "old_spellings", []), (option_string, self.new)]
 
 
 def _renamed(parser: argparse.ArgumentParser, command: str, old: str, new: argparse.Action) -> None:
@@ -225,6 +226,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     exits 2 as its own errors do."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    for old, new in getattr(args, "old_spellings", []):  # both spellings: the last one given won, silently
+        if any(token == new or token.startswith(new + "=") for token in given):
+            command_parser(parser, args.command).error(f"{old} and {new} are one flag under two spellings: give {new} once")
     if getattr(args, "out_dir", "") is None:
         command_parser(parser, args.command).error("the following arguments are required: --out-dir")
     return args

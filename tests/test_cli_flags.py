@@ -69,6 +69,12 @@ def test_the_old_out_still_works_with_a_warning(command, capsys):
     assert args.out_dir == "somewhere"
     err = capsys.readouterr().err
     assert err == f"interp: warning: --out is now --out-dir for {command}; --out will be removed in 0.4\n"
+    task = ["modadd"] if command in ("train", "sweep") else []
+    for both in (["--out", "a", "--out-dir", "b"], ["--out-dir=b", "--out", "a"]):  # the last one won, silently
+        with pytest.raises(SystemExit) as exited:
+            parse_args([command, *task, *both])
+        assert exited.value.code == 2
+        assert "--out and --out-dir are one flag under two spellings" in capsys.readouterr().err
 
 
 def test_the_new_spellings_do_not_warn(capsys):

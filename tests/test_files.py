@@ -51,6 +51,11 @@ def test_a_name_too_long_is_one_line(tmp_path):
 def test_a_directory_where_a_file_is_expected(tmp_path):
     with pytest.raises(WriteError, match="is a directory"):
         atomic_write_text(tmp_path, "x")
+    fifo = tmp_path / "report.html"
+    os.mkfifo(fifo)  # replaced by a regular file without a word (as /dev/full was)
+    with pytest.raises(WriteError, match="it is not a regular file"):
+        atomic_write_text(fifo, "x")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
 def test_a_file_where_a_folder_is_expected_is_named(tmp_path):

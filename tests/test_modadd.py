@@ -148,3 +148,5 @@ def test_a_modulus_or_split_nothing_can_train_on_is_refused():
     for p in (1, 2, 4):
         with pytest.raises(ValueError, match=f"p must be an odd int >= 3 .*got {p}"):
             ModAddTask(preset("modadd", p=p))
+    with pytest.raises(ValueError, match="p=100003 is above 2047: its 10,000,600,009 pairs"):  # torch asked for 80 GB
+        ModAddTask(preset("modadd", p=100003))

@@ -4,6 +4,7 @@ import math
 import random
 
 import pandas as pd
+import pytest
 
 from interp.scoring.table import COLUMNS, canonical
 
@@ -61,3 +62,14 @@ def test_text_columns_that_look_like_numbers_read_back_as_text(tmp_path):
         write_table(canonical(rows), tmp_path / f"t{suffix}")
         table = read_table(tmp_path / f"t{suffix}")
         assert list(table["context"]) == ["0123", "12e45"] and set(table["fingerprint"]) == {"0123"}
+
+
+def test_a_special_file_is_not_taken_for_a_missing_table(tmp_path):
+    import os
+
+    from interp.scoring.table import read_table
+
+    fifo = tmp_path / "scores.csv"
+    os.mkfifo(fifo)  # "no such table" for a path that exists
+    with pytest.raises(ValueError, match="is not a regular file, not a table file"):
+        read_table(fifo)

@@ -86,6 +86,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         if path.is_dir():
             raise WriteError(errno.EISDIR, f"cannot write {path}: it is a directory")
+        if path.exists() and not path.is_file():  # a FIFO, a device, a socket: never replaced by a file
+            raise WriteError(errno.EINVAL, f"cannot write {path}: it is not a regular file")
         _make_parent(path)
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else new_file_mode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

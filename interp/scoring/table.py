@@ -123,6 +123,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     _check_suffix(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a table file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file, not a table file")
     if not path.is_file():
         raise FileNotFoundError(f"no such table: {path}")
     try:

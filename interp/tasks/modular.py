@@ -33,6 +33,10 @@ def train_mask(p: int, frac_train: float = 0.3, seed: int = 0) -> torch.Tensor:
     return mask
 
 
+#: The largest modulus trained: 4 million pairs (Nanda et al.'s 113 has 12,769).
+MAX_P = 2047
+
+
 class ModAddTask:
     """a + b mod p, full batch on a seeded ``frac_train`` split, answer read at the last position."""
 
@@ -45,6 +49,8 @@ class ModAddTask:
         self.p = 113 if options.p is None else options.p
         if isinstance(self.p, bool) or not isinstance(self.p, int) or self.p < 3 or self.p % 2 == 0:
             raise ValueError(f"p must be an odd int >= 3 (the Fourier analysis reads an odd modulus), got {self.p!r}")
+        if self.p > MAX_P:  # p^2 pairs, every one in every full batch: p = 100003 asked torch for 80 GB
+            raise ValueError(f"p={self.p} is above {MAX_P}: its {self.p ** 2:,} pairs would not fit a full batch in memory")
         self.frac_train = 0.3 if options.frac_train is None else options.frac_train
         self.cfg = modadd_config(self.p, d_model=128 if options.d_model is None else options.d_model)
         x, y = all_pairs(self.p), answers(self.p)
