@@ -11,7 +11,7 @@ import pytest
 import interp
 from interp.base import provenance
 from interp.runs.layout import RunError, find_checkpoints, list_checkpoints, run_of, step_of
-from interp.runs.record import read_run
+from interp.runs.record import read_metrics, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,9 @@ def test_run_info(tiny_runs, tmp_path):
     (tmp_path / "run.json").write_text('{"task": {"name": "induction"}, "training": {"no_such_option": 1}}')
     with pytest.raises(RunError, match="unreadable training options"):
         read_run(tmp_path).options()
+    (tmp_path / "metrics.csv").write_text("step,train_loss\n0,4.8\n5,unterminated\n")  # the file went unnamed
+    with pytest.raises(RunError, match=r"metrics.csv: unreadable metrics \(could not convert"):
+        read_metrics(tmp_path)
     (tmp_path / "run.json").unlink()
     (tmp_path / "run.json").mkdir()  # read as no record: train --resume fell into an AttributeError
     with pytest.raises(RunError, match="unreadable run.json .not a regular file"):

@@ -188,8 +188,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    with open(path, newline="") as fh:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+    try:
+        with open(path, newline="") as fh:
+            return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as exc:  # TypeError: a short row's None
+        raise RunError(f"{path}: unreadable metrics ({exc})") from exc
 
 
 def write_metrics(run_dir: str | Path, rows: list[dict[str, float]]) -> None:
