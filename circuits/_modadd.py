@@ -94,9 +94,10 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
 
     Row ``a * p + b`` is the input ``[a, b, =]``. For the plain architecture of Nanda et al. (one
     layer, no LayerNorm, learned positions, an MLP of an elementwise activation:
-    :func:`circuits.architecture.plain_forward_supported`) this uses a closed form: the query at ``=`` is the same for every
-    input, so attention reduces to per-token tables and only the last position's MLP is
-    evaluated; otherwise it falls back to ``model.run_with_cache``. Same dtype as the model.
+    :func:`circuits.architecture.plain_forward_supported`) this uses a closed form: the query at
+    ``=`` is the same for every input, so attention reduces to per-token tables and only the last
+    position's MLP is evaluated; otherwise it falls back to ``model.run_with_cache``. Same dtype
+    as the model.
     """
     p = check_modadd_model(model, p)
     with torch.inference_mode():

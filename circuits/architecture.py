@@ -48,8 +48,8 @@ def plain_forward_supported(
     module one of TransformerLens's own classes (``Embed``, ``PosEmbed``, ``TransformerBlock``,
     ``Attention``/``GroupedQueryAttention``, ``MLP``, ``LayerNorm``, ``Unembed``, ``HookPoint``) or
     torch's identity and containers, not a subclass nor another module spliced in, each norm the
-    one the config names, still in the state the config describes (a module changed after it was built, e.g. its attention type or
-    activation, is refused).
+    one the config names, still in the state the config describes (a module changed after it was
+    built, e.g. its attention type or activation, is refused).
     """
     cfg = model.cfg
     norms = (None, "LN") if layer_norm else (None,)

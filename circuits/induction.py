@@ -90,8 +90,9 @@ def induction_heads(
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     if copying_threshold is None:
         copying_threshold = COPYING_CHANCE_MULTIPLE / vocab_out(model)
-    for name, value in (("previous_token_threshold", previous_token_threshold),
-                        ("prefix_matching_threshold", prefix_matching_threshold), ("copying_threshold", copying_threshold)):
+    thresholds = {"previous_token_threshold": previous_token_threshold,
+                  "prefix_matching_threshold": prefix_matching_threshold, "copying_threshold": copying_threshold}
+    for name, value in thresholds.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     with threads_for(model.cfg, tokens):  # a small model's whole call on one thread, not only its pass

@@ -15,10 +15,11 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     """The ``summary`` of every detector of :data:`interp.detectors.DETECTORS` that applies, as text.
 
     ``path`` is anything :func:`interp.load_model` reads (a run directory or a series means its
-    latest checkpoint, which the first line names); the run directory, when there is one, gives detectors their run context (the
-    train/test split of a modular-addition run). Raises ``ValueError`` when no detector applies and
-    :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``:
-    where the model is loaded and the detectors run (:func:`interp.base.device.resolve_device`).
+    latest checkpoint, which the first line names); the run directory, when there is one, gives
+    detectors their run context (the train/test split of a modular-addition run). Raises
+    ``ValueError`` when no detector applies and :class:`interp.CheckpointError` for a checkpoint
+    with NaN or infinite weights. ``device``: where the model is loaded and the detectors run
+    (:func:`interp.base.device.resolve_device`).
     """
     path = Path(path)
     shown = checkpoint_of(path)

@@ -229,7 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     given = list(sys.argv[1:] if argv is None else argv)
     for old, new in getattr(args, "old_spellings", []):  # both spellings: the last one given won, silently
         if any(token == new or token.startswith(new + "=") for token in given):
-            command_parser(parser, args.command).error(f"{old} and {new} are one flag under two spellings: give {new} once")
+            command_parser(parser, args.command).error(f"{old} and {new} are one flag under two spellings: "
+                                                       f"give {new} once")
     if getattr(args, "out_dir", "") is None:
         command_parser(parser, args.command).error("the following arguments are required: --out-dir")
     return args

@@ -50,7 +50,8 @@ class ModAddTask:
         if isinstance(self.p, bool) or not isinstance(self.p, int) or self.p < 3 or self.p % 2 == 0:
             raise ValueError(f"p must be an odd int >= 3 (the Fourier analysis reads an odd modulus), got {self.p!r}")
         if self.p > MAX_P:  # p^2 pairs, every one in every full batch: p = 100003 asked torch for 80 GB
-            raise ValueError(f"p={self.p} is above {MAX_P}: its {self.p ** 2:,} pairs would not fit a full batch in memory")
+            raise ValueError(f"p={self.p} is above {MAX_P}: its {self.p ** 2:,} pairs would not fit a full batch "
+                             "in memory")
         self.frac_train = 0.3 if options.frac_train is None else options.frac_train
         self.cfg = modadd_config(self.p, d_model=128 if options.d_model is None else options.d_model)
         x, y = all_pairs(self.p), answers(self.p)
