@@ -128,6 +128,8 @@ def check_pair(model: HookedTransformer, clean: object, corrupted: object) -> tu
 
 def metric_value(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, run: str) -> torch.Tensor:
     """``metric(logits)`` of ``run`` (named in the errors), checked to be a finite 0-dim floating tensor."""
+    if not callable(metric):
+        raise TypeError(f"metric must be a function of the logits returning a 0-dim tensor, got {metric!r:.60}")
     value = metric(logits)
     if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
         got = (type(value).__name__ if not isinstance(value, torch.Tensor)

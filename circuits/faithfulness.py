@@ -50,12 +50,26 @@ def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | Non
         raise ValueError(f"k must be an int >= 0, got {k!r}")
     if threshold is not None and (not isinstance(threshold, (int, float, np.number)) or np.isnan(threshold)):
         raise ValueError(f"threshold must be a number, got {threshold!r}")
+    _check_scores(scores)
     ranked = scores.iloc[np.argsort(-scores["score"].abs().to_numpy(), kind="stable")]
     if threshold is not None:
         ranked = ranked[ranked["score"].abs() >= threshold]
     if k is not None:
         ranked = ranked.iloc[:k]
     return ranked.reset_index(drop=True)
+
+
+def _check_scores(scores: pd.DataFrame) -> None:
+    """``ValueError`` (one line) for scores that are not finite numbers, or an edge scored twice: NaN
+    ranked in table order and a doubled edge counted twice in a circuit's size."""
+    values = pd.to_numeric(scores["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if not np.isfinite(values).all():
+        raise ValueError(f"scores must be finite numbers; {int((~np.isfinite(values)).sum())} of {len(values)} "
+                         "are not (NaN, infinite or not numbers)")
+    doubled = scores[EDGE_COLUMNS].duplicated()
+    if doubled.any():
+        s, t, i = scores.loc[doubled, EDGE_COLUMNS].iloc[0]
+        raise ValueError(f"scores hold the edge {s} -> {t}{'.' + i if i else ''} more than once: one row per edge")
 
 
 def prune_circuit(edges: pd.DataFrame) -> pd.DataFrame:
@@ -183,8 +197,8 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     what to look for. The whole graph has faithfulness 1, so a circuit is always found for
     ``target <= 1``. Cost: the scores plus ``n + 1`` patched forwards (batched) for small graphs.
     """
-    if not 0 < target <= 1:
-        raise ValueError(f"target must lie in (0, 1], got {target!r}")
+    if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) or not 0 < target <= 1:
+        raise ValueError(f"target must be a number in (0, 1], got {target!r}")
     if scores is None:
         scores = edge_attribution(model, clean_tokens, corrupted_tokens, metric, method)
     n = len(scores)
@@ -246,6 +260,8 @@ def _mask(graph: Graph, edges: pd.DataFrame | Iterable[Sequence[str]]) -> np.nda
             raise ValueError(f"edges must have columns source, target, input; missing {missing}")
         rows = [(s, t, _input_name(i)) for s, t, i in edges[EDGE_COLUMNS].itertuples(index=False)]
     else:
+        if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+            raise ValueError(f"edges must be a DataFrame or a list of (source, target, input), got {edges!r:.80}")
         rows = []
         for edge in edges:
             if isinstance(edge, str) or len(edge) not in (2, 3):

@@ -110,7 +110,8 @@ def _score(args: argparse.Namespace) -> int:
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
         path = scored_checkpoint(row["run"], row["checkpoint"])
-        print(f"interp: could not score {path}: {row['error']}", file=sys.stderr)
+        by = "" if row["detector"] == "load" else f" with {row['detector']}"  # load: the file itself
+        print(f"interp: could not score {path}{by}: {row['error']}", file=sys.stderr)
     scored = {scored_checkpoint(run, name) for run, name in set(zip(table["run"], table["checkpoint"]))}
     for run in sorted({str(run) for run in table["run"].dropna().unique()}):
         for path in unlisted_files(run):

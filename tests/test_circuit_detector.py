@@ -93,7 +93,7 @@ def test_smallest_circuit_finds_the_built_one():
     assert found.scores.set_index(["source", "target", "input"]).loc[ANTI, "score"] < 0
     assert circuit_faithfulness(model, BUILT, clean, corrupted, metric) == pytest.approx(found.faithfulness, abs=1e-6)
     assert list(found.curve["size"]) == list(range(len(found.scores) + 1))
-    with pytest.raises(ValueError, match="target must lie"):
+    with pytest.raises(ValueError, match="target must be a number in"):
         smallest_circuit(model, clean, corrupted, metric, target=1.5)
 
 

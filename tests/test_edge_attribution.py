@@ -422,6 +422,18 @@ def test_bad_inputs_are_one_line_errors():
         assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="L1H0 -> L0H0.k is not an edge"):
         circuit_faithfulness(model, [("L1H0", "L0H0", "k")], clean, corrupted, loss)
+    with pytest.raises(TypeError, match="metric must be a function of the logits"):  # 'int' object is not callable
+        edge_attribution(model, clean, corrupted, 3)
+    with pytest.raises(ValueError, match="edges must be a DataFrame or a list"):  # 'NoneType' is not iterable
+        circuit_faithfulness(model, None, clean, corrupted, loss)
+    scores = edge_attribution(model, clean, corrupted, loss, "eap")
+    for bad, message in ((pd.concat([scores, scores]), "hold the edge .* more than once"),  # counted twice
+                         (scores.assign(score=float("nan")), "must be finite numbers; 29 of 29"),  # ranked as given
+                         (scores.assign(score="x"), "must be finite numbers")):  # pyarrow's kernel message
+        with pytest.raises(ValueError, match=message):
+            smallest_circuit(model, clean, corrupted, loss, scores=bad)
+    with pytest.raises(ValueError, match="target must be a number in"):
+        smallest_circuit(model, clean, corrupted, loss, target="0.9", scores=scores)
     with pytest.raises(ValueError, match="same metric"):
         circuit_faithfulness(model, [], clean, clean, loss)
     with pytest.raises(TypeError):

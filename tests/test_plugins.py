@@ -3,7 +3,9 @@ points), and ``interp.register_detector`` in this process, score, inspect and re
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -259,3 +261,43 @@ def test_register_detector_refuses_clashes_and_non_detectors(registered):
     other = _local_detector()
     assert register_detector(other, replace=True) is other and DETECTORS[other.name] is other
     assert list(DETECTORS)[:4] == ["heads", "fourier", "text", "reasoning"]
+
+
+@pytest.mark.parametrize("rows, match", [
+    ({"metric": "x", "value": 1.0}, "score returned a dict, not a list of row dicts"),
+    (["x"], "row 0 is a str, not a dict"),
+    ([{"metric": "x", "value": "abc"}], r"row 0 \(x\) has value 'abc', not a number"),  # sank the whole job
+    ([{"value": 1.0}], "row 0 has metric None"),  # a traceback and blank metrics
+    ([{"metric": "error", "value": 1.0}], "a name other than 'error'"),
+    ([{"metric": "x", "value": 1.0, "layer": "zero"}], r"layer, head \('zero', None\)"),
+    ([{"metric": "x", "value": 1.0, "detector": "heads", "run": "elsewhere"}], r"sets \['detector', 'run'\]"),
+    ([{"metric": "x", "value": 1.0}, {"metric": "x", "value": 2.0}], r"row 1 repeats x"),  # two values, one key
+])
+def test_a_detectors_bad_rows_are_its_error_row_and_the_rest_is_scored(tiny_runs, rows, match):
+    bad = _local_detector("bad_rows")
+    register_detector(dataclasses.replace(bad, score=lambda model, context: rows))
+    try:
+        table = score_checkpoints(tiny_runs[0], detectors=["heads", "bad_rows"])
+    finally:
+        DETECTORS.pop("bad_rows", None)
+    errors = table[table["detector"] == "bad_rows"]
+    assert (errors["metric"] == "error").all() and errors["error"].str.contains(match).all()
+    assert errors["checkpoint"].nunique() == table["checkpoint"].nunique()
+    assert not (table[table["detector"] == "heads"]["metric"] == "error").any()  # the others' rows stay
+
+
+def test_the_line_of_a_failing_detector_names_it(tiny_runs, tmp_path, capsys):
+    from interp.cli import main
+
+    def boom(model, context):
+        raise RuntimeError("boom")
+
+    register_detector(dataclasses.replace(_local_detector("raiser"), score=boom))
+    try:
+        assert main(["score", str(tiny_runs[0]), "--detectors", "raiser", "--out", str(tmp_path / "t.csv"),
+                     "--quiet"]) == 1
+    finally:
+        DETECTORS.pop("raiser", None)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.search(r"^interp: could not score \S+ with raiser: RuntimeError: boom$", line)
+                         for line in lines)  # the detector went unnamed

@@ -10,7 +10,8 @@ that fails gives its own error row. Batch jobs over many checkpoints: :mod:`inte
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,12 +137,45 @@ def score_task(task: ScoreTask) -> list[dict[str, Any]]:
                 raise LookupError(f"detector {name} is not registered in this worker process: a detector added "
                                   "with interp.register_detector reaches forked workers only; publish it as an "
                                   "interp.detectors entry point to score it here")
-            found = DETECTORS[name].score(model, task.plan.contexts[name])
+            found = checked_rows(DETECTORS[name].score(model, task.plan.contexts[name]))
         except Exception as exc:  # a detector failing on one checkpoint is recorded
             found = [{"metric": ERROR_METRIC, "value": float("nan"), "error": _reason(exc)}]
         rows += [{**base, "detector": name, "error": "", "context": task.plan.digests.get(name, ""), **row}
                  for row in found]
     return rows
+
+
+def checked_rows(found: object) -> list[dict[str, Any]]:
+    """A detector's rows for one checkpoint (:data:`interp.detectors.spec.Row`), checked: a list of
+    dicts holding a metric name (not ``error``), a number or None as ``value``, whole numbers as
+    ``layer``/``head`` when given, nothing else, and no (metric, layer, head) twice. Else a
+    ``TypeError``/``ValueError`` naming the first bad row: the checkpoint's error row for that
+    detector, where a plugin's string value or ``run`` key sank the whole job or rewrote the table."""
+    if not isinstance(found, (list, tuple)):
+        raise TypeError(f"score returned a {type(found).__name__}, not a list of row dicts")
+    seen: set[tuple] = set()
+    for i, row in enumerate(found):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row {i} is a {type(row).__name__}, not a dict")
+        metric, value = row.get("metric"), row.get("value")
+        if set(row) - set(_ROW_KEYS):
+            raise ValueError(f"row {i} sets {sorted(set(row) - set(_ROW_KEYS))}: a row holds only "
+                             f"{', '.join(_ROW_KEYS)}")
+        if not isinstance(metric, str) or not metric or metric == ERROR_METRIC:
+            raise ValueError(f"row {i} has metric {metric!r}: a detector's metric is a name other than 'error'")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"row {i} ({metric}) has value {value!r}, not a number")
+        where = tuple(row.get(key) for key in ("layer", "head"))
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)) for v in where):
+            raise ValueError(f"row {i} ({metric}) has layer, head {where}: whole numbers or none")
+        if (metric, *where) in seen:
+            raise ValueError(f"row {i} repeats {metric} of layer, head {where}")
+        seen.add((metric, *where))
+    return list(found)
+
+
+#: The keys of a detector's row; scoring adds the run, checkpoint, step, detector and plan.
+_ROW_KEYS = ("metric", "value", "layer", "head")
 
 
 def lost_rows(task: ScoreTask, exc: BaseException) -> list[dict[str, Any]]:
