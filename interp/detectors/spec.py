@@ -19,7 +19,8 @@ from transformer_lens import HookedTransformer
 __all__ = ["Detector", "Row"]
 
 #: One scored number: ``{"metric": str, "value": float}`` plus ``"layer"`` and ``"head"`` for a
-#: head metric (model-level metrics leave them out). Scoring adds run, checkpoint, step, detector.
+#: head metric (model-level metrics leave them out). Scoring adds run, checkpoint, step, detector,
+#: after checking the rows (:func:`interp.scoring.task.checked_rows`).
 Row = dict[str, Any]
 
 
