@@ -27,6 +27,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import unpadded
+from circuits._hooks import overflow_checked
 from circuits._residual import check_model, check_positions, check_targets, check_tokens, state_names, \
     target_ranks
 
@@ -101,7 +102,7 @@ def causal_trace(model: HookedTransformer, tokens: torch.Tensor, corrupted: torc
 
     patch_rows = torch.arange(batch * len(pos), device=tokens.device)
     patch_cols = torch.tensor(pos, device=tokens.device).repeat_interleave(batch)
-    with torch.inference_mode():
+    with torch.inference_mode(), overflow_checked(model):
         clean = measure(model(tokens, attention_mask=unpadded(tokens)))
         corrupted_logits, cache = model.run_with_cache(corrupted, names_filter=lambda name: name in names,
                                                      attention_mask=unpadded(corrupted))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_model, check_tokens, model_device, unpadded
+from circuits._hooks import overflow_checked
 from circuits.probes import repeated_tokens
 
 __all__ = ["SecondCopyLoss", "induction_contrast", "second_copy_losses"]
@@ -92,5 +93,6 @@ def second_copy_losses(model: HookedTransformer, clean: torch.Tensor, corrupted:
     if clean.shape != corrupted.shape or clean.shape != metric.tokens.shape:
         raise ValueError(f"clean {tuple(clean.shape)}, corrupted {tuple(corrupted.shape)} and the metric's tokens "
                          f"{tuple(metric.tokens.shape)} must have one shape: pass what one induction_contrast call returns")
-    return float(metric(model(clean, attention_mask=unpadded(clean)))), \
-        float(metric(model(corrupted, attention_mask=unpadded(corrupted))))
+    with overflow_checked(model):
+        return float(metric(model(clean, attention_mask=unpadded(clean)))), \
+            float(metric(model(corrupted, attention_mask=unpadded(corrupted))))

@@ -24,6 +24,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import unpadded
+from circuits._hooks import overflow_checked
 from circuits._residual import check_model, check_positions, check_targets, check_tokens, read_logits, \
     state_names, target_ranks
 
@@ -75,7 +76,7 @@ def logit_lens(model: HookedTransformer, tokens: torch.Tensor, targets: torch.Te
     else:
         targets = check_targets(model, targets, (batch, len(pos)), "targets")
     names = state_names(model)
-    with torch.inference_mode():
+    with torch.inference_mode(), overflow_checked(model):
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, attention_mask=unpadded(tokens))
         states = torch.stack([cache[name][:, pos] for name in names], dim=1)  # (batch, L + 1, P, d_model)
         logits = read_logits(model, states)

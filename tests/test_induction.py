@@ -235,7 +235,12 @@ def test_losses_of_a_forward_whose_attention_overflows_are_refused():
     expected = repeated_token_loss(model, tokens)
     with torch.no_grad():
         model.blocks[0].attn.W_O.mul_(1e30)
-    for fn in (ablation_scores, repeated_token_loss, per_token_loss):
+    from circuits import causal_trace, induction_contrast, logit_lens, second_copy_losses
+
+    clean, corrupted, metric = induction_contrast(model, n_seqs=4, half_len=6)
+    others = (lambda m, t: logit_lens(m, t, t[:, -1]), lambda m, t: causal_trace(m, t, corrupted, t[:, -1]),
+              lambda m, t: second_copy_losses(m, clean, corrupted, metric))
+    for fn in (ablation_scores, repeated_token_loss, per_token_loss, *others):
         with pytest.raises(ValueError, match="the forward pass is not finite: layer 1's attention"):
             fn(model, tokens)
         assert not any(hook for point in model.hook_dict.values() for hook in point._forward_hooks.values())
