@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
 
-import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
@@ -50,16 +50,26 @@ def unpadded(tokens: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(tokens)
 
 
+def is_int(value: object) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A Python or numpy real number (integers included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def positive_int(name: str, value: object) -> int:
     """``value`` as an int when it is a Python or numpy integer >= 1 (not a bool), else a one-line ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
 
 def seed_int(value: object) -> int:
     """A seed ``torch.Generator.manual_seed`` takes: an int in ``[0, 2**63)``, else a one-line ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** 63:
+    if not is_int(value) or not 0 <= value < 2 ** 63:
         raise ValueError(f"seed must be an int in [0, 2**63), got {value!r}")
     return int(value)
 

@@ -93,10 +93,14 @@ def _checked(layer: int, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _check_finite(layer: int, what: str, finite: torch.Tensor | bool) -> None:
+def _check_finite(layer: int, what: str, finite: torch.Tensor) -> None:
     if not bool(finite):
-        raise ValueError(f"the forward pass is not finite: layer {layer}'s {what} holds NaN or infinity on these "
-                         "tokens (finite weights whose activations overflow their dtype)")
+        raise _not_finite(layer, what)
+
+
+def _not_finite(layer: int, what: str) -> ValueError:
+    return ValueError(f"the forward pass is not finite: layer {layer}'s {what} holds NaN or infinity on these "
+                      "tokens (finite weights whose activations overflow their dtype)")
 
 
 @contextmanager
@@ -115,7 +119,7 @@ def overflow_checked(model: HookedTransformer) -> Iterator[None]:
     with model.hooks(fwd_hooks=[(name, hook) for name in names]):
         yield
     if bad:
-        _check_finite(min(bad), "attention", False)
+        raise _not_finite(min(bad), "attention")
 
 
 class _Done(Exception):

@@ -32,6 +32,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_model, check_pair, metric_number, \
     run_sources
+from circuits._checks import is_int, is_real
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import edge_attribution
 
@@ -46,9 +47,9 @@ def top_edges(scores: pd.DataFrame, k: int | None = None, threshold: float | Non
     missing = [c for c in [*EDGE_COLUMNS, "score"] if c not in getattr(scores, "columns", ())]
     if missing:
         raise ValueError(f"scores must be a DataFrame with columns source, target, input, score; missing {missing}")
-    if k is not None and (not _is_int(k) or k < 0):
+    if k is not None and (not is_int(k) or k < 0):
         raise ValueError(f"k must be an int >= 0, got {k!r}")
-    if threshold is not None and (not isinstance(threshold, (int, float, np.number)) or np.isnan(threshold)):
+    if threshold is not None and (not is_real(threshold) or np.isnan(threshold)):
         raise ValueError(f"threshold must be a number, got {threshold!r}")
     _check_scores(scores)
     ranked = scores.iloc[np.argsort(-scores["score"].abs().to_numpy(), kind="stable")]
@@ -151,7 +152,7 @@ def faithfulness_curve(model: HookedTransformer, scores: pd.DataFrame, clean_tok
     if sizes is None:
         sizes = sorted({*range(min(n, 16) + 1), *(2 ** j for j in range(n.bit_length()) if 2 ** j <= n), n})
     sizes = list(sizes) if isinstance(sizes, Iterable) else sizes  # sizes=10: named below, not a TypeError
-    if not isinstance(sizes, list) or not sizes or not all(_is_int(k) for k in sizes):
+    if not isinstance(sizes, list) or not sizes or not all(is_int(k) for k in sizes):
         raise ValueError(f"sizes must be one or more ints (circuit sizes), got {sizes!r}")
     sizes = sorted({int(k) for k in sizes})
     if sizes[0] < 0 or sizes[-1] > n:
@@ -197,7 +198,7 @@ def smallest_circuit(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     what to look for. The whole graph has faithfulness 1, so a circuit is always found for
     ``target <= 1``. Cost: the scores plus ``n + 1`` patched forwards (batched) for small graphs.
     """
-    if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) or not 0 < target <= 1:
+    if not is_real(target) or not 0 < target <= 1:
         raise ValueError(f"target must be a number in (0, 1], got {target!r}")
     if scores is None:
         scores = edge_attribution(model, clean_tokens, corrupted_tokens, metric, method)
@@ -283,6 +284,3 @@ def _input_name(value: object) -> object:
     trip writes ``""``) is ``""``."""
     return "" if value is None or (np.ndim(value) == 0 and pd.isna(value)) else value
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

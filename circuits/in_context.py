@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, check_tokens, positive_int, unpadded, vocab_out
+from circuits._checks import check_model, check_tokens, is_int, positive_int, unpadded, vocab_out
 from circuits._hooks import overflow_checked
 from circuits._parallel import threads_for
 
@@ -42,9 +41,6 @@ def _zero_heads(heads: list[tuple[int, int]]) -> list[tuple[str, object]]:
 
 
 def _check_heads(model: HookedTransformer, ablate: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    def is_int(x: object) -> bool:
-        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
     entries = list(ablate) if isinstance(ablate, Iterable) else [ablate]
     wrong = [e for e in entries if not (isinstance(e, (tuple, list)) and len(e) == 2 and all(map(is_int, e)))]
     if wrong:

@@ -8,13 +8,12 @@ Definitions: Olsson et al. 2022, "In-context learning and induction heads"; Elha
 from __future__ import annotations
 
 import math
-import numbers
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, vocab_out
+from circuits._checks import check_model, is_real, vocab_out
 from circuits._hooks import head_frame, layer_means
 from circuits._parallel import threads_for
 from circuits.attention import check_prefix_half, prefix_matching_from_pattern, previous_token_from_pattern
@@ -93,7 +92,7 @@ def induction_heads(
     thresholds = {"previous_token_threshold": previous_token_threshold,
                   "prefix_matching_threshold": prefix_matching_threshold, "copying_threshold": copying_threshold}
     for name, value in thresholds.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if not is_real(value) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     with threads_for(model.cfg, tokens):  # a small model's whole call on one thread, not only its pass
         maps = LayerLogitMaps(model, vocab_sample)

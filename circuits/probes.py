@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_model, check_tokens, model_device, positive_int, seed_int, vocab_out
+from circuits._checks import check_model, check_tokens, is_int, model_device, positive_int, seed_int, vocab_out
 
 __all__ = ["DEFAULT_HALF_LEN", "DEFAULT_N_SEQS", "DEFAULT_SEED", "probe_bos", "repeated_tokens", "resolve_probe"]
 
@@ -99,7 +97,7 @@ def repeated_tokens(
     n_seqs, seed = positive_int("n_seqs", n_seqs), seed_int(seed)
     if bos is None:
         bos = probe_bos(model)
-    elif isinstance(bos, bool) or not isinstance(bos, numbers.Integral) or not 0 <= int(bos) < int(model.cfg.d_vocab):
+    elif not is_int(bos) or not 0 <= int(bos) < int(model.cfg.d_vocab):
         raise ValueError(f"bos must be a token id in the vocabulary [0, {model.cfg.d_vocab}), got {bos!r}")
     bos = int(bos)
     candidates = _candidates(model, bos)

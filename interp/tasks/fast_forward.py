@@ -17,7 +17,8 @@ from circuits.architecture import plain_forward_supported
 
 
 def supports_fast_forward(model: HookedTransformer, n_layers: int | None = 1, layer_norm: bool = False) -> bool:
-    """True for models with standard positions and plain ReLU/GELU MLPs (if any), without LayerNorm.
+    """True for models with standard positions and plain MLPs of an elementwise activation (if any),
+    without LayerNorm.
 
     ``n_layers`` additionally requires that many layers (``None``: any number); ``layer_norm``
     also admits pre-LayerNorm models with learned weights (``normalization_type="LN"``). The
