@@ -106,13 +106,16 @@ def _not_finite(layer: int, what: str) -> ValueError:
 @contextmanager
 def overflow_checked(model: HookedTransformer) -> Iterator[None]:
     """``ValueError`` (one line) after the block when, in a forward run inside it, a layer's attention
-    scores held NaN or +inf. TransformerLens sets the NaN rows of the pattern that follow to 0, so
+    scores held NaN or +inf (or a row of -inf). TransformerLens sets the NaN rows of the pattern that follow to 0, so
     such a forward goes on with finite, wrong numbers: every loss read from it (a head ablated or
     not) would be a number, and no head would seem to matter."""
     bad: set[int] = set()
 
     def hook(scores: torch.Tensor, hook: object) -> None:
-        if bool(torch.isnan(scores).any()) or bool(torch.isposinf(scores).any()):
+        # a row's max is NaN or +inf when the row holds one, -inf when it is all -inf: each a NaN row
+        # of the pattern; one read-only pass (two elementwise checks of every score cost a fifth of
+        # per_token_loss on 512-token contexts)
+        if not bool(torch.isfinite(scores.amax(-1)).all()):
             bad.add(int(hook.layer()))  # type: ignore[attr-defined]
 
     names = [f"blocks.{layer}.attn.hook_attn_scores" for layer in range(int(model.cfg.n_layers))]
