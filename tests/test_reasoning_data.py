@@ -126,11 +126,11 @@ def test_the_largest_phi_an_error_suggests_is_accepted(seed):
 
 def test_the_default_composition_preset_draws_on_every_seed():
     # phi 9 of 100 entities asks for 8,550 chains of ~9,000; after the ID test's 5 % the rest held
-    # 8,522-8,549 on seeds 4, 9, ... (10 of seeds 0-59 refused). The test gives up the few missing.
+    # 8,522-8,549 on seeds 4, 29, ... (10 of seeds 0-59 refused). The test gives up the few missing.
     from interp.tasks.composition import CompositionTask
     from interp.tasks.presets import preset
 
-    for seed in (4, 9, 0, 1, 2, 3):
+    for seed in (4, 29, 0, 1, 2, 3):  # 29: the shortest rest, 8,522
         task = CompositionTask(preset("composition", seed=seed))
         d = task.data
         assert len(d.train_chains) == round(task.params["phi"] * 950) == 8550
