@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_finite_weights, model_device
+from circuits._checks import check_finite_weights, model_device, unpadded
+from circuits._fused import has_own_hooks
 from circuits.architecture import plain_forward_supported
 
 __all__ = [
@@ -94,19 +95,20 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
 
     Row ``a * p + b`` is the input ``[a, b, =]``. For the plain architecture of Nanda et al. (one
     layer, no LayerNorm, learned positions, an MLP of an elementwise activation:
-    :func:`circuits.architecture.plain_forward_supported`) this uses a closed form: the query at
-    ``=`` is the same for every input, so attention reduces to per-token tables and only the last
-    position's MLP is evaluated; otherwise it falls back to ``model.run_with_cache``. Same dtype
-    as the model.
+    :func:`circuits.architecture.plain_forward_supported`) with no hooks attached, this uses a
+    closed form: the query at ``=`` is the same for every input, so attention reduces to per-token
+    tables and only the last position's MLP is evaluated; otherwise (a hook, which only the
+    model's forward runs, may change what it computes) it falls back to ``model.run_with_cache``,
+    the tokens read as given (:func:`circuits._checks.unpadded`). Same dtype as the model.
     """
     p = check_modadd_model(model, p)
     with torch.inference_mode():
-        if plain_forward_supported(model, n_layers=1, require_mlp=True):
+        if plain_forward_supported(model, n_layers=1, require_mlp=True) and not has_own_hooks(model):
             logits, post = _fast_forward(model, p)
             return logits.cpu(), post.cpu()
         tokens = modadd_inputs(p).to(model_device(model))
         name = "blocks.0.mlp.hook_post"
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name, attention_mask=unpadded(tokens))
         return logits[:, -1].cpu(), cache[name][:, -1].cpu()
 
 

@@ -120,6 +120,35 @@ def test_other_architectures_fall_back_to_the_model():
     torch.testing.assert_close(acts, ref_acts)
 
 
+def test_a_hook_on_the_model_is_run():
+    # The closed form would skip a user's hook (here: every neuron zeroed); the model's forward runs it.
+    model = interp.build_model(interp.modadd_config(17), seed=0)
+    model.blocks[0].mlp.hook_post.add_hook(lambda x, hook: torch.zeros_like(x), is_permanent=True)
+    try:
+        logits, acts = last_position_outputs(model)
+        ref_logits, _ = _reference_outputs(model, 17)
+        torch.testing.assert_close(logits, ref_logits)
+        assert float(acts.abs().max()) == 0.0
+        hooked_loss = fourier_report(model).loss
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert abs(hooked_loss - fourier_report(model).loss) > 1e-4
+
+
+def test_a_left_padding_tokenizer_changes_nothing():
+    # Inputs [0, b, =] start with the pad token of such a tokenizer: read as given, not as padding.
+    from handbuilt_models import set_left_padding_tokenizer
+
+    cfg = interp.modadd_config(17)
+    cfg.normalization_type = "LN"  # the model's forward, not the closed form
+    model = interp.build_model(config_to_dict(cfg), seed=0)
+    before = last_position_outputs(model)
+    set_left_padding_tokenizer(model)
+    after = last_position_outputs(model)
+    for old, new in zip(before, after):
+        torch.testing.assert_close(new, old, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # published model (Nanda et al. 2023)
 
