@@ -25,7 +25,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._checks import unpadded
 from circuits._edge_graph import Graph, first_hooks, metric_value, source_hooks, split_inputs
-from circuits._fused import has_own_hooks
+from circuits.architecture import has_own_hooks
 
 CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
 

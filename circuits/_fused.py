@@ -30,7 +30,7 @@ from transformer_lens import HookedTransformer
 from circuits.architecture import plain_forward_supported
 from circuits.plain_forward import add_mlp, embed, layer_norm
 
-__all__ = ["fused_attention_layers", "fused_supported", "has_own_hooks", "hooked_only", "padded_length"]
+__all__ = ["fused_attention_layers", "fused_supported", "hooked_only", "padded_length"]
 
 #: The queries carry ``log2(e) / attn_scale``, so that the scores are normalised with ``exp2``.
 LOG2_E = 1.0 / math.log(2.0)
@@ -54,21 +54,7 @@ def fused_supported(model: HookedTransformer) -> bool:
         _enabled
         and model.W_E.dtype in (torch.float32, torch.float64)
         and plain_forward_supported(model, layer_norm=True)
-        and not has_own_hooks(model)
     )
-
-
-#: The hook registries of every ``torch.nn.Module`` (forward, pre-forward, with or without kwargs,
-#: backward); a hook in any of them may change what the model's forward computes.
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def has_own_hooks(model: HookedTransformer) -> bool:
-    """A hook on any module of the model (a HookPoint or any other), or a global module hook."""
-    module_api = torch.nn.modules.module
-    if any(getattr(module_api, f"_global{name}", None) for name in _HOOK_DICTS):
-        return True
-    return any(getattr(module, name, None) for module in model.modules() for name in _HOOK_DICTS)
 
 
 def fused_attention_layers(

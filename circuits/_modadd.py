@@ -17,7 +17,6 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import check_finite_weights, model_device, unpadded
-from circuits._fused import has_own_hooks
 from circuits.architecture import plain_forward_supported
 
 __all__ = [
@@ -95,7 +94,7 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
 
     Row ``a * p + b`` is the input ``[a, b, =]``. For the plain architecture of Nanda et al. (one
     layer, no LayerNorm, learned positions, an MLP of an elementwise activation:
-    :func:`circuits.architecture.plain_forward_supported`) with no hooks attached, this uses a
+    :func:`circuits.architecture.plain_forward_supported`: no hooks attached), this uses a
     closed form: the query at ``=`` is the same for every input, so attention reduces to per-token
     tables and only the last position's MLP is evaluated; otherwise (a hook, which only the
     model's forward runs, may change what it computes) it falls back to ``model.run_with_cache``,
@@ -103,7 +102,7 @@ def last_position_outputs(model: HookedTransformer, p: int | None = None) -> tup
     """
     p = check_modadd_model(model, p)
     with torch.inference_mode():
-        if plain_forward_supported(model, n_layers=1, require_mlp=True) and not has_own_hooks(model):
+        if plain_forward_supported(model, n_layers=1, require_mlp=True):
             logits, post = _fast_forward(model, p)
             return logits.cpu(), post.cpu()
         tokens = modadd_inputs(p).to(model_device(model))

@@ -6,14 +6,16 @@ the closed-form last-position pass of the modular-addition analysis in :mod:`cir
 compute token and position embeddings, causal softmax attention scaled by ``attn_scale``,
 optionally an MLP of an elementwise activation (:data:`PLAIN_ACTIVATIONS`) after it and, where
 allowed, pre-LayerNorm. Every other architectural option changes the result, so a model with any
-of them must take the model's own forward pass.
+of them must take the model's own forward pass; so must a model with a hook attached, which only
+that forward runs.
 """
 
 from __future__ import annotations
 
+import torch
 from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
-__all__ = ["PLAIN_ACTIVATIONS", "plain_forward_supported"]
+__all__ = ["PLAIN_ACTIVATIONS", "has_own_hooks", "plain_forward_supported"]
 
 #: MLP activations of the plain forward: ``cfg.act_fn`` -> the function the MLP must hold (a plain
 #: forward calls the MLP's own ``act_fn``): TransformerLens's elementwise ones without parameters
@@ -49,7 +51,8 @@ def plain_forward_supported(
     ``Attention``/``GroupedQueryAttention``, ``MLP``, ``LayerNorm``, ``Unembed``, ``HookPoint``) or
     torch's identity and containers, not a subclass nor another module spliced in, each norm the
     one the config names, still in the state the config describes (a module changed after it was
-    built, e.g. its attention type or activation, is refused).
+    built, e.g. its attention type or activation, is refused); and no hook on any module, nor a
+    global module hook (:func:`has_own_hooks`).
     """
     cfg = model.cfg
     norms = (None, "LN") if layer_norm else (None,)
@@ -91,12 +94,34 @@ _PLAIN_CLASSES = {
 }
 
 
+#: The hook registries of every ``torch.nn.Module`` (forward, pre-forward, with or without kwargs,
+#: backward); a hook in any of them may change what the model's forward computes.
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _global_hooks() -> bool:
+    module_api = torch.nn.modules.module
+    return any(getattr(module_api, f"_global{name}", None) for name in _HOOK_DICTS)
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    return any(getattr(module, name, None) for name in _HOOK_DICTS)
+
+
+def has_own_hooks(model: torch.nn.Module) -> bool:
+    """A hook on any module of the model (a HookPoint or any other), or a global module hook."""
+    return _global_hooks() or any(_hooked(module) for module in model.modules())
+
+
 def _plain_modules(model: object) -> bool:
-    """Every module is one of :data:`_PLAIN_CLASSES`, and each norm is the one the config names
-    (TransformerLens's ``LayerNorm`` for ``"LN"``, else the identity or none)."""
+    """Every module is one of :data:`_PLAIN_CLASSES` and holds no hook, there is no global module
+    hook, and each norm is the one the config names (TransformerLens's ``LayerNorm`` for ``"LN"``,
+    else the identity or none)."""
+    if _global_hooks():
+        return False
     for module in model.modules():
         kind = type(module)
-        if kind.__name__ not in _PLAIN_CLASSES.get(kind.__module__.split(".")[0], ()):
+        if kind.__name__ not in _PLAIN_CLASSES.get(kind.__module__.split(".")[0], ()) or _hooked(module):
             return False
     norm = "LayerNorm" if model.cfg.normalization_type == "LN" else "Identity"
     norms = [getattr(block, name) for block in model.blocks for name in ("ln1", "ln2") if hasattr(block, name)]

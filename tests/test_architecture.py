@@ -179,3 +179,33 @@ def test_norms_hook_points_and_the_unembedding_must_be_transformer_lens_own():
     none = _modadd_like()
     none.blocks[0].ln1 = copy.deepcopy(ln.blocks[0].ln1)  # a LayerNorm where the config names none
     assert not plain_forward_supported(none)
+
+
+def test_a_hook_anywhere_makes_the_check_false():
+    # Only the model's own forward runs a hook, so a plain forward would skip it; the training
+    # fast forward then runs the model's, hook and all.
+    hooks = {
+        "a hook point": lambda m: (m.blocks[0].hook_resid_mid.add_hook(lambda x, hook: 2 * x), m.reset_hooks)[1],
+        "a pre-hook on a module": lambda m: m.blocks[0].mlp.register_forward_pre_hook(lambda mod, args: None).remove,
+        "a backward hook": lambda m: m.unembed.register_full_backward_hook(lambda *a: None).remove,
+        "a global hook": lambda m: torch.nn.modules.module.register_module_forward_hook(lambda *a: None).remove,
+    }
+    model = _modadd_like()
+    tokens = torch.tensor([[1, 2, 23], [4, 5, 23]])
+    with torch.no_grad():
+        plain = interp.tasks.fast_forward.logits(model, tokens)
+    for name, attach in hooks.items():
+        remove = attach(model)
+        try:
+            assert not plain_forward_supported(model), name
+        finally:
+            remove()
+        assert plain_forward_supported(model), name
+    model.blocks[0].hook_resid_mid.add_hook(lambda x, hook: 2 * x)
+    try:
+        with torch.no_grad():
+            hooked = interp.tasks.fast_forward.logits(model, tokens)
+            torch.testing.assert_close(hooked, model(tokens))
+    finally:
+        model.reset_hooks()
+    assert (hooked - plain).abs().max() > 1e-3
