@@ -49,6 +49,19 @@ def test_curve_change_points_find_a_noisy_rise_and_fall_at_any_scale():
     assert fall.slope < 0 and abs(fall.step - 700) <= 50
 
 
+def test_curve_change_points_over_uneven_checkpoints():
+    # A 60-step induction run's LLC (checkpoints 0..16 log-spaced, then 20, 40, 60): it barely
+    # moves from 16 to 20 (0.004 per step) and rises from 20 on (0.038, then 0.034 per step).
+    # Smoothing the values alone put the rise at 16 -> 20, whose 4 steps divided the window's change.
+    steps = [0, 1, 2, 4, 8, 16, 20, 40, 60]
+    llc = [0.6518, 0.6520, 0.6536, 0.6555, 0.6631, 0.7160, 0.7334, 1.4938, 2.1779]
+    (rise,) = curve_change_points(steps, llc)
+    assert rise.start_step >= 20 and rise.slope > 0.02
+    # evenly spaced checkpoints: the smoothed steps are the checkpoints themselves
+    even = curve_change_points([0, 10, 20, 30, 40, 50, 60], [0, 0, 0, 1, 2, 2, 2])
+    assert [(c.start_step, c.end_step) for c in even] == [(20, 30)]
+
+
 def test_curve_change_points_of_flat_or_short_curves_are_empty():
     rng = np.random.default_rng(0)
     assert curve_change_points(STEPS, 40 + 0.5 * rng.standard_normal(len(STEPS))) == []

@@ -106,13 +106,17 @@ def curve_change_points(
 
     Definition: sort the points by step (NaN values dropped) and keep those from ``skip_share``
     (default 5 %) of the last step on (the log-spaced first checkpoints of a run are a few steps
-    apart, where any change looks steep). Smooth the values with a centred running mean over
-    ``window`` consecutive checkpoints (default 3; fewer at the ends). The change points are the
-    steepest rise and the steepest fall of the smoothed curve, each by :func:`locate_phase_change`
-    (a segment counts only if it moves by at least :data:`MIN_SEGMENT_SHARE` of the range), found
-    only when the smoothed curve's range is at least ``min_relative`` (default 10 %) of its
-    largest absolute value. Returns 0, 1 or 2 :class:`PhaseChange` (``before``/``after`` on the
-    smoothed curve; a fall has a negative ``slope``), sorted by step.
+    apart, where any change looks steep). Smooth the curve with a centred running mean over
+    ``window`` consecutive checkpoints (default 3; fewer at the ends), of the steps and the values
+    alike: each smoothed point is its window's mean step and mean value. (Smoothing the values
+    alone, over unevenly spaced checkpoints, divided a change spread over the window by the
+    shortest gap inside it, and put the steepest rise where the curve barely moves.) The change
+    points are the steepest rise and the steepest fall of the smoothed curve, each by
+    :func:`locate_phase_change` (a segment counts only if it moves by at least
+    :data:`MIN_SEGMENT_SHARE` of the range), found only when the smoothed curve's range is at
+    least ``min_relative`` (default 10 %) of its largest absolute value. Returns 0, 1 or 2
+    :class:`PhaseChange` on the smoothed curve (``start_step``/``end_step`` are its points' steps,
+    rounded; ``before``/``after`` its values; a fall has a negative ``slope``), sorted by step.
     """
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
@@ -123,9 +127,10 @@ def curve_change_points(
     frame = frame[frame["step"] >= skip_share * frame["step"].max()]
     if len(frame) < 2:
         return []
-    smooth = frame["value"].rolling(window, center=True, min_periods=1).mean().to_numpy()
-    floor = min_relative * float(np.abs(smooth).max())
-    found = [locate_phase_change(frame["step"], smooth, min_rise=floor, falling=falling) for falling in (False, True)]
+    smooth = frame.astype(float).rolling(window, center=True, min_periods=1).mean()
+    at, value = smooth["step"].round().to_numpy(), smooth["value"].to_numpy()
+    floor = min_relative * float(np.abs(value).max())
+    found = [locate_phase_change(at, value, min_rise=floor, falling=falling) for falling in (False, True)]
     return sorted((c for c in found if c is not None), key=lambda c: c.step)
 
 
