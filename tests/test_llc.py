@@ -241,8 +241,9 @@ def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
     table = score_checkpoints(paths, detectors=["llc"])
     assert set(table["detector"]) == {"llc"} and not (table["metric"] == "error").any(), table["error"].unique()
     assert len(_rows(table, "llc")) == len(paths) == 3 and _rows(table, "llc")["value"].notna().all()
-    for name in ("llc_epsilon", "llc_gamma", "llc_nbeta"):  # one setting for the whole run
+    for name in ("llc_epsilon", "llc_gamma", "llc_nbeta", "llc_plateau"):  # one setting for the whole run
         assert _rows(table, name)["value"].nunique() == 1
+    assert set(_rows(table, "llc_plateau")["value"]) <= {0.0, 1.0}
     heads = _rows(table, "llc_head")
     assert len(heads) == 8 and heads["step"].nunique() == 1 and heads["step"].iloc[0] == table["step"].max()
     assert set(table["metric"]) <= set(llc.DETECTOR.metrics)
@@ -257,6 +258,7 @@ def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
     assert not (table["metric"] == "error").any(), table["error"].unique()
     assert _rows(table, "llc")["value"].notna().all() and len(_rows(table, "llc")) == 2
     assert set(_rows(table, "llc_epsilon")["value"]) == {1e-3} and set(_rows(table, "llc_nbeta")["value"]) == {5.0}
+    assert _rows(table, "llc_plateau")["value"].isna().all()  # given, not calibrated
     heads = _rows(table, "llc_head")
     assert sorted(zip(heads["layer"], heads["head"])) == [(0, 3), (0, 3), (1, 0), (1, 0)]
     assert _rows(table, "llc_head_std")["value"].notna().all()

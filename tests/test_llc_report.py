@@ -84,7 +84,7 @@ def test_interp_report_has_the_llc_section_with_its_figure_and_sentence(tmp_path
     page = (tmp_path / "r.html").read_text()
     assert "local learning coefficient" in page
     sentence = re.search(r"<p class='llc'>(.*?)</p>", page).group(1)
-    assert "epsilon=0.003, gamma=100, nbeta=5.77" in sentence
+    assert "epsilon=0.003, gamma=100, nbeta=5.77, one setting" in sentence  # no llc_plateau row: nothing said
     assert "highest 30.00 at step 1000" in sentence and "Induction phase change (heads) at step" in sentence
     rise = re.search(r"Where the LLC changes \(steepest rise and fall over 3 checkpoints\): rise between steps "
                      r"(\d+) and (\d+); the nearest lies (\d+) % of the run from the induction phase change", sentence)
@@ -138,3 +138,13 @@ def test_a_flat_curve_has_no_change_point_and_heads_at_one_step_no_ranking():
     assert _changes(flat, marks) == " The LLC curve has no change point (no segment stands out of its smoothed range)."
     one_step = pd.DataFrame({"step": [400, 400], "layer": [0, 1], "head": [0, 0], "llc_head": [1.0, 2.0]})
     assert _head_changes(one_step, {}) == ""
+
+
+@pytest.mark.parametrize("plateau, said", [(1.0, False), (float("nan"), False), (0.0, True)])
+def test_a_setting_without_a_plateau_is_said(plateau, said):
+    from interp.detectors.llc.report import report
+
+    rows = llc_rows(heads=False)
+    rows += [{**row, "metric": "llc_plateau", "value": plateau} for row in rows if row["metric"] == "llc"]
+    sentence = report(canonical(rows))[0]
+    assert ("no plateau over step sizes: the values depend on the step size" in sentence) == said, sentence

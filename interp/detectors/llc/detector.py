@@ -4,8 +4,10 @@ Per checkpoint, on the run's own training distribution and loss (``RunInfo.rebui
 ``train_loss(model, step)``, the answer token for modular addition and the fact tasks, the next
 token for the induction and text runs), :func:`interp.detectors.llc.estimate.estimate_llc` gives
 
-- model rows: ``llc`` and ``llc_std`` (mean and spread over chains) and the setting they were
-  estimated at, ``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``;
+- model rows: ``llc`` and ``llc_std`` (mean and spread over chains), the setting they were
+  estimated at, ``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``, and ``llc_plateau``: 1 when the
+  calibration found the setting on a plateau over step sizes, 0 when it fell back to a setting
+  without one (the values then depend on the step size), NaN when ``setting=`` gave it;
 - head rows (attention models): ``llc_head`` and ``llc_head_std``, the refined LLC of one head
   (SGLD restricted to its ``W_Q, W_K, W_V, W_O`` slices and Q/K/V biases, devinterp's masks).
 
@@ -48,7 +50,7 @@ from interp.runs.record import read_run
 
 __all__ = ["DETECTOR", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss"]
 
-METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta")
+METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta", "llc_plateau")
 HEAD_METRICS = ("llc_head", "llc_head_std")
 SGLD_BATCH = 16
 #: Examples per SGLD step for a full-batch task (modular addition's 3,830 training pairs).
@@ -116,6 +118,7 @@ class LLCContext:
     final_digest: str
     reason: str | None = None  # why no checkpoint of the run gets a number
     calibration: tuple[str, ...] = ()
+    plateau: bool | None = None  # None: the setting was given, not calibrated
 
 
 def applies(model: HookedTransformer) -> str | None:
@@ -225,7 +228,7 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
     except Exception as exc:  # noqa: BLE001 - any failure here is every checkpoint's error row, not a stopped job
         return LLCContext(str(run_dir), None, options, final, f"{type(exc).__name__}: {exc}")
     return LLCContext(str(run_dir), found.sampling, options, final, None,
-                      (summary_line(found), *found.trials))
+                      (summary_line(found), *found.trials), found.plateau)
 
 
 def _checks(run_dir: Path, count: int) -> list[tuple[str, Any]]:
@@ -276,7 +279,9 @@ def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
             raise RuntimeError(f"{whole.diverged} (epsilon={s.epsilon:g} gamma={s.gamma:g} nbeta={s.nbeta:.4g})")
         rows: list[Row] = [{"metric": "llc", "value": whole.llc}, {"metric": "llc_std", "value": whole.llc_std},
                            {"metric": "llc_epsilon", "value": s.epsilon}, {"metric": "llc_gamma", "value": s.gamma},
-                           {"metric": "llc_nbeta", "value": s.nbeta}]
+                           {"metric": "llc_nbeta", "value": s.nbeta},
+                           {"metric": "llc_plateau", "value": float("nan") if context.plateau is None
+                            else float(context.plateau)}]
         for layer, head in _heads(model, context):
             found = estimate_llc(model, loss, batches, s, masks=head_masks(model, layer, head))
             if found.diverged:
@@ -316,4 +321,5 @@ DETECTOR = Detector(
     summary=summary,
     report=report,
     report_rows=("heads", "fourier", "text"),
+    version=2,  # 2: llc_plateau added
 )

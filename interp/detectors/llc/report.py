@@ -57,6 +57,9 @@ def report(rows: pd.DataFrame) -> list[Any]:
     s = setting.drop_duplicates("metric", keep="last").set_index("metric")["value"]
     said = (f"epsilon={s['llc_epsilon']:g}, gamma={s['llc_gamma']:g}, nbeta={s['llc_nbeta']:.3g}, "
             if len(s) == 3 else "")
+    plateau = rows[(rows["detector"] == "llc") & (rows["metric"] == "llc_plateau")]["value"]
+    if len(plateau) and plateau.iloc[-1] == 0:
+        said += "no plateau over step sizes: the values depend on the step size, "
     peak = curve.loc[curve["llc"].idxmax()]
     text = (f"<p class='llc'>Local learning coefficient (SGLD, {said}one setting for the whole run): "
             f"{curve['llc'].iloc[0]:.2f} at step {int(curve['step'].iloc[0])}, highest {peak['llc']:.2f} at step "
