@@ -214,11 +214,10 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     (odd / "config.json").write_text(json.dumps(neox))
     assert "a rotary width of 7 dimensions is not supported (only even widths)" in _error(odd)
 
-    for n_layer in (1, -1):  # weights of 2 layers: one would be dropped, or none kept
-        layers = tmp_path / f"layers_{n_layer}"
-        shutil.copytree(base, layers)
-        (layers / "config.json").write_text(json.dumps({**cfg, "n_layer": n_layer}))
-        assert f"the weights hold 2 layers, config.json says {n_layer}" in _error(layers)
+    layers = tmp_path / "layers"  # weights of 2 layers: one would be dropped
+    shutil.copytree(base, layers)
+    (layers / "config.json").write_text(json.dumps({**cfg, "n_layer": 1}))
+    assert "the weights hold 2 layers, config.json says 1" in _error(layers)
 
     for field, value, message in (("vocab_size", 10 ** 9, r"transformer.wte.weight is \(100, 32\), config.json implies "
                                                              r"\(1000000000, 32\)"),
@@ -313,3 +312,64 @@ def test_a_gpt2_directory_takes_the_fast_paths_with_the_hooked_numbers(tmp_path)
     assert fast[1]["score"].abs().max() > 1e-3
     got, expected = (torch.tensor(frame["score"].to_numpy()) for frame in (fast[1], hooked[1]))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def _variant(tmp_path, base, name: str, **fields):
+    path = tmp_path / name
+    shutil.copytree(base, path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, **fields}))
+    return path
+
+
+def test_garbled_values_and_quantized_weights_are_one_line(tmp_path):
+    # Values transformers refuses are refused (never rounded, nor read as truthy); quantized codes
+    # are not read as weights; sizes are checked against layer 0 before the conversion allocates.
+    from safetensors.torch import load_file, save_file
+
+    gpt2, llama = tmp_path / "gpt2", tmp_path / "llama"
+    save_hf_model("gpt2", gpt2)
+    save_hf_model("llama", llama)
+    cases = [
+        (gpt2, {"architectures": [["GPT2LMHeadModel"]]}, "unsupported architecture ['GPT2LMHeadModel']; supported"),
+        (gpt2, {"n_head": 2.5}, "n_head = 2.5 is not a positive integer"),
+        (gpt2, {"n_inner": -1}, "n_inner = -1 is not a positive integer"),
+        (gpt2, {"n_layer": -1}, "n_layer = -1 is not a positive integer"),
+        (gpt2, {"scale_attn_by_inverse_layer_idx": "no"}, "scale_attn_by_inverse_layer_idx = 'no' is not true or false"),
+        (gpt2, {"tie_word_embeddings": "yes"}, "tie_word_embeddings = 'yes' is not true or false"),
+        (gpt2, {"quantization_config": {"quant_method": "bitsandbytes"}}, "quantized weights (bitsandbytes) are not "
+         "supported"),
+        (llama, {"max_position_embeddings": -1}, "max_position_embeddings = -1 is not a positive integer"),
+        (llama, {"rope_parameters": "default"}, "rope parameters 'default' are not an object"),
+        # transformers 5 reads rope_scaling before rope_parameters: a linear scaling is not plain RoPE
+        (llama, {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+                 "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, "rope type 'linear' is not supported"),
+        (llama, {"intermediate_size": 10 ** 9}, "model.layers.0.mlp.gate_proj.weight is (64, 32), config.json implies "
+         "(1000000000, 32)"),
+        (llama, {"head_dim": 10 ** 8}, "model.layers.0.self_attn.q_proj.weight is (32, 32), config.json implies "
+         "(400000000, 32)"),
+    ]
+    for i, (base, fields, expected) in enumerate(cases):
+        message = _error(_variant(tmp_path, base, f"case{i}", **fields))
+        assert expected in message, (fields, message)
+
+    for dtype in (torch.int8, torch.float8_e4m3fn):  # codes without a quantization_config
+        coded = _variant(tmp_path, gpt2, f"coded_{dtype}".replace("torch.", ""))
+        weights = load_file(coded / "model.safetensors")
+        weights["transformer.h.0.attn.c_attn.weight"] = weights["transformer.h.0.attn.c_attn.weight"].to(dtype)
+        save_file(weights, coded / "model.safetensors")
+        assert f"transformer.h.0.attn.c_attn.weight holds {dtype} numbers" in _error(coded)
+
+    if _bin_supported():
+        wrapped = tmp_path / "wrapped"
+        shutil.copytree(gpt2, wrapped)
+        state = load_file(wrapped / "model.safetensors")
+        (wrapped / "model.safetensors").unlink()
+        torch.save({"state_dict": state, "epoch": 3}, wrapped / "pytorch_model.bin")
+        assert "'state_dict' holds a dict (a training checkpoint?" in _error(wrapped)
+
+    empty = tmp_path / "empty_index"
+    shutil.copytree(gpt2, empty)
+    (empty / "model.safetensors").rename(empty / "model-00001-of-00001.safetensors")
+    (empty / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {}}))
+    assert "model.safetensors.index.json lists no shards" in _error(empty)

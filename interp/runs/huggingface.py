@@ -94,6 +94,8 @@ def _read_shards(path: Path, index: str) -> dict[str, torch.Tensor]:
         shards = index_shards(checked_file(path / index))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: unreadable {index} ({exc})") from exc
+    if not shards:
+        raise CheckpointError(f"{path}: {index} lists no shards (its weight_map is empty)")
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         if not isinstance(shard, str) or Path(shard).name != shard:
@@ -121,10 +123,27 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
                               "which weights-only loading never runs)") from exc
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
         raise CheckpointError(f"{file}: cannot read as a weights-only torch file ({one_line(exc)})") from exc
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+    if not isinstance(obj, dict):
         raise CheckpointError(f"{file}: expected a dict of tensors, found {type(obj).__name__}")
+    other = next((key for key, value in obj.items() if not torch.is_tensor(value)), None)
+    if other is not None:
+        raise CheckpointError(f"{file}: expected a dict of tensors, but {other!r} holds a "
+                              f"{type(obj[other]).__name__} (a training checkpoint? save the model's state_dict)")
     return obj
 
+
+#: Layer 0's weights whose shapes hold the sizes config.json gives, by architecture: (name, the shape
+#: from the TransformerLens config). The conversion allocates by those sizes (Llama's zero biases).
+_LAYER_SHAPES = {
+    "GPT2LMHeadModel": (("transformer.h.0.mlp.c_fc.weight", lambda c: (c["d_model"], c["d_mlp"])),),
+    "GPTNeoForCausalLM": (("transformer.h.0.mlp.c_fc.weight", lambda c: (c["d_mlp"], c["d_model"])),),
+    "GPTNeoXForCausalLM": (("gpt_neox.layers.0.mlp.dense_h_to_4h.weight", lambda c: (c["d_mlp"], c["d_model"])),),
+    "LlamaForCausalLM": (
+        ("model.layers.0.mlp.gate_proj.weight", lambda c: (c["d_mlp"], c["d_model"])),
+        ("model.layers.0.self_attn.q_proj.weight", lambda c: (c["n_heads"] * c["d_head"], c["d_model"])),
+        ("model.layers.0.self_attn.k_proj.weight",
+         lambda c: ((c["n_key_value_heads"] or c["n_heads"]) * c["d_head"], c["d_model"]))),
+}
 
 #: The learned position table and the config.json fields that size it, by architecture (the
 #: rotary ones have none).
@@ -134,9 +153,19 @@ _POSITIONS = {"GPT2LMHeadModel": ("transformer.wpe.weight", ("n_positions", "n_c
 
 def _check_tables(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
                   weights: dict[str, torch.Tensor]) -> None:
-    """The token and position tables must have the sizes ``config.json`` gives, checked before
-    anything of those sizes is made (the conversion allocates by the config: a config that
-    announces a billion tokens would take gigabytes first), and a table never cut to fit."""
+    """The token and position tables and layer 0's widths must have the sizes ``config.json``
+    gives, checked before anything of those sizes is made (the conversion allocates by the
+    config: a config that announces a billion tokens would take gigabytes first), and a table
+    never cut to fit. Weights of one byte per number (int8 or float8 codes: quantized) are refused."""
+    coded = next((key for key, value in weights.items() if key.endswith(".weight")
+                  and (not value.is_floating_point() or value.element_size() == 1)), None)
+    if coded is not None:
+        raise CheckpointError(f"{path}: {coded} holds {weights[coded].dtype} numbers (quantized codes?); "
+                              "the weights must be float32, float16 or bfloat16")
+    for key, shape in _LAYER_SHAPES[arch]:
+        found = weights.get(key)
+        if torch.is_tensor(found) and tuple(found.shape) != shape(cfg):
+            raise CheckpointError(f"{path}: {key} is {tuple(found.shape)}, config.json implies {shape(cfg)}")
     table = weights.get(_TIES[arch][1])
     if torch.is_tensor(table) and tuple(table.shape) != (cfg["d_vocab"], cfg["d_model"]):
         raise CheckpointError(f"{path}: {_TIES[arch][1]} is {tuple(table.shape)}, config.json implies "
