@@ -44,12 +44,12 @@ def _train(args: argparse.Namespace) -> int:
                      checkpoint_every=args.checkpoint_every, corpus=corpus)
     if args.resume:
         _check_resumed_recipe(args, corpus)
+    if corpus is not None:  # checked before --set, whose errors would otherwise be blamed for it
+        from interp.tasks.registry import make_task
+
+        make_task(options)  # the folder, its text files, both splits' sizes: one line, before anything is written
     if args.set:
         options = _recipe_values(args, options)
-    if corpus is not None:
-        from interp.tasks.text import load_corpus
-
-        load_corpus(corpus)  # a missing folder or one without text files: one line, before anything is written
     from interp.training.loop import train
 
     out = train(options, args.out_dir, resume=args.resume, quiet=args.quiet, steps=steps, device=args.device)
@@ -81,7 +81,7 @@ def _recipe_values(args: argparse.Namespace, options):
         raise UsageError("--set cannot change the recipe of a run being resumed (its run.json holds the recipe)")
     keys = {spec.partition("=")[0].strip() for spec in args.set}
     flags = {"steps": (args.steps if args.steps is not None else args.epochs, "--steps/--epochs"),
-             "checkpoint_every": (args.checkpoint_every, "--checkpoint-every")}
+             "checkpoint_every": (args.checkpoint_every, "--checkpoint-every"), "corpus": (args.corpus, "--corpus")}
     for key, (value, flag) in flags.items():
         if key in keys and value is not None:
             raise UsageError(f"{key} is given twice: by {flag} and by --set {key}=...")
@@ -241,6 +241,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only file system, ...: the job failed, not the user
         print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError subclasses
+        if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+            raise
+        print(f"interp: error: out of memory ({_one_line(exc)}); try a smaller batch_size or model",
+              file=sys.stderr)
+        return EXIT_SOME_FAILED
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's CPU allocator failing (a plain RuntimeError) or its CUDA one (``torch.OutOfMemoryError``)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
 
 
 def _one_line(exc: BaseException) -> str:

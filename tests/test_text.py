@@ -240,16 +240,58 @@ def test_bad_corpus_is_one_line(tmp_path, capsys):
     (tmp_path / "bin" / "a.bin").write_bytes(b"\x00\x01" * 100)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.txt").write_text("only one file")
+    (tmp_path / "short").mkdir()  # the last file is held out: 20,000 bytes; the training split 100
+    (tmp_path / "short" / "a.txt").write_text("a" * 100)
+    (tmp_path / "short" / "b.txt").write_text("b" * 20_000)
+    letters = str(_letters_corpus(tmp_path / "letters"))
     cases = [(["text", "--corpus", str(tmp_path / "missing")], "does not exist"),
              (["text", "--corpus", str(tmp_path / "bin")], "0 non-empty text file"),
              (["text", "--corpus", str(tmp_path / "one")], "need at least 2"),
-             (["induction", "--corpus", str(tmp_path / "one")], "--corpus is for the text task")]
+             (["induction", "--corpus", str(tmp_path / "one")], "--corpus is for the text task"),
+             # before anything is written, not at the first batch after run.json
+             (["text", "--corpus", str(tmp_path / "short")], "the train split of the corpus"),
+             # the corpus's own error, not blamed on an unrelated --set
+             (["text", "--corpus", str(tmp_path / "bin"), "--set", "lr=0.01"], "error: corpus"),
+             (["text", "--corpus", letters, "--set", f"corpus={tmp_path / 'one'}"],
+              "corpus is given twice: by --corpus and by --set corpus=...")]
     for args, message in cases:
         out = tmp_path / "run"
         assert main(["train", *args, "--out-dir", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_a_corpus_given_by_set_is_recorded_absolute_and_keeps_every_folder(tmp_path, monkeypatch):
+    # A relative --set corpus=DIR was kept relative: the run could not resume or be scored elsewhere.
+    # Under --corpus no folder is left out by name (site-packages is left out of the stdlib corpus only).
+    from interp.experiments.sweep_grid import parse_settings
+    from interp.tasks.presets import preset
+
+    folder = _letters_corpus(tmp_path / "c")
+    (folder / "site-packages").mkdir()
+    (folder / "site-packages" / "kept.txt").write_text("K" * 20_000)
+    monkeypatch.chdir(tmp_path)
+    options = parse_settings("text", ["corpus=c"], preset("text"))
+    assert options.corpus == str(folder.resolve())
+    corpus = load_corpus("c")
+    assert "site-packages/kept.txt" in corpus.files + corpus.held_out_files
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import interp.training.loop as loop
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 51200000000 bytes.")
+
+    monkeypatch.setattr(loop, "train", allocate)
+    assert main(["train", "induction", "--out-dir", str(tmp_path / "r"), "--set", "batch_size=100000000"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interp: error: out of memory") and "smaller batch_size" in err and len(err.splitlines()) == 1
+    monkeypatch.setattr(loop, "train", lambda *a, **k: 1 / 0)  # any other error is not hidden
+    with pytest.raises(ZeroDivisionError):
+        main(["train", "induction", "--out-dir", str(tmp_path / "r2")])
 
 
 # --- a text run -------------------------------------------------------------------------------

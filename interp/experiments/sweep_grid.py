@@ -14,6 +14,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from interp.tasks.presets import TrainOptions, preset
@@ -87,6 +88,8 @@ def _parse_value(key: str, kind: str, text: str, noun: str = "grid") -> Any:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             value = text.lower() in ("true", "1")
+        elif key == "corpus":  # a folder: recorded absolute, so the run resumes and scores from anywhere
+            value = str(Path(text).expanduser().resolve())
         else:
             value = text
     except ValueError:

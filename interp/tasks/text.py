@@ -49,6 +49,8 @@ D_VOCAB = TEXT_VOCAB
 DATA_VERSION = "bytes-v1"
 #: Share of the files held out (by a hash of their relative path).
 HELD_OUT_SHARE = 0.05
+#: Folders of the standard library left out of the default corpus (installed packages, caches); a
+#: ``--corpus`` folder keeps every file that is not hidden.
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -166,7 +168,7 @@ def _listing(base: Path, stdlib: bool) -> tuple[tuple[str, int, int], ...]:
     found = []
     for path in base.rglob("*.py") if stdlib else base.rglob("*"):
         rel = path.relative_to(base)
-        if any(part.startswith(".") or part in _SKIPPED_DIRS for part in rel.parts):
+        if any(part.startswith(".") or stdlib and part in _SKIPPED_DIRS for part in rel.parts):
             continue
         try:
             stat = path.stat()
@@ -257,6 +259,8 @@ class TextTask:
         self.corpus = load_corpus(options.corpus)
         self.cfg = text_config(**PRESET_MODELS.get(options.preset, {}))
         self.eval_tokens = self.corpus.chained_contexts("held_out", EVAL_CHAINS, EVAL_PER_CHAIN)
+        # the training split holds a context: checked here, before the run is written, not at the first batch
+        self.corpus.sample("train", 1, int(self.cfg.n_ctx), torch.Generator())
 
     def model_config(self):
         return self.cfg
