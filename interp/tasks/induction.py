@@ -12,9 +12,8 @@ distance, and a model only learns that from data that has both.
 Fresh tokens never repeat within a sequence (they are drawn without replacement from the
 non-BOS vocabulary, cycling only when a sequence needs more than the vocabulary holds), so every
 earlier occurrence of a token is a true copy, as in the ``[BOS, r, r]`` probes. With tokens
-drawn with replacement, a quarter of the tokens of a 64-token sequence over 127 ids recur by
-chance; the heads then learn to hedge, leaving ~20 % of their attention on BOS (best layer-1
-prefix-matching 0.75 vs 0.87; docs/training.md has the measurements).
+drawn with replacement, about a fifth of the tokens of a 64-token sequence over 127 ids recur by
+chance, and the heads learn to hedge by keeping attention on BOS (docs/training.md, "Induction").
 
 Batches are a pure function of ``(seed, step)``, so a resumed run sees exactly the batches an
 uninterrupted one would.
@@ -68,8 +67,10 @@ class CopiedSpans:
         """``tokens`` (batch, n_ctx) and ``repeated`` (batch, n_ctx) bool.
 
         ``repeated[i, j]`` is True when token j of sequence i is in a copy and is not the copy's
-        first token: exactly the positions an induction head can predict (target j, predicted
-        from position j - 1).
+        first token: positions an induction head can predict (target j, predicted from position
+        j - 1). Not all of them: a copy's first token is predictable too where that copy goes on
+        from a copy of the span just before its own source (about 1.5 % of the predictable
+        positions are of this kind; they count as not repeated).
         """
         n, g = self.n_ctx, generator
         pos = torch.arange(n).expand(batch_size, n)

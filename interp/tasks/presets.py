@@ -138,7 +138,7 @@ PRESETS: dict[str, dict[str, TrainOptions]] = {
         ),
     },
     "text": {
-        # Contexts of 512 bytes of the standard library (interp.tasks.text), 4 per step, on the
+        # Contexts of BOS and 511 bytes of the standard library (interp.tasks.text), 4 per step, on the
         # 2-layer attention-only model with sinusoid-started positions. At lr 1e-2 the
         # previous-token heads form over the first ~2,000 steps and the induction heads and the
         # in-context learning score follow together (seed 0, constant lr: best prefix matching

@@ -6,7 +6,7 @@ checkpoint of a run) give ``icl_score`` (:func:`circuits.in_context_learning_sco
 500th token minus the 50th), ``loss_early`` and ``loss_late`` (the two means) and ``test_loss``
 (mean over every token). The definitions are in ``docs/scores.md`` ("Text detector").
 
-Applies to models with the byte vocabulary (``d_vocab >= 257``: bytes and BOS = 256) and a context
+Applies to models with the byte vocabulary (``d_vocab == 257``: bytes and BOS = 256) and a context
 of at least ``late + 1 = 501`` tokens. The corpus is the one recorded in the run's ``run.json``
 (the standard library for loose checkpoints); a corpus whose hash differs from the recorded one
 makes every checkpoint an error row saying so, rather than numbers on other text.
