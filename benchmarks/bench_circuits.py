@@ -11,7 +11,8 @@ clean tokens of the second copy that induction can predict (its tokens 2..31, re
 positions before them). For each method (``exact``, ``eap``, ``eap-ig`` with 5 steps): the
 faithfulness (``circuits.faithfulness_curve``) of the top-k edges by |score| for every k, the
 smallest k with faithfulness >= 0.9, its edges less those on no path from ``embed`` to ``logits``
-(``circuits.prune_circuit``, the same faithfulness), and whether that circuit holds a K-composition edge
+(``circuits.prune_circuit``, the same faithfulness), how many of its edges can each be left out alone
+with the faithfulness still >= 0.9, and whether that circuit holds a K-composition edge
 ``L0Hi -> L1Hj.k`` from a head flagged ``is_previous_token`` into one flagged ``is_induction``
 (``circuits.induction_heads``, default thresholds), with the rank of the best such edge.
 
@@ -46,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
 
-from circuits import (causal_trace, edge_attribution, faithfulness_curve, induction_heads,  # noqa: E402
-                      logit_lens, prune_circuit, top_edges)
+from circuits import (causal_trace, circuit_faithfulness, edge_attribution, faithfulness_curve,  # noqa: E402
+                      induction_heads, logit_lens, prune_circuit, top_edges)
 from common import load_average, load_note, machine, markdown_table, minutes, seeds_label, write_section  # noqa: E402
 from interp import load_model  # noqa: E402
 
@@ -127,6 +128,14 @@ def k_composition_edges(model) -> tuple[set[tuple[str, str, str]], bool, str]:
     return {(f"L0H{int(p['head'])}", f"L{int(q.layer)}H{int(q['head'])}", "k")}, False, words
 
 
+def removable(model, circuit: pd.DataFrame, clean, corrupted, metric) -> int:
+    """How many of the circuit's edges can each be left out alone with faithfulness still >= LEVEL
+    (0: every edge is needed, so no smaller circuit lies inside this one one edge away)."""
+    edges = list(zip(circuit.source, circuit.target, circuit.input))
+    return sum(circuit_faithfulness(model, edges[:i] + edges[i + 1:], clean, corrupted, metric) >= LEVEL
+               for i in range(len(edges)))
+
+
 def induction_rows(name: str, model) -> list[dict]:
     kcomp, is_flagged, flagged = k_composition_edges(model)
     rows = []
@@ -146,6 +155,7 @@ def induction_rows(name: str, model) -> list[dict]:
             rows.append({"model": name, "corrupted": f"{redraw} copy", "method": method, "edges": len(scores[method]),
                          "k": k, "size": len(circuit),
                          "faith_k": float(curve.faithfulness.loc[k]) if k is not None else float("nan"),
+                         "removable": removable(model, circuit, clean, corrupted, loss) if k is not None else None,
                          "kcomp_flagged": is_flagged, "kcomp": ", ".join(map(edge_name_of, sorted(kcomp))),
                          "flagged": flagged, "kcomp_in": bool(kcomp & kept),
                          "kcomp_rank": ranks[0] if ranks else None,
@@ -158,14 +168,16 @@ def induction_rows(name: str, model) -> list[dict]:
 
 def induction_table(rows: list[dict]) -> str:
     lines = ["| model | corrupted | method | smallest circuit >= 0.9 (of all edges) | its faithfulness | "
-             "flagged K-comp. edge in it | best K-comp. edge's rank | Spearman with `exact` | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "edges it can lose one at a time | flagged K-comp. edge in it | best K-comp. edge's rank | "
+             "Spearman with `exact` | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         size = f"{r['size']} of {r['edges']} (top {r['k']})" if r["k"] is not None else f"none below all {r['edges']}"
         kin = ("yes" if r["kcomp_in"] else "no") + ("" if r["kcomp_flagged"] else f" (none flagged; {r['kcomp']})")
         rank = r["kcomp_rank"] if r["kcomp_rank"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['corrupted']} | `{r['method']}` | {size} | {r['faith_k']:.3f} | {kin} | "
-                     f"{rank} | {r['rho']:.3f} | {r['seconds']:.2f} |")
+        lose = "-" if r["removable"] is None else r["removable"]
+        lines.append(f"| {r['model']} | {r['corrupted']} | `{r['method']}` | {size} | {r['faith_k']:.3f} | {lose} | "
+                     f"{kin} | {rank} | {r['rho']:.3f} | {r['seconds']:.2f} |")
     return "\n".join(lines)
 
 
@@ -306,7 +318,10 @@ Measures only, no target (issue 33, item 4).
 re-drawn; metric: mean loss of the second copy's tokens 2..{HALF}. "Smallest circuit": the smallest k
 whose top-k edges by |score| (that method's) have faithfulness >= {LEVEL} (`circuits.faithfulness_curve`
 at every k, edges 81), less its edges on no path from `embed` to `logits` (`circuits.prune_circuit`: the
-same faithfulness); the cell gives the edges left and k. "Flagged K-comp. edge": an edge `L0Hi -> L1Hj.k` with `L0Hi` flagged `is_previous_token`
+same faithfulness); the cell gives the edges left and k. "Edges it can lose one at a time": how many of
+that circuit's edges can each be left out alone with faithfulness still >= {LEVEL} (0: no circuit one
+edge smaller inside it reaches the level, so its size is the model's, not the ranking's).
+"Flagged K-comp. edge": an edge `L0Hi -> L1Hj.k` with `L0Hi` flagged `is_previous_token`
 and `L1Hj` flagged `is_induction` by `circuits.induction_heads` (default thresholds); its rank is
 that of the best such edge by |score|; where no pair is flagged, the edge from the layer-0 head with the
 best previous-token score into the head with the best prefix matching stands in (named in the cell).

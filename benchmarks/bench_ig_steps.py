@@ -11,12 +11,13 @@ agreement is also split by the size of the edges (the edges whose |exact| is at 
 largest, and the rest) and the share of edges whose sign agrees. For comparison, the other
 integrated-gradients variant of Hanna et al.'s code, over the nodes' *activations* (each source
 layer's output interpolated in turn, the gradients at every input averaged over all those runs),
-written here from hooks. Measures only, no target.
+written here from hooks; and both methods on the model cast to float64. Measures only, no target.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from interp import load_model  # noqa: E402
 STEPS = (1, 2, 3, 5, 10, 20)
 ISSUE_STEPS = 5  # the issue's eap-ig: where the agreement is split by the size of the edges
 LARGE = 0.01  # a large edge: |exact| at least this share of the largest
+EXACT64 = "float64: `exact` with float32 `exact`"
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:
@@ -88,6 +90,7 @@ def ig_over_activations(model, clean: torch.Tensor, corrupted: torch.Tensor, met
 
 def rows_for(name: str, model) -> list[dict]:
     rows = []
+    wide = copy.deepcopy(model).to(torch.float64)  # rules rounding in or out as the cause
     for redraw in CORRUPTIONS:
         clean, corrupted, loss = induction_inputs(int(model.cfg.d_vocab), redraw)
         exact = edge_attribution(model, clean, corrupted, loss, "exact").score
@@ -101,6 +104,10 @@ def rows_for(name: str, model) -> list[dict]:
                 split["small edges"] = round(spearman(exact[~large], scores[~large]), 3)
                 split["same sign"] = f"{100 * (exact.gt(0) == scores.gt(0)).mean():.0f} %"
         row.update(split)
+        exact64 = edge_attribution(wide, clean, corrupted, loss, "exact").score
+        row[EXACT64] = round(spearman(exact, exact64), 4)
+        row[f"float64: {ISSUE_STEPS} steps"] = round(spearman(exact64, edge_attribution(
+            wide, clean, corrupted, loss, "eap-ig", ig_steps=ISSUE_STEPS).score), 3)
         activations = ig_over_activations(model, clean, corrupted, loss, ISSUE_STEPS)
         row[f"over activations ({ISSUE_STEPS} steps)"] = round(spearman(exact, activations), 3)
         print(row, flush=True)
@@ -121,8 +128,9 @@ def main() -> None:
             model = load_model(train("induction", Path(tmp) / f"induction{seed}", seed))
             rows += rows_for(f"induction default, seed {seed}", model)
     table = pd.DataFrame(rows)
-    best = table[[c for c in table.columns if "step" in c and "activations" not in c]].max(axis=1)
+    best = table[[str(s) + (" step" if s == 1 else " steps") for s in STEPS]].max(axis=1)
     over = table[f"over activations ({ISSUE_STEPS} steps)"]
+    wide, five = table[f"float64: {ISSUE_STEPS} steps"], table[f"{ISSUE_STEPS} steps"]
     text = f"""## `eap-ig` against its number of steps (`python benchmarks/bench_ig_steps.py`)
 
 {machine()}. {load_note(before, load_average())} One process, {minutes(time.perf_counter() - start)} in all.
@@ -141,6 +149,10 @@ sources' activations instead of the input (each source layer's output interpolat
 the corrupted and the clean run, {ISSUE_STEPS} points each; every input's gradient averaged over
 those runs; `benchmarks/bench_ig_steps.py::ig_over_activations`): {over.min():.3f} to {over.max():.3f},
 the target reached in {int((over >= 0.9).sum())} of {len(over)} rows.
+`float64`: the same model in float64, to rule the rounding of either method in or out as the cause:
+the Spearman correlation of float64 `exact` with the float32 `exact` above (at least
+{table[EXACT64].min():.4f}), and of {ISSUE_STEPS}-step `eap-ig` with `exact`, both in float64
+({wide.min():.3f} to {wide.max():.3f}, against {five.min():.3f} to {five.max():.3f} in float32).
 
 {markdown_table(table)}
 """
