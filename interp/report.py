@@ -19,6 +19,7 @@ import pandas as pd
 
 from interp.detectors.registry import DETECTORS
 from interp.base.page import ReportFigure, figure_html, html_page
+from interp.base.errors import first_line
 from interp.base.files import atomic_write_text
 from interp.scoring.table import ERROR_METRIC, LOAD_DETECTOR
 
@@ -31,8 +32,10 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
     A contents list (each run and its figures), then one section per run: a header, the section
     of every detector of :data:`interp.detectors.DETECTORS` that has rows for the run (its
     ``report``), then the run's error rows. Rows of a detector this installation does not know
-    are named in a note, not dropped silently. Raises ``TypeError`` when a detector returns a figure
-    without a caption (anything but an HTML string or a :class:`ReportFigure`).
+    are named in a note, not dropped silently; a detector whose section fails on its rows gets a
+    note naming the error in its place, and the rest of the page is drawn. Raises ``TypeError``
+    when a detector returns a figure without a caption (anything but an HTML string or a
+    :class:`ReportFigure`).
     """
     parts: list[str] = []
     contents: list[str] = []
@@ -60,7 +63,12 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
             if detector.report_rows:  # with the rows of the other detectors its section draws on
                 rows = part[part["detector"].isin((detector_name, *detector.report_rows))
                             & (part["metric"] != ERROR_METRIC)]
-            for item in detector.report(rows):
+            try:
+                items = detector.report(rows)
+            except Exception as exc:  # noqa: BLE001 - rows it cannot draw: a note in its section, not a lost page
+                items = [f"<p class='note'>The {html.escape(detector_name)} section is not drawn: "
+                         f"{html.escape(type(exc).__name__)}: {html.escape(first_line(exc))}.</p>"]
+            for item in items:
                 if isinstance(item, ReportFigure):
                     figures += 1
                     figure_anchor = f"{anchor}-figure-{len(links) + 1}"
@@ -87,11 +95,11 @@ def _sections(table: pd.DataFrame):
     """``(run, checkpoint or None, rows)`` per section: a run's checkpoints with a step together, and
     each checkpoint without one (a foreign file) on its own, its scores' step set to 0 (it has no
     place in the run's order)."""
-    for run, part in table.groupby("run", sort=True):
+    for run, part in table.groupby("run", sort=True, dropna=False):  # a row without a run is shown, not dropped
         stepless = part["step"].isna()
         if not stepless.all():
             yield str(run), None, part[~stepless]
-        for checkpoint, rows in part[stepless].groupby("checkpoint", sort=True):
+        for checkpoint, rows in part[stepless].groupby("checkpoint", sort=True, dropna=False):
             step = pd.array([pd.NA if m == ERROR_METRIC else 0 for m in rows["metric"]], dtype="Int64")
             yield str(run), str(checkpoint), rows.assign(step=step)  # error rows keep saying "no step"
 

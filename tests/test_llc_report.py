@@ -86,7 +86,7 @@ def test_interp_report_has_the_llc_section_with_its_figure_and_sentence(tmp_path
     sentence = re.search(r"<p class='llc'>(.*?)</p>", page).group(1)
     assert "epsilon=0.003, gamma=100, nbeta=5.77, one setting" in sentence  # no llc_plateau row: nothing said
     assert "highest 30.00 at step 1000" in sentence and "Induction phase change (heads) at step" in sentence
-    rise = re.search(r"Where the LLC changes \(steepest rise and fall over 3 checkpoints\): rise between steps "
+    rise = re.search(r"Where the LLC changes \(steepest rise and fall of the curve smoothed over 3 checkpoints\): rise between steps "
                      r"(\d+) and (\d+); the nearest lies (\d+) % of the run from the induction phase change", sentence)
     assert rise and int(rise.group(1)) <= 310 <= int(rise.group(2)) and int(rise.group(3)) <= 5, sentence
     assert f"refined LLC from step {STEPS[0]} to step 1000: " in sentence  # every head rises by (30 - 10) / 4
@@ -148,3 +148,11 @@ def test_a_setting_without_a_plateau_is_said(plateau, said):
     rows += [{**row, "metric": "llc_plateau", "value": plateau} for row in rows if row["metric"] == "llc"]
     sentence = report(canonical(rows))[0]
     assert ("no plateau over step sizes: the values depend on the step size" in sentence) == said, sentence
+
+
+def test_a_table_without_the_chains_spread_says_no_nan():
+    from interp.detectors.llc.report import report
+
+    rows = [row for row in llc_rows(heads=False) if row["metric"] != "llc_std"]
+    sentence = report(canonical(rows))[0]
+    assert "nan" not in sentence and re.search(r"30\.00 at step 1000\.", sentence), sentence

@@ -233,3 +233,36 @@ def test_one_checkpoint_locates_no_phases_and_says_why():
     assert "No induction phase change located (one checkpoint: a change needs a curve)" in page
     rising = build_report(heads[heads["step"] <= 100])  # a curve that has not risen yet: the other reason
     assert "best prefix-matching score never rises by 0.1" in rising
+
+
+def test_odd_rows_are_drawn_or_named_never_lost():
+    # From an audit of made-up tables: each case below lost the page, hid rows, showed a wrong
+    # value or a wrong reason, or wrote a table's text into the page unescaped.
+    healthy = synthetic_heads_table(310)
+    nan_run = healthy.assign(run="/runs/nan", value=float("nan"))
+    page = build_report(canonical([*healthy.to_dict("records"), *nan_run.to_dict("records")]))
+    assert "The heads section is not drawn: ValueError: table has no head rows" in page  # that run's note
+    assert page.count("data-phase-change-step=") == 1  # the healthy run is still drawn
+
+    # a smooth rise over many checkpoints: no single step rises by 10 % of the range
+    steps = list(range(0, 1010, 10))
+    dense = canonical([{"run": "/runs/d", "checkpoint": f"step_{s:06d}.safetensors", "step": s, "detector": "heads",
+                        "layer": 1, "head": 0, "metric": "prefix_matching", "value": 0.05 + 0.9 * i / 100}
+                       for i, s in enumerate(steps)])
+    assert "rises by 0.90, but gradually: no step between two checkpoints rises by 10% of that" in build_report(dense)
+    assert "no prefix-matching scores" in build_report(healthy[healthy["metric"] != "prefix_matching"])
+
+    flags = healthy[healthy["step"] == healthy["step"].max()].copy()
+    flags.loc[(flags["metric"] == "is_induction") & (flags["layer"] == 0), "value"] = float("nan")
+    assert not final_heads(flags).query("layer == 0")["is_induction"].any()  # NaN is not a flag
+
+    edge = {"run": "/runs/c", "checkpoint": "step_000010.safetensors", "step": 10, "detector": "circuit"}
+    circuit = canonical([{**edge, "metric": m, "value": v} for m, v in (
+        ("faithfulness", 0.95), ("clean_loss", 1.0), ("corrupted_loss", 3.0), ("circuit_loss", 1.1),
+        ("circuit_size", 1.0), ("edge:L0H0->L1H0.k<img src=x onerror=alert(2)>", 0.5))])
+    page = build_report(circuit)
+    assert "<img src=x" not in page and "L1H0.k&lt;img src=x onerror=alert(2)&gt;" in page
+
+    orphan = canonical([{"run": None, "checkpoint": "step_000001.safetensors", "step": 1, "detector": "load",
+                         "metric": "error", "value": float("nan"), "error": "ERROR-WITHOUT-RUN"}])
+    assert "ERROR-WITHOUT-RUN" in build_report(orphan)  # a row without a run is shown, not dropped

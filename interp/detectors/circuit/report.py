@@ -32,7 +32,7 @@ def report_items(rows: pd.DataFrame) -> list[Any]:
     heads = rows[rows["detector"] == "heads"]
     n_layers = int(heads["layer"].max()) + 1 if not heads.empty else None
     n_heads = int(heads["head"].max()) + 1 if not heads.empty else None
-    listed = ", ".join(f"{s}&rarr;{t}{'.' + i if i else ''}" for s, t, i in
+    listed = ", ".join(html.escape(f"{s}") + "&rarr;" + html.escape(f"{t}{'.' + i if i else ''}") for s, t, i in
                        final[["source", "target", "input"]].itertuples(index=False, name=None))
     parts: list[Any] = [
         f"<p class='circuit' data-circuit-size='{len(final)}'>The run's circuit, found once on its latest checkpoint "

@@ -142,11 +142,11 @@ def report(rows: pd.DataFrame) -> list[Any]:
     if measures.empty:
         return []
     try:
-        ph = grokking_phases(measures)
-    except ValueError:
-        ph = None
+        ph, why = grokking_phases(measures), ""
+    except ValueError as exc:  # no train/test split, or measures of an older table lacking a column
+        ph, why = None, ("no train/test split" if "train/test split" in str(exc) else html.escape(str(exc)))
     if ph is None or measures["step"].nunique() < 2:
-        why = "no train/test split" if ph is None else "one checkpoint: phases need a curve"
+        why = why or "one checkpoint: phases need a curve"
         parts: list[Any] = [f"<p class='phase'>Grokking phases not located ({why}).</p>"]
         ph = GrokkingPhases(None, None, None)
     else:

@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 from interp.detectors.spec import Detector, Row
 from interp.base.page import ReportFigure
 from interp.detectors._final import final_model
-from interp.analysis.phase import best_head_curve, locate_phase_change
+from interp.analysis.phase import MIN_RISE, MIN_SEGMENT_SHARE, best_head_curve, locate_phase_change
 from interp.runs.record import read_run
 
 __all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
@@ -110,7 +110,7 @@ def final_heads(rows: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     for col in _FLAGS:
         if col in wide:
-            wide[col] = wide[col].astype(bool)
+            wide[col] = wide[col] == 1  # a NaN flag (not scored) is not a flag
     return wide.astype({"layer": int, "head": int}).sort_values(["layer", "head"], ignore_index=True)
 
 
@@ -121,8 +121,12 @@ def report(rows: pd.DataFrame) -> list[Any]:
     curve = best_head_curve(rows)
     pc = locate_phase_change(curve["step"], curve["score"]) if not curve.empty else None
     if pc is None:
-        why = ("one checkpoint: a change needs a curve" if curve["step"].nunique() < 2
-               else "best prefix-matching score never rises by 0.1")
+        span = curve["score"].max() - curve["score"].min() if not curve.empty else float("nan")
+        why = ("no prefix-matching scores" if curve.empty
+               else "one checkpoint: a change needs a curve" if curve["step"].nunique() < 2
+               else "best prefix-matching score never rises by 0.1" if not span >= MIN_RISE
+               else f"the best prefix-matching score rises by {span:.2f}, but gradually: no step between two "
+                    f"checkpoints rises by {MIN_SEGMENT_SHARE:.0%} of that")
         parts: list[Any] = [f"<p class='phase'>No induction phase change located ({why}).</p>"]
     else:
         parts = [f"<p class='phase' data-phase-change-step='{pc.step}'>Induction phase change at "
@@ -157,7 +161,9 @@ def _attention_figure(rows: pd.DataFrame, heads: pd.DataFrame) -> list[Any]:
     from interp.detectors.heads.figures import plot_attention_patterns
 
     if heads.empty or not {"previous_token", "prefix_matching"} <= set(heads.columns):
-        return ["<p class='note'>Attention patterns not drawn: no head scores at the final checkpoint.</p>"]
+        missing = " and ".join(m for m in ("previous_token", "prefix_matching") if m not in heads.columns)
+        return ["<p class='note'>Attention patterns not drawn: no "
+                + (f"{missing} scores" if not heads.empty else "head scores") + " at the final checkpoint.</p>"]
     model, step, why = final_model(rows)
     why = why or (applies(model) or "")
     if why:

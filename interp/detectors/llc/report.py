@@ -63,7 +63,7 @@ def report(rows: pd.DataFrame) -> list[Any]:
     peak = curve.loc[curve["llc"].idxmax()]
     text = (f"<p class='llc'>Local learning coefficient (SGLD, {said}one setting for the whole run): "
             f"{curve['llc'].iloc[0]:.2f} at step {int(curve['step'].iloc[0])}, highest {peak['llc']:.2f} at step "
-            f"{int(peak['step'])}, {curve['llc'].iloc[-1]:.2f} &plusmn; {curve['llc_std'].iloc[-1]:.2f} at step "
+            f"{int(peak['step'])}, {curve['llc'].iloc[-1]:.2f}{_spread(curve['llc_std'].iloc[-1])} at step "
             f"{int(curve['step'].iloc[-1])}.")
     marks = located_phases(rows)
     if marks["phase_change"] is not None:
@@ -84,9 +84,14 @@ def report(rows: pd.DataFrame) -> list[Any]:
     if not heads.empty:
         final = heads[heads["step"] == heads["step"].max()].sort_values("llc_head", ascending=False)
         parts.append(f"<p>Refined LLC per head at step {int(final['step'].iloc[0])}: " + ", ".join(
-            f"L{r.layer}H{r.head} {r.llc_head:.2f} ({flags.get((r.layer, r.head), 'not flagged')})"
+            f"L{r.layer}H{r.head} {r.llc_head:.2f} ({flags.get((r.layer, r.head), 'not scored by heads' if flags else 'not flagged')})"
             for r in final.itertuples()) + ".</p>")
     return parts
+
+
+def _spread(std: float) -> str:
+    """`` &plusmn; std`` (nothing where the table holds no spread over chains)."""
+    return f" &plusmn; {std:.2f}" if pd.notna(std) else ""
 
 
 def _changes(curve: pd.DataFrame, marks: dict[str, Any]) -> str:
@@ -96,7 +101,7 @@ def _changes(curve: pd.DataFrame, marks: dict[str, Any]) -> str:
         return " The LLC curve has no change point (no segment stands out of its smoothed range)."
     said = ", ".join(f"{'rise' if c.slope > 0 else 'fall'} between steps {c.start_step} and {c.end_step}"
                      for c in changes)
-    text = f" Where the LLC changes (steepest rise and fall over 3 checkpoints): {said}"
+    text = f" Where the LLC changes (steepest rise and fall of the curve smoothed over 3 checkpoints): {said}"
     located = marks["phase_change"] or marks["icl_change"]
     span = int(curve["step"].max()) - int(curve["step"].min())
     if located is not None and span > 0:
@@ -114,7 +119,7 @@ def _head_changes(heads: pd.DataFrame, flags: dict) -> str:
     first, last = wide.columns.min(), wide.columns.max()
     change = (wide[last] - wide[first]).dropna().sort_values(ascending=False)
     return (f" Heads by the rise of their refined LLC from step {first} to step {last}: " + ", ".join(
-        f"L{layer}H{head} {value:+.2f} ({flags.get((layer, head), 'not flagged')})"
+        f"L{layer}H{head} {value:+.2f} ({flags.get((layer, head), 'not scored by heads' if flags else 'not flagged')})"
         for (layer, head), value in change.items()) + ".")
 
 
@@ -135,5 +140,5 @@ def _caption(marks: dict[str, Any], heads: pd.DataFrame, flags: dict) -> str:
     if heads.empty:
         return text
     how = ("coloured by the heads detector's flags at its last checkpoint (red induction, blue previous-token, "
-           "grey other)" if flags else "grey: no heads rows to flag them")
+           "grey other, olive not scored by heads)" if flags else "grey: no heads rows to flag them")
     return text + f" Below, each head's refined LLC, {how}."
