@@ -86,7 +86,8 @@ def test_interp_report_has_the_llc_section_with_its_figure_and_sentence(tmp_path
     sentence = re.search(r"<p class='llc'>(.*?)</p>", page).group(1)
     assert "epsilon=0.003, gamma=100, nbeta=5.77, one setting" in sentence  # no llc_plateau row: nothing said
     assert "highest 30.00 at step 1000" in sentence and "Induction phase change (heads) at step" in sentence
-    rise = re.search(r"Where the LLC changes \(steepest rise and fall of the curve smoothed over 3 checkpoints\): rise between steps "
+    rise = re.search(r"Where the LLC changes \(steepest rise and fall of the curve smoothed over 3 checkpoints\): "
+                     r"rise between steps "
                      r"(\d+) and (\d+); the nearest lies (\d+) % of the run from the induction phase change", sentence)
     assert rise and int(rise.group(1)) <= 310 <= int(rise.group(2)) and int(rise.group(3)) <= 5, sentence
     assert f"refined LLC from step {STEPS[0]} to step 1000: " in sentence  # every head rises by (30 - 10) / 4

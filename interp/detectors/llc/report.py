@@ -84,9 +84,14 @@ def report(rows: pd.DataFrame) -> list[Any]:
     if not heads.empty:
         final = heads[heads["step"] == heads["step"].max()].sort_values("llc_head", ascending=False)
         parts.append(f"<p>Refined LLC per head at step {int(final['step'].iloc[0])}: " + ", ".join(
-            f"L{r.layer}H{r.head} {r.llc_head:.2f} ({flags.get((r.layer, r.head), 'not scored by heads' if flags else 'not flagged')})"
+            f"L{r.layer}H{r.head} {r.llc_head:.2f} ({_kind(flags, r.layer, r.head)})"
             for r in final.itertuples()) + ".</p>")
     return parts
+
+
+def _kind(flags: dict, layer: int, head: int) -> str:
+    """The head's flag in words; a head the heads rows do not score is named so (olive in the figure)."""
+    return flags.get((layer, head), "not scored by heads" if flags else "not flagged")
 
 
 def _spread(std: float) -> str:
@@ -119,7 +124,7 @@ def _head_changes(heads: pd.DataFrame, flags: dict) -> str:
     first, last = wide.columns.min(), wide.columns.max()
     change = (wide[last] - wide[first]).dropna().sort_values(ascending=False)
     return (f" Heads by the rise of their refined LLC from step {first} to step {last}: " + ", ".join(
-        f"L{layer}H{head} {value:+.2f} ({flags.get((layer, head), 'not scored by heads' if flags else 'not flagged')})"
+        f"L{layer}H{head} {value:+.2f} ({_kind(flags, layer, head)})"
         for (layer, head), value in change.items()) + ".")
 
 
