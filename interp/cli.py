@@ -127,9 +127,8 @@ def _score(args: argparse.Namespace) -> int:
     stepped = table.dropna(subset=["step"]).drop_duplicates(["run", "checkpoint"])
     for (run, step), names in stepped.groupby(["run", "step"])["checkpoint"]:
         if len(names) > 1:
-            print(f"interp: {' and '.join(sorted(names))} of {run} are all step {step}: each is scored, but the "
-                  "report's curves and final figures keep one value per step (rename or remove the others)",
-                  file=sys.stderr)
+            print(f"interp: {' and '.join(sorted(names))} of {run} are all step {step}: each is scored; the report "
+                  "draws the last by name and names the others", file=sys.stderr)
     if not args.quiet:
         for run, why in table.attrs["skipped"].items():
             for detector, reason in why.items():

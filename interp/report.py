@@ -51,6 +51,9 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         if stepless:
             parts.append(f"<p class='note'>{name} records no training step: a section of its own, its rows "
                          "drawn at step 0.</p>")
+        part, note = _one_checkpoint_per_step(part)
+        if note:
+            parts.append(note)
         links: list[str] = []
         unknown = part.loc[~part["detector"].isin([*DETECTORS, LOAD_DETECTOR]), "detector"].value_counts()
         if not unknown.empty:  # a detector of another version, or of a plugin not installed here
@@ -89,6 +92,22 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         parts.append("<p>The table has no rows.</p>")
     nav = f"<nav class='contents'><b>Contents</b><ol>{''.join(contents)}</ol></nav>\n" if contents else ""
     return html_page(title, nav + "\n".join(parts))
+
+
+def _one_checkpoint_per_step(part: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """One run's rows with one checkpoint per step, the last by name, so that every curve and every
+    final figure shows the same one; and a note naming the others (None when no step has two).
+    Error rows are all kept, for the errors table."""
+    stepped = part.dropna(subset=["step"])
+    names = stepped.groupby("step")["checkpoint"].unique()
+    shared = {int(step): sorted(map(str, found)) for step, found in names.items() if len(found) > 1}
+    if not shared:
+        return part, None
+    drawn = part["step"].map({step: found[-1] for step, found in shared.items()})
+    keep = drawn.isna() | (part["checkpoint"] == drawn) | (part["metric"] == ERROR_METRIC)
+    said = "; ".join(f"step {step}: {html.escape(', '.join(found))}, drawn: {html.escape(found[-1])}"
+                     for step, found in sorted(shared.items()))
+    return part[keep], f"<p class='note'>Steps held by more than one checkpoint (the last by name is drawn): {said}.</p>"
 
 
 def _sections(table: pd.DataFrame):

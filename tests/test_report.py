@@ -266,3 +266,16 @@ def test_odd_rows_are_drawn_or_named_never_lost():
     orphan = canonical([{"run": None, "checkpoint": "step_000001.safetensors", "step": 1, "detector": "load",
                          "metric": "error", "value": float("nan"), "error": "ERROR-WITHOUT-RUN"}])
     assert "ERROR-WITHOUT-RUN" in build_report(orphan)  # a row without a run is shown, not dropped
+
+
+def test_two_checkpoints_at_one_step_draw_one_and_name_the_other():
+    # A copy beside step 1000 (other scores): the final table, the heatmaps and the curves each
+    # picked their own before; now every figure draws the last by name, and a note names both.
+    heads = synthetic_heads_table(310)
+    copy = heads[heads["step"] == 1000].assign(checkpoint="zz_copy.safetensors")
+    copy.loc[copy["metric"] == "prefix_matching", "value"] = 0.123
+    page = build_report(canonical([*heads.to_dict("records"), *copy.to_dict("records")]))
+    assert ("Steps held by more than one checkpoint (the last by name is drawn): step 1000: "
+            "step_001000.safetensors, zz_copy.safetensors, drawn: zz_copy.safetensors") in page
+    table = re.search(r"<h3>Heads at the last scored checkpoint.*?</table>", page, re.S).group(0)
+    assert "0.123" in table
