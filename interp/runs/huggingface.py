@@ -151,7 +151,7 @@ _POSITIONS = {"GPT2LMHeadModel": ("transformer.wpe.weight", ("n_positions", "n_c
               "GPTNeoForCausalLM": ("transformer.wpe.weight", ("max_position_embeddings",))}
 
 
-def _check_tables(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
+def _check_weights(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
                   weights: dict[str, torch.Tensor]) -> None:
     """The token and position tables and layer 0's widths must have the sizes ``config.json``
     gives, checked before anything of those sizes is made (the conversion allocates by the
@@ -231,7 +231,7 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
     if layers and max(layers) + 1 != cfg["n_layers"]:  # the conversion reads only the layers the config names
         raise CheckpointError(f"{path}: the weights hold {max(layers) + 1} layers, config.json says {cfg['n_layers']}")
     head, embedding = _TIES[arch]
-    _check_tables(path, arch, hf, cfg, weights)
+    _check_weights(path, arch, hf, cfg, weights)
     if head not in weights and embedding in weights and tied_embeddings(arch, hf):
         weights[head] = weights[embedding]
     try:

@@ -38,7 +38,8 @@ with (:class:`interp.detectors.llc.estimate.Sampling`: 2 chains, 50 burn-in step
    pass over the run per candidate, divided by the threads (a diverging chain stops at once).
 
 The chosen setting is fixed for every checkpoint of the run and recorded in the model rows
-(``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``). Deterministic for a seed.
+(``llc_epsilon``, ``llc_gamma``, ``llc_nbeta``; ``llc_plateau`` says whether it is on a plateau).
+Deterministic for a seed.
 """
 
 from __future__ import annotations
