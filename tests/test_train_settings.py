@@ -47,6 +47,26 @@ def test_a_bad_key_or_value_is_one_line_naming_what_is_accepted(tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.parametrize("task, spec, message, say", [
+    ("induction", "weight_decay_ramp_start=0.5", "weight_decay_ramp_start=0.5 does nothing without weight_decay_end",
+     ["--set", "weight_decay_end=0.1"]),
+    ("induction", "grokfast_alpha=0.9", "grokfast_alpha=0.9 does nothing while grokfast_lambda is 0",
+     ["--set", "grokfast_lambda=1"]),
+    ("modadd", "warmup_steps=3", "warmup_steps=3 is longer than the run (2 steps)", ["--steps", "3"]),
+])
+def test_a_value_the_recipe_gives_no_say_is_refused(tmp_path, capsys, task: str, spec: str, message: str,
+                                                     say: list[str]) -> None:
+    out = tmp_path / "run"  # each used to train as if it had not been given
+    assert main(["train", task, "--out-dir", str(out), "--steps", "2", "--set", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+    flags = ["train", task, "--out-dir", str(tmp_path / "ok"), "--quiet", "--set", spec, *say]
+    if "--steps" not in say:
+        flags += ["--steps", "2"]
+    assert main(flags) == 0, capsys.readouterr().err  # where the recipe gives it a say, it trains
+
+
 def test_a_value_given_twice_or_to_a_resumed_run_is_refused(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", "modadd", "--out-dir", str(out), "--steps", "2", "--set", "steps=3"]) == 2

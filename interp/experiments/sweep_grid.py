@@ -28,6 +28,16 @@ LOOP_OPTIONS = ("steps", "lr", "weight_decay", "weight_decay_end", "weight_decay
                 "lr_schedule", "adam_eps", "grokfast_alpha", "grokfast_lambda", "eval_every", "checkpoint_every")
 #: Grid keys whose values must be positive.
 _POSITIVE = {"steps", "lr", "adam_eps", "eval_every", "checkpoint_every", "batch_size", "p", "d_model"}
+#: A ``--set`` value refused where the recipe gives it no say: (key, when, why). A sweep's grid may
+#: cross such keys (its cells without the filter are its baseline), so only ``--set`` is checked.
+_IDLE = (
+    ("weight_decay_ramp_start", lambda o: o.weight_decay_end is None,
+     "does nothing without weight_decay_end (the decay is constant); set weight_decay_end too"),
+    ("grokfast_alpha", lambda o: o.grokfast_lambda == 0,
+     "does nothing while grokfast_lambda is 0 (the Grokfast filter is off); set grokfast_lambda > 0 too"),
+    ("warmup_steps", lambda o: o.warmup_steps > o.steps,
+     "is longer than the run ({o.steps} steps): the learning rate would never reach lr"),
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,9 @@ def parse_settings(task: str, specs: Sequence[str], base: TrainOptions) -> Train
 
     Keys and values are parsed and checked as :func:`parse_grid` does, one value per key, and the
     options that result must build the task and its model (``ValueError`` naming the bad key or
-    value and what is accepted).
+    value and what is accepted); so is a value the recipe then gives no say (:data:`_IDLE`:
+    ``weight_decay_ramp_start`` without ``weight_decay_end``, ``grokfast_alpha`` with the filter
+    off, ``warmup_steps`` longer than the run).
     """
     values: dict[str, Any] = {}
     for spec in specs:
@@ -157,6 +169,9 @@ def parse_settings(task: str, specs: Sequence[str], base: TrainOptions) -> Train
         make_task(options).model_config()
     except (ValueError, TypeError, AssertionError) as exc:
         raise ValueError(f"bad --set {', '.join(f'{k}={v}' for k, v in values.items())}: {exc}") from None
+    for key, idle, why in _IDLE:
+        if key in values and idle(options):
+            raise ValueError(f"--set {key}={values[key]} {why.format(o=options)}")
     return options
 
 
