@@ -104,6 +104,37 @@ def test_a_directory_left_by_a_killed_first_write_is_trained_into(tmp_path):
         train(preset("induction", steps=2), other, quiet=True)
 
 
+@pytest.mark.parametrize("made", [True, False])
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, made):
+    """Running out of memory at step 0 (a batch too large) used to leave ``run.json``: the retry with
+    a smaller batch was refused (not empty) and ``--resume`` would train the recorded recipe again."""
+    import interp.training.loop as loop
+
+    out = tmp_path / "run"
+    if not made:
+        out.mkdir()
+    evaluate = loop._evaluate
+
+    def fail_at(at: int):
+        def run(task, model, step):
+            if step == at:
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+            return evaluate(task, model, step)
+        return run
+
+    monkeypatch.setattr(loop, "_evaluate", fail_at(0))
+    with pytest.raises(RuntimeError, match="allocate"):
+        train(preset("induction", steps=4, checkpoint_every=2), out, quiet=True)
+    assert out.exists() != made and (made or not any(out.iterdir()))
+    monkeypatch.setattr(loop, "_evaluate", fail_at(2))  # after step 0's checkpoint: everything is kept
+    with pytest.raises(RuntimeError, match="allocate"):
+        train(preset("induction", steps=4, checkpoint_every=2), out, quiet=True)
+    assert [step for step, _ in list_checkpoints(out)] == [0, 1]
+    monkeypatch.setattr(loop, "_evaluate", evaluate)
+    train(preset("induction", steps=4, checkpoint_every=2), out, resume=True, quiet=True)
+    assert [step for step, _ in list_checkpoints(out)] == [0, 1, 2, 4]
+
+
 def test_resume_rejects_a_run_of_another_task(tmp_path):
     out = tmp_path / "run"
     train(preset("induction", steps=4), out, quiet=True)

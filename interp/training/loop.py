@@ -5,10 +5,13 @@ at every evaluation step a row of ``metrics.csv``, and at every checkpoint step 
 then the optimiser state. ``resume=True`` continues from the step of the optimiser state on disk
 (the newest checkpoint whose optimiser state was written completely), dropping metrics rows after
 it. Batches depend only on (seed, step), so a resumed run reproduces an uninterrupted one exactly.
+A fresh run that fails before its first optimiser state is written (out of memory at step 0, say)
+removes what it wrote, so that a retry with another recipe may use the same directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -23,6 +26,8 @@ from interp.tasks.models import build_model, config_to_dict
 from interp.tasks.presets import TrainOptions
 from interp.base.progress_bar import progress_bar
 from interp.runs.layout import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
     OPTIMIZER_FILE,
     RUN_FILE,
     RunError,
@@ -94,6 +99,20 @@ def train(
     if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
         task.init_model(model)
     model.train()
+    fresh, existed = not (resume and has_run), out.exists()
+    try:
+        _loop(out, options, task, model, resume, extended, quiet, on_eval)
+    except BaseException:
+        if fresh and not (out / OPTIMIZER_FILE).exists():  # nothing to resume from: a retry starts clean
+            _discard(out, existed)
+        raise
+    return out
+
+
+def _loop(out: Path, options: TrainOptions, task: object, model: torch.nn.Module, resume: bool, extended: bool,
+          quiet: bool, on_eval: Callable[[dict[str, float]], None] | None) -> None:
+    """:func:`train`'s steps, from the optimiser state on disk when resuming (``run.json`` rewritten
+    when ``extended``), else from step 0 (``run.json`` written first)."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.lr, weight_decay=options.weight_decay, betas=options.betas,
         eps=options.adam_eps,
@@ -132,7 +151,16 @@ def train(
         optimizer.step()
         bar.update(1)
     bar.close()
-    return out
+
+
+def _discard(out: Path, existed: bool) -> None:
+    """Remove what a fresh run wrote before it had a state to resume from (its ``run.json``, step 0's
+    metrics and weights), and the folder if the run made it, so that a retry with another recipe
+    (after running out of memory, say) may use the same ``--out-dir``; what cannot be removed stays."""
+    for path in (out / RUN_FILE, out / METRICS_FILE, checkpoint_path(out, 0), out / CHECKPOINT_DIR,
+                 *(() if existed else (out,))):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
 
 
 #: Metrics shown beside the progress bar (those a task reports).
