@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp.detectors._curves import NAME
 from interp.detectors.registry import DETECTORS
 from interp.base.page import ReportFigure, figure_html, html_page
 from interp.base.errors import first_line
@@ -52,6 +53,7 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
             parts.append(f"<p class='note'>{name} records no training step: a section of its own, its rows "
                          "drawn at step 0.</p>")
         part, note = _one_checkpoint_per_step(part)
+        part.attrs[NAME] = stepless or Path(run).name or run  # the figures' titles say it too
         if note:
             parts.append(note)
         links: list[str] = []

@@ -224,6 +224,14 @@ def test_a_checkpoint_without_a_step_gets_a_section_of_its_own(tiny_table, tmp_p
     assert "theirs.pth records no training step: a section of its own, its rows drawn at step 0." in page
     assert page.count("<h2 id='run-") == table["run"].nunique() + 1
     assert f"{tmp_path / 'theirs.pth'} &middot; 1 checkpoints" in page
+    assert "theirs.pth: head scores over training" in page  # the figure's title named the folder
+
+
+def test_figure_titles_show_a_run_name_as_it_is():
+    table = synthetic_heads_table().assign(run='/runs/a "b" <i>c')
+    page = build_report(table)
+    assert '<h2 id=\'run-1\'>a &quot;b&quot; &lt;i&gt;c</h2>' in page
+    assert 'a \\"b\\" &lt;i&gt;c: head scores over training' in page  # plotly shows &quot; as it is
 
 
 def test_one_checkpoint_locates_no_phases_and_says_why():

@@ -34,6 +34,7 @@ from transformer_lens import HookedTransformer
 
 from interp.detectors.spec import Detector, Row
 from interp.base.page import ReportFigure
+from interp.detectors._curves import run_title
 from interp.detectors._final import final_model
 from interp.analysis.phase import MIN_RISE, MIN_SEGMENT_SHARE, best_head_curve, locate_phase_change
 from interp.runs.record import read_run
@@ -135,7 +136,7 @@ def report(rows: pd.DataFrame) -> list[Any]:
     heads = final_heads(rows)
     parts += _attention_figure(rows, heads)
     parts.append(_heatmap_figure(rows, pc))
-    name = html.escape(Path(str(rows["run"].iloc[0])).name)
+    name = run_title(rows)
     where = ("The dashed line and the shaded band mark the located phase change, the steepest rise of the best "
              "prefix-matching score." if pc is not None else "No phase change was located on these checkpoints.")
     curves = plot_head_scores(rows, pc, title=f"{name}: head scores over training")

@@ -10,14 +10,13 @@ in-context learning change (:func:`interp.icl_change_points`, as the ``text`` se
 
 from __future__ import annotations
 
-import html
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from interp.analysis.phase import best_head_curve, curve_change_points, locate_phase_change
 from interp.base.page import ReportFigure
+from interp.detectors._curves import run_title
 from interp.detectors.heads.flags import head_kinds
 from interp.detectors.llc.figures import grokking_measures, head_llc_curves, llc_curve, plot_llc
 
@@ -78,7 +77,7 @@ def report(rows: pd.DataFrame) -> list[Any]:
     heads, flags = head_llc_curves(rows), head_kinds(rows)
     text += _head_changes(heads, flags)
     parts: list[Any] = [text + "</p>"]
-    name = html.escape(Path(str(rows["run"].iloc[0])).name)
+    name = run_title(rows)
     figure = plot_llc(curve, heads, flags, title=f"{name}: local learning coefficient over training", **marks)
     parts.append(ReportFigure("local learning coefficient", figure, _caption(marks, heads, flags)))
     if not heads.empty:
