@@ -208,3 +208,12 @@ def test_summary_report_and_cli(fact_runs, tmp_path):
     assert main(["score", str(runs["comparison"]), "--out", str(out), "--quiet", "--detectors", "reasoning"]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     assert "accuracy: train, ID, OOD" in (tmp_path / "r.html").read_text()
+
+
+def test_every_residual_state_has_its_own_colour_at_any_depth():
+    from interp.detectors.reasoning.figures import plot_rank_curves
+
+    ranks = pd.DataFrame([{"step": step, "split": split, "layer": state, "value": 0.1 * state}
+                          for step in (0, 10) for split in ("id", "ood") for state in range(10)])
+    colours = {trace.name: trace.line.color for trace in plot_rank_curves(ranks).data}
+    assert len(colours) == 10 and len(set(colours.values())) == 10  # 8 colours repeated from state 8 on

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 __all__ = ["plot_reasoning_accuracy", "plot_rank_curves", "plot_state_heatmaps"]
@@ -53,7 +54,8 @@ def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of
                         subplot_titles=list(panels))
     states = sorted(int(s) for s in ranks["layer"].unique())
     last = states[-1]
-    palette = ["#440154", "#3b528b", "#21918c", "#5ec962", "#c8b400", "#e76f51", "#9b2226", "#6d597a"]
+    # one colour per state at any depth, dark (embeddings) to light (output); the lightest yellow left out
+    palette = sample_colorscale("Viridis", [0.9 * i / max(1, len(states) - 1) for i in range(len(states))])
     for col, split in enumerate(("id", "ood"), start=1):
         part = ranks[ranks["split"] == split]
         for s in states:
@@ -63,7 +65,7 @@ def plot_rank_curves(ranks: pd.DataFrame, ylabel: str = "mean reciprocal rank of
             label = f"state {s}" + (" (output)" if s == last else " (embeddings)" if s == 0 else "")
             fig.add_scatter(x=line["step"], y=line["value"], mode="lines+markers", marker={"size": 3},
                             name=label, legendgroup=label, showlegend=col == 1,
-                            line={"color": palette[s % len(palette)]}, row=1, col=col)
+                            line={"color": palette[states.index(s)]}, row=1, col=col)
         fig.update_xaxes(title_text="step", row=1, col=col)
     low = min(0.0, float(ranks["value"].min()))
     fig.update_yaxes(title_text=ylabel, range=[low - 0.02 * (1 - low), 1.02], row=1, col=1)
