@@ -20,6 +20,8 @@ EXIT_USAGE = 2
 #: Some items could not be done (error rows in the table, failed cells), or the job could not
 #: write its output (a full disk, a read-only file system).
 EXIT_SOME_FAILED = 1
+#: The most steps ``interp memorization --budget`` may give a cell (exact in float64 and int64).
+MAX_CELL_STEPS = 2**53
 #: ``interp score`` prints at most this many error reasons on stderr.
 MAX_ERRORS_SHOWN = 20
 
@@ -185,6 +187,9 @@ def _memorization(args: argparse.Namespace) -> int:
     from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
 
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
+    most = MAX_CELL_STEPS / default.max_steps
+    if not args.budget <= most:  # larger: the step counts would not fit the cell table's integers
+        raise UsageError(f"--budget {args.budget:g} gives a cell more than 2^53 steps; it must be at most {most:g}")
     budget = {"max_steps": round(default.max_steps * args.budget),
               "plateau_window": round(default.plateau_window * args.budget)}
     if min(budget.values()) < 1:

@@ -260,6 +260,11 @@ def test_cli_usage_errors(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--out-dir", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+    for budget in ("1e20", "1e308"):  # a traceback, or the trained cells lost at the merge (steps past int64)
+        assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--budget", budget,
+                     "--out-dir", str(tmp_path / "b")]) == 2
+        assert "gives a cell more than 2^53 steps; it must be at most 4.5036e+11" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):
@@ -325,6 +330,23 @@ def test_repeated_sizes_or_data_sets_are_refused(tmp_path, capsys):
     assert not (tmp_path / "mem").exists() and not (tmp_path / "sweep").exists()
     cells = [MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)] * 2
     assert len(memorization_sweep(cells)) == 1  # a library caller's repeated cell is trained once
+
+
+def test_a_diverging_cell_is_an_error_row_and_the_folder_goes_on(tmp_path):
+    """It was a finished row of no bits, on which the capacity table raised: the job stopped, every
+    rerun of the folder and its report too."""
+    from interp.experiments.memorization import memorization_sweep_to_dir
+
+    small = dict(n_layers=1, n_sequences=8, seq_len=4, vocab=8, max_steps=200, plateau_window=10)
+    cells = [MemorizationCell(d_model=16, lr=1e30, **small), MemorizationCell(d_model=8, **small)]
+    result = memorization_sweep_to_dir(cells, tmp_path / "mem")
+    by_model = result.cells.set_index("d_model")
+    assert by_model.loc[16, "stopped_by"] == "error" and "memorised bits are not finite" in by_model.loc[16, "error"]
+    assert by_model.loc[8, "stopped_by"] == "complete" and by_model.loc[8, "memorized_bits"] > 0
+    assert pd.read_csv(tmp_path / "mem" / "capacity.csv")["d_model"].tolist() == [8]
+    good = result.cells[result.cells["d_model"] == 8]
+    edited = pd.concat([good, good.assign(model="1L-d16", d_model=16, params=3672, memorized_bits=float("nan"))])
+    assert capacity_table(edited)["d_model"].tolist() == [8]  # a table edited by hand: its NaN row left out
 
 
 def test_a_folder_with_a_failed_cell_still_takes_new_cells(tmp_path, capsys):

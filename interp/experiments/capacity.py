@@ -21,13 +21,13 @@ SETTING = ("model", "params", "seq_len", "vocab", "seed", "max_steps", "plateau_
 
 def capacity_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Per model (per :data:`SETTING`): capacity (the largest total memorised bits over its data
-    sets) and bits/parameter.
+    sets) and bits/parameter; cells without a finite number of bits (errors) are left out.
 
     ``saturated`` is True when that largest cell stopped on a plateau short of memorising its
     whole data set, so the capacity is measured rather than bounded below by the data. ``label``
     is ``model``, and when the cells hold several settings, what tells them apart (``1L-d8, seed 1``).
     """
-    ok = cells[cells["stopped_by"] != "error"]
+    ok = cells[(cells["stopped_by"] != "error") & np.isfinite(pd.to_numeric(cells["memorized_bits"], errors="coerce"))]
     keys = [c for c in SETTING if c in ok]
     varying = [c for c in keys[2:] if ok[c].nunique() > 1]
     out = []

@@ -22,6 +22,7 @@ This loop is kept apart from the training loop of runs (:mod:`interp.training.lo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ def train_to_saturation(cell: MemorizationCell, on_eval: Callable[[int, torch.Te
         if step % cell.eval_every == 0 or step == cell.max_steps:
             per_sequence = measure_memorization(model, tokens, cell.vocab)
             history[step] = per_sequence.sum().item()
+            if not math.isfinite(history[step]):  # an error row, not a finished cell of no number
+                raise ValueError(f"training diverged: the memorised bits are not finite at step {step} (lr {lr:g})")
             if on_eval is not None:
                 on_eval(step, per_sequence)
             stopped_by = _stop_reason(cell, step, history, reachable)
