@@ -120,6 +120,11 @@ def test_bad_grid_keys_and_values_are_named():
         sweep_cells("modadd", "default", {"frac_train": ["1.5"]}, [0])
     with pytest.raises(ValueError, match="bad grid value lr_schedule=cosine: unknown lr_schedule"):
         sweep_cells("modadd", "default", {"lr_schedule": ["cosine"]}, [0])
+    # a value judged with the grid's other values: refused before, with the preset's p=113 alone
+    assert len(sweep_cells("modadd", "default", {"p": [1009], "frac_train": [0.00003]}, [0])) == 1
+    with pytest.raises(ValueError, match="grid cell frac_train=3e-05,p=113,seed=0 does not fit modadd/default: "
+                                         "frac_train=3e-05 leaves no training pair"):
+        sweep_cells("modadd", "default", {"p": [113, 1009], "frac_train": [0.00003, 0.3]}, [0])
     with pytest.raises(ValueError, match="unknown preset"):
         sweep_cells("modadd", "fastest", {}, [0])
     with pytest.raises(ValueError, match="seeds must be distinct"):

@@ -179,9 +179,11 @@ def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],
                 seeds: Sequence[int]) -> list[SweepCell]:
     """Every combination of the grid's values, for every seed, checked before anything trains.
 
-    Values are parsed (from their text) as in :func:`parse_grid`. Each value, then each cell, is checked by
-    building its options, task and model config: ``ValueError`` naming the bad key and value
-    (or the cell) and why it does not fit.
+    Values are parsed (from their text) as in :func:`parse_grid`. Each cell is checked by building
+    its options, task and model config: ``ValueError`` naming the bad key and value when every cell
+    holding it fails (``bad grid value d_model=18: ...``), else the first cell that fails and why.
+    A value is judged with the grid's other values, not the preset's alone (``n_relations=40`` with
+    ``facts_per_entity=30``).
     """
     preset(task, preset_name)  # unknown task or preset: its own clear error
     if not seeds or any(int(s) < 0 for s in seeds) or len(set(seeds)) != len(seeds):
@@ -192,19 +194,25 @@ def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],
         values = [_parse_value(key, kind, str(v)) for v in grid[key]]
         if not values:
             raise ValueError(f"grid key {key} has no values")
-        for value in values:
-            _check_fits(SweepCell(task, preset_name, ((key, value),), int(seeds[0])), f"bad grid value {key}={value}")
         checked[key] = values
     cells = [SweepCell(task, preset_name, tuple(zip(checked, combo)), int(seed))
              for combo in itertools.product(*checked.values()) for seed in seeds]
-    for cell in cells:
-        _check_fits(cell, f"grid cell {cell.name} does not fit {task}/{preset_name}")
+    failed = {cell: why for cell in cells if (why := _misfit(cell))}
+    if failed:
+        for key, values in checked.items():
+            for value in values:
+                holding = [cell for cell in cells if dict(cell.values)[key] == value]
+                if all(cell in failed for cell in holding):
+                    raise ValueError(f"bad grid value {key}={value}: {failed[holding[0]]}")
+        cell, why = next(iter(failed.items()))
+        raise ValueError(f"grid cell {cell.name} does not fit {task}/{preset_name}: {why}")
     return cells
 
 
-def _check_fits(cell: SweepCell, what: str) -> None:
+def _misfit(cell: SweepCell) -> str:
+    """Why ``cell``'s options, task or model config cannot be built ("" when they can)."""
     try:
         make_task(cell.options()).model_config()
     except (ValueError, TypeError, AssertionError) as exc:
-        raise ValueError(f"{what}: {exc}") from None
-
+        return str(exc)
+    return ""
