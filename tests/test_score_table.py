@@ -56,12 +56,34 @@ def test_text_columns_that_look_like_numbers_read_back_as_text(tmp_path):
     # A digest or fingerprint of digits ("0123", "12e45") must not come back as a number from a CSV.
     from interp.scoring.table import read_table, write_table
 
-    rows = [{"run": "/r", "checkpoint": f"step_{i}.safetensors", "step": i, "detector": "heads", "metric": "m",
-             "value": 1.0, "fingerprint": "0123", "context": context} for i, context in enumerate(["0123", "12e45"])]
+    # So must a name: Hugging Face directories 007 and 010 scored as models of their own came back as
+    # checkpoints 7 and 10, never matched their files again, and were scored anew on every run.
+    rows = [{"run": "007", "checkpoint": checkpoint, "step": i, "detector": "1", "metric": "2e3",
+             "value": 1.0, "fingerprint": "0123", "context": context}
+            for i, (checkpoint, context) in enumerate([("007", "0123"), ("010", "12e45")])]
     for suffix in (".csv", ".parquet"):
         write_table(canonical(rows), tmp_path / f"t{suffix}")
         table = read_table(tmp_path / f"t{suffix}")
         assert list(table["context"]) == ["0123", "12e45"] and set(table["fingerprint"]) == {"0123"}
+        assert list(table["checkpoint"]) == ["007", "010"] and set(table["run"]) == {"007"}
+        assert set(table["detector"]) == {"1"} and set(table["metric"]) == {"2e3"}
+
+
+@pytest.mark.parametrize("column, text, why", [("layer", "1.5", "'1.5' is not an integer"),
+                                               ("step", "x", "'x' is not an integer"),
+                                               ("value", "abc", "'abc' is not a number")])
+def test_a_table_edited_into_other_types_is_one_line_naming_the_file(tmp_path, column, text, why):
+    from interp.scoring.table import read_table, write_table
+
+    rows = [{"run": "/r", "checkpoint": f"step_{i}.safetensors", "step": i, "detector": "heads", "layer": 0,
+             "head": 0, "metric": "m", "value": 1.0} for i in range(3)]
+    path = tmp_path / "t.csv"
+    write_table(canonical(rows), path)
+    edited = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edited.loc[1, column] = text  # by hand, or in a spreadsheet: a pandas traceback before
+    edited.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=f"t.csv: not a scores table \\(column {column}, row 2: {why}\\)"):
+        read_table(path)
 
 
 def test_a_special_file_is_not_taken_for_a_missing_table(tmp_path):

@@ -131,13 +131,21 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, keep_default_na=False, dtype={c: str for c in _TEXT},  # a digest like 0123 stays text
+            # names stay text: a checkpoint folder 007 (a Hugging Face directory), a digest like 0123
+            frame = pd.read_csv(path, keep_default_na=False, dtype={c: str for c, t in _DTYPES.items() if t == "string"},
                                 na_values={"step": [""], "layer": [""], "head": [""], "value": ["", "nan", "NaN"]})
     except Exception as exc:  # pyarrow and the csv parser raise many types; all mean "not a table"
         raise ValueError(f"{path}: cannot read as a scores table ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in COLUMNS if c not in frame and c not in ("fingerprint", "context")]
     if missing:
         raise ValueError(f"{path}: not a scores table (missing columns {', '.join(missing)})")
+    for col in ("step", "layer", "head", "value"):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = (values.isna() & frame[col].notna()) | (values.notna() & (values % 1 != 0) & (col != "value"))
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValueError(f"{path}: not a scores table (column {col}, row {row + 1}: '{frame[col].iloc[row]}' is "
+                             f"not {'a number' if col == 'value' else 'an integer'})")
     return canonical(frame)
 
 
