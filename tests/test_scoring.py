@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import pandas as pd
@@ -254,6 +255,14 @@ def test_an_unreadable_run_json_stops_the_job(tiny_runs, tmp_path):
     (run / "run.json").write_text('{"task": {"name": "modadd", "p": 113}}')  # JSON, but no split
     with pytest.raises(RunError, match="split"):
         score_checkpoints(run)
+    ind = tmp_path / "ind"
+    shutil.copytree(tiny_runs[0], ind)
+    record = json.loads((ind / "run.json").read_text())
+    for probe in ({"bos": 0}, {"bos": 0, "ids": [5]}):  # a KeyError, a TypeError traceback before
+        record["task"]["probe"] = probe
+        (ind / "run.json").write_text(json.dumps(record))
+        with pytest.raises(RunError, match=r'run.json: task.probe must be \{"bos": ID, "ids": \[\[FIRST, LAST\], ...\]\}'):
+            score_checkpoints(ind, ["heads"])
 
 
 def test_a_retrained_run_is_scored_again(tiny_runs, tmp_path):

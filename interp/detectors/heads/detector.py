@@ -25,6 +25,7 @@ phase change, the score curves and the final head table.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from interp.base.page import ReportFigure
 from interp.detectors._curves import run_title
 from interp.detectors._final import final_model
 from interp.analysis.phase import MIN_RISE, MIN_SEGMENT_SHARE, best_head_curve, locate_phase_change
+from interp.runs.layout import RUN_FILE, RunError
 from interp.runs.record import read_run
 
 __all__ = ["ATTENTION_HALF_LEN", "DETECTOR", "METRICS", "MIN_HALF_LEN", "final_heads"]
@@ -73,7 +75,11 @@ def probe_options(run_dir: str | Path | None) -> dict[str, Any]:
     probe = info.task.get("probe") if info is not None and isinstance(info.task, dict) else None
     if not isinstance(probe, dict):
         return {}
-    return {"bos": int(probe["bos"]), "ids": [i for lo, hi in probe["ids"] for i in range(int(lo), int(hi) + 1)]}
+    try:
+        return {"bos": int(probe["bos"]), "ids": [i for lo, hi in probe["ids"] for i in range(int(lo), int(hi) + 1)]}
+    except (KeyError, TypeError, ValueError):  # a run.json edited by hand, or written by other code
+        raise RunError(f"{Path(run_dir) / RUN_FILE}: task.probe must be {{\"bos\": ID, \"ids\": [[FIRST, LAST], ...]}}, "
+                       f"got {json.dumps(probe)[:80]}") from None
 
 
 def prepare(model: HookedTransformer, run_dir: Path | None) -> torch.Tensor:
