@@ -109,6 +109,7 @@ def _score(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{d} on {run}: {why}" for run, skips in table.attrs["skipped"].items()
                             for d, why in skips.items())
         raise UsageError(f"no checkpoint scored: the detectors fit none of the runs ({reasons})")
+    table = table[table["run"].isin(table.attrs["runs"])]  # the file may hold other jobs' runs: not this job's to say
     errors = table[table["metric"] == "error"]
     for _, row in errors.drop_duplicates(["run", "checkpoint"]).head(MAX_ERRORS_SHOWN).iterrows():
         path = scored_checkpoint(row["run"], row["checkpoint"])

@@ -64,6 +64,11 @@ def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, ca
     assert main(["score", str(run), "--out", str(out)]) == 1
     assert "scored 1 checkpoint(s), 1 failed" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_table(out), table)
+    # another run into the same file: the job says nothing of run's failure, which is not its own
+    assert main(["score", str(tiny_runs[1]), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "could not score" not in captured.err and " 0 failed" in captured.out
+    assert bad.name in set(read_table(out)["checkpoint"])  # still in the table
 
 
 @pytest.mark.slow  # starts processes (each imports torch and transformer_lens)

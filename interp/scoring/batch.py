@@ -172,7 +172,8 @@ def score_checkpoints(
     the new rows. ``table.attrs["skipped"]`` maps run (for a model of its own, its path:
     :func:`_plan_group`) -> {detector: reason} for detectors that did not apply;
     ``attrs["n_scored"]``, ``attrs["n_failed"]`` count this call's checkpoints; ``attrs["fits_none"]``
-    says that no detector applies to any run named.
+    says that no detector applies to any run named; ``attrs["runs"]`` lists the runs this call named
+    (``existing`` may hold others).
     """
     return _score(paths, detectors, existing, None, workers=workers, scheduler=scheduler, executor=executor,
                   quiet=quiet, on_checkpoint=on_checkpoint, device=device)[0]
@@ -228,7 +229,8 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
     else:
         table = canonical(pd.concat([kept, canonical(new)], ignore_index=True))
     fitting = {_plan_group(r) for r in refs} - {g for g, why in skipped.items() if len(why) == len(detectors)}
-    table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed, fits_none=not fitting)
+    table.attrs.update(skipped=skipped, n_scored=len(tasks), n_failed=n_failed, fits_none=not fitting,
+                       runs=sorted({r.run for r in refs}))
     return table, ran.table
 
 
