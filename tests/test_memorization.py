@@ -362,3 +362,23 @@ def test_a_folder_with_a_failed_cell_still_takes_new_cells(tmp_path, capsys):
     assert code == 1 and "invalid literal" not in err and "1L-d12" in err  # the old failure is still reported
     assert sorted(pd.read_csv(out / "cells.csv")["d_model"]) == [12, 16]
     assert pd.read_csv(out / "capacity.csv")["d_model"].tolist() == [16]  # rewritten with the new cell
+
+
+def test_a_folder_where_no_cell_finished_says_so(tmp_path, capsys):
+    from interp.cli import main
+    from interp.experiments.memorization import CELL_COLUMNS
+
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    row = {c: "" for c in CELL_COLUMNS} | {"model": "1L-d8", "d_model": 8, "n_layers": 1, "n_sequences": 32,
+                                            "seq_len": 32, "vocab": 64, "seed": 0, "max_steps": 20000,
+                                            "plateau_window": 500, "stopped_by": "error", "error": "RuntimeError: oom"}
+    pd.DataFrame([row], columns=list(CELL_COLUMNS)).to_csv(failed / "cells.csv", index=False)
+    assert main(["report", str(failed), "--out", str(tmp_path / "f.html")]) == 0
+    page = (tmp_path / "f.html").read_text()
+    assert "No cell finished, so no capacity was measured." in page and "add larger data sets" not in page
+    for name, content in (("empty", b""), ("binary", b"\xff\xfe\x00x")):  # pandas' words, no file named
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cells.csv").write_bytes(content)
+        assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "x.html")]) == 2
+        assert f"{tmp_path / name / 'cells.csv'} is not a memorization table" in capsys.readouterr().err

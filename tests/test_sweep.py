@@ -201,6 +201,7 @@ def test_report_of_a_sweep_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "page.html"), "--quiet"]) == 0
     page = (tmp_path / "page.html").read_text()
     assert "2 cells, 1 grokked" in page and page.count("<figure ") == 2
+    assert "N_train (min(test loss, ln p) - train loss) / ln 2" in page  # the formula plotted, not the one replaced
     from interp.experiments.sweep_page import plot_grokking_against_bits
 
     figure = plot_grokking_against_bits(read_sweep(tmp_path / "sweep"))

@@ -194,7 +194,10 @@ def read_cells(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
     if not path.exists():
         return None
-    table = pd.read_csv(path, keep_default_na=False, na_values={"memorized_bits": [""]})
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values={"memorized_bits": [""]})
+    except (ValueError, UnicodeDecodeError) as exc:  # empty, not text, not CSV
+        raise ValueError(f"{path} is not a memorization table ({type(exc).__name__}: {exc})") from None
     budget = ("max_steps", "plateau_window")
     if list(table.columns) == [c for c in CELL_COLUMNS if c not in budget]:  # written before the budget columns
         default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)

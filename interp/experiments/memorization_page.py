@@ -80,6 +80,7 @@ def write_memorization_report(cells: pd.DataFrame, path: str | Path) -> Path:
     slope = fit_bits_per_parameter(capacity)
     fit_text = (f"Fitted capacity: <b>{slope:.2f} bits per parameter</b> over {int(capacity['saturated'].sum())} "
                 "saturated model(s)." if np.isfinite(slope) else
+                "No cell finished, so no capacity was measured." if capacity.empty else
                 "No model reached a plateau short of its data, so no capacity was measured: add larger data sets.")
     errors = cells[cells["stopped_by"] == "error"]
     parts = [

@@ -87,7 +87,7 @@ def build_sweep_page(table: pd.DataFrame, title: str = "Training sweep: grokking
                     f"training labels over its capacity at {source}. Red crosses did not reach 99 % test accuracy "
                     "within the run. If grokking waited for memorisation to fill capacity, cells right of the dashed "
                     "line would grok and cells left of it would wait longer.")
-    peak_caption = ("Each cell's largest memorised bits over training, N_train (test loss - train loss) / ln 2, "
+    peak_caption = ("Each cell's largest memorised bits over training, N_train (min(test loss, ln p) - train loss) / ln 2, "
                     "against its capacity. Points on the dashed line filled their capacity; points below it "
                     "stopped short, held back by the data (at most the dataset's bits) or by training.")
     parts = [
