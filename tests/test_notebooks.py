@@ -56,7 +56,9 @@ EXPECTED = {
     "08_finding_the_circuit.ipynb": [r"smallest circuit with faithfulness >= 0\.9: the top \d+ of 81 edges, "
                                      r"\d+ of them on no path from embed to the logits; \d+ edges, "
                                      r"faithfulness (0\.9\d\d|1\.\d\d\d)",
-                                     r"every circuit edge joins heads the detectors flag: True",
+                                     r"heads the circuit holds that no detector flags: (none|\['L\dH\d'(, 'L\dH\d')*\])",
+                                     r"share of the circuit's \|score\| on edges among flagged heads, embed and "
+                                     r"logits: (0\.[89]\d|1\.00)",
                                      r"K-composition in the circuit: L0H\d -> L1H\d\.k",
                                      r"second copy re-drawn: \d+ edges, faithfulness \d\.\d{3}, \d+ key edges",
                                      r"circuit loss \d\.\d\d nats at step 0 \(corrupted \d\.\d\d, clean \d\.\d\d\) -> "
