@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.base.files import out_folder
 from interp.tasks.presets import preset
 from interp.runs.layout import RUN_FILE
 from interp.report import write_report
@@ -48,7 +49,7 @@ def run_demo(out: str | Path = "interp-demo", *, steps_scale: float = 1.0, worke
     """
     if steps_scale <= 0:
         raise ValueError(f"steps_scale must be positive, got {steps_scale}")
-    out = Path(out)
+    out = out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, Path] = {}
     seconds: dict[str, float] = {}

@@ -404,3 +404,16 @@ def test_globs_names_and_folders_that_are_not_runs(tiny_runs, tmp_path, capsys):
     from interp.runs.layout import step_of
 
     assert step_of("step_99999999999999999999.safetensors") is None and step_of("step_9.safetensors") == 9
+
+
+@pytest.mark.parametrize("command", [["demo"], ["train", "induction"], ["memorization", "--sizes", "8x1"],
+                                     ["sweep", "modadd", "--grid", "d_model=8"]])
+def test_an_out_dir_under_a_file_is_one_line(tmp_path, capsys, command):
+    # demo said "[Errno 17] File exists" (exit 1) or "[Errno 20] Not a directory"; train the same, or
+    # named the file only once it came to write run.json (exit 1)
+    (tmp_path / "f").write_text("mine")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        assert main([*command, "--out-dir", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"interp: error: --out-dir {out}: {tmp_path / 'f'} is a file, not a directory\n", err
+    assert (tmp_path / "f").read_text() == "mine"

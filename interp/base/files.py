@@ -26,7 +26,7 @@ try:
 except ImportError:  # not POSIX: no advisory locks
     fcntl = None
 
-__all__ = ["WriteError", "atomic_write", "atomic_write_text", "holds_nothing", "locked", "new_file_mode"]
+__all__ = ["WriteError", "atomic_write", "atomic_write_text", "holds_nothing", "locked", "new_file_mode", "out_folder"]
 
 #: An atomic write's temporary file: ``.interp-<random>.tmp`` beside its target.
 _TMP_PREFIX, _TMP_SUFFIX = ".interp-", ".tmp"
@@ -105,6 +105,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def out_folder(path: str | Path) -> Path:
+    """``path`` as a folder to write into (not created): ``NotADirectoryError`` (one line, exit 2 in
+    the CLI) when it, or a folder above it, is a file."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"--out-dir {path}: {blocker} is a file, not a directory")
+    return path
 
 
 def holds_nothing(directory: str | Path) -> bool:

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from interp.base.device import device_name
-from interp.base.files import atomic_write
+from interp.base.files import atomic_write, out_folder
 from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.experiments.memorization_training import MemorizationCell, measure_memorization, train_to_saturation
@@ -237,9 +237,7 @@ def memorization_sweep_to_dir(cells: Sequence[MemorizationCell], out: str | Path
     """
     from interp.experiments.memorization_page import write_memorization_report
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out-dir {out} is a file, not a directory")
+    out = out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     into = cells_table(out)
     memorization_sweep(cells, existing=into.existing(), into=into, **options)

@@ -38,7 +38,7 @@ from interp.analysis.split_memorization import (
     dataset_bits,
     memorized_bits,
 )
-from interp.base.files import holds_nothing, locked
+from interp.base.files import holds_nothing, locked, out_folder
 from interp.experiments.sweep_grid import (
     LOOP_OPTIONS,
     SweepCell,
@@ -276,9 +276,7 @@ def sweep(
     if not 0 < bits_per_parameter < float("inf"):
         raise ValueError(f"bits per parameter must be a positive finite number, got {bits_per_parameter}")
     cells = sweep_cells(task, preset_name, grid, seeds)
-    out = Path(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out-dir {out} is a file, not a directory")
+    out = out_folder(Path(out).absolute())  # workers (a Dask cluster's among them) may run in another directory
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     table_file = sweep_table(path)

@@ -21,7 +21,7 @@ import torch
 
 from interp.base.allocator import reuse_freed_memory
 from interp.runs.checkpoints import load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
-from interp.base.files import holds_nothing
+from interp.base.files import holds_nothing, out_folder
 from interp.tasks.models import build_model, config_to_dict
 from interp.tasks.presets import TrainOptions
 from interp.base.progress_bar import progress_bar
@@ -82,7 +82,7 @@ def train(
     checkpoint to resume from is corrupt.
     """
     reuse_freed_memory()
-    out = Path(out)
+    out = out_folder(out)
     has_run = (out / RUN_FILE).exists()
     extended = False
     if resume and has_run:
