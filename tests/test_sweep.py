@@ -167,6 +167,26 @@ def test_a_run_of_other_options_is_refused(tmp_path):
     assert len(read_sweep(tmp_path)) == 1  # refused before anything trained
 
 
+def test_a_sweep_of_another_recipe_or_figure_starting_at_the_same_time_changes_nothing(tmp_path):
+    """Two sweeps started together both passed the folder's checks, before either had a row: the later
+    one's error row replaced the other's finished row (another preset, same cell names), or the table
+    mixed two capacity figures, after which every sweep of the folder was refused."""
+    from interp.experiments.sweep import FIGURE_FILE, _claim_capacity_figure, sweep_table
+
+    path = tmp_path / "runs.csv"
+    _claim_capacity_figure(None, 2.44, path)  # the first sweep's start: no row yet, the figure recorded
+    assert json.loads((tmp_path / FIGURE_FILE).read_text()) == {"bits_per_parameter": 2.44}
+    with pytest.raises(ValueError, match="holds cells at 2.44 bits per parameter, not 3.6"):
+        sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path, bits_per_parameter=3.6)
+    assert not path.exists()
+    cell = {"cell": "d_model=4,p=7,steps=4,seed=0", "task": "modadd", "d_model": 4, "p": 7, "steps": 4, "seed": 0}
+    table = sweep_table(path)
+    table.merge([{**cell, "preset": "default", "params": 100, "error": ""}])
+    table.merge([{**cell, "preset": "nanda2023", "error": "RunError: ... holds a run trained with other options"}])
+    rows = read_sweep(path)
+    assert rows["preset"].tolist() == ["default", "nanda2023"] and rows["error"].tolist()[0] == ""
+
+
 def test_two_writers_of_one_table_keep_every_row(tmp_path):
     path = tmp_path / "runs.csv"
 

@@ -23,6 +23,7 @@ The grid (its keys, values and cells, all checked before anything trains) is in
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from interp.analysis.split_memorization import (
     dataset_bits,
     memorized_bits,
 )
-from interp.base.files import holds_nothing, locked, out_folder
+from interp.base.files import atomic_write_text, holds_nothing, locked, out_folder
 from interp.experiments.sweep_grid import (
     LOOP_OPTIONS,
     SweepCell,
@@ -74,6 +75,8 @@ __all__ = [
 ]
 
 SWEEP_FILE = "runs.csv"
+#: The folder's figure of bits per parameter, recorded by its first sweep (:func:`_claim_capacity_figure`).
+FIGURE_FILE = "sweep.json"
 RUNS_DIR = "runs"
 #: Accuracy that counts as reached for ``train99_step`` and ``test99_step``.
 REACHED_ACCURACY = 0.99
@@ -223,8 +226,9 @@ def _write_csv(table: pd.DataFrame, name: str) -> None:
 
 
 def sweep_table(path: str | Path) -> TableFile:
-    """``runs.csv`` at ``path`` as a job runner's table file: a row per cell (by name), ordered by :func:`_ordered`."""
-    return TableFile(Path(path), read=read_sweep, save=_write_csv, key=("cell",), order=_ordered)
+    """``runs.csv`` at ``path`` as a job runner's table file: a row per cell (by name, task and preset: a sweep of
+    another recipe into the same folder at the same time never replaces a finished row), ordered by :func:`_ordered`."""
+    return TableFile(Path(path), read=read_sweep, save=_write_csv, key=("cell", "task", "preset"), order=_ordered)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,15 +242,27 @@ def _cost(cell: SweepCell) -> float:
     return options.steps * cfg.n_layers * cfg.d_model * (cfg.d_mlp or cfg.d_model) * (options.frac_train or 1.0)
 
 
-def _check_capacity_figure(existing: pd.DataFrame | None, bits_per_parameter: float, path: Path) -> None:
-    """Refuse a figure of bits per parameter other than the one the table's finished cells used:
-    its page's axis and capacity line would mix the two."""
-    if existing is None or "bits_per_parameter" not in existing:
-        return
-    used = sorted({round(float(v), 9) for v in existing.loc[existing["error"] == "", "bits_per_parameter"].dropna()})
-    if used and used != [round(float(bits_per_parameter), 9)]:
-        raise ValueError(f"{path} holds cells at {', '.join(f'{v:g}' for v in used)} bits per parameter, not "
-                         f"{bits_per_parameter:g}: sweep into it with that --bits-per-parameter, or into another --out-dir")
+def _claim_capacity_figure(existing: pd.DataFrame | None, bits_per_parameter: float, path: Path) -> None:
+    """Refuse a figure of bits per parameter other than the folder's (its page's axis and capacity
+    line would mix two): the one :data:`FIGURE_FILE` records, else the one the table's finished
+    cells used (a folder of an earlier version); record it where the folder has none. Called under
+    the table's lock, so that of two sweeps starting at once, the second meets the first's figure."""
+    record = path.parent / FIGURE_FILE
+    used = set()
+    if record.is_file():
+        try:
+            used.add(round(float(json.loads(record.read_text())["bits_per_parameter"]), 9))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{record} is not a sweep's record of its capacity figure; choose another --out-dir") from None
+    if existing is not None and "bits_per_parameter" in existing:
+        used |= {round(float(v), 9) for v in existing.loc[existing["error"] == "", "bits_per_parameter"].dropna()}
+    if used and used != {round(float(bits_per_parameter), 9)}:
+        held = f"{path} holds cells at {', '.join(f'{v:g}' for v in sorted(used))} bits per parameter"
+        raise ValueError(f"{held}: its page cannot draw them on one axis; sweep into another --out-dir" if len(used) > 1
+                         else f"{held}, not {bits_per_parameter:g}: sweep into it with that --bits-per-parameter, "
+                              "or into another --out-dir")
+    if not record.is_file():
+        atomic_write_text(record, json.dumps({"bits_per_parameter": bits_per_parameter}) + "\n")
 
 
 def sweep(
@@ -280,9 +296,10 @@ def sweep(
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     table_file = sweep_table(path)
-    existing = table_file.existing()
+    with locked(path):
+        existing = table_file.existing()
+        _claim_capacity_figure(existing, bits_per_parameter, path)
     finished = set() if existing is None else set(existing.loc[existing["error"] == "", "cell"])
-    _check_capacity_figure(existing, bits_per_parameter, path)
     for cell in cells:
         if cell.name in finished:
             _prepare_run_dir(runs_dir / cell.name, cell.options())  # refuses a run of other options
