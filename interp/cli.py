@@ -127,6 +127,14 @@ def _score(args: argparse.Namespace) -> int:
             rule = ("a checkpoint of a series is a folder named by step (step1000, checkpoint-500, global_step2000)"
                     if path.is_dir() else "a checkpoint inside a run is named step_N.safetensors")
             print(f"interp: ignored {path}: {rule}", file=sys.stderr)
+    gone: dict[str, list[str]] = {}
+    for run, name in sorted(set(zip(table["run"], table["checkpoint"]))):
+        if not scored_checkpoint(run, name).exists():
+            gone.setdefault(run, []).append(name)
+    for run, names in gone.items():
+        print(f"interp: the table holds rows of {len(names)} checkpoint(s) of {run} no longer on disk ({', '.join(names[:3])}"
+              f"{', ...' if len(names) > 3 else ''}): kept; if the run was trained again in its folder, its rows mix "
+              "two trainings: score it into a new table", file=sys.stderr)
     stepped = table.dropna(subset=["step"]).drop_duplicates(["run", "checkpoint"])
     for (run, step), names in stepped.groupby(["run", "step"])["checkpoint"]:
         if len(names) > 1:

@@ -46,6 +46,22 @@ def test_score_adds_only_new_checkpoints(tiny_runs, tmp_path, capsys):
     assert not full.duplicated(["run", "checkpoint", "detector", "layer", "head", "metric"]).any()
 
 
+def test_rows_of_checkpoints_gone_from_a_retrained_run_are_kept_and_named(tiny_runs, tmp_path, capsys):
+    _, mod = tiny_runs
+    run = tmp_path / "mod"
+    shutil.copytree(mod, run)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(run), "--out", str(out), "--quiet"]) == 0
+    shutil.rmtree(run)  # trained again in its folder, shorter: its last checkpoints are gone
+    assert main(["train", "modadd", "--out-dir", str(run), "--seed", "1", "--steps", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["score", str(run), "--out", str(out), "--quiet"]) == 0
+    gone = sorted(set(read_table(out)["checkpoint"]) - {p.name for _, p in list_checkpoints(run)})
+    err = capsys.readouterr().err  # the old rows were kept without a word
+    assert gone and len(err.splitlines()) == 1, err
+    assert f"rows of {len(gone)} checkpoint(s) of {run} no longer on disk ({', '.join(gone[:3])}" in err
+
+
 def test_truncated_checkpoint_gives_error_row_and_exit_1(tiny_runs, tmp_path, capsys):
     ind, _ = tiny_runs
     run = tmp_path / "ind"
