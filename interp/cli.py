@@ -196,9 +196,9 @@ def _memorization(args: argparse.Namespace) -> int:
     from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
 
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
-    most = MAX_CELL_STEPS / default.max_steps
+    most = MAX_CELL_STEPS // default.max_steps  # a whole number that passes, printed whole
     if not args.budget <= most:  # larger: the step counts would not fit the cell table's integers
-        raise UsageError(f"--budget {args.budget:g} gives a cell more than 2^53 steps; it must be at most {most:g}")
+        raise UsageError(f"--budget {args.budget:g} gives a cell more than 2^53 steps; it must be at most {most}")
     budget = {"max_steps": round(default.max_steps * args.budget),
               "plateau_window": round(default.plateau_window * args.budget)}
     if min(budget.values()) < 1:
@@ -229,7 +229,9 @@ def _sweep(args: argparse.Namespace) -> int:
     result = sweep(args.task, args.preset, grid, args.seed, args.out_dir, workers=args.workers,
                    scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet,
                    device=args.device)
-    failed = result.table[result.table["error"] != ""]
+    table = result.table
+    mine = table[(table["task"] == args.task) & (table["preset"] == args.preset)]  # a folder may hold another recipe's
+    failed = mine[mine["error"] != ""]
     for row in failed.head(MAX_ERRORS_SHOWN).itertuples():
         print(f"interp: cell {row.cell} failed: {row.error}", file=sys.stderr)
     if not args.quiet:

@@ -263,8 +263,10 @@ def test_cli_usage_errors(tmp_path, capsys):
     for budget in ("1e20", "1e308"):  # a traceback, or the trained cells lost at the merge (steps past int64)
         assert main(["memorization", "--sizes", "16x1", "--datasets", "4", "--budget", budget,
                      "--out-dir", str(tmp_path / "b")]) == 2
-        assert "gives a cell more than 2^53 steps; it must be at most 4.5036e+11" in capsys.readouterr().err
+        assert "gives a cell more than 2^53 steps; it must be at most 450359962737" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    assert main(["memorization", "--sizes", "8x1", "--datasets", "4", "--seq-len", "2", "--vocab", "4", "--budget",
+                 "450359962737", "--out-dir", str(tmp_path / "most"), "--quiet"]) == 0  # the largest it names: accepted
 
 
 def test_two_jobs_into_one_folder_keep_each_others_cells(tmp_path, monkeypatch):

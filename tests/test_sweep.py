@@ -122,6 +122,8 @@ def test_bad_grid_keys_and_values_are_named():
         sweep_cells("modadd", "default", {"lr_schedule": ["cosine"]}, [0])
     # a value judged with the grid's other values: refused before, with the preset's p=113 alone
     assert len(sweep_cells("modadd", "default", {"p": [1009], "frac_train": [0.00003]}, [0])) == 1
+    with pytest.raises(ValueError, match="bad grid value d_model=18: d_model must be"):  # not adam_eps, checked first
+        sweep_cells("modadd", "default", {"adam_eps": [1e-8, 1e-6], "d_model": [18]}, [0])
     with pytest.raises(ValueError, match="grid cell frac_train=3e-05,p=113,seed=0 does not fit modadd/default: "
                                          "frac_train=3e-05 leaves no training pair"):
         sweep_cells("modadd", "default", {"p": [113, 1009], "frac_train": [0.00003, 0.3]}, [0])
@@ -176,7 +178,8 @@ def test_a_sweep_of_another_recipe_or_figure_starting_at_the_same_time_changes_n
     path = tmp_path / "runs.csv"
     _claim_capacity_figure(None, 2.44, path)  # the first sweep's start: no row yet, the figure recorded
     assert json.loads((tmp_path / FIGURE_FILE).read_text()) == {"bits_per_parameter": 2.44}
-    with pytest.raises(ValueError, match="holds cells at 2.44 bits per parameter, not 3.6"):
+    with pytest.raises(ValueError, match="sweep.json records 2.44 bits per parameter, not 3.6, from a sweep into .* "
+                                         "that has no finished cell: if it is no longer running, delete sweep.json"):
         sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path, bits_per_parameter=3.6)
     assert not path.exists()
     cell = {"cell": "d_model=4,p=7,steps=4,seed=0", "task": "modadd", "d_model": 4, "p": 7, "steps": 4, "seed": 0}
@@ -185,6 +188,10 @@ def test_a_sweep_of_another_recipe_or_figure_starting_at_the_same_time_changes_n
     table.merge([{**cell, "preset": "nanda2023", "error": "RunError: ... holds a run trained with other options"}])
     rows = read_sweep(path)
     assert rows["preset"].tolist() == ["default", "nanda2023"] and rows["error"].tolist()[0] == ""
+    # the default sweep's own rerun: nothing of its own failed, so no error line and exit 0
+    (tmp_path / FIGURE_FILE).unlink()
+    assert main(["sweep", "modadd", "--grid", "p=7", "--grid", "steps=4", "--grid", "d_model=4", "--out-dir",
+                 str(tmp_path), "--quiet"]) == 0
 
 
 def test_two_writers_of_one_table_keep_every_row(tmp_path):

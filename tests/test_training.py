@@ -104,33 +104,47 @@ def test_a_directory_left_by_a_killed_first_write_is_trained_into(tmp_path):
         train(preset("induction", steps=2), other, quiet=True)
 
 
-@pytest.mark.parametrize("made", [True, False])
-def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, made):
-    """Running out of memory at step 0 (a batch too large) used to leave ``run.json``: the retry with
-    a smaller batch was refused (not empty) and ``--resume`` would train the recorded recipe again."""
+@pytest.mark.parametrize("made, where", [(True, "evaluation"), (False, "evaluation"), (True, "update")])
+def test_a_run_that_fails_before_it_trains_a_step_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, made, where):
+    """Running out of memory at step 0 (a batch too large: in its evaluation, or in its first update,
+    after step 0's checkpoint) used to leave the run: the retry with a smaller batch was refused (not
+    empty) and ``--resume`` would train the recorded recipe again."""
     import interp.training.loop as loop
 
-    out = tmp_path / "run"
+    out = tmp_path / "new" / "run" if made else tmp_path / "run"
     if not made:
         out.mkdir()
-    evaluate = loop._evaluate
+    evaluate, update = loop._evaluate, torch.optim.AdamW.step
 
-    def fail_at(at: int):
-        def run(task, model, step):
+    def fail(at: int) -> None:
+        """Out of memory in step ``at``'s evaluation, or in its update (after its checkpoint)."""
+        calls = []
+
+        def run(*args, **kwargs):
+            calls.append(1)
+            step = args[-1] if where == "evaluation" else len(calls) - 1
             if step == at:
                 raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
-            return evaluate(task, model, step)
-        return run
+            return (evaluate if where == "evaluation" else update)(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_evaluate", fail_at(0))
+        if where == "evaluation":
+            monkeypatch.setattr(loop, "_evaluate", run)
+        else:
+            monkeypatch.setattr(torch.optim.AdamW, "step", run)
+
+    fail(0)
     with pytest.raises(RuntimeError, match="allocate"):
         train(preset("induction", steps=4, checkpoint_every=2), out, quiet=True)
-    assert out.exists() != made and (made or not any(out.iterdir()))
-    monkeypatch.setattr(loop, "_evaluate", fail_at(2))  # after step 0's checkpoint: everything is kept
+    if made:
+        assert not (tmp_path / "new").exists()  # every folder it made, gone
+    else:
+        assert out.is_dir() and not any(out.iterdir())
+    fail(2)  # once step 1 is trained and saved: everything is kept
     with pytest.raises(RuntimeError, match="allocate"):
         train(preset("induction", steps=4, checkpoint_every=2), out, quiet=True)
-    assert [step for step, _ in list_checkpoints(out)] == [0, 1]
+    assert [step for step, _ in list_checkpoints(out)] == [0, 1] + ([2] if where == "update" else [])
     monkeypatch.setattr(loop, "_evaluate", evaluate)
+    monkeypatch.setattr(torch.optim.AdamW, "step", update)
     train(preset("induction", steps=4, checkpoint_every=2), out, resume=True, quiet=True)
     assert [step for step, _ in list_checkpoints(out)] == [0, 1, 2, 4]
 

@@ -257,7 +257,12 @@ def _claim_capacity_figure(existing: pd.DataFrame | None, bits_per_parameter: fl
     if existing is not None and "bits_per_parameter" in existing:
         used |= {round(float(v), 9) for v in existing.loc[existing["error"] == "", "bits_per_parameter"].dropna()}
     if used and used != {round(float(bits_per_parameter), 9)}:
-        held = f"{path} holds cells at {', '.join(f'{v:g}' for v in sorted(used))} bits per parameter"
+        figures = ", ".join(f"{v:g}" for v in sorted(used))
+        if existing is None or not (existing["error"] == "").any():  # recorded by a sweep with no cell finished yet
+            raise ValueError(f"{record} records {figures} bits per parameter, not {bits_per_parameter:g}, from a sweep "
+                             f"into {path.parent} that has no finished cell: if it is no longer running, delete "
+                             f"{record.name}; else sweep with that --bits-per-parameter, or into another --out-dir")
+        held = f"{path} holds cells at {figures} bits per parameter"
         raise ValueError(f"{held}: its page cannot draw them on one axis; sweep into another --out-dir" if len(used) > 1
                          else f"{held}, not {bits_per_parameter:g}: sweep into it with that --bits-per-parameter, "
                               "or into another --out-dir")
@@ -292,7 +297,7 @@ def sweep(
     if not 0 < bits_per_parameter < float("inf"):
         raise ValueError(f"bits per parameter must be a positive finite number, got {bits_per_parameter}")
     cells = sweep_cells(task, preset_name, grid, seeds)
-    out = out_folder(Path(out).absolute())  # workers (a Dask cluster's among them) may run in another directory
+    out = out_folder(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     table_file = sweep_table(path)

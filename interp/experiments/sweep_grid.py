@@ -181,7 +181,8 @@ def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],
 
     Values are parsed (from their text) as in :func:`parse_grid`. Each cell is checked by building
     its options, task and model config: ``ValueError`` naming the bad key and value when every cell
-    holding it fails (``bad grid value d_model=18: ...``), else the first cell that fails and why.
+    holding it fails and so does the value alone among the preset's (``bad grid value d_model=18:
+    ...``), else the first cell that fails and why.
     A value is judged with the grid's other values, not the preset's alone (``n_relations=40`` with
     ``facts_per_entity=30``).
     """
@@ -200,9 +201,10 @@ def sweep_cells(task: str, preset_name: str, grid: Mapping[str, Sequence[Any]],
     failed = {cell: why for cell in cells if (why := _misfit(cell))}
     if failed:
         for key, values in checked.items():
-            for value in values:
+            for value in values:  # a value to blame: no cell holding it fits, nor does it with the preset's other values
                 holding = [cell for cell in cells if dict(cell.values)[key] == value]
-                if all(cell in failed for cell in holding):
+                if all(cell in failed for cell in holding) and \
+                        _misfit(SweepCell(task, preset_name, ((key, value),), int(seeds[0]))):
                     raise ValueError(f"bad grid value {key}={value}: {failed[holding[0]]}")
         cell, why = next(iter(failed.items()))
         raise ValueError(f"grid cell {cell.name} does not fit {task}/{preset_name}: {why}")

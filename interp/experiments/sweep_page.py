@@ -101,7 +101,8 @@ def build_sweep_page(table: pd.DataFrame, title: str = "Training sweep: grokking
         table.drop(columns=["error"]).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"),
     ]
     if not errors.empty:
-        parts += ["<h2>Errors</h2>", errors[["cell", "error"]].to_html(index=False, classes="errors")]
+        named = ["cell", "preset", "error"] if table["preset"].nunique() > 1 else ["cell", "error"]  # two recipes, one name
+        parts += ["<h2>Errors</h2>", errors[named].to_html(index=False, classes="errors")]
     return html_page(title, "\n".join(parts))
 
 

@@ -5,8 +5,8 @@ at every evaluation step a row of ``metrics.csv``, and at every checkpoint step 
 then the optimiser state. ``resume=True`` continues from the step of the optimiser state on disk
 (the newest checkpoint whose optimiser state was written completely), dropping metrics rows after
 it. Batches depend only on (seed, step), so a resumed run reproduces an uninterrupted one exactly.
-A fresh run that fails before its first optimiser state is written (out of memory at step 0, say)
-removes what it wrote, so that a retry with another recipe may use the same directory.
+A fresh run that fails before it has trained a step (out of memory in step 0's evaluation or its
+first update, say) removes what it wrote, so that a retry with another recipe may use the same directory.
 """
 
 from __future__ import annotations
@@ -99,20 +99,23 @@ def train(
     if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
         task.init_model(model)
     model.train()
-    fresh, existed = not (resume and has_run), out.exists()
+    fresh = not (resume and has_run)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    saved: list[int] = []  # the steps whose optimiser state was written
     try:
-        _loop(out, options, task, model, resume, extended, quiet, on_eval)
+        _loop(out, options, task, model, resume, extended, quiet, on_eval, saved)
     except BaseException:
-        if fresh and not (out / OPTIMIZER_FILE).exists():  # nothing to resume from: a retry starts clean
-            _discard(out, existed)
+        if fresh and max(saved, default=0) == 0:  # nothing trained (step 0's weights are the seed's): a retry starts clean
+            _discard(out, made)
         raise
     return out
 
 
 def _loop(out: Path, options: TrainOptions, task: object, model: torch.nn.Module, resume: bool, extended: bool,
-          quiet: bool, on_eval: Callable[[dict[str, float]], None] | None) -> None:
+          quiet: bool, on_eval: Callable[[dict[str, float]], None] | None, saved: list[int]) -> None:
     """:func:`train`'s steps, from the optimiser state on disk when resuming (``run.json`` rewritten
-    when ``extended``), else from step 0 (``run.json`` written first)."""
+    when ``extended``), else from step 0 (``run.json`` written first); each step whose optimiser
+    state is written is appended to ``saved``."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.lr, weight_decay=options.weight_decay, betas=options.betas,
         eps=options.adam_eps,
@@ -139,6 +142,7 @@ def _loop(out: Path, options: TrainOptions, task: object, model: torch.nn.Module
         if step in ckpt_steps and not (step == start and start > 0):  # a resume's own checkpoint exists
             save_checkpoint(checkpoint_path(out, step), model, step)
             save_optimizer(out / OPTIMIZER_FILE, optimizer, step, extra=grad_filter.state())
+            saved.append(step)
         if step == options.steps:
             break
         for group in optimizer.param_groups:
@@ -153,12 +157,12 @@ def _loop(out: Path, options: TrainOptions, task: object, model: torch.nn.Module
     bar.close()
 
 
-def _discard(out: Path, existed: bool) -> None:
-    """Remove what a fresh run wrote before it had a state to resume from (its ``run.json``, step 0's
-    metrics and weights), and the folder if the run made it, so that a retry with another recipe
-    (after running out of memory, say) may use the same ``--out-dir``; what cannot be removed stays."""
-    for path in (out / RUN_FILE, out / METRICS_FILE, checkpoint_path(out, 0), out / CHECKPOINT_DIR,
-                 *(() if existed else (out,))):
+def _discard(out: Path, made: list[Path]) -> None:
+    """Remove what a fresh run wrote before it trained a step (its ``run.json``, step 0's metrics,
+    weights and optimiser state), and the folders it made, so that a retry with another recipe (after
+    running out of memory, say) may use the same ``--out-dir``; what cannot be removed stays."""
+    for path in (out / RUN_FILE, out / METRICS_FILE, out / OPTIMIZER_FILE, checkpoint_path(out, 0),
+                 out / CHECKPOINT_DIR, *made):
         with contextlib.suppress(OSError):
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -201,8 +205,6 @@ def _evaluate(task, model, step: int) -> dict[str, float]:
         row = {"step": step, **task.evaluate(model, step)}
     model.train(was_training)
     return row
-
-
 
 
 def _resume_options(out: Path, requested: TrainOptions, steps: int | None) -> tuple[TrainOptions, bool]:
