@@ -115,7 +115,9 @@ def _score(args: argparse.Namespace) -> int:
         path = scored_checkpoint(row["run"], row["checkpoint"])
         by = "" if row["detector"] == "load" else f" with {row['detector']}"  # load: the file itself
         print(f"interp: could not score {path}{by}: {row['error']}", file=sys.stderr)
-    scored = {scored_checkpoint(run, name) for run, name in set(zip(table["run"], table["checkpoint"]))}
+    files = {(run, name): scored_checkpoint(run, name)
+             for run, name in sorted(set(zip(table["run"], table["checkpoint"])))}
+    scored = set(files.values())
     for run in sorted({str(run) for run in table["run"].dropna().unique()}):
         for path in unlisted_files(run):
             if path in scored:  # named on its own (a folder of loose files called checkpoints)
@@ -128,13 +130,13 @@ def _score(args: argparse.Namespace) -> int:
                     if path.is_dir() else "a checkpoint inside a run is named step_N.safetensors")
             print(f"interp: ignored {path}: {rule}", file=sys.stderr)
     gone: dict[str, list[str]] = {}
-    for run, name in sorted(set(zip(table["run"], table["checkpoint"]))):
-        if not scored_checkpoint(run, name).exists():
+    for (run, name), path in files.items():
+        if not path.exists():
             gone.setdefault(run, []).append(name)
     for run, names in gone.items():
-        print(f"interp: the table holds rows of {len(names)} checkpoint(s) of {run} no longer on disk ({', '.join(names[:3])}"
-              f"{', ...' if len(names) > 3 else ''}): kept; if the run was trained again in its folder, its rows mix "
-              "two trainings: score it into a new table", file=sys.stderr)
+        print(f"interp: the table holds rows of {len(names)} checkpoint(s) of {run} no longer on disk "
+              f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): kept; if the run was trained again in "
+              "its folder, its rows mix two trainings: score it into a new table", file=sys.stderr)
     stepped = table.dropna(subset=["step"]).drop_duplicates(["run", "checkpoint"])
     for (run, step), names in stepped.groupby(["run", "step"])["checkpoint"]:
         if len(names) > 1:

@@ -43,7 +43,8 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
     figures = 0
     for number, (run, stepless, part) in enumerate(_sections(table), start=1):
         anchor = f"run-{number}"
-        name = html.escape(stepless or Path(run).name or run)
+        plain = stepless or Path(run).name or run
+        name = html.escape(plain)
         n_checkpoints = int(part["checkpoint"].nunique())
         errors = part[part["metric"] == ERROR_METRIC]
         where = str(Path(run) / stepless) if stepless else run
@@ -53,7 +54,7 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
             parts.append(f"<p class='note'>{name} records no training step: a section of its own, its rows "
                          "drawn at step 0.</p>")
         part, note = _one_checkpoint_per_step(part)
-        part.attrs[NAME] = stepless or Path(run).name or run  # the figures' titles say it too
+        part.attrs[NAME] = plain  # the figures' titles say it too
         if note:
             parts.append(note)
         links: list[str] = []

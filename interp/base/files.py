@@ -56,7 +56,7 @@ def new_file_mode() -> int:
 
 def _make_parent(path: Path) -> None:
     """Create ``path``'s folder (and its parents); a :class:`WriteError` naming a file in the way."""
-    blocker = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+    blocker = _file_in_the_way(path.parents)
     if blocker is not None:
         raise WriteError(errno.ENOTDIR, f"cannot write {path}: {blocker} is a file, not a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,11 +107,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def _file_in_the_way(folders) -> Path | None:
+    """The first of ``folders`` that exists and is not a folder (a file where a folder must be), or None."""
+    return next((folder for folder in folders if folder.exists() and not folder.is_dir()), None)
+
+
 def out_folder(path: str | Path) -> Path:
     """``path`` as a folder to write into (not created): ``NotADirectoryError`` (one line, exit 2 in
     the CLI) when it, or a folder above it, is a file."""
     path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = _file_in_the_way((path, *path.parents))
     if blocker is not None:
         raise NotADirectoryError(f"--out-dir {path}: {blocker} is a file, not a directory")
     return path
