@@ -131,9 +131,16 @@ def interpolated_embeddings(clean_embed: torch.Tensor, corrupted_embed: torch.Te
 
 def metric_total(metric: Callable, logits: torch.Tensor, steps: int) -> torch.Tensor:
     """The sum of ``metric`` over the ``steps`` equal blocks of ``logits`` (one per run), checked to be
-    finite and differentiable."""
+    finite, differentiable and not to have written into the logits (its gradient would be of
+    what it wrote, or autograd would fail in the backward)."""
     run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
-    total = sum(metric_value(metric, chunk, run) for chunk in logits.chunk(steps))
+    n, version = logits.shape[0] // steps, logits._version
+    # slices, not chunk(): autograd refuses any in-place write into chunk()'s views, with an error
+    # about a "Split" the caller never made; a write into a slice is caught here instead
+    total = sum(metric_value(metric, logits[k * n:(k + 1) * n], run) for k in range(steps))
+    if logits._version != version:
+        raise ValueError("metric(logits) changed the logits in place, which eap and eap-ig differentiate; "
+                         "compute it out of place (e.g. logits - logits.logsumexp(-1, keepdim=True))")
     if not total.requires_grad:
         raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
     return total

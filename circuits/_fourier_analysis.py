@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from circuits._checks import is_int
 from circuits._modadd import check_modadd_model, last_position_outputs
 from circuits._parallel import one_thread
 
@@ -61,8 +62,9 @@ def fourier_basis(p: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     ``sqrt(2/p) sin(2 pi k x / p)`` for ``x = 0..p-1``. ``F @ F.T = I``. Nanda et al. 2023, sec. 4.
     p must be odd (for even p the real basis needs an extra Nyquist row; the task uses primes).
     """
-    if not isinstance(p, int) or p < 3 or p % 2 == 0:
+    if not is_int(p) or p < 3 or p % 2 == 0:
         raise ValueError(f"p must be an odd integer >= 3, got {p!r}")
+    p = int(p)
     x = torch.arange(p, dtype=torch.float64)
     k = torch.arange(1, (p - 1) // 2 + 1, dtype=torch.float64)
     angles = 2 * math.pi * k[:, None] * x[None, :] / p

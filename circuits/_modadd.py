@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_finite_weights, model_device, unpadded
+from circuits._checks import check_finite_weights, is_int, model_device, unpadded
 from circuits.architecture import plain_forward_supported
 
 __all__ = [
@@ -75,8 +75,9 @@ def check_modadd_model(model: HookedTransformer, p: int | None = None) -> int:
     d_out = cfg.d_vocab_out
     if p is None:
         p = d_out
-    if not isinstance(p, int) or isinstance(p, bool):
+    if not is_int(p):
         raise ValueError(f"p must be an int, got {p!r}")
+    p = int(p)
     if p != d_out:
         raise ValueError(f"p={p} does not match the model's output vocabulary (d_vocab_out={d_out})")
     if p < 3 or p % 2 == 0:

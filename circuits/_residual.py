@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import check_finite_weights, model_device, vocab_out
+from circuits._checks import check_finite_weights, is_int, model_device, vocab_out
 
 
 def state_names(model: HookedTransformer) -> list[str]:
@@ -51,8 +51,8 @@ def check_tokens(model: HookedTransformer, tokens: object, name: str = "tokens")
 def check_targets(model: HookedTransformer, targets: object, shape: tuple[int, ...], name: str = "target"
                   ) -> torch.Tensor:
     """Output token ids of the given shape, in [0, d_vocab_out), as int64 on the model's device."""
-    if isinstance(targets, int):
-        targets = torch.full(shape, targets, dtype=torch.long, device=model_device(model))
+    if is_int(targets):
+        targets = torch.full(shape, int(targets), dtype=torch.long, device=model_device(model))
     if not isinstance(targets, torch.Tensor) or targets.dtype == torch.bool or targets.is_floating_point():
         raise TypeError(f"{name} must be an int or an integer torch.Tensor of token ids")
     if tuple(targets.shape) != shape:

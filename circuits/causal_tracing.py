@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import unpadded
+from circuits._checks import is_int, unpadded
 from circuits._hooks import overflow_checked
 from circuits._residual import check_model, check_positions, check_targets, check_tokens, state_names, \
     target_ranks
@@ -129,8 +129,8 @@ def _read_positions(read_position: object, batch: int, n_pos: int) -> torch.Tens
             raise ValueError(f"read_position must be an int or an integer tensor of shape ({batch},), got "
                              f"{read_position.dtype} of shape {tuple(read_position.shape)}")
         values = read_position.tolist()
-    elif isinstance(read_position, int) and not isinstance(read_position, bool):
-        values = [read_position] * batch
+    elif is_int(read_position):
+        values = [int(read_position)] * batch
     else:
         raise TypeError(f"read_position must be an int or a tensor, got {type(read_position).__name__}")
     return torch.tensor(check_positions(values, n_pos, "read_position"), dtype=torch.long)  # moved by the caller

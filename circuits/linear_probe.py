@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits._checks import unpadded
+from circuits._checks import is_int, is_real, unpadded
 from circuits._residual import check_model, check_tokens, state_names
 
 __all__ = ["KINDS", "LinearProbe", "fit_linear_probe", "probe_score", "residual_states_at"]
@@ -119,14 +119,14 @@ def fit_linear_probe(model: HookedTransformer, tokens: torch.Tensor, targets: to
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 < ridge < math.inf:
+    if not is_real(ridge) or not 0 < ridge < math.inf:
         raise ValueError(f"ridge must be a finite number > 0, got {ridge!r}")
-    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2):
+    if n_classes is not None and (not is_int(n_classes) or n_classes < 2):
         raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
     x = residual_states_at(model, tokens, positions).double()  # (n, S, d)
     targets = _check_targets(targets, x.shape[0], kind)
     if kind == "class":
-        n_classes = int(targets.max()) + 1 if n_classes is None else n_classes
+        n_classes = int(targets.max()) + 1 if n_classes is None else int(n_classes)
         if int(targets.max()) >= n_classes:
             raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got a label {int(targets.max())}")
         if targets.unique().numel() < 2:
@@ -185,8 +185,8 @@ def _check_targets(targets: object, batch: int, kind: str) -> torch.Tensor:
 
 
 def _read_positions(positions: object, batch: int, n_pos: int) -> torch.Tensor:
-    if isinstance(positions, int) and not isinstance(positions, bool):
-        positions = torch.full((batch,), positions, dtype=torch.long)
+    if is_int(positions):
+        positions = torch.full((batch,), int(positions), dtype=torch.long)
     if not isinstance(positions, torch.Tensor) or positions.dtype == torch.bool or positions.is_floating_point():
         raise TypeError("positions must be an int or an integer torch.Tensor, one per sequence")
     if tuple(positions.shape) != (batch,):

@@ -29,7 +29,7 @@ import torch
 from transformer_lens import patching
 
 from circuits import circuit_faithfulness, circuit_metrics, edge_attribution, faithfulness_curve, induction_contrast, \
-    prune_circuit, smallest_circuit, top_edges
+    prune_circuit, repeated_tokens, smallest_circuit, top_edges
 from circuits._edge_graph import build_graph, run_sources
 from circuits._edge_patching import patched_metrics
 from circuits.edge_attribution import METHODS
@@ -614,3 +614,29 @@ def test_a_left_padding_tokenizer_changes_no_score():
     got = circuit_metrics(model, [], clean, corrupted, loss)
     assert got.clean == pytest.approx(reference.clean, abs=1e-5)
     assert got.circuit == pytest.approx(reference.circuit, abs=1e-5)
+
+
+@pytest.mark.parametrize("normalization", ["LN", "RMS"])  # the plain path, the hooked path
+def test_a_metric_that_writes_into_the_logits(normalization):
+    """``exact`` never differentiates: a metric that normalises the logits in place scores as the
+    out-of-place one. ``eap`` and ``eap-ig`` differentiate the logits, so they refuse it in one line
+    (it used to be autograd's error about a ``Split`` the caller never made)."""
+    model = random_model(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=20, n_ctx=8, seed=3,
+                         normalization_type=normalization)
+    clean = repeated_tokens(model, n_seqs=2, half_len=3, seed=0)
+    corrupted = repeated_tokens(model, n_seqs=2, half_len=3, seed=4)
+
+    def in_place(logits):
+        logits -= logits.logsumexp(-1, keepdim=True)
+        return logits[:, -1, 3].mean()
+
+    def out_of_place(logits):
+        return (logits - logits.logsumexp(-1, keepdim=True))[:, -1, 3].mean()
+
+    exact = edge_attribution(model, clean, corrupted, in_place, method="exact")
+    assert np.array_equal(exact.score, edge_attribution(model, clean, corrupted, out_of_place, method="exact").score)
+    assert np.abs(exact.score).max() > 0
+    for method in ("eap", "eap-ig"):
+        with pytest.raises(ValueError, match="changed the logits in place") as info:
+            edge_attribution(model, clean, corrupted, in_place, method=method)
+        assert "\n" not in str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +52,11 @@ def test_basis_is_orthonormal_and_ordered():
     torch.testing.assert_close(f[6], math.sqrt(2 / p) * torch.sin(2 * math.pi * 3 * x / p))  # sin 3
 
 
-@pytest.mark.parametrize("p", [1, 4, 114])
+def test_basis_takes_a_numpy_integer():
+    assert torch.equal(fourier_basis(np.int64(13)), fourier_basis(13))
+
+
+@pytest.mark.parametrize("p", [1, 4, 114, True, 13.0])
 def test_basis_rejects_even_or_tiny_p(p):
     with pytest.raises(ValueError, match="odd"):
         fourier_basis(p)

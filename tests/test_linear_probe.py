@@ -10,6 +10,7 @@ holds for the previous token's id read as a number by a scalar probe (R^2 = 1 fr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,15 @@ def test_bad_inputs_are_one_line_errors():
         broken.embed.W_E[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         fit_linear_probe(broken, torch.zeros_like(tokens), labels, positions)
+
+
+def test_numpy_numbers_are_taken_as_python_ones():
+    model = induction_circuit_model()
+    tokens, _ = _inputs(0, 40)
+    labels = tokens[:, 2] % 3
+    plain = fit_linear_probe(model, tokens, labels, 3, n_classes=4, ridge=0.5)
+    numpy = fit_linear_probe(model, tokens, labels, np.int64(3), n_classes=np.int64(4), ridge=np.float64(0.5))
+    assert numpy.n_classes == 4
+    assert torch.equal(plain.weight, numpy.weight) and torch.equal(plain.bias, numpy.bias)
+    with pytest.raises(TypeError, match="positions"):
+        fit_linear_probe(model, tokens, labels, True)  # a bool is no position

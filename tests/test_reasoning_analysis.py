@@ -149,8 +149,21 @@ def test_bad_inputs_are_one_line_errors():
         (lambda: logit_lens("model", tokens, 5), TypeError, "HookedTransformer"),
         (lambda: logit_lens(broken, tokens, 5), ValueError, "NaN or infinite weights in: unembed.W_U"),
         (lambda: causal_trace(broken, tokens, tokens, 5), ValueError, "NaN or infinite weights in: unembed.W_U"),
+        # a bool is no token id (it used to be read as token 1 or 0)
+        (lambda: logit_lens(model, tokens, True), TypeError, "must be an int"),
+        (lambda: causal_trace(model, tokens, tokens, False), TypeError, "must be an int"),
+        (lambda: causal_trace(model, tokens, tokens, 5, read_position=True), TypeError, "read_position"),
     ]
     for call, kind, match in cases:
         with pytest.raises(kind, match=match) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_numpy_integers_are_taken_as_ints():
+    model = copy_first_token_model()
+    tokens = torch.tensor([[5, 2, 3], [1, 4, 6]])
+    lens = logit_lens(model, tokens, np.int64(5), positions=np.int64(-1))
+    assert torch.equal(lens.ranks, logit_lens(model, tokens, 5, positions=-1).ranks)
+    trace = causal_trace(model, tokens, tokens.flip(0), np.int64(5), read_position=np.int32(-1))
+    assert torch.equal(trace.patched, causal_trace(model, tokens, tokens.flip(0), 5, read_position=-1).patched)
