@@ -8,6 +8,7 @@ command imports what it runs, after the checks that need no model.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ EXIT_USAGE = 2
 #: Some items could not be done (error rows in the table, failed cells), or the job could not
 #: write its output (a full disk, a read-only file system).
 EXIT_SOME_FAILED = 1
+#: The reader of stdout closed it (`interp inspect RUN | head`): 128 + SIGPIPE, as a filter killed by it.
+EXIT_BROKEN_PIPE = 141
 #: The most steps ``interp memorization --budget`` may give a cell (exact in float64 and int64).
 MAX_CELL_STEPS = 2**53
 #: ``interp score`` prints at most this many error reasons on stderr.
@@ -256,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe (a worker's): the job failed
+            print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_SOME_FAILED
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit does not raise again
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a full disk, a read-only file system, ...: the job failed, not the user
         print(f"interp: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -265,6 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interp: error: out of memory ({_one_line(exc)}); try a smaller batch_size or model",
               file=sys.stderr)
         return EXIT_SOME_FAILED
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):  # no poll (Windows), or no file behind stdout
+        return False
 
 
 def _out_of_memory(exc: BaseException) -> bool:

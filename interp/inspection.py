@@ -17,11 +17,14 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     ``path`` is anything :func:`interp.load_model` reads (a run directory or a series means its
     latest checkpoint, which the first line names); the run directory, when there is one, gives
     detectors their run context (the train/test split of a modular-addition run). Raises
-    ``ValueError`` when no detector applies and :class:`interp.CheckpointError` for a checkpoint
-    with NaN or infinite weights. ``device``: where the model is loaded and the detectors run
+    ``ValueError`` when no detector applies or a detector's settings cannot be read (``INTERP_LLC``),
+    and :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``: where the model is loaded and the detectors run
     (:func:`interp.base.device.resolve_device`).
     """
     path = Path(path)
+    for detector in DETECTORS.values():
+        if detector.settings is not None:
+            detector.settings()  # unreadable settings: one line before any work
     shown = checkpoint_of(path)
     model = load_model(shown, strict=True, device=device)  # NaN or infinite weights: one line, not a table of NaN
     cfg = model.cfg
@@ -32,7 +35,7 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     for name, detector in DETECTORS.items():
         why = detector.applies(model)
         if why is None:
-            sections.append(detector.summary(model, run_of(path)))
+            sections.append(detector.summary(model, run_of(shown)))
         else:
             why_not[name] = why
     if len(why_not) == len(DETECTORS):

@@ -13,7 +13,7 @@ import torch
 
 from interp import load_model
 from interp.runs.checkpoints import list_checkpoints
-from interp.cli import main
+from interp.cli import HANDLERS, main
 from interp.tasks.models import config_to_dict
 from interp.scoring.table import read_table
 
@@ -433,3 +433,54 @@ def test_an_out_dir_under_a_file_is_one_line(tmp_path, capsys, command):
         err = capsys.readouterr().err
         assert err == f"interp: error: --out-dir {out}: {tmp_path / 'f'} is a file, not a directory\n", err
     assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_unreadable_detector_settings_are_one_line_before_any_work(tiny_runs, tmp_path, capsys, monkeypatch):
+    """A malformed INTERP_LLC was every checkpoint's error row (exit 1) in score, and a line of the
+    summary (exit 0) in inspect."""
+    ind, _ = tiny_runs
+    monkeypatch.setenv("INTERP_LLC", "heads=none,speed=2")
+    out = tmp_path / "s.csv"
+    assert main(["score", str(ind), "--out", str(out), "--detectors", "heads,llc", "--quiet"]) == 2
+    assert not out.exists()
+    assert main(["inspect", str(ind)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("INTERP_LLC: cannot read 'speed=2' (unknown key)" in line for line in err)
+    assert main(["score", str(ind), "--out", str(out), "--detectors", "heads", "--quiet"]) == 0  # llc not asked for
+
+
+def test_inspect_takes_a_runs_checkpoints_folder_and_refuses_a_path_safetensors_cannot_open(tiny_runs, tmp_path,
+                                                                                              capsys):
+    ind, _ = tiny_runs
+    assert main(["inspect", str(ind)]) == 0
+    whole = capsys.readouterr().out
+    assert main(["inspect", str(ind / "checkpoints")]) == 0  # as score takes it: the run's checkpoints
+    out = capsys.readouterr().out
+    last = list_checkpoints(ind)[-1][1].name
+    assert out.startswith(f"{ind / 'checkpoints'} (its latest checkpoint: {last}): ")
+    assert out.partition("): ")[2] == whole.partition("): ")[2]  # the same summary, run context included
+    odd = tmp_path / "odd\udcffname"
+    odd.mkdir()
+    shutil.copyfile(list_checkpoints(ind)[-1][1], odd / "ck.safetensors")
+    assert main(["inspect", str(odd / "ck.safetensors")]) == 2  # it blamed the file: "corrupt or truncated"
+    assert "a path that is not UTF-8, which safetensors cannot open; rename it" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly(tiny_runs, capsys, monkeypatch):
+    """``interp inspect RUN | head -1``: exit 141 (a filter killed by SIGPIPE) and nothing on stderr; it
+    was ``interp: error: [Errno 32] Broken pipe``, exit 1, also after ``score`` had written its table."""
+    import io
+    import os
+
+    ind, _ = tiny_runs
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone
+    with io.TextIOWrapper(os.fdopen(write, "wb", buffering=0), write_through=True) as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main(["inspect", str(ind)]) == 141
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+    # a broken pipe of anything else (a worker's) is the job's failure, named
+    monkeypatch.setitem(HANDLERS, "inspect", lambda args: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
+    assert main(["inspect", str(ind)]) == 1
+    assert capsys.readouterr().err == "interp: error: [Errno 32] Broken pipe\n"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import shutil
 
@@ -120,11 +121,33 @@ def test_options_are_read_and_refused_by_name():
     assert options.heads == "L0H1+L1H3" and options.chains == 3 and options.setting == (1e-3, 100.0, 5.5)
     with pytest.raises(ValueError, match="INTERP_LLC: cannot read 'speed=2'"):
         llc.parse_options("speed=2")
-    with pytest.raises(ValueError, match=r"INTERP_LLC: cannot read 'seed=-5' \(must be >= 0\)"):
+    with pytest.raises(ValueError, match=r"INTERP_LLC: cannot read 'seed=-5' \(must be in \[0, "):
         llc.parse_options("seed=-5")
     for heads in ("L0H-1", "L-1H0", "L0", "L0H1+x"):  # a negative index reached devinterp: every row lost
         with pytest.raises(ValueError, match=re.escape(f"cannot read 'heads={heads}'") + ".*is not a head L<layer>H<head>"):
             llc.parse_options(f"heads={heads}")
+    # each failed later, in every checkpoint's error row, naming neither INTERP_LLC nor the key; the
+    # seeds from 2**44 on gave the chains of smaller ones (2**44: seed 0's), and a key given twice took the last
+    for text, why in (("chains=0", "must be in [1, 1048576]"), ("chains=-1", "must be in"), ("draws=1", "must be >= 2"),
+                      ("burnin=-3", "must be >= 0"), (f"seed={2 ** 44}", "must be in [0, 17592186044415]"),
+                      ("setting=inf/100/5", "need finite"), ("setting=1e-3/0/1e400", "need finite"),
+                      ("setting=1e-3/-1/5", "need finite"), ("chains=1,chains=4", "given twice"),
+                      ("heads=L0H1,heads=all", "given twice")):
+        with pytest.raises(ValueError, match=r"INTERP_LLC: cannot read '[^']*' \(" + re.escape(why)):
+            llc.parse_options(text)
+    assert llc.parse_options(" chains = 3 , seed = 7 ") == llc.Options(chains=3, seed=7)  # spaces around '='
+    with pytest.raises(ValueError, match="seed < 2"):
+        Sampling(1e-3, 1.0, 1.0, seed=2 ** 44)
+    with pytest.raises(ValueError, match="finite"):
+        Sampling(math.inf, 1.0, 1.0)
+    # the settings rows record: "" for the defaults, however written
+    for text in ("", "heads=final", "chains=2,draws=100"):
+        os.environ[llc.ENV] = text
+        try:
+            assert llc.settings() == ""
+        finally:
+            del os.environ[llc.ENV]
+    assert llc.settings() == ""
 
 
 def _rows(table, metric):
@@ -247,6 +270,11 @@ def test_detector_on_a_tiny_induction_run(tiny_runs, monkeypatch):
     heads = _rows(table, "llc_head")
     assert len(heads) == 8 and heads["step"].nunique() == 1 and heads["step"].iloc[0] == table["step"].max()
     assert set(table["metric"]) <= set(llc.DETECTOR.metrics)
+    # inspect's number of an earlier checkpoint is the table's: calibrated on the final one (it was
+    # calibrated on the checkpoint inspected, another setting and another number)
+    text = llc.summary(load_model(paths[0]), ind)
+    at_zero = table[(table["metric"] == "llc") & (table["step"] == 0)]["value"].iloc[0]
+    assert f"llc {at_zero:.3f} +- " in text and f"the setting of step {table['step'].max()}" in text, text
 
 
 def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
@@ -266,6 +294,12 @@ def test_detector_rows_at_a_given_setting(tiny_runs, monkeypatch):
     monkeypatch.setenv(llc.ENV, "heads=L1H0+L1H0,draws=4,burnin=1,setting=1e-3/100/5")
     twice = score_checkpoints([found[-1]], detectors=["llc"])
     assert list(zip(_rows(twice, "llc_head")["layer"], _rows(twice, "llc_head")["head"])) == [(1, 0)]
+    # other settings score the rows again, though nothing else changed (they were kept, the new settings unused)
+    monkeypatch.setenv(llc.ENV, "heads=none,draws=4,burnin=1,setting=2e-3/100/5")
+    again = score_checkpoints([found[-1]], detectors=["llc"], existing=twice)
+    assert again.attrs["n_scored"] == 1 and set(_rows(again, "llc_epsilon")["value"]) == {2e-3}
+    assert _rows(again, "llc_head").empty
+    assert score_checkpoints([found[-1]], detectors=["llc"], existing=again).attrs["n_scored"] == 0  # the same: kept
     monkeypatch.setenv(llc.ENV, "heads=L9H9+L0H1,draws=4,burnin=1,setting=1e-3/100/5")
     absent = score_checkpoints([found[-1]], detectors=["llc"])
     assert absent["error"].tolist() == ["RunError: INTERP_LLC heads=L9H9+L0H1: L9H9 not in this model (2 layers x 4 heads)"]
@@ -333,9 +367,14 @@ def test_detector_error_rows(tiny_runs, tmp_path, monkeypatch):
     shutil.copytree(ind / "checkpoints", loose)
     table = score_checkpoints([loose], detectors=["llc"])
     assert (table["metric"] == "error").all() and table["error"].str.contains("no run.json").all()
-    assert "run.json" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+    final = load_model(ind / "checkpoints" / "step_000020.safetensors")
+    assert "run.json" in llc.summary(final, None)
+    # inspect: a chain that diverges is a line of the summary (it was a traceback, the heads' table lost)
+    assert llc.summary(final, ind).startswith("llc: RuntimeError: SGLD chain 0 diverged")
     monkeypatch.delenv(llc.ENV)
-    assert "not estimated here" in llc.summary(load_model(ind / "checkpoints" / "step_000020.safetensors"), None)
+    assert "not estimated here" in llc.summary(final, ind)
+    # a model without run.json is not told to score its run with --detectors llc, which always fails
+    assert llc.summary(final, None).startswith("llc: not estimated: no run.json")
 
 
 def test_not_applicable_without_devinterp(monkeypatch):

@@ -48,6 +48,10 @@ class Detector:
         version: the definition of the rows it writes, 1 at first; raise it when they change (a
             new metric, another formula), and rows written under an earlier one are scored again
             (each row's ``context`` records it: :func:`interp.scoring.context.plan_label`).
+        settings: ``settings()`` -> the settings it reads from outside the model and its run (an
+            environment variable) as text, "" for its defaults; ``ValueError`` (one line) when
+            they cannot be read, before any work. Rows record a hash of them, so rows scored
+            under other settings are scored again without planning their run first.
     """
 
     name: str
@@ -60,3 +64,4 @@ class Detector:
     report: Callable[[pd.DataFrame], list[Any]]
     report_rows: tuple[str, ...] = ()
     version: int = 1
+    settings: Callable[[], str] | None = None

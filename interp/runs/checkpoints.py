@@ -29,7 +29,8 @@ from interp.base.files import atomic_write
 from interp.tasks.models import build_model, config_from_dict, config_to_dict
 from interp.runs.foreign import read_torch_file
 from interp.runs.huggingface import read_hf_dir
-from interp.runs.layout import CheckpointError, checked_file, checkpoint_path, list_checkpoints, run_of, step_of
+from interp.runs.layout import CHECKPOINT_DIR, RUN_FILE, CheckpointError, checked_file, checkpoint_path, list_checkpoints, \
+    run_of, step_of
 from interp.runs.soundness import nonfinite_weights
 from interp.runs.series import CONFIG_FILE, SAFETENSORS_FILE, missing_config, series_children
 from interp.runs.record import read_run
@@ -217,10 +218,13 @@ def load_model(path: str | Path, *, strict: bool = False,
 
 def checkpoint_of(path: str | Path) -> Path:
     """The checkpoint :func:`load_model` reads for ``path``: a series' latest step, a run's latest
-    checkpoint file, else ``path`` itself (a file or a Hugging Face directory); raises like it."""
+    checkpoint file (the run named or its ``checkpoints`` folder), else ``path`` itself (a file or a
+    Hugging Face directory); raises like it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {path}")
+    if path.name == CHECKPOINT_DIR and (path.parent / RUN_FILE).is_file():
+        path = path.parent  # as score takes it: the run's checkpoints
     if path.is_dir() and not list_checkpoints(path) and not (path / CONFIG_FILE).is_file() and series_children(path):
         path = series_children(path)[-1][1]  # a series: its latest step
     if path.is_dir() and (list_checkpoints(path) or not (path / CONFIG_FILE).is_file()):

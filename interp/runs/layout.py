@@ -185,6 +185,8 @@ def checked_file(path: str | Path) -> Path:
         kind = next((name for test, name in kinds if test(mode)), "not a regular file")
         raise CheckpointError(f"{path}: not a checkpoint file ({kind}); only regular files are read")
     if path.suffix == ".safetensors":
+        if any("\ud800" <= c <= "\udfff" for c in str(path)):  # bytes not UTF-8: safetensors cannot open it
+            raise CheckpointError(f"{str(path)!r}: a path that is not UTF-8, which safetensors cannot open; rename it")
         safetensors_extent(path)
     return path
 

@@ -30,7 +30,7 @@ from interp.runs.layout import CHECKPOINT_DIR, RUN_FILE, CheckpointRef, find_che
 from interp.runs.series import series_children
 from interp.runs.record import read_run
 from interp.detectors.registry import DETECTORS
-from interp.scoring.context import label_version
+from interp.scoring.context import label_settings, label_version, settings_tag
 from interp.scoring.table import ERROR_METRIC, canonical, empty_table, read_table, table_saver
 from interp.scoring.task import ScoreTask, check_detectors, lost_rows, plan_run, score_task, with_fingerprint
 
@@ -75,8 +75,8 @@ def drop_failed(existing: pd.DataFrame | None, refs: Sequence[CheckpointRef] | N
 def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dict[tuple[str, str, str], str],
                 device: str = "cpu") -> tuple[list[ScoreTask], dict]:
     """The tasks of a job: per run with anything new, its plan, and every (checkpoint, detector)
-    not yet scored against that plan (rows of another plan's digest, or of an earlier version of
-    their detector, are scored again)."""
+    not yet scored against that plan (rows of another plan's digest, or of another version or
+    settings of their detector, are scored again)."""
     tasks: list[ScoreTask] = []
     skipped: dict[str, dict[str, str]] = {}
     by_group: dict[str, list[CheckpointRef]] = {}
@@ -86,11 +86,13 @@ def _plan_tasks(refs: list[CheckpointRef], detectors: tuple[str, ...], done: dic
     plans: dict[tuple[str, str], set[str]] = {}  # (group, detector) -> the digests its rows were scored against
     for (run, checkpoint, detector), digest in done.items():
         plans.setdefault((group_of.get((run, checkpoint), run), detector), set()).add(digest)
+    tags = {d: settings_tag(DETECTORS[d]) for d in detectors}  # unreadable settings: a ValueError before any work
     for group, members in by_group.items():
         if all((r.run, r.checkpoint, d) in done for r in members for d in detectors) and \
                 all(len(plans.get((group, d), ())) <= 1 for d in detectors) and \
-                all(label_version(p) == DETECTORS[d].version for d in detectors for p in plans.get((group, d), ())):
-            continue  # nothing new, one plan behind each detector's rows, and of its current version
+                all(label_version(p) == DETECTORS[d].version and label_settings(p) == tags[d]
+                    for d in detectors for p in plans.get((group, d), ())):
+            continue  # nothing new, one plan behind each detector's rows, of its current version and settings
         plan = plan_run(_plan_checkpoints(members[0].run, members), detectors)
         if plan.skipped:
             skipped[group] = dict(plan.skipped)

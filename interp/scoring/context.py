@@ -7,7 +7,9 @@ against another plan (the run gained a later checkpoint, its final file changed,
 was scored alone before its run was) are told apart and scored again. The digest is built from
 the context's values, not from its pickle, which differs between two pickles of one tensor. A
 detector whose rows changed definition (its ``version`` raised) tags the digest with that version
-(:func:`plan_label`), so its older rows are scored again without planning their run first.
+(:func:`plan_label`), and one whose settings (``Detector.settings``) are not its defaults tags it
+with their hash, so rows of another version or other settings are scored again without planning
+their run first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["context_digest", "label_version", "plan_label"]
+__all__ = ["context_digest", "label_settings", "label_version", "plan_label", "settings_tag"]
 
 
 def context_digest(context: Any) -> str | None:
@@ -40,16 +42,31 @@ def context_digest(context: Any) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def plan_label(digest: str | None, version: int = 1) -> str | None:
-    """The ``context`` a row records: the plan's ``digest``, followed by ``@N`` for a detector at
-    ``version`` N > 1 (``"@2"`` alone when there is no digest)."""
-    return digest if version <= 1 else f"{digest or ''}@{version}"
+def plan_label(digest: str | None, version: int = 1, settings: str = "") -> str | None:
+    """The ``context`` a row records: the plan's ``digest``, followed by ``~TAG`` for settings other
+    than the detector's defaults (:func:`settings_tag`) and ``@N`` for a detector at ``version`` N > 1
+    (``"@2"`` alone when there is neither a digest nor a tag)."""
+    label = f"{digest or ''}~{settings}" if settings else digest
+    return label if version <= 1 else f"{label or ''}@{version}"
 
 
 def label_version(label: str | None) -> int:
     """The detector version a row's ``context`` records (:func:`plan_label`): 1 when it names none."""
     _, at, version = (label or "").rpartition("@")
     return int(version) if at and version.isdigit() else 1
+
+
+def label_settings(label: str | None) -> str:
+    """The settings tag a row's ``context`` records (:func:`plan_label`): "" for the defaults."""
+    _, tilde, tag = (label or "").partition("@")[0].partition("~")
+    return tag if tilde else ""
+
+
+def settings_tag(detector: Any) -> str:
+    """A 12-hex-digit hash of ``detector.settings()``, "" for its defaults or a detector without
+    settings; the settings' ``ValueError`` passes through (bad settings stop a job before any work)."""
+    text = detector.settings() if detector.settings is not None else ""
+    return hashlib.sha256(text.encode()).hexdigest()[:12] if text else ""
 
 
 def _feed(digest: Any, value: Any) -> None:

@@ -22,7 +22,7 @@ from interp.detectors.registry import DETECTORS
 from interp.runs.checkpoints import CheckpointError, load_cached
 from interp.runs.soundness import unsound
 from interp.runs.layout import CheckpointRef, fingerprint, run_of
-from interp.scoring.context import context_digest, plan_label
+from interp.scoring.context import context_digest, plan_label, settings_tag
 from interp.scoring.table import ERROR_METRIC
 
 __all__ = ["RunPlan", "ScoreTask", "check_detectors", "lost_rows", "plan_run", "score_task", "with_fingerprint"]
@@ -86,7 +86,8 @@ def plan_run(refs: Sequence[CheckpointRef], detectors: Sequence[str]) -> RunPlan
             contexts[name] = detector.prepare(model, run_dir)
         else:
             skipped[name] = why
-    return RunPlan(contexts, skipped, {name: plan_label(context_digest(context), DETECTORS[name].version)
+    return RunPlan(contexts, skipped, {name: plan_label(context_digest(context), DETECTORS[name].version,
+                                                        settings_tag(DETECTORS[name]))
                                        for name, context in contexts.items()})
 
 

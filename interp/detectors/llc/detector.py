@@ -42,13 +42,14 @@ from typing import Any
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp.detectors.llc.calibrate import CHECKS, Calibration, calibrate, summary_line
+from interp.detectors.llc.calibrate import Calibration, calibrate, summary_line
 from interp.detectors.llc.estimate import Sampling, devinterp_missing, estimate_llc, head_masks
+from interp.detectors.llc.options import ENV, Options, head_list, parse_options, settings
 from interp.detectors.spec import Detector, Row
 from interp.runs.layout import RunError, list_checkpoints
 from interp.runs.record import read_run
 
-__all__ = ["DETECTOR", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss"]
+__all__ = ["DETECTOR", "ENV", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss", "settings"]
 
 METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta", "llc_plateau")
 HEAD_METRICS = ("llc_head", "llc_head_std")
@@ -57,55 +58,6 @@ SGLD_BATCH = 16
 FULL_BATCH = 256
 POOL = 16
 BATCH_BASE = 1_000_000
-ENV = "INTERP_LLC"
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """What is scored (the ``INTERP_LLC`` option string; module docstring)."""
-
-    heads: str = "final"  # final, all, none, or heads joined by '+': L0H1+L1H3
-    chains: int = 2
-    draws: int = 100
-    burnin: int = 50
-    seed: int = 0
-    checks: int = CHECKS
-    setting: tuple[float, float, float] | None = None  # epsilon, gamma, nbeta: no calibration
-
-
-def parse_options(text: str | None) -> Options:
-    """:class:`Options` from ``key=value`` pairs joined by commas; ``ValueError`` naming a bad one."""
-    values: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        key, _, value = part.partition("=")
-        try:
-            if key in ("chains", "draws", "burnin", "seed", "checks"):
-                values[key] = int(value)
-                if key in ("checks", "seed") and values[key] < 0:  # a seed as the other commands take it
-                    raise ValueError("must be >= 0")
-            elif key == "setting":
-                epsilon, gamma, nbeta = (float(v) for v in value.split("/"))
-                values[key] = (epsilon, gamma, nbeta)
-            elif key == "heads":
-                values[key] = value
-                if value not in ("final", "all", "none"):
-                    _head_list(value)
-            else:
-                raise ValueError("unknown key")
-        except ValueError as exc:
-            raise ValueError(f"{ENV}: cannot read {part!r} ({exc}); keys: heads=final|all|none|L0H1+..., "
-                             "chains=N, draws=N, burnin=N, seed=N, checks=N, setting=EPSILON/GAMMA/NBETA") from None
-    return Options(**values)
-
-
-def _head_list(text: str) -> tuple[tuple[int, int], ...]:
-    heads = []
-    for item in text.upper().split("+"):
-        layer, _, head = item.removeprefix("L").partition("H")
-        if not (layer.isdigit() and head.isdigit()):  # L0H-1 is no head (devinterp's error, every row lost)
-            raise ValueError(f"{item!r} is not a head L<layer>H<head>")
-        heads.append((int(layer), int(head)))
-    return tuple(dict.fromkeys(heads))  # a head named twice is estimated once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +158,7 @@ def prepare(model: HookedTransformer, run_dir: Path | None) -> LLCContext:
     final = digest(model)
     if options.heads not in ("none", "final", "all"):
         n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-        absent = [f"L{la}H{h}" for la, h in _head_list(options.heads) if not (la < n_layers and h < n_heads)]
+        absent = [f"L{la}H{h}" for la, h in head_list(options.heads) if not (la < n_layers and h < n_heads)]
         if absent:
             return LLCContext(None, None, options, final, f"INTERP_LLC heads={options.heads}: {', '.join(absent)} "
                               f"not in this model ({n_layers} layers x {n_heads} heads)")
@@ -263,7 +215,7 @@ def _heads(model: HookedTransformer, context: LLCContext) -> list[tuple[int, int
         return []
     if policy in ("final", "all"):
         return [(la, h) for la in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-    return list(_head_list(policy))  # prepare refused heads the model lacks
+    return list(head_list(policy))  # prepare refused heads the model lacks
 
 
 def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
@@ -292,16 +244,27 @@ def score(model: HookedTransformer, context: LLCContext) -> list[Row]:
 
 
 def summary(model: HookedTransformer, run_dir: Path | None) -> str:
-    """The whole-model LLC when ``INTERP_LLC`` is set (a calibration and a scoring: minutes), else how to get it."""
+    """The whole-model LLC when ``INTERP_LLC`` is set (a calibration and a scoring: minutes), else how
+    to get it; at the setting ``score`` gives it: calibrated on the run's latest sound checkpoint."""
+    if run_dir is None or read_run(run_dir) is None:
+        return ("llc: not estimated: no run.json beside this checkpoint, so no training task and loss to estimate "
+                "the LLC on (the llc detector needs a run trained by interp train)")
     if ENV not in os.environ:
         return (f"llc: not estimated here (a calibration and {2 * 150} SGLD steps); set {ENV} (e.g. {ENV}=heads=none) "
                 "to estimate it, or score the run with --detectors llc")
-    context = prepare(model, run_dir)
+    latest = next(((step, found) for step, path in reversed(list_checkpoints(run_dir))
+                   if (found := _load_checked(path)) is not None), None)
+    context = prepare(model if latest is None else latest[1], run_dir)
     if context.reason:
         return f"llc: {context.reason}"
-    rows = score(model, dataclasses.replace(context, options=dataclasses.replace(context.options, heads="none")))
+    try:
+        rows = score(model, dataclasses.replace(context, options=dataclasses.replace(context.options, heads="none")))
+    except Exception as exc:  # noqa: BLE001 - a chain that diverged: a line of the summary, as a row's error
+        return f"llc: {type(exc).__name__}: {exc}"
     values = {row["metric"]: row["value"] for row in rows}
-    return (f"llc (whole model, {context.calibration[0]}):\n  llc {values['llc']:.3f} +- {values['llc_std']:.3f}")
+    where = "" if latest is None else f", the setting of step {latest[0]}, as score uses it"
+    return (f"llc (whole model, {context.calibration[0]}{where}):\n"
+            f"  llc {values['llc']:.3f} +- {values['llc_std']:.3f}")
 
 
 def report(rows: pd.DataFrame) -> list[Any]:
@@ -322,4 +285,5 @@ DETECTOR = Detector(
     report=report,
     report_rows=("heads", "fourier", "text"),
     version=2,  # 2: llc_plateau added
+    settings=settings,
 )

@@ -57,14 +57,16 @@ DIVERGED_RISE = 10.0
 CHAIN_THREADS = min(os.cpu_count() or 1, 4)
 
 
-#: Chain ``k`` of seed ``s`` is seeded ``s * CHAIN_STRIDE + k`` (mod 2**64): at most this many chains.
+#: Chain ``k`` of seed ``s`` is seeded ``s * CHAIN_STRIDE + k``: at most this many chains.
 CHAIN_STRIDE = 2 ** 20
+#: Seeds are below this, so every chain's seed is below 2**64 (torch's limit) and no two (seed, chain) share one.
+MAX_SEED = 2 ** 64 // CHAIN_STRIDE
 
 
 def chain_seed(seed: int, chain: int) -> int:
     """The noise seed of chain ``chain`` of ``seed``: ``seed + chain`` made chains of neighbouring
     seeds the same chain (seed 0's chain 1 was seed 1's chain 0)."""
-    return (seed * CHAIN_STRIDE + chain) % 2 ** 64
+    return seed * CHAIN_STRIDE + chain
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (self.epsilon > 0 and self.gamma >= 0 and self.nbeta > 0):
-            raise ValueError(f"need epsilon > 0, gamma >= 0, nbeta > 0; got {self}")
+        if not (0 < self.epsilon < math.inf and 0 <= self.gamma < math.inf and 0 < self.nbeta < math.inf):
+            raise ValueError(f"need finite epsilon > 0, gamma >= 0, nbeta > 0; got {self}")
         if not 1 <= self.chains <= CHAIN_STRIDE or self.draws < 2 or self.burnin < 0:
             raise ValueError(f"need 1 <= chains <= {CHAIN_STRIDE}, draws >= 2, burnin >= 0; got {self}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"need 0 <= seed < 2**44 (each chain's seed below 2**64); got {self}")
 
 
 @dataclass(frozen=True)
