@@ -28,7 +28,7 @@ from circuits.logit_lens import LogitLens, logit_lens
 
 # Circuit discovery: edge attribution patching (Syed et al. 2023; Hanna et al. 2024) checked against exact
 # edge patching, circuits and their faithfulness.
-from circuits.edge_attribution import edge_attribution
+from circuits.edge_attribution import edge_attribution, edge_attribution_refusal
 from circuits.faithfulness import CircuitMetrics, FoundCircuit, circuit_faithfulness, circuit_metrics, faithfulness_curve, \
     prune_circuit, smallest_circuit, top_edges
 from circuits.induction_contrast import SecondCopyLoss, induction_contrast, second_copy_losses
@@ -82,6 +82,7 @@ __all__ = [
     "circuit_faithfulness",
     "circuit_metrics",
     "edge_attribution",
+    "edge_attribution_refusal",
     "faithfulness_curve",
     "induction_contrast",
     "prune_circuit",

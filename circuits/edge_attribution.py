@@ -39,9 +39,19 @@ from circuits._edge_graph import Graph, build_graph, check_edge_model, check_pai
 from circuits._edge_patching import exact_scores
 from circuits._edge_plain import plain_gradients, plain_sources, plain_supported
 
-__all__ = ["METHODS", "edge_attribution"]
+__all__ = ["METHODS", "edge_attribution", "edge_attribution_refusal"]
 
 METHODS = ("exact", "eap", "eap-ig")
+
+
+def edge_attribution_refusal(model: object) -> str | None:
+    """None when :func:`edge_attribution` (and :func:`circuits.circuit_faithfulness`) take ``model``,
+    else the one line they refuse it with (grouped-query attention, shortformer positions, ...)."""
+    try:
+        check_edge_model(model)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,

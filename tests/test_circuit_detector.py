@@ -168,6 +168,11 @@ def test_runs_it_does_not_apply_to_are_refused_in_one_line(tiny_runs):
     assert "n_ctx=3 too short" in circuit.applies(modadd)
     table = score_checkpoints([ind, mod], detectors=["circuit"], quiet=True)
     assert "circuit" not in set(table["detector"])
+    # one edge_attribution refuses (grouped-query attention): skipped with its reason, not every
+    # checkpoint an error row once it has learned induction (and inspect stopped, exit 2)
+    gqa = random_model(n_heads=4, n_key_value_heads=2, n_ctx=64)
+    assert circuit.applies(gqa) == ("edge attribution does not support models with grouped-query attention (keys and "
+                                    "values shared between heads)")
 
 
 def test_figures():

@@ -142,7 +142,7 @@ def test_a_trainer_output_folder_is_its_series_and_load_model_takes_the_latest(s
     assert not torch.equal(load_model(out).W_E, latest.W_E)  # a folder with its own model is that model
 
 
-def test_a_step_that_lost_its_weights_is_an_error_row_not_a_gap(series, tmp_path, monkeypatch):
+def test_a_step_that_lost_its_weights_is_an_error_row_not_a_gap(series, tmp_path, monkeypatch, capsys):
     damaged = tmp_path / "damaged"
     shutil.copytree(series, damaged)
     (damaged / "step1000" / "model.safetensors").unlink()  # config.json left: a checkpoint, broken
@@ -154,6 +154,21 @@ def test_a_step_that_lost_its_weights_is_an_error_row_not_a_gap(series, tmp_path
     errors = table[table["metric"] == "error"]
     assert errors["checkpoint"].tolist() == ["step1000"] and "no weights" in errors["error"].iloc[0]
     assert set(table.loc[table["detector"] == "heads", "checkpoint"]) == set(STEPS) - {"step1000"}
+    # steps that hold a LoRA adapter alone (a PEFT Trainer's, with or without config.json) were left
+    # out without a word ("scored 3, 0 failed"), and inspect said "run directory has no checkpoints"
+    for name, config in (("checkpoint-3000", False), ("checkpoint-4000", True)):
+        (damaged / name).mkdir()
+        (damaged / name / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        torch.save({"lora_A": torch.zeros(2, 2)}, damaged / name / "adapter_model.bin")
+        if config:
+            shutil.copy(damaged / "step100" / "config.json", damaged / name / "config.json")
+    assert main(["score", str(damaged), "--out", str(table_path), "--quiet", "--detectors", "heads"]) == 1
+    errors = read_table(table_path).query("metric == 'error'").set_index("checkpoint")["error"]
+    lora = "a LoRA adapter (adapter_model.bin) without the base model's weights, which this toolkit does not read"
+    assert errors.index.tolist() == ["step1000", "checkpoint-3000", "checkpoint-4000"]
+    assert all(lora in errors[name] for name in ("checkpoint-3000", "checkpoint-4000"))
+    assert main(["inspect", str(damaged / "checkpoint-3000")]) == 2
+    assert lora in capsys.readouterr().err
     # a model that loads but whose forward pass fails is an error row too, and the job goes on
     from transformer_lens import HookedTransformer
 

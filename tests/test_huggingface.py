@@ -205,6 +205,10 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     message = _error(activation)
     assert "activation 'swishy' is not supported (supported: " in message and "gelu_new" in message
     assert "<function" not in message
+    # one with learned parameters: it was "missing: blocks.0.mlp.act_fn.alpha_n, ...", which the file holds
+    (activation / "config.json").write_text(json.dumps({**cfg, "activation_function": "xielu"}))
+    assert "activation 'xielu' is not supported (its parameters are learned, and the conversion does not carry " \
+           "them) (supported: " in _error(activation)
 
     odd = tmp_path / "odd_rotary"
     save_hf_model("neox_partial", odd)
@@ -213,6 +217,20 @@ def test_errors_are_one_line_naming_the_directory(tmp_path):
     neox.get("rope_parameters", {})["partial_rotary_factor"] = 0.35
     (odd / "config.json").write_text(json.dumps(neox))
     assert "a rotary width of 7 dimensions is not supported (only even widths)" in _error(odd)
+    # the generic names transformers ignores for GPT-NeoX, disagreeing with what it reads: the file
+    # gave other logits than transformers' (the generic names won here), with no word
+    for edit, message in (({"rope_theta": 50.0}, "rope_theta = 50.0 differs from the 10000"),
+                          ({"partial_rotary_factor": 1.0}, "partial_rotary_factor = 1.0 differs from the 0.25"),
+                          ({"partial_rotary_factor": 1.0, "rotary_pct": 0.5}, "differs from the 0.5")):
+        generic = tmp_path / f"generic_{len(edit)}_{next(iter(edit))}"
+        save_hf_model("neox", generic)
+        neox = {k: v for k, v in json.loads((generic / "config.json").read_text()).items()
+                if k not in ("rope_parameters", "rope_theta", "partial_rotary_factor")}
+        neox["rotary_pct"] = 0.25
+        (generic / "config.json").write_text(json.dumps({**neox, **edit}))
+        assert message in _error(generic), edit
+    (generic / "config.json").write_text(json.dumps({**neox, "partial_rotary_factor": 0.25, "rope_theta": 10000}))
+    load_model(generic)  # agreeing: taken
 
     layers = tmp_path / "layers"  # weights of 2 layers: one would be dropped
     shutil.copytree(base, layers)

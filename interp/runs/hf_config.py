@@ -149,7 +149,14 @@ def _neox(hf: dict[str, Any]) -> dict[str, Any]:
     d_model, n_heads = _size(hf, "hidden_size"), _size(hf, "num_attention_heads")
     d_head = d_model // n_heads
     rope = _rope(hf)
-    fraction = float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))))
+    # what transformers reads for GPT-NeoX; the generic top-level names it ignores (some 4.x releases
+    # read them) must agree, else the same file gives two models
+    fraction = float(rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25)))
+    base = float(rope.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
+    for key, used in (("partial_rotary_factor", fraction), ("rope_theta", base)):
+        if hf.get(key) is not None and float(hf[key]) != used:
+            raise ValueError(f"{key} = {hf[key]!r} differs from the {used:g} that transformers reads for GPT-NeoX "
+                             "(rope_parameters, else rotary_pct and rotary_emb_base): make them agree")
     return {
         "n_layers": _size(hf, "num_hidden_layers"), "d_model": d_model, "n_heads": n_heads, "d_head": d_head,
         "d_mlp": _size(hf, "intermediate_size"), "n_ctx": _size(hf, "max_position_embeddings"),
@@ -157,8 +164,7 @@ def _neox(hf: dict[str, Any]) -> dict[str, Any]:
         "eps": float(hf.get("layer_norm_eps", 1e-5)), "normalization_type": "LN",
         "parallel_attn_mlp": _flag(hf, "use_parallel_residual", True),
         "positional_embedding_type": "rotary", "rotary_dim": _rotary_dim(int(fraction * d_head)),  # int(): as transformers
-        "rotary_base": float(rope.get("rope_theta", hf.get("rotary_emb_base", hf.get("rope_theta", 10000.0)))),
-        "rotary_adjacent_pairs": False, "default_prepend_bos": False,
+        "rotary_base": base, "rotary_adjacent_pairs": False, "default_prepend_bos": False,
     }
 
 

@@ -24,7 +24,7 @@ from interp.runs.errors import CheckpointError
 from interp.runs.hf_config import tied_embeddings, tl_config
 from interp.runs.layout import checked_file
 from interp.runs.series import (BIN_FILE, BIN_INDEX, CONFIG_FILE, MAX_JSON_BYTES, SAFETENSORS_FILE, SAFETENSORS_INDEX,
-                                index_shards)
+                                index_shards, missing_config)
 
 __all__ = ["read_hf_config", "read_hf_dir", "read_hf_weights"]
 
@@ -85,8 +85,8 @@ def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
             return _read_weight_file(path / single)
         if (path / index).is_file():
             return _read_shards(path, index)
-    raise CheckpointError(f"{path}: config.json but no weights ({SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
-                          f"{BIN_FILE} or {BIN_INDEX})")
+    raise CheckpointError(missing_config(path) or f"{path}: config.json but no weights ({SAFETENSORS_FILE}, "
+                          f"{SAFETENSORS_INDEX}, {BIN_FILE} or {BIN_INDEX})")  # missing_config: a LoRA adapter alone
 
 
 def _read_shards(path: Path, index: str) -> dict[str, torch.Tensor]:
@@ -238,9 +238,11 @@ def _convert(path: Path, arch: str, hf: dict[str, Any], cfg: dict[str, Any],
         from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
     except ImportError:  # another TransformerLens layout: its own check below stands
         SUPPORTED_ACTIVATIONS = None
-    if SUPPORTED_ACTIVATIONS is not None and cfg.get("act_fn") not in (None, *SUPPORTED_ACTIVATIONS):
-        raise CheckpointError(f"{path}: activation {cfg['act_fn']!r} is not supported (supported: "
-                              f"{', '.join(sorted(SUPPORTED_ACTIVATIONS))})")
+    supported = None if SUPPORTED_ACTIVATIONS is None else sorted(set(SUPPORTED_ACTIVATIONS) - {"xielu"})
+    if cfg.get("act_fn") == "xielu" or (supported is not None and cfg.get("act_fn") not in (None, *supported)):
+        learned = " (its parameters are learned, and the conversion does not carry them)" * (cfg["act_fn"] == "xielu")
+        raise CheckpointError(f"{path}: activation {cfg['act_fn']!r} is not supported{learned} (supported: "
+                              f"{', '.join(supported or ())})")
     try:
         config = HookedTransformerConfig(**cfg)
     except (TypeError, ValueError, AssertionError) as exc:

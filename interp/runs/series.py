@@ -47,6 +47,8 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 #: Any of these beside ``config.json`` makes a directory a Hugging Face checkpoint, in the order
 #: ``transformers`` reads them: a single file before an index of shards, safetensors before ``.bin``.
 WEIGHT_MARKERS = (SAFETENSORS_FILE, SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX)
+#: What a PEFT (LoRA) checkpoint holds instead: the adapter alone, no base weights.
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _CHILD_STEP = re.compile(r"^(?:global_step|step|checkpoint)[-_]?(\d+)$")
 #: Longest ``config.json`` or shard index read (they are a few kB).
 MAX_JSON_BYTES = 16 * 2**20
@@ -65,8 +67,12 @@ def _weight_markers(path: Path) -> list[str]:
 
 def missing_config(directory: str | Path) -> str | None:
     """Why ``directory`` is not a Hugging Face directory though it holds one's weights (no
-    ``config.json`` beside them), or None."""
+    ``config.json`` beside them) or a LoRA adapter of one (no base weights), or None."""
     directory = Path(directory)
+    adapter = next((name for name in ADAPTER_FILES if (directory / name).is_file()), None)
+    if adapter and not _weight_markers(directory):
+        return (f"{directory}: a LoRA adapter ({adapter}) without the base model's weights, which this toolkit does not "
+                "read; merge it into the model (peft: merge_and_unload, then save_pretrained)")
     if (directory / CONFIG_FILE).is_file():
         return None
     weights = _weight_markers(directory)
@@ -89,9 +95,10 @@ def series_children(directory: str | Path) -> list[tuple[int, Path]]:
     """(step, child) of every child of a series named by step, by step (numerically: ``step100``
     before ``step1000``); [] when ``directory`` holds no Hugging Face directory named by step.
 
-    A child named by step with a ``config.json`` or a weights file but not both is listed too: it
-    is a checkpoint that lost part of itself, and loading it names what is missing (an error row
-    when scored), rather than a step that silently is not there."""
+    A child named by step with a ``config.json`` or a weights file but not both, or a LoRA adapter
+    alone, is listed too: it is a checkpoint that lost part of itself (or holds only a part), and
+    loading it names what is missing (an error row when scored), rather than a step that silently
+    is not there."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -103,7 +110,7 @@ def series_children(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def _has_checkpoint_part(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or bool(_weight_markers(path))
+    return (path / CONFIG_FILE).is_file() or bool(_weight_markers(path)) or any((path / n).is_file() for n in ADAPTER_FILES)
 
 
 def is_series(directory: str | Path) -> bool:

@@ -70,11 +70,14 @@ class CircuitContext:
 
 
 def applies(model: HookedTransformer) -> str | None:
-    from circuits import one_thread, second_copy_losses
+    from circuits import edge_attribution_refusal, one_thread, second_copy_losses
 
     n_ctx = int(model.cfg.n_ctx)
     if int(model.cfg.n_heads) < 1:
         return "model has no attention heads"
+    refused = edge_attribution_refusal(model)  # grouped-query attention: every checkpoint an error row
+    if refused is not None:
+        return refused
     if (n_ctx - 1) // 2 < MIN_HALF_LEN:
         return f"context n_ctx={n_ctx} too short for the repeated-token contrast (needs >= {2 * MIN_HALF_LEN + 1})"
     try:
