@@ -155,9 +155,17 @@ def test_os_errors_are_one_line(tiny_runs, tmp_path, capsys, monkeypatch):
     assert "is a directory" in capsys.readouterr().err
     table = tmp_path / "s.csv"
     assert main(["score", str(ind), "--out", str(table), "--quiet", "--detectors", "heads"]) == 0
-    assert main(["report", str(table), "--out", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"cannot write {tmp_path}: it is a directory" in err
+    # a usage error, exit 2 (they were exit 1, "--out ''" naming the working directory), and nothing of
+    # a run replaced by the page (run.json was: the run lost, and the command said "report written")
+    run_json = ind / "run.json"
+    before_run = run_json.read_bytes()
+    for out, why in ((tmp_path, f"--out '{tmp_path}' is a directory: name the report's file, *.html"),
+                     ("", "--out '' is empty"), (run_json, f"--out {run_json} exists and is not an HTML page"),
+                     (table / "r.html", f"--out {table}: {table} is a file, not a directory")):
+        assert main(["report", str(table), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err, err
+    assert run_json.read_bytes() == before_run
 
     def read_only(src, dst):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))

@@ -24,6 +24,18 @@ def test_phase_change_at_the_steepest_rise(centre):
     assert change.after > change.before and change.slope > 0
 
 
+@pytest.mark.parametrize("every,seed", [(4, 0), (2, 1), (20, 2)])
+def test_the_same_rise_is_found_however_densely_it_was_checkpointed(every, seed):
+    """The default induction run checkpointed every 4 steps had "no phase change": no single step
+    between two checkpoints rose by 10 % of the range (the run checkpointed every 20 had one at 130)."""
+    steps = np.arange(0, 401, every)
+    rng = np.random.default_rng(seed)
+    scores = 0.04 + 0.85 / (1 + np.exp(-(steps - 150) / 12)) + 0.004 * rng.standard_normal(len(steps))
+    change = locate_phase_change(steps, scores)
+    assert change is not None and abs(change.step - 150) <= 20 and change.end_step - change.start_step <= 40
+    assert change.after - change.before >= 0.1 * (scores.max() - scores.min())
+
+
 def test_noisy_early_log_spaced_points_do_not_win():
     # a jump of 0.03 between steps 1 and 2 is steeper per step than the real rise, but small
     scores = sigmoid_curve(500, noise=0.0)

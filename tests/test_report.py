@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shutil
 
@@ -120,6 +121,32 @@ def test_the_report_draws_the_circuits_of_the_final_checkpoints(tiny_table):
     np.testing.assert_allclose(np.asarray(spectrum.data[0].y), final.spectrum["embed"].to_numpy())
     assert [a.text for a in spectrum.layout.annotations] == [f"k = {k}" for k in final.key_frequencies]
     assert list(figures["neuron clusters"].figure.data[0].y) == list(final.spectrum["neurons"])
+    # the formula plotted (it said N_train (test loss - train loss) / ln 2: 29,965 bits where 24,792 are drawn)
+    assert "max(0, N_train (min(test loss, ln p) - train loss) / ln 2)" in figures["memorised bits"].caption
+
+
+def _phase_sentence(rows: pd.DataFrame) -> str:
+    return next(i for i in DETECTORS["fourier"].report(rows) if isinstance(i, str) and "class='phase'" in i)
+
+
+def test_the_grokking_sentence_gives_the_reason_it_has(tiny_table):
+    _, mod, table = tiny_table
+    rows = table[table["run"] == str(mod)]
+    no_split = rows.assign(value=rows["value"].where(rows["metric"] != "test_accuracy"))
+    # it said "measures lack columns ['test_accuracy']; pass the output of progress_measures"
+    assert "Grokking phases not located (no train/test split)." in _phase_sentence(no_split)
+    last = rows["step"].max()
+    made_up = {"test_accuracy": lambda s: 0.9, "train_accuracy": lambda s: 1.0 if s == last else 0.5,
+               "train_loss": lambda s: 0.01 if s == last else 1.0}
+    late = rows.copy()
+    for metric, value in made_up.items():
+        at = late["metric"] == metric
+        late.loc[at, "value"] = [value(s) for s in late.loc[at, "step"]]
+    first = int(rows["step"].min())
+    # it said "memorisation ends at not reached, circuit formation at not reached, cleanup at not reached"
+    assert _phase_sentence(late) == ("<p class='phase'>Grokking phases not located: the training pairs are fitted only "
+                                     f"after test accuracy reaches 0.5 (step {first}), so there is no memorisation phase "
+                                     "to start from.</p>")
 
 
 def test_a_checkpoint_changed_since_scoring_is_not_drawn(tiny_table):
@@ -252,12 +279,16 @@ def test_odd_rows_are_drawn_or_named_never_lost():
     assert "The heads section is not drawn: ValueError: table has no head rows" in page  # that run's note
     assert page.count("data-phase-change-step=") == 1  # the healthy run is still drawn
 
-    # a smooth rise over many checkpoints: no single step rises by 10 % of the range
+    # a rise over many checkpoints, no single step of which rises by 10 % of the range: it was "no
+    # phase change (rises gradually)", also on a real run checkpointed densely; a fall is no phase change
     steps = list(range(0, 1010, 10))
     dense = canonical([{"run": "/runs/d", "checkpoint": f"step_{s:06d}.safetensors", "step": s, "detector": "heads",
-                        "layer": 1, "head": 0, "metric": "prefix_matching", "value": 0.05 + 0.9 * i / 100}
-                       for i, s in enumerate(steps)])
-    assert "rises by 0.90, but gradually: no step between two checkpoints rises by 10% of that" in build_report(dense)
+                        "layer": 1, "head": 0, "metric": "prefix_matching",
+                        "value": 0.05 + 0.9 / (1 + math.exp(-(s - 500) / 40))} for s in steps])
+    assert "Induction phase change at <b>step 500</b>: best prefix-matching score 0.444 &rarr; 0.556 between " \
+           "steps 490 and 510" in build_report(dense)
+    falling = dense.assign(value=1 - dense["value"])
+    assert "score moves by 0.90 but falls: it never rises by 10% of that" in build_report(falling)
     assert "no prefix-matching scores" in build_report(healthy[healthy["metric"] != "prefix_matching"])
 
     flags = healthy[healthy["step"] == healthy["step"].max()].copy()

@@ -19,7 +19,7 @@ __all__ = ["MIN_RISE", "MIN_SEGMENT_SHARE", "PhaseChange", "best_head_curve", "c
 
 #: Default: a curve whose range (max - min) is below this has no phase change.
 MIN_RISE = 0.1
-#: Default: a segment counts only if it rises by at least this share of the curve's range.
+#: Default: a stretch of the curve counts only if it rises by at least this share of its range.
 MIN_SEGMENT_SHARE = 0.1
 
 
@@ -28,8 +28,9 @@ class PhaseChange:
     """The steepest rise of a score curve.
 
     Attributes:
-        step: the located step, the middle of the steepest segment (rounded down).
-        start_step, end_step: the two consecutive checkpoints bounding that segment.
+        step: the located step, the middle of the steepest stretch (rounded down).
+        start_step, end_step: the checkpoints bounding that stretch (consecutive where one step
+            between two checkpoints rises far enough, :func:`locate_phase_change`).
         before, after: the score at ``start_step`` and ``end_step``.
         slope: ``(after - before) / (end_step - start_step)``, score per step.
     """
@@ -52,13 +53,19 @@ def locate_phase_change(
 ) -> PhaseChange | None:
     """The step of the steepest rise of ``scores`` over ``steps``, or None when the curve does not rise.
 
-    Definition: sort the points by step (NaN scores dropped) and look at each segment between
-    consecutive checkpoints. Its slope is ``rise / (step difference)``. Checkpoints are often
-    log-spaced early in training, where tiny step differences turn noise into steep slopes, so a
-    segment is a candidate only if it rises by at least ``min_segment_share`` (default 10 %) of
-    the curve's range ``max - min``. The phase change is the candidate with the largest slope;
-    its ``step`` is the segment's midpoint. Returns None when the range is below ``min_rise``
-    (default 0.1, for scores in [0, 1]) or fewer than two points remain.
+    Definition: sort the points by step (NaN scores dropped). Checkpoints are often log-spaced
+    early in training, where tiny step differences turn noise into steep slopes, so a stretch of
+    the curve counts only if it rises by at least ``min_segment_share`` (default 10 %) of the
+    curve's range ``max - min``: from each checkpoint, the candidate is the stretch to the first
+    later checkpoint at least that much higher (the next one, where one step between two
+    checkpoints rises that far), and its slope is ``rise / (step difference)``. The phase change
+    is the candidate with the largest slope; its ``step`` is the stretch's midpoint. Returns None
+    when the range is below ``min_rise`` (default 0.1, for scores in [0, 1]), when no later
+    checkpoint is that much higher than an earlier one (the curve only falls), or when fewer than
+    two points remain. The stretch, not the step between two checkpoints, makes the answer
+    independent of how densely the run was checkpointed: a rise taken every 4 steps is found
+    where the same run checkpointed every 20 steps has it (it was "no phase change" at 4, where
+    no single step rose by 10 % of the range).
 
     With ``falling=True`` the same rule finds the steepest *fall* (the rule applied to
     ``-scores``; ``before``, ``after`` and ``slope`` stay in the curve's own units, the slope
@@ -78,19 +85,18 @@ def locate_phase_change(
     span = float(y.max() - y.min())
     if span < min_rise:
         return None
-    rise = np.diff(y)
-    slope = rise / np.diff(x)
-    candidates = np.flatnonzero(rise >= min_segment_share * span)
-    if candidates.size == 0:
+    stretches = [(i, i + 1 + int(hit[0])) for i in range(len(y) - 1)
+                 if (hit := np.flatnonzero(y[i + 1:] >= y[i] + min_segment_share * span)).size]
+    if not stretches:
         return None
-    i = int(candidates[np.argmax(slope[candidates])])
+    i, j = max(stretches, key=lambda s: (y[s[1]] - y[s[0]]) / (x[s[1]] - x[s[0]]))  # the first of equal slopes
     return PhaseChange(
-        step=int((x[i] + x[i + 1]) // 2),
+        step=int((x[i] + x[j]) // 2),
         start_step=int(x[i]),
-        end_step=int(x[i + 1]),
+        end_step=int(x[j]),
         before=float(sign * y[i]),
-        after=float(sign * y[i + 1]),
-        slope=float(sign * slope[i]),
+        after=float(sign * y[j]),
+        slope=float(sign * (y[j] - y[i]) / (x[j] - x[i])),
     )
 
 

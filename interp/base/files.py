@@ -112,13 +112,13 @@ def _file_in_the_way(folders) -> Path | None:
     return next((folder for folder in folders if folder.exists() and not folder.is_dir()), None)
 
 
-def out_folder(path: str | Path) -> Path:
-    """``path`` as a folder to write into (not created): ``NotADirectoryError`` (one line, exit 2 in
-    the CLI) when it, or a folder above it, is a file."""
+def out_folder(path: str | Path, flag: str = "--out-dir") -> Path:
+    """``path`` as a folder to write into (not created): ``NotADirectoryError`` (one line naming
+    ``flag``, exit 2 in the CLI) when it, or a folder above it, is a file."""
     path = Path(path)
     blocker = _file_in_the_way((path, *path.parents))
     if blocker is not None:
-        raise NotADirectoryError(f"--out-dir {path}: {blocker} is a file, not a directory")
+        raise NotADirectoryError(f"{flag} {path}: {blocker} is a file, not a directory")
     return path
 
 

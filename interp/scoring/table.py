@@ -141,11 +141,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a scores table (missing columns {', '.join(missing)})")
     for col in ("step", "layer", "head", "value"):
         values = pd.to_numeric(frame[col], errors="coerce")
-        bad = (values.isna() & frame[col].notna()) | (values.notna() & (values % 1 != 0) & (col != "value"))
+        # a whole number a float holds exactly (past 2**53 a CSV's column of floats rounds it; past 2**63 no Int64 holds it)
+        whole = (values % 1 == 0) & (values.abs() < 2 ** 53)
+        bad = (values.isna() & frame[col].notna()) | (values.notna() & ~whole & (col != "value"))
         if bad.any():
             row = int(bad.to_numpy().argmax())
             raise ValueError(f"{path}: not a scores table (column {col}, row {row + 1}: '{frame[col].iloc[row]}' is "
-                             f"not {'a number' if col == 'value' else 'an integer'})")
+                             f"not {'a number' if col == 'value' else 'an integer below 2**53'})")
     return canonical(frame)
 
 

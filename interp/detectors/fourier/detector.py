@@ -127,7 +127,9 @@ def fourier_measures(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.dropna(subset=["step"])
     if rows.empty:
         return pd.DataFrame()
-    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
+    # dropna=False: a metric NaN at every step (test_accuracy without a split) is a column of NaN, not gone
+    wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first",
+                            dropna=False).reset_index()
     wide.columns.name = None
     return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)
 
@@ -149,11 +151,14 @@ def report(rows: pd.DataFrame) -> list[Any]:
         why = why or "one checkpoint: phases need a curve"
         parts: list[Any] = [f"<p class='phase'>Grokking phases not located ({why}).</p>"]
         ph = GrokkingPhases(None, None, None)
+    elif ph.memorization_end is None and ph.grokking_step is not None:  # the later phases need it: none of them
+        parts = [f"<p class='phase'>Grokking phases not located: the training pairs are fitted only after test "
+                 f"accuracy reaches 0.5 (step {ph.grokking_step}), so there is no memorisation phase to start from.</p>"]
     else:
-        at = [("step " + str(v)) if v is not None else "not reached" for v in
+        at = [f"at step {v}" if v is not None else "not within the run" for v in
               (ph.memorization_end, ph.circuit_formation_end, ph.cleanup_end, ph.grokking_step)]
-        parts = [f"<p class='phase'>Grokking phases: memorisation ends at {at[0]}, circuit formation at "
-                 f"{at[1]}, cleanup at {at[2]}; test accuracy reaches 0.5 at {at[3]}.</p>"]
+        parts = [f"<p class='phase'>Grokking phases: memorisation ends {at[0]}, circuit formation {at[1]}, "
+                 f"cleanup {at[2]}; test accuracy reaches 0.5 {at[3]}.</p>"]
     model, step, why = final_model(rows)
     parts += _circuit_figures(model, step, why)
     caption = ("Losses (top, log scale), the Gini sparsity of the embedding and neuron-logit Fourier spectra (middle) "
@@ -183,8 +188,8 @@ def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer |
         said = (f"the capacity of its {params:,} parameters at {MEASURED_BITS_PER_PARAMETER} bits each "
                 f"(measured by interp memorization, BENCHMARKS.md) and at {PAPER_BITS_PER_PARAMETER} "
                 "(Morris et al. 2025): dashed where it falls on the scale, else named in the figure's note")
-    caption = ("Bits the model holds about its training pairs beyond what it generalises, N_train (test loss - train "
-               "loss) / ln 2, over training with the phases shaded; dotted: all the bits in the training labels; "
+    caption = ("Bits the model holds about its training pairs beyond what it generalises, max(0, N_train "
+               "(min(test loss, ln p) - train loss) / ln 2) (docs/scores.md), over training with the phases shaded; dotted: all the bits in the training labels; "
                f"{said}. "
                "If memorisation filling capacity triggered grokking, the curve would flatten at its capacity "
                "before it falls in cleanup.")

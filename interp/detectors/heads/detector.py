@@ -132,8 +132,8 @@ def report(rows: pd.DataFrame) -> list[Any]:
         why = ("no prefix-matching scores" if curve.empty
                else "one checkpoint: a change needs a curve" if curve["step"].nunique() < 2
                else "best prefix-matching score never rises by 0.1" if not span >= MIN_RISE
-               else f"the best prefix-matching score rises by {span:.2f}, but gradually: no step between two "
-                    f"checkpoints rises by {MIN_SEGMENT_SHARE:.0%} of that")
+               else f"the best prefix-matching score moves by {span:.2f} but falls: it never rises by "
+                    f"{MIN_SEGMENT_SHARE:.0%} of that")
         parts: list[Any] = [f"<p class='phase'>No induction phase change located ({why}).</p>"]
     else:
         parts = [f"<p class='phase' data-phase-change-step='{pc.step}'>Induction phase change at "
