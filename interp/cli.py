@@ -154,16 +154,16 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from interp.base.files import out_folder
     from interp.report import write_report
     from interp.scoring.table import SUFFIXES, read_table
-
-    from interp.base.files import out_folder
 
     folder, out = Path(args.table), Path(args.out)
     if out.suffix.lower() in SUFFIXES or (out.exists() and out.resolve() == folder.resolve()):
         raise UsageError(f"--out {out} would write the HTML page over a table: name the report *.html")
     if not args.out or out.is_dir():
-        raise UsageError(f"--out {args.out!r} is {'empty' if not args.out else 'a directory'}: name the report's file, *.html")
+        raise UsageError(f"--out {args.out!r} is {'empty' if not args.out else 'a directory'}: name the report's "
+                         "file, *.html")
     if out.exists() and out.suffix.lower() not in (".html", ".htm"):  # run.json, a checkpoint: the run was lost
         raise UsageError(f"--out {out} exists and is not an HTML page: the report replaces only a page (*.html)")
     out_folder(out.parent, "--out")

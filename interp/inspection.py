@@ -18,8 +18,8 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     latest checkpoint, which the first line names); the run directory, when there is one, gives
     detectors their run context (the train/test split of a modular-addition run). Raises
     ``ValueError`` when no detector applies or a detector's settings cannot be read (``INTERP_LLC``),
-    and :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``: where the model is loaded and the detectors run
-    (:func:`interp.base.device.resolve_device`).
+    and :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``:
+    where the model is loaded and the detectors run (:func:`interp.base.device.resolve_device`).
     """
     path = Path(path)
     for detector in DETECTORS.values():

@@ -110,7 +110,8 @@ def series_children(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def _has_checkpoint_part(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or bool(_weight_markers(path)) or any((path / n).is_file() for n in ADAPTER_FILES)
+    return (path / CONFIG_FILE).is_file() or bool(_weight_markers(path)) or \
+        any((path / name).is_file() for name in ADAPTER_FILES)
 
 
 def is_series(directory: str | Path) -> bool:

@@ -189,8 +189,8 @@ def _bits_figure(measures: pd.DataFrame, phases: Any, model: HookedTransformer |
                 f"(measured by interp memorization, BENCHMARKS.md) and at {PAPER_BITS_PER_PARAMETER} "
                 "(Morris et al. 2025): dashed where it falls on the scale, else named in the figure's note")
     caption = ("Bits the model holds about its training pairs beyond what it generalises, max(0, N_train "
-               "(min(test loss, ln p) - train loss) / ln 2) (docs/scores.md), over training with the phases shaded; dotted: all the bits in the training labels; "
-               f"{said}. "
+               "(min(test loss, ln p) - train loss) / ln 2) (docs/scores.md), over training with the phases shaded; "
+               f"dotted: all the bits in the training labels; {said}. "
                "If memorisation filling capacity triggered grokking, the curve would flatten at its capacity "
                "before it falls in cleanup.")
     return [ReportFigure("memorised bits", plot_memorized_bits(measures, phases, lines), caption)]

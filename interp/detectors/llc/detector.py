@@ -49,7 +49,8 @@ from interp.detectors.spec import Detector, Row
 from interp.runs.layout import RunError, list_checkpoints
 from interp.runs.record import read_run
 
-__all__ = ["DETECTOR", "ENV", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss", "settings"]
+__all__ = ["DETECTOR", "ENV", "HEAD_METRICS", "METRICS", "LLCContext", "Options", "parse_options", "run_loss",
+           "settings"]
 
 METRICS = ("llc", "llc_std", "llc_epsilon", "llc_gamma", "llc_nbeta", "llc_plateau")
 HEAD_METRICS = ("llc_head", "llc_head_std")
