@@ -28,6 +28,8 @@ from circuits._edge_graph import Graph, first_hooks, metric_value, source_hooks,
 from circuits.architecture import has_own_hooks
 
 CLOSED_FORM_NORMS = ("LayerNorm", "LayerNormPre", "RMSNorm", "RMSNormPre")
+_IN_PLACE = ("metric(logits) changed the logits in place, which eap and eap-ig differentiate; compute it out of "
+             "place (e.g. logits - logits.logsumexp(-1, keepdim=True))")
 
 
 @dataclass
@@ -134,13 +136,15 @@ def metric_total(metric: Callable, logits: torch.Tensor, steps: int) -> torch.Te
     finite, differentiable and not to have written into the logits (its gradient would be of
     what it wrote, or autograd would fail in the backward)."""
     run = "clean run" if steps == 1 else "path from the corrupted to the clean input"
-    n, version = logits.shape[0] // steps, logits._version
-    # slices, not chunk(): autograd refuses any in-place write into chunk()'s views, with an error
-    # about a "Split" the caller never made; a write into a slice is caught here instead
-    total = sum(metric_value(metric, logits[k * n:(k + 1) * n], run) for k in range(steps))
-    if logits._version != version:
-        raise ValueError("metric(logits) changed the logits in place, which eap and eap-ig differentiate; "
-                         "compute it out of place (e.g. logits - logits.logsumexp(-1, keepdim=True))")
+    version = logits._version
+    try:  # chunk()'s views refuse a write in place (autograd's error about a "Split" the caller never made)
+        total = sum(metric_value(metric, chunk, run) for chunk in ([logits] if steps == 1 else logits.chunk(steps)))
+    except RuntimeError as exc:
+        if "modified inplace" not in str(exc):
+            raise
+        raise ValueError(_IN_PLACE) from None
+    if logits._version != version:  # the whole logits, written into
+        raise ValueError(_IN_PLACE)
     if not total.requires_grad:
         raise ValueError("metric(logits) must be differentiable in the logits for eap and eap-ig")
     return total
