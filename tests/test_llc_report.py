@@ -129,6 +129,10 @@ def test_grokking_phases_are_shaded_on_a_modadd_table():
     assert [a.text for a in fig.layout.annotations][1:] == ["memorisation", "circuit formation", "cleanup"]
     page = build_report(table)
     assert "Grokking phases (fourier): memorisation to step 200, circuit formation to step 400" in page
+    # without a train/test split the column is NaN, not gone: the phases say so, not "lack columns"
+    no_split = table.assign(value=table["value"].where(table["metric"] != "test_accuracy"))
+    with pytest.raises(ValueError, match="needs measures with a train/test split"):
+        grokking_phases(grokking_measures(no_split))
 
 
 def test_a_flat_curve_has_no_change_point_and_heads_at_one_step_no_ranking():

@@ -25,12 +25,10 @@ def run_title(rows: pd.DataFrame) -> str:
 
 def metric_curves(rows: pd.DataFrame, detector: str, metrics: Sequence[str]) -> pd.DataFrame:
     """``step`` and one column per metric of ``metrics`` written by ``detector`` (first value per
-    step; a column of NaN for a metric without a value); empty with those columns when there is
-    none. ``rows``: one run's long-table rows."""
+    step); empty with those columns when there is none. ``rows``: one run's long-table rows."""
     rows = rows[(rows["detector"] == detector) & rows["metric"].isin(metrics)].dropna(subset=["step", "value"])
     if rows.empty:
         return pd.DataFrame(columns=["step", *metrics])
     wide = rows.pivot_table(index="step", columns="metric", values="value", aggfunc="first").reset_index()
     wide.columns.name = None
-    wide = wide.reindex(columns=["step", *metrics])  # test_accuracy NaN at every step (no split): kept
     return wide.astype({"step": "int64"}).sort_values("step", ignore_index=True)

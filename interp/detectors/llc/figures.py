@@ -61,7 +61,9 @@ def grokking_measures(rows: pd.DataFrame) -> pd.DataFrame:
     """The ``fourier`` model rows of one run as progress measures (``step`` + one column per metric),
     what :func:`circuits.grokking_phases` takes; empty without them."""
     model = rows[(rows["detector"] == "fourier") & rows["layer"].isna() & (rows["metric"] != "key_frequency")]
-    return metric_curves(model, "fourier", sorted(set(model["metric"])))
+    metrics = sorted(set(model["metric"]))
+    # reindexed: test_accuracy NaN at every step (no train/test split) is a column, so the phases say why
+    return metric_curves(model, "fourier", metrics).reindex(columns=["step", *metrics])
 
 
 def plot_llc(
