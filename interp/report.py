@@ -41,15 +41,16 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
     parts: list[str] = []
     contents: list[str] = []
     figures = 0
-    for number, (run, stepless, part) in enumerate(_sections(table), start=1):
+    sections = list(_sections(table))
+    wheres = [str(Path(run) / stepless) if stepless else run for run, stepless, _ in sections]
+    for number, ((run, stepless, part), where, plain) in enumerate(zip(sections, wheres, _names(wheres)), start=1):
         anchor = f"run-{number}"
-        plain = stepless or Path(run).name or run
         name = html.escape(plain)
         n_checkpoints = int(part["checkpoint"].nunique())
         errors = part[part["metric"] == ERROR_METRIC]
-        where = str(Path(run) / stepless) if stepless else run
         parts.append(f"<h2 id='{anchor}'>{name}</h2><p class='path'>{html.escape(where)} &middot; "
-                     f"{n_checkpoints} checkpoints, {errors['checkpoint'].nunique()} with errors</p>")
+                     f"{n_checkpoints} checkpoint{'s' * (n_checkpoints != 1)}, "
+                     f"{errors['checkpoint'].nunique()} with errors</p>")
         if stepless:
             parts.append(f"<p class='note'>{name} records no training step: a section of its own, its rows "
                          "drawn at step 0.</p>")
@@ -95,6 +96,18 @@ def build_report(table: pd.DataFrame, title: str = "Circuit scores over training
         parts.append("<p>The table has no rows.</p>")
     nav = f"<nav class='contents'><b>Contents</b><ol>{''.join(contents)}</ol></nav>\n" if contents else ""
     return html_page(title, nav + "\n".join(parts))
+
+
+def _names(wheres: list[str]) -> list[str]:
+    """Each section's name: the last part of its path, or as many last parts as tell it from every
+    other section's (two runs ``X/ind`` and ``Y/ind`` are named so, not both ``ind``)."""
+    parts = [Path(where).parts or (where,) for where in wheres]
+    names = []
+    for own, where in zip(parts, wheres):
+        others = [other for other in parts if other is not own]
+        depth = next((d for d in range(1, len(own)) if all(other[-d:] != own[-d:] for other in others)), None)
+        names.append(str(Path(*own[-depth:])) if depth else where)
+    return names
 
 
 def _one_checkpoint_per_step(part: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:

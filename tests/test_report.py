@@ -250,7 +250,7 @@ def test_a_checkpoint_without_a_step_gets_a_section_of_its_own(tiny_table, tmp_p
     page = build_report(canonical(pd.concat([table, loose]).to_dict("records")))
     assert "theirs.pth records no training step: a section of its own, its rows drawn at step 0." in page
     assert page.count("<h2 id='run-") == table["run"].nunique() + 1
-    assert f"{tmp_path / 'theirs.pth'} &middot; 1 checkpoints" in page
+    assert f"{tmp_path / 'theirs.pth'} &middot; 1 checkpoint, 0 with errors" in page
     assert "theirs.pth: head scores over training" in page  # the figure's title named the folder
 
 
@@ -259,6 +259,17 @@ def test_figure_titles_show_a_run_name_as_it_is():
     page = build_report(table)
     assert '<h2 id=\'run-1\'>a &quot;b&quot; &lt;i&gt;c</h2>' in page
     assert 'a \\"b\\" &lt;i&gt;c: head scores over training' in page  # plotly shows &quot; as it is
+
+
+def test_runs_whose_folders_share_a_name_are_told_apart():
+    # Two runs X/ind and Y/ind were both headed "ind", their figures titled alike.
+    table = pd.concat([synthetic_heads_table().assign(run=run) for run in ("/r/X/ind", "/r/Y/ind", "/r/grok")])
+    page = build_report(table)
+    headings = re.findall(r"<h2 id='run-\d+'>([^<]*)</h2>", page)
+    assert headings == ["X/ind", "Y/ind", "grok"]
+    for run in ("X", "Y"):  # a figure's JSON writes "/" as \u002f
+        assert f"{run}\\u002find: head scores over training" in page
+    assert f"/r/X/ind &middot; {len(STEPS)} checkpoints, 0 with errors" in page
 
 
 def test_one_checkpoint_locates_no_phases_and_says_why():
