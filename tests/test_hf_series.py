@@ -130,6 +130,27 @@ def test_score_report_inspect_a_series(series, tmp_path, capsys):
     assert len(read_table(table_path)) == len(table)
 
 
+def test_a_folder_of_lora_adapters_alone_is_named_as_such(tmp_path, capsys):
+    # A PEFT Trainer's folder of adapter steps said "no checkpoints found" (score) or "run directory
+    # has no checkpoints" (inspect), and an adapter's safetensors file scored on its own "has no
+    # model config in its metadata": each now says what the folder holds, and what to do.
+    from safetensors.torch import save_file
+
+    lora = "a LoRA adapter (adapter_model.safetensors) without the base model's weights, which this toolkit does not read"
+    for step in (500, 1000):
+        (tmp_path / "peft" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "peft" / f"checkpoint-{step}" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        save_file({"lora_A.weight": torch.zeros(2, 8)}, tmp_path / "peft" / f"checkpoint-{step}" / "adapter_model.safetensors")
+    table_path = tmp_path / "t.csv"
+    assert main(["score", str(tmp_path / "peft"), "--out", str(table_path), "--quiet"]) == 2
+    said = capsys.readouterr().err
+    assert f"no checkpoints found under {tmp_path / 'peft'}; {tmp_path / 'peft' / 'checkpoint-500'}: {lora}" in said
+    assert main(["inspect", str(tmp_path / "peft")]) == 2
+    assert f"{tmp_path / 'peft' / 'checkpoint-500'}: {lora}" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "peft" / "checkpoint-1000"), "--out", str(table_path), "--quiet"]) == 1
+    assert lora in read_table(table_path)["error"].iloc[0]
+
+
 def test_a_trainer_output_folder_is_its_series_and_load_model_takes_the_latest(series, tmp_path):
     out = tmp_path / "trainer_out"
     shutil.copytree(series, out)

@@ -32,7 +32,7 @@ from interp.runs.huggingface import read_hf_dir
 from interp.runs.layout import CHECKPOINT_DIR, RUN_FILE, CheckpointError, checked_file, checkpoint_path, list_checkpoints, \
     run_of, step_of
 from interp.runs.soundness import nonfinite_weights
-from interp.runs.series import CONFIG_FILE, SAFETENSORS_FILE, missing_config, series_children
+from interp.runs.series import CONFIG_FILE, series_children, weights_without_config, why_no_checkpoint
 from interp.runs.record import read_run
 
 __all__ = ["CheckpointError", "ModelCache", "checkpoint_of", "checkpoint_path", "list_checkpoints", "load_cached",
@@ -101,8 +101,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """(state dict, model config dict, step) of one of our safetensors checkpoints."""
     tensors, metadata = _read_safetensors(path)
     if "config" not in metadata:
-        weights_alone = missing_config(Path(path).parent) if Path(path).name == SAFETENSORS_FILE else None
-        raise CheckpointError(weights_alone or f"{path}: safetensors file has no model config in its metadata")
+        raise CheckpointError(weights_without_config(path)
+                              or f"{path}: safetensors file has no model config in its metadata")
     try:
         cfg = json.loads(metadata["config"])
     except json.JSONDecodeError as exc:
@@ -230,7 +230,7 @@ def checkpoint_of(path: str | Path) -> Path:
     if path.is_dir() and (list_checkpoints(path) or not (path / CONFIG_FILE).is_file()):
         ckpts = list_checkpoints(path)
         if not ckpts:
-            raise CheckpointError(missing_config(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
+            raise CheckpointError(why_no_checkpoint(path) or f"{path}: run directory has no checkpoints/step_*.safetensors")
         path = ckpts[-1][1]
     return path
 

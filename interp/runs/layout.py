@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.runs.errors import CheckpointError, RunError
-from interp.runs.series import is_hf_dir, missing_config, series_children, series_step, step_number, \
+from interp.runs.series import is_hf_dir, series_children, series_step, step_number, why_no_checkpoint, \
     unnamed_children, weight_like_files
 
 __all__ = ["CHECKPOINT_DIR", "CHECKPOINT_SUFFIXES", "CheckpointError", "METRICS_FILE", "OPTIMIZER_FILE",
@@ -97,7 +97,7 @@ def checkpoint_series(source: str | Path | Sequence[str | Path]) -> tuple[list[t
         if source.is_dir() and not is_hf_dir(source):
             found = list_checkpoints(source)
             if not found:
-                raise CheckpointError(missing_config(source) or f"{source}: run directory has no checkpoints/step_*.safetensors")
+                raise CheckpointError(why_no_checkpoint(source) or f"{source}: run directory has no checkpoints/step_*.safetensors")
             return _one_per_step(found), source
         source = [source]
     paths = [Path(s) for s in source]

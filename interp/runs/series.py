@@ -22,6 +22,7 @@ from pathlib import Path
 
 __all__ = [
     "BIN_FILE",
+    "ADAPTER_FILES",
     "BIN_INDEX",
     "CONFIG_FILE",
     "MAX_JSON_BYTES",
@@ -32,6 +33,9 @@ __all__ = [
     "is_hf_dir",
     "is_series",
     "missing_config",
+    "missing_in_series",
+    "weights_without_config",
+    "why_no_checkpoint",
     "series_children",
     "series_step",
     "step_number",
@@ -77,6 +81,29 @@ def missing_config(directory: str | Path) -> str | None:
         return None
     weights = _weight_markers(directory)
     return f"{directory}: {weights[0]} without the {CONFIG_FILE} a Hugging Face directory has beside it" if weights else None
+
+
+def missing_in_series(directory: str | Path) -> str | None:
+    """Why ``directory``'s children named by step are no series though they hold parts of
+    checkpoints (:func:`missing_config` of the first, a LoRA adapter alone say), or None."""
+    directory = Path(directory)
+    if not directory.is_dir() or series_children(directory):
+        return None
+    steps = sorted((step, child) for child in directory.iterdir() if (step := series_step(child.name)) is not None)
+    return next((why for _, child in steps if child.is_dir() and (why := missing_config(child))), None)
+
+
+def weights_without_config(path: str | Path) -> str | None:
+    """:func:`missing_config` of the folder of ``path`` when ``path`` is the weights file of a
+    Hugging Face directory or of a LoRA adapter (a file without our config), else None."""
+    path = Path(path)
+    return missing_config(path.parent) if path.name in (SAFETENSORS_FILE, *ADAPTER_FILES) else None
+
+
+def why_no_checkpoint(directory: str | Path) -> str | None:
+    """Why ``directory`` holds parts of checkpoints but no checkpoint (:func:`missing_config`,
+    :func:`missing_in_series`), or None."""
+    return missing_config(directory) or missing_in_series(directory)
 
 
 def series_step(name: str) -> int | None:

@@ -27,7 +27,7 @@ from interp.base.device import device_name
 from interp.scoring.executors import Executor
 from interp.scoring.jobs import TableFile, run_jobs
 from interp.runs.layout import CHECKPOINT_DIR, RUN_FILE, CheckpointRef, find_checkpoints, unlisted_files
-from interp.runs.series import series_children
+from interp.runs.series import missing_in_series, series_children
 from interp.runs.record import read_run
 from interp.detectors.registry import DETECTORS
 from interp.scoring.context import label_settings, label_version, settings_tag
@@ -199,6 +199,7 @@ def _score(paths: str | Path | Iterable[str | Path], detectors: Sequence[str] | 
                                            if (Path(p) / RUN_FILE).exists() else
                                            f"name {p}/{CHECKPOINT_DIR} itself to score them as loose files")
                  for p in shown if (Path(p) / CHECKPOINT_DIR).is_dir() and (files := unlisted_files(p))]
+        hints += [f"; {why}" for p in shown if (why := missing_in_series(p))]  # a series of LoRA adapters, say
         raise FileNotFoundError(f"no checkpoints found under {', '.join(map(str, shown))}{''.join(hints[:1])}")
     for run in dict.fromkeys(r.run for r in refs):
         read_run(run)  # an unreadable run.json stops the job here, before anything is scored
