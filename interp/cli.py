@@ -188,8 +188,9 @@ def _inspect(args: argparse.Namespace) -> int:
     from interp.inspection import inspect_checkpoint
 
     # the summary is the command's result: --quiet (no bars, no informational lines) leaves it
-    print(inspect_checkpoint(args.checkpoint, device=args.device))
-    return 0
+    failed: list[str] = []
+    print(inspect_checkpoint(args.checkpoint, device=args.device, failed=failed))
+    return EXIT_SOME_FAILED if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interp.base.errors import first_line
 from interp.runs.checkpoints import checkpoint_of, load_model
 from interp.detectors.registry import DETECTORS
 from interp.runs.layout import run_of
@@ -11,7 +12,7 @@ from interp.runs.layout import run_of
 __all__ = ["inspect_checkpoint"]
 
 
-def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
+def inspect_checkpoint(path: str | Path, device: str | None = None, failed: list[str] | None = None) -> str:
     """The ``summary`` of every detector of :data:`interp.detectors.DETECTORS` that applies, as text.
 
     ``path`` is anything :func:`interp.load_model` reads (a run directory or a series means its
@@ -20,6 +21,8 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     ``ValueError`` when no detector applies or a detector's settings cannot be read (``INTERP_LLC``),
     and :class:`interp.CheckpointError` for a checkpoint with NaN or infinite weights. ``device``:
     where the model is loaded and the detectors run (:func:`interp.base.device.resolve_device`).
+    A detector whose summary fails gets a line naming the error in its place, the others are
+    still summarised, and its name is appended to ``failed`` (when given).
     """
     path = Path(path)
     for detector in DETECTORS.values():
@@ -35,7 +38,12 @@ def inspect_checkpoint(path: str | Path, device: str | None = None) -> str:
     for name, detector in DETECTORS.items():
         why = detector.applies(model)
         if why is None:
-            sections.append(detector.summary(model, run_of(shown)))
+            try:
+                sections.append(detector.summary(model, run_of(shown)))
+            except Exception as exc:  # noqa: BLE001 - its failure is its section; the others are still printed
+                sections.append(f"{name}: not summarised: {type(exc).__name__}: {first_line(exc)}")
+                if failed is not None:
+                    failed.append(name)
         else:
             why_not[name] = why
     if len(why_not) == len(DETECTORS):

@@ -136,6 +136,23 @@ def test_inspect_prints_heads_or_fourier(tiny_runs, capsys):
     assert "key frequencies" in out and "restricted_loss" in out and "prefix_matching" not in out
 
 
+def test_inspect_prints_the_other_summaries_when_one_fails(tiny_runs, capsys, monkeypatch):
+    # A detector's summary that raised stopped inspect with a traceback, the other sections lost.
+    import dataclasses
+
+    from interp.detectors.registry import DETECTORS
+
+    def broken(model, run_dir):
+        raise RuntimeError("shape mismatch\nsecond line")
+
+    monkeypatch.setitem(DETECTORS, "heads", dataclasses.replace(DETECTORS["heads"], summary=broken))
+    ind, _ = tiny_runs
+    assert main(["inspect", str(ind)]) == 1
+    out = capsys.readouterr().out
+    assert "heads: not summarised: RuntimeError: shape mismatch\n" in out and "second line" not in out
+    assert "\nllc: not estimated here" in out  # the other detector that applies still summarised
+
+
 @pytest.mark.slow  # starts processes (each imports torch and transformer_lens)
 def test_cli_subprocess_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "interp", "score", str(tmp_path / "x"), "--out", str(tmp_path / "s.csv")],
