@@ -25,6 +25,7 @@ __all__ = [
     "MAJORITY_THRESHOLD",
     "MIN_UNEMBED_SHARE",
     "MIN_CLUSTER_SHARE",
+    "MIN_CLUSTER_NEURONS",
     "MIN_KEY_P",
     "Analysis",
     "analyze",
@@ -48,6 +49,10 @@ MAJORITY_THRESHOLD = 0.5
 MIN_UNEMBED_SHARE = 0.05
 #: Least share of the MLP's neurons that a key frequency's cluster must hold.
 MIN_CLUSTER_SHARE = 0.02
+#: Least number of neurons in a key frequency's cluster, whatever the width: random weights at
+#: p = 23 put up to 3 neurons in one block at d_mlp 32-128 (200 seeds each;
+#: ``tests/test_fourier.py::test_random_weights_have_no_key_frequencies_at_any_width``).
+MIN_CLUSTER_NEURONS = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,9 +216,10 @@ def spectrum_frame(an: Analysis) -> pd.DataFrame:
     )
 
 
-#: Smallest modulus the key-frequency rule holds for: below it untrained models pass (p = 13: 0 to 2
-#: "key" frequencies over seeds 0-4 of random weights; p = 17 and above: none).
-MIN_KEY_P = 17
+#: Smallest modulus the key-frequency rule holds for: below it models with random weights pass it
+#: (p = 17: up to 14 neurons of one block at d_mlp 1024, 13 at 512, 4 at 64; p = 19: 7 at 512, 4 at
+#: 64; p = 23: at most 3, and 5 at d_mlp 256 where the floor is 6).
+MIN_KEY_P = 23
 
 
 def key_rule(
@@ -224,6 +230,6 @@ def key_rule(
         raise ValueError(f"the key-frequency rule needs p >= {MIN_KEY_P}: at p={an.p} one frequency's 3x3 block "
                          f"spans {8 / (an.p ** 2 - 1):.1%} of the centred directions and untrained models pass it")
     d_mlp = an.neuron_frac.shape[1]
-    min_cluster = max(2, math.ceil(min_cluster_share * d_mlp))
+    min_cluster = max(MIN_CLUSTER_NEURONS, math.ceil(min_cluster_share * d_mlp))
     keep = (an.neurons_majority >= min_cluster) & (an.unembed >= min_unembed_share)
     return [int(k) + 1 for k in torch.nonzero(keep).flatten()]

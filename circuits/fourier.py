@@ -23,6 +23,7 @@ from transformer_lens import HookedTransformer
 
 from circuits._fourier_analysis import (
     MAJORITY_THRESHOLD,
+    MIN_CLUSTER_NEURONS,
     MIN_CLUSTER_SHARE,
     MIN_KEY_P,
     MIN_UNEMBED_SHARE,
@@ -43,6 +44,7 @@ __all__ = [
     "MAJORITY_THRESHOLD",
     "MIN_UNEMBED_SHARE",
     "MIN_CLUSTER_SHARE",
+    "MIN_CLUSTER_NEURONS",
     "MIN_KEY_P",
     "fourier_basis",
     "check_modadd_model",
@@ -131,16 +133,19 @@ def key_frequencies(
 
     Rule: k (in 1..K) is key when both hold:
 
-    1. **a cluster of neurons computes it**: at least ``max(2, ceil(min_cluster_share * d_mlp))``
-       MLP neurons (default 2 %, i.e. 11 of 512) have >= 50 % of their centred activation variance
-       in k's 3x3 block (``spectrum.neurons_majority``);
+    1. **a cluster of neurons computes it**: at least
+       ``max(MIN_CLUSTER_NEURONS, ceil(min_cluster_share * d_mlp))`` MLP neurons (4, or 2 % of
+       d_mlp where that is more: 11 of 512) have >= 50 % of their centred activation variance in
+       k's 3x3 block (``spectrum.neurons_majority``);
     2. **the output reads it**: k holds at least ``min_unembed_share`` (default 5 %) of the squared
        Fourier norm of ``W_L = W_out W_U`` along the answer axis (``spectrum.unembed``).
 
     Why these thresholds. The 3x3 block of one frequency spans 8 of the p^2 - 1 centred directions
-    (0.06 % for p = 113), so in an untrained or memorising model no neuron comes near 50 % and
-    condition 1 alone returns ``[]``; in a grokked model each key frequency owns tens to hundreds
-    of neurons. 50 % rather than the paper's 85 % because ReLU adds harmonics: on the published
+    (0.06 % for p = 113), so in an untrained or memorising model hardly a neuron comes near 50 %
+    and condition 1 alone returns ``[]``; in a grokked model each key frequency owns tens to
+    hundreds of neurons. At smaller p a block is a larger share, and random weights put a few
+    neurons past 50 % in one block: at p = 23 up to 3 of d_mlp 32 to 128, hence the floor of
+    ``MIN_CLUSTER_NEURONS`` = 4 neurons. 50 % rather than the paper's 85 % because ReLU adds harmonics: on the published
     model of Nanda et al. (p = 113) the 88 neurons of frequency 3 hold 77-78 % of their variance in
     its block (about 18 % lies outside every frequency's block), none reaches 85 %, yet frequency 3
     is needed (without it the restricted loss rises 58-fold). A majority still assigns each neuron to at most one frequency, since blocks are
@@ -151,10 +156,13 @@ def key_frequencies(
     During training a frequency becomes key as soon as its cluster forms, so the count per
     checkpoint rises through circuit formation.
 
-    The rule holds for ``p >= 17`` (``MIN_KEY_P``): at smaller p one block is a large share of the
-    directions (p = 13: 4.8 %) and models with random weights pass it, so smaller p is refused.
+    The rule holds for ``p >= 23`` (``MIN_KEY_P``; measured on random weights of widths d_mlp 32
+    to 1024, ``tests/test_fourier.py::test_random_weights_have_no_key_frequencies_at_any_width``):
+    at smaller p one block is a large share of the directions (p = 17: 2.8 %) and models with
+    random weights pass it (p = 17 and 19: clusters of 4 to 14 neurons in one block), so smaller p
+    is refused.
 
     Raises ``ValueError`` when the model does not have the task's shape (see
-    :func:`check_modadd_model`) or ``p < 17``; ``p`` defaults to ``model.cfg.d_vocab_out``.
+    :func:`check_modadd_model`) or ``p < 23``; ``p`` defaults to ``model.cfg.d_vocab_out``.
     """
     return key_rule(analyze(model, p), min_unembed_share, min_cluster_share)

@@ -152,7 +152,7 @@ def fourier_report(
             frequencies. ``progress_measures`` passes the final checkpoint's, as in the paper.
 
     See :class:`FourierReport` for every field's definition and range. ``ValueError`` for
-    ``p < 17`` (``MIN_KEY_P``), where the key-frequency rule does not hold, ``key_freqs`` given or not.
+    ``p < 23`` (``MIN_KEY_P``), where the key-frequency rule does not hold, ``key_freqs`` given or not.
     """
     with one_thread():
         return _report(model, p, train_mask, key_freqs)

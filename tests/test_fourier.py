@@ -127,11 +127,11 @@ def test_other_architectures_fall_back_to_the_model():
 
 def test_a_hook_on_the_model_is_run():
     # The closed form would skip a user's hook (here: every neuron zeroed); the model's forward runs it.
-    model = interp.build_model(interp.modadd_config(17), seed=0)
+    model = interp.build_model(interp.modadd_config(23), seed=0)
     model.blocks[0].mlp.hook_post.add_hook(lambda x, hook: torch.zeros_like(x), is_permanent=True)
     try:
         logits, acts = last_position_outputs(model)
-        ref_logits, _ = _reference_outputs(model, 17)
+        ref_logits, _ = _reference_outputs(model, 23)
         torch.testing.assert_close(logits, ref_logits)
         assert float(acts.abs().max()) == 0.0
         hooked_loss = fourier_report(model).loss
@@ -144,7 +144,7 @@ def test_a_left_padding_tokenizer_changes_nothing():
     # Inputs [0, b, =] start with the pad token of such a tokenizer: read as given, not as padding.
     from handbuilt_models import set_left_padding_tokenizer
 
-    cfg = interp.modadd_config(17)
+    cfg = interp.modadd_config(23)
     cfg.normalization_type = "LN"  # the model's forward, not the closed form
     model = interp.build_model(config_to_dict(cfg), seed=0)
     before = last_position_outputs(model)
@@ -232,24 +232,46 @@ def test_random_init_has_no_key_frequencies(seed):
     assert r.gini_embed < 0.1 and r.gini_unembed < 0.1
 
 
-def test_small_p_random_init_has_no_key_frequencies():
-    model = interp.build_model(interp.modadd_config(23), seed=0)
-    assert key_frequencies(model) == []
+def _random_analysis(p: int, d_model: int, d_mlp: int, seed: int):
+    from circuits._fourier_analysis import analyze
+
+    cfg = interp.modadd_config(p, d_model=d_model)
+    cfg.d_mlp = d_mlp
+    return analyze(interp.build_model(cfg, seed=seed), p)
+
+
+def test_random_weights_have_no_key_frequencies_at_any_width():
+    # At p = 23 (MIN_KEY_P) random weights put a few neurons past 50 % in one block: fewer than the
+    # floor of 4 (MIN_CLUSTER_NEURONS) at d_mlp 32 to 128, and than 2 % of d_mlp above. The floor was
+    # 2 and MIN_KEY_P 17: random weights had "key" frequencies at p = 17 and 19 (below).
+    from circuits._fourier_analysis import MIN_CLUSTER_NEURONS, MIN_KEY_P, key_rule
+
+    assert (MIN_KEY_P, MIN_CLUSTER_NEURONS) == (23, 4)
+    largest = {}
+    for d_model, d_mlp, seeds in ((16, 32, 200), (32, 64, 200), (64, 128, 200), (64, 256, 200), (128, 512, 20),
+                                  (256, 1024, 10)):
+        for seed in range(seeds):
+            analysis = _random_analysis(23, d_model, d_mlp, seed)
+            assert key_rule(analysis) == [], (d_mlp, seed)
+            largest[d_mlp] = max(largest.get(d_mlp, 0), int(analysis.neurons_majority.max()))
+    assert largest == {32: 3, 64: 2, 128: 3, 256: 5, 512: 3, 1024: 3}
+    for p, seed in ((17, 7), (19, 5)):  # d_mlp 64: both conditions met by one frequency of random weights
+        analysis = _random_analysis(p, 32, 64, seed)
+        passing = (analysis.neurons_majority >= MIN_CLUSTER_NEURONS) & (analysis.unembed >= 0.05)
+        assert int(passing.sum()) == 1, p
 
 
 def test_small_moduli_are_refused_by_the_key_frequency_rule():
-    # From p = 17 random weights pass the rule on no seed; at p = 13 a frequency's block is 4.8 % of
-    # the directions and they did (0 to 2 "key" frequencies over seeds 0-4), so p < 17 is refused.
     from interp.detectors.registry import DETECTORS
 
-    for seed in range(5):
-        assert key_frequencies(interp.build_model(interp.modadd_config(17), seed=seed)) == []
-    small = interp.build_model(interp.modadd_config(13), seed=0)
-    with pytest.raises(ValueError, match=r"the key-frequency rule needs p >= 17: at p=13 .* spans 4\.8%"):
-        key_frequencies(small)
-    assert DETECTORS["fourier"].applies(small) == "p=13 is below 17, the smallest modulus the key-frequency rule holds for"
+    for p, share in ((13, "4.8"), (19, "2.2")):
+        small = interp.build_model(interp.modadd_config(p), seed=0)
+        with pytest.raises(ValueError, match=rf"the key-frequency rule needs p >= 23: at p={p} .* spans {share}%"):
+            key_frequencies(small)
+        assert DETECTORS["fourier"].applies(small) == (f"p={p} is below 23, the smallest modulus the key-frequency "
+                                                        "rule holds for")
     with pytest.raises(ValueError, match=r"frequencies must be whole numbers; got \[1\.5\]"):
-        fourier_report(interp.build_model(interp.modadd_config(17), seed=0), key_freqs=[1.5, 2])
+        fourier_report(interp.build_model(interp.modadd_config(23), seed=0), key_freqs=[1.5, 2])
 
 
 # ---------------------------------------------------------------------------------------------

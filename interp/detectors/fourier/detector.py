@@ -10,7 +10,7 @@ there is none). With a split it also writes ``dataset_bits`` and ``memorized_bit
 (:mod:`interp.split_memorization`, Morris et al. 2025) from the same train and test losses, at
 no extra cost. The definitions are in ``docs/scores.md``.
 
-Applies to one-layer models with an MLP whose output vocabulary p is odd and at least 17
+Applies to one-layer models with an MLP whose output vocabulary p is odd and at least 23
 (``MIN_KEY_P``, the key-frequency rule's smallest modulus) and whose input vocabulary holds the
 ``=`` token (:func:`circuits.fourier.check_modadd_model`).
 
