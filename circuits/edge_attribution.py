@@ -34,6 +34,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits._checks import positive_int
+from circuits._hooks import overflow_checked
 from circuits._edge_gradients import hooked_gradients, score_edges
 from circuits._edge_graph import Graph, build_graph, check_edge_model, check_pair, metric_number, run_sources
 from circuits._edge_patching import exact_scores
@@ -93,8 +94,9 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     graph = build_graph(model)
     frame = graph.edges()
     if method == "exact":
-        _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
-        clean_logits, clean_out = run_sources(model, graph, clean)
+        with overflow_checked(model):  # TransformerLens zeroes an overflowed attention row: finite, wrong scores
+            _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
+            clean_logits, clean_out = run_sources(model, graph, clean)
         m_clean = metric_number(metric, clean_logits, "clean run")
         deltas = corrupted_out - clean_out
         _check_differences(graph, deltas)
@@ -102,18 +104,32 @@ def edge_attribution(model: HookedTransformer, clean_tokens: torch.Tensor, corru
     else:
         steps = 1 if method == "eap" else ig_steps
         if plain_supported(model):
-            run = plain_gradients(model, graph, clean, plain_sources(model, corrupted), metric, steps)
+            try:
+                run = plain_gradients(model, graph, clean, plain_sources(model, corrupted), metric, steps)
+            except ValueError:  # a NaN metric: its cause may be an attention that overflowed (this path lets it be NaN)
+                _refuse_overflow(model, clean, corrupted)
+                raise
         else:
-            _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
-            run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
+            with overflow_checked(model):
+                _, corrupted_out = run_sources(model, graph, corrupted, logits=False)
+                run = hooked_gradients(model, graph, clean, corrupted_out, metric, steps)
         scores = score_edges(graph, run, steps)
         if not np.isfinite(scores).all():
+            _refuse_overflow(model, clean, corrupted)
             _check_differences(graph, run.deltas)
             run_name = "clean run" if steps == 1 else "path from the corrupted to the clean input"
             raise ValueError(f"the gradient of metric(logits) is not finite on the {run_name}, though the metric is: "
                              f"{method} scores would be NaN; use method='exact', or a metric whose gradient is finite")
     frame["score"] = scores.astype(np.float64)
     return frame
+
+
+def _refuse_overflow(model: HookedTransformer, clean: torch.Tensor, corrupted: torch.Tensor) -> None:
+    """One line (:func:`circuits._hooks.overflow_checked`) when the attention of either run overflows."""
+    graph = build_graph(model)
+    with overflow_checked(model):
+        for tokens in (clean, corrupted):
+            run_sources(model, graph, tokens, logits=False)
 
 
 def _check_differences(graph: Graph, deltas: torch.Tensor) -> None:

@@ -34,6 +34,7 @@ from circuits._edge_graph import EDGE_COLUMNS, Graph, build_graph, check_edge_mo
     run_sources
 from circuits._checks import is_int, is_real
 from circuits._edge_patching import patched_metrics
+from circuits._hooks import overflow_checked
 from circuits.edge_attribution import edge_attribution
 
 __all__ = ["CircuitMetrics", "FoundCircuit", "circuit_faithfulness", "circuit_metrics", "faithfulness_curve",
@@ -244,9 +245,9 @@ def _metrics(model: HookedTransformer, circuits: list, clean_tokens: torch.Tenso
     clean, corrupted = check_pair(model, clean_tokens, corrupted_tokens)
     graph = build_graph(model)
     sets = np.stack([~_mask(graph, edges) & graph.upstream for edges in circuits])
-    with torch.no_grad():
+    with overflow_checked(model), torch.no_grad():  # an overflowed attention row zeroed: finite, wrong metrics
         clean_logits = model(clean, attention_mask=torch.ones_like(clean))  # unpadded: _edge_graph.run_sources
-    corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
+        corrupted_logits, corrupted_out = run_sources(model, graph, corrupted)
     m_clean = metric_number(metric, clean_logits, "clean run")
     m_corrupted = metric_number(metric, corrupted_logits, "corrupted run")
     return m_clean, m_corrupted, np.asarray(patched_metrics(model, graph, clean, corrupted_out, sets, metric),

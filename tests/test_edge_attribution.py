@@ -464,11 +464,28 @@ def test_a_run_that_overflows_is_named_not_blamed_on_the_gradient():
     clean = torch.where(clean == rare, (rare % (VOCAB - 1)) + 1, clean)  # the overflowing token in one run only
     with torch.no_grad():
         model.W_E[rare] = 3e38
-    for method, message in (("eap", "differ between the runs by NaN or infinity"), ("eap-ig", "differ between|nan on the path"),
-                            ("exact", "differ between|nan on the patched run")):  # what overflows first
-        with pytest.raises(ValueError, match=message) as info:
+    for method in METHODS:  # each named the first thing that overflowed (a source's output, a patched run)
+        with pytest.raises(ValueError, match="the forward pass is not finite: layer 0's attention") as info:
             edge_attribution(model, clean, corrupted, loss, method)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("normalization", ["LN", "RMS", None])
+def test_an_attention_that_overflows_is_refused_by_every_method(normalization):
+    # Finite weights whose layer-1 attention scores overflow: TransformerLens zeroes the NaN rows of
+    # the pattern, so exact and circuit_faithfulness gave finite, wrong numbers (the layer-1 heads'
+    # edges into the logits scored 0), and eap blamed the metric or its gradient.
+    model = random_model(normalization_type=normalization, seed=1)
+    clean, corrupted, loss = induction_contrast(model, 2, 4)
+    with torch.no_grad():
+        model.blocks[1].attn.W_Q.mul_(1e21)
+        model.blocks[1].attn.W_K.mul_(1e21)
+    said = "the forward pass is not finite: layer 1's attention holds NaN or infinity on these tokens"
+    for method in METHODS:
+        with pytest.raises(ValueError, match=said):
+            edge_attribution(model, clean, corrupted, loss, method)
+    with pytest.raises(ValueError, match=said):
+        circuit_faithfulness(model, [("embed", "logits", "")], clean, corrupted, loss)
 
 
 def test_the_model_flags_are_restored():
