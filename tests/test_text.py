@@ -205,6 +205,21 @@ def test_corpus_hash_follows_the_content(tmp_path):
     assert load_corpus(folder).digest not in ("", first)
 
 
+def test_a_file_whose_name_is_not_utf8_is_read(tmp_path):
+    # "'utf-8' codec can't encode character '\\udcff'" stopped the run, naming neither the file nor
+    # --corpus. Names are hashed as their bytes: the split and the hash of UTF-8 names are unchanged.
+    import os
+
+    folder = _letters_corpus(tmp_path / "c")
+    before = load_corpus(folder)
+    (folder / os.fsdecode(b"odd\xff.txt")).write_text("Q" * 5000)
+    after = load_corpus(folder)
+    # the new file's hash holds it out; f7.txt was held out only because no file's hash did
+    assert after.held_out_files == (os.fsdecode(b"odd\xff.txt"),) and after.files == before.files + ("f7.txt",)
+    assert after.digest != before.digest
+    assert (before.digest, before.held_out_files) == ("2fee3092da2c27f3", ("f7.txt",))  # as before the change
+
+
 def test_encode_is_plain_bytes():
     assert D_VOCAB == 257 and BOS == 256
     assert encode("é a").tolist() == [256, 0xC3, 0xA9, 32, 97]

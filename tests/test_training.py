@@ -163,9 +163,15 @@ def test_a_diverging_run_stops_and_a_nan_checkpoint_is_not_resumed(tmp_path):
     from interp.tasks.models import build_model
 
     out = tmp_path / "div"
-    with pytest.raises(RunError, match=r"training diverged before step 1 \(a training loss of nan\)"):
+    # before step 1 nothing was trained: the folder is removed, and the message says so (it said "its
+    # checkpoints before that step are kept")
+    with pytest.raises(RunError, match=r"training diverged before step 1 \(a training loss of nan\); nothing is kept"):
         train(preset("induction", steps=40, lr=1e9, checkpoint_every=10), out, quiet=True)
+    assert not out.exists()
+    with pytest.raises(RunError, match=r"training diverged before step 4 \(.*\); its checkpoints before that step are kept"):
+        train(preset("induction", steps=40, lr=1e4, checkpoint_every=10), out, quiet=True)
     kept = list_checkpoints(out)
+    assert [step for step, _ in kept] == [0, 1, 2]
     assert all(torch.isfinite(t).all() for _, path in kept for t in read_checkpoint(path)[0].values())
     assert all(pd.notna(list(row.values())).all() for row in read_metrics(out))
     run = tmp_path / "run"
@@ -197,7 +203,9 @@ def test_resume_keeps_the_recorded_length_unless_steps_extend_it(tmp_path):
     assert json.loads((out / "run.json").read_text())["training"]["steps"] == 8
     assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "12", "--quiet"]) == 0
     assert max(s for s, _ in list_checkpoints(out)) == 12
-    assert json.loads((out / "run.json").read_text())["training"]["steps"] == 12
+    record = json.loads((out / "run.json").read_text())
+    # the updates before step 8 followed the 8-step schedules: run.json says so
+    assert record["training"]["steps"] == 12 and record["extensions"] == [{"steps": 8, "resumed_at_step": 8}]
     assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "4", "--quiet"]) == 2
 
 
@@ -291,3 +299,63 @@ def test_zero_is_not_replaced_by_a_task_default():
 
     with pytest.raises(ValueError, match=r"ood_share must be in \(0, 1\), got 0.0"):  # was replaced by 0.05
         make_task(TrainOptions(task="composition", n_entities=20, ood_share=0.0, steps=2))
+
+
+def test_two_trainings_never_write_one_run(tmp_path):
+    # Two processes on one --out-dir both exited 0, leaving run.json of one seed and later
+    # checkpoints and metrics.csv of the other; the folder is now held while a run trains.
+    from interp.base.files import held_folder
+
+    out = tmp_path / "run"
+    with held_folder(out):  # another process's hold (flock: another open of the folder conflicts)
+        with pytest.raises(RunError, match="is being trained into by another process"):
+            train(preset("induction", steps=2), out, quiet=True)
+    assert out.is_dir() and not any(out.iterdir())
+    train(preset("induction", steps=2), out, quiet=True)
+    with held_folder(out), pytest.raises(RunError, match="is being trained into by another process"):
+        train(preset("induction", steps=4), out, resume=True, quiet=True)
+
+
+def test_a_resume_without_usable_state_is_refused(tmp_path):
+    # --resume of a mistyped folder started a new run; of a run whose optimiser state is gone,
+    # retrained from step 0 over its checkpoints, rewriting run.json
+    missing = tmp_path / "typo" / "run"
+    with pytest.raises(RunError, match="holds no run.json to resume from; drop --resume to start a run there"):
+        train(preset("induction", steps=2), missing, resume=True, quiet=True)
+    assert not (tmp_path / "typo").exists()
+    out = tmp_path / "run"
+    train(preset("induction", steps=8, checkpoint_every=4), out, quiet=True)
+    record = (out / "run.json").read_bytes()
+    (out / "optimizer.safetensors").unlink()
+    with pytest.raises(RunError, match=r"optimizer.safetensors is missing, so the run cannot continue exactly from its "
+                                       r"checkpoints \(the last of step 8\)"):
+        train(preset("induction", steps=8), out, resume=True, quiet=True)
+    assert (out / "run.json").read_bytes() == record
+
+
+def test_a_resume_from_damaged_state_is_one_line(tmp_path, capsys):
+    from interp.runs.checkpoints import save_checkpoint
+    from interp.tasks.models import build_model, induction_config
+
+    out = tmp_path / "run"
+    assert main(["train", "induction", "--out-dir", str(out), *TINY]) == 0
+    metrics = (out / "metrics.csv").read_text()
+    (out / "metrics.csv").write_text("a,b\n1,2\n")  # no step column: was a KeyError traceback
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "12", "--quiet"]) == 2
+    assert "metrics.csv: unreadable metrics (no step column in its header ['a', 'b'])" in capsys.readouterr().err
+    (out / "metrics.csv").write_text(metrics)
+    other = induction_config()
+    other.d_model = 32  # the resume step's checkpoint of another shape: was torch's size-mismatch traceback
+    save_checkpoint(list_checkpoints(out)[-1][1], build_model(other, seed=0), 8)
+    assert main(["train", "induction", "--out-dir", str(out), "--resume", "--steps", "12", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step_000008.safetensors: its model (2 layer(s), d_model 32" in err
+    assert "does not match its run" in err
+
+
+def test_an_out_dir_that_is_not_utf8_is_refused_before_training(tmp_path):
+    # The run trained, but could never be resumed or loaded: safetensors cannot open such a path.
+    out = tmp_path / os.fsdecode(b"caf\xe9")
+    with pytest.raises(RunError, match="a path that is not UTF-8, which safetensors cannot open"):
+        train(preset("induction", steps=2), out, quiet=True)
+    assert not out.exists()

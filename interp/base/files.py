@@ -26,7 +26,8 @@ try:
 except ImportError:  # not POSIX: no advisory locks
     fcntl = None
 
-__all__ = ["WriteError", "atomic_write", "atomic_write_text", "holds_nothing", "locked", "new_file_mode", "out_folder"]
+__all__ = ["FolderBusy", "WriteError", "atomic_write", "atomic_write_text", "held_folder", "holds_nothing", "locked",
+           "new_file_mode", "out_folder"]
 
 #: An atomic write's temporary file: ``.interp-<random>.tmp`` beside its target.
 _TMP_PREFIX, _TMP_SUFFIX = ".interp-", ".tmp"
@@ -37,6 +38,10 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class FolderBusy(OSError):
+    """Another process holds the folder (:func:`held_folder`)."""
 
 
 def new_file_mode() -> int:
@@ -170,6 +175,28 @@ def locked(path: str | Path) -> Iterator[None]:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def held_folder(path: str | Path) -> Iterator[None]:
+    """Create the folder ``path`` (and its parents) and hold an exclusive advisory lock on it (POSIX
+    ``flock`` of the folder itself) while the block runs; :class:`FolderBusy` at once, without
+    waiting, when another process holds it. Where ``fcntl`` does not exist the block runs unlocked."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {path}: {_cause(exc)}") from exc
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderBusy(f"{path} is held by another process") from None
         yield
     finally:
         os.close(fd)  # closing releases the lock

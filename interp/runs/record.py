@@ -157,8 +157,12 @@ def _installed(distribution: str) -> str:
 
 
 def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: dict[str, Any],
-              device: str = "cpu") -> None:
+              device: str = "cpu", extensions: list[dict[str, int]] | None = None) -> None:
     """Write ``RUN/run.json`` atomically for a run of ``task`` with ``options``, trained on ``device``.
+
+    ``extensions``: a run extended by ``--steps`` (:func:`interp.training.loop.train`) records each
+    earlier length and the step the extension resumed from (``{"steps": 8, "resumed_at_step":
+    8}``): the updates before it followed the schedules (learning rate, weight decay) of that length.
 
     ``versions`` names the code that trains it (:class:`RunInfo`, ``versions``); the toolkit's
     commit is looked up once per process and is None outside a git checkout.
@@ -179,6 +183,7 @@ def write_run(run_dir: str | Path, options: TrainOptions, task, model_config: di
             "interp": __version__,
             "interp_commit": toolkit_commit(),
         },
+        **({"extensions": extensions} if extensions else {}),
     }
     atomic_write_text(Path(run_dir) / RUN_FILE, json.dumps(info, indent=2) + "\n")
 
@@ -190,9 +195,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
         return []
     try:
         with open(path, newline="") as fh:
-            return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+            reader = csv.DictReader(fh)
+            rows = [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in reader]
     except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as exc:  # TypeError: a short row's None
         raise RunError(f"{path}: unreadable metrics ({exc})") from exc
+    if "step" not in (reader.fieldnames or ["step"]):
+        raise RunError(f"{path}: unreadable metrics (no step column in its header {reader.fieldnames})")
+    return rows
 
 
 def write_metrics(run_dir: str | Path, rows: list[dict[str, float]]) -> None:

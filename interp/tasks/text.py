@@ -28,6 +28,7 @@ score it is measured with in ``docs/scores.md``.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import sysconfig
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def encode(text: str | bytes) -> torch.Tensor:
 
 
 def _held_out(relative: str) -> bool:
-    digest = hashlib.blake2b(relative.encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(os.fsencode(relative), digest_size=8).digest()  # a name's bytes, UTF-8 or not
     return int.from_bytes(digest, "big") / 2**64 < HELD_OUT_SHARE
 
 
@@ -201,7 +202,7 @@ def _load(root: str, source: str, listing: tuple[tuple[str, int, int], ...]) -> 
         held[0] = False
     digest = hashlib.blake2b(digest_size=8)
     for rel, data in found:
-        digest.update(rel.encode("utf-8") + b"\x00" + len(data).to_bytes(8, "big"))
+        digest.update(os.fsencode(rel) + b"\x00" + len(data).to_bytes(8, "big"))
         digest.update(data)
 
     def stream(keep: bool) -> torch.Tensor:

@@ -7,6 +7,8 @@ then the optimiser state. ``resume=True`` continues from the step of the optimis
 it. Batches depend only on (seed, step), so a resumed run reproduces an uninterrupted one exactly.
 A fresh run that fails before it has trained a step (out of memory in step 0's evaluation or its
 first update, say) removes what it wrote, so that a retry with another recipe may use the same directory.
+The run directory is locked while a run trains into it (:func:`interp.base.files.held_folder`): a
+second training there is refused, not interleaved with the first.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from interp.base.allocator import reuse_freed_memory
-from interp.runs.checkpoints import load_optimizer, read_checkpoint, save_checkpoint, save_optimizer
-from interp.base.files import holds_nothing, out_folder
+from interp.runs.checkpoints import SHAPE_FIELDS, describe_shape, load_optimizer, read_checkpoint, save_checkpoint, \
+    save_optimizer
+from interp.base.files import FolderBusy, held_folder, holds_nothing, out_folder
 from interp.tasks.models import build_model, config_to_dict
 from interp.tasks.presets import TrainOptions
 from interp.base.progress_bar import progress_bar
 from interp.runs.layout import (
     CHECKPOINT_DIR,
+    CheckpointError,
     METRICS_FILE,
     OPTIMIZER_FILE,
     RUN_FILE,
@@ -78,35 +83,61 @@ def train(
     another device (its floating-point results then differ in the last bits).
 
     Raises :class:`RunError` when ``out`` holds something other than an empty directory and
-    ``resume`` is False, or when a resume finds no usable state; :class:`CheckpointError` when a
-    checkpoint to resume from is corrupt.
+    ``resume`` is False, when a resume finds no usable state (no ``run.json``; no optimiser state
+    beside checkpoints past step 0), when another process is training into ``out`` (it is locked
+    while a run trains) or when its path is not UTF-8 (safetensors could not open the run);
+    :class:`CheckpointError` when a checkpoint to resume from is corrupt or of another shape.
     """
     reuse_freed_memory()
     out = out_folder(out)
+    if any("\ud800" <= c <= "\udfff" for c in os.path.abspath(out)):  # bytes that are not UTF-8
+        raise RunError(f"{str(out)!r}: a path that is not UTF-8, which safetensors cannot open (the run could be "
+                       "neither resumed nor loaded); choose another --out-dir")
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    try:
+        with held_folder(out):  # two trainings never write one run
+            return _train(options, out, resume, quiet, on_eval, steps, device, made)
+    except FolderBusy:
+        raise RunError(f"{out} is being trained into by another process: wait for it to end, or choose another "
+                       "--out-dir") from None
+    except BaseException:
+        for folder in made:  # the folders made for a run that did not start (a refusal, a bad task)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _train(options: TrainOptions, out: Path, resume: bool, quiet: bool,
+           on_eval: Callable[[dict[str, float]], None] | None, steps: int | None,
+           device: str | torch.device | None, made: list[Path]) -> Path:
+    """:func:`train` in the folder it holds."""
     has_run = (out / RUN_FILE).exists()
     extended = False
     if resume and has_run:
         options, extended = _resume_options(out, options, steps)
+    elif resume:
+        raise RunError(f"{out} holds no {RUN_FILE} to resume from" + ("; drop --resume to start a run there"
+                                                                       if holds_nothing(out) else ""))
     elif not holds_nothing(out):
-        why = "holds no run.json to resume from" if resume else "is not empty; pass --resume to continue the run in it"
-        raise RunError(f"{out} exists and {why}")
+        raise RunError(f"{out} exists and is not empty; pass --resume to continue the run in it")
     elif steps is not None:
         options = dataclasses.replace(options, steps=steps)
     task = make_task(options)
-    if resume and has_run:
+    if resume:
         read_run(out).check_same_data(task)
     model = build_model(task.model_config(), seed=options.seed, device=device)
     if hasattr(task, "init_model"):  # a task's own initialisation (text: sinusoidal positions)
         task.init_model(model)
     model.train()
-    fresh = not (resume and has_run)
-    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     saved: list[int] = []  # the steps whose optimiser state was written
     try:
         _loop(out, options, task, model, resume, extended, quiet, on_eval, saved)
-    except BaseException:
-        if fresh and max(saved, default=0) == 0:  # nothing trained (step 0's weights are the seed's): a retry starts clean
+    except BaseException as exc:
+        if not resume and max(saved, default=0) == 0:  # nothing trained (step 0's weights are the seed's): a retry starts clean
             _discard(out, made)
+            if isinstance(exc, _Diverged):
+                raise RunError(f"{out}: training diverged before step {exc.step} ({exc.bad}); nothing is kept, as "
+                               "no step was trained before it: train again with a lower learning rate") from None
         raise
     return out
 
@@ -124,9 +155,15 @@ def _loop(out: Path, options: TrainOptions, task: object, model: torch.nn.Module
     start, rows = 0, []
     if resume and (out / OPTIMIZER_FILE).exists():
         start, rows = _restore(out, model, optimizer, grad_filter)
-        if extended:  # the new length; otherwise run.json keeps what the run was trained with
-            write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)
+        if extended:  # the new length, and the earlier one; otherwise run.json keeps what the run was trained with
+            info = read_run(out)
+            history = [*info.raw.get("extensions", []), {"steps": info.options().steps, "resumed_at_step": start}]
+            write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device, extensions=history)
     else:
+        trained = [step for step, _ in list_checkpoints(out) if step > 0] if resume else []
+        if trained:
+            raise RunError(f"{out}: {OPTIMIZER_FILE} is missing, so the run cannot continue exactly from its "
+                           f"checkpoints (the last of step {trained[-1]}); train it again into another --out-dir")
         write_run(out, options, task, config_to_dict(model.cfg), device=model.cfg.device)
 
     ckpt_steps = set(checkpoint_steps(options.steps, options.checkpoint_every))
@@ -233,8 +270,16 @@ def _check_sound(out: Path, model, row: dict[str, float], resumed: bool) -> None
         raise RunError(f"{out}: the checkpoint of step {step} has {bad}: the run diverged before it and "
                        "cannot be resumed")
     if bad:
-        raise RunError(f"{out}: training diverged before step {step} ({bad}); its checkpoints before that step "
-                       "are kept: train again with a lower learning rate")
+        raise _Diverged(f"{out}: training diverged before step {step} ({bad}); its checkpoints before that step "
+                        "are kept: train again with a lower learning rate", step, bad)
+
+
+class _Diverged(RunError):
+    """A run stopped by :func:`_check_sound`: the step at which it diverged, and how."""
+
+    def __init__(self, message: str, step: int, bad: str) -> None:
+        super().__init__(message)
+        self.step, self.bad = step, bad
 
 
 def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int, list[dict[str, float]]]:
@@ -243,7 +288,11 @@ def _restore(out: Path, model, optimizer, grad_filter: _GradFilter) -> tuple[int
     by_step = dict(list_checkpoints(out))
     if step not in by_step:
         raise RunError(f"{out}: optimiser state is at step {step} but checkpoints/ has no step {step}")
-    state, _, _ = read_checkpoint(by_step[step])
+    state, cfg, _ = read_checkpoint(by_step[step])
+    ours = config_to_dict(model.cfg)
+    if any(cfg.get(k) != ours.get(k) for k in SHAPE_FIELDS):
+        raise CheckpointError(f"{by_step[step]}: its model ({describe_shape(cfg)}) does not match its run {out} "
+                              f"({describe_shape(ours)})")
     model.load_state_dict(state, strict=False)
     # Rows from the resume step on are recomputed (identically) by the loop.
     rows = [r for r in read_metrics(out) if r["step"] < step]
