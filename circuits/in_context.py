@@ -17,7 +17,8 @@ from circuits._parallel import threads_for
 
 __all__ = ["DEFAULT_EARLY", "DEFAULT_LATE", "icl_score_from_losses", "in_context_learning_score", "per_token_loss"]
 
-#: Olsson et al.'s token indices: the 50th and the 500th token of a context.
+#: Olsson et al.'s 50th and 500th tokens, read as the indices 50 and 500: with BOS at index 0 (the
+#: text task) the 50th and 500th byte of the text; in a context without BOS, its 51st and 501st token.
 DEFAULT_EARLY = 50
 DEFAULT_LATE = 500
 #: Largest attention pattern (sequences x heads x positions^2) per forward pass: small chunks
@@ -111,14 +112,15 @@ def in_context_learning_score(
     *,
     ablate: Iterable[tuple[int, int]] = (),
 ) -> float:
-    """Olsson et al.'s in-context learning score: loss of the ``late``-th token minus the ``early``-th, nats.
+    """Olsson et al.'s in-context learning score: loss of the token at index ``late`` minus that at ``early``, nats.
 
     ``score = mean_b L(b, late) - mean_b L(b, early)`` with ``L(b, t) = -ln p(tokens[b, t] |
     tokens[b, :t])``, the loss of the token at index ``t`` of each context (index 0 is the first
     token, BOS for the text task). Negative: later tokens are predicted better, the model uses its
     context; about 0 for a model that ignores it. Range ``(-inf, inf)``; Olsson et al. report
-    about -0.4 nats for small models after the induction phase change (their defaults: the 50th
-    and the 500th token). Paper: Olsson et al. 2022, "In-context learning and induction heads".
+    about -0.4 nats for small models after the induction phase change (their 50th and 500th
+    tokens, :data:`DEFAULT_EARLY` and :data:`DEFAULT_LATE` here: indices 50 and 500, which behind
+    BOS are the 50th and 500th token of the text). Paper: Olsson et al. 2022, "In-context learning and induction heads".
     Only positions ``0 .. late`` are run. Raises ``ValueError`` when the model's ``n_ctx`` or the
     tokens are shorter than ``late + 1``, or when ``early`` and ``late`` are not ``1 <= early <
     late``. ``ablate`` zero-ablates heads as in :func:`per_token_loss`.

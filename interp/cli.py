@@ -43,6 +43,8 @@ def _train(args: argparse.Namespace) -> int:
     if corpus is not None:
         if args.task != "text":
             raise UsageError(f"--corpus is for the text task, not {args.task}")
+        if not corpus.strip():  # Path("") is the working directory
+            raise UsageError(f"--corpus {corpus!r} is empty: name a folder of text files")
         corpus = str(Path(corpus).expanduser().resolve())
     # an unknown preset: one line before torch is imported
     options = preset(args.task, args.preset or "default", seed=args.seed, steps=steps,

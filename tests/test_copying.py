@@ -37,9 +37,10 @@ def _reference_copying(model, tokens: torch.Tensor) -> np.ndarray:
             scores = []
             for b in range(tokens.shape[0]):
                 for q in range(n + 1, 2 * n + 1):
-                    keys = tokens[b, : q + 1]
+                    stop = tokens.shape[1] if model.cfg.attention_dir == "bidirectional" else q + 1  # keys attended
+                    keys = tokens[b, :stop]
                     wk = torch.where(keys < vocab, w[b, q, head, keys.clamp(max=vocab - 1)], 0.0)
-                    scores.append(float((pattern[b, head, q, : q + 1] * wk).sum()))
+                    scores.append(float((pattern[b, head, q, :stop] * wk).sum()))
             out[layer, head] = np.mean(scores)
     return out
 
@@ -51,6 +52,7 @@ def _reference_copying(model, tokens: torch.Tensor) -> np.ndarray:
         dict(normalization_type="RMS", n_heads=2, d_head=16),
         dict(normalization_type=None, attn_only=True, n_layers=3),
         dict(normalization_type="LNPre", d_vocab=50, d_vocab_out=30),
+        dict(attention_dir="bidirectional"),  # every key attended, later ones too (docs/scores.md)
     ],
 )
 def test_copying_matches_dense_reference(kwargs, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,13 +269,17 @@ def test_bad_corpus_is_one_line(tmp_path, capsys):
              # the corpus's own error, not blamed on an unrelated --set
              (["text", "--corpus", str(tmp_path / "bin"), "--set", "lr=0.01"], "error: corpus"),
              (["text", "--corpus", letters, "--set", f"corpus={tmp_path / 'one'}"],
-              "corpus is given twice: by --corpus and by --set corpus=...")]
+              "corpus is given twice: by --corpus and by --set corpus=..."),
+             (["text", "--corpus", ""], "--corpus '' is empty"),  # was the working directory, trained on
+             # the run's own files would join the corpus: never scored nor resumed
+             (["text", "--corpus", letters, "--out-dir", f"{letters}/runs/run"], "lies inside the corpus")]
     for args, message in cases:
-        out = tmp_path / "run"
-        assert main(["train", *args, "--out-dir", str(out), "--quiet"]) == 2
+        out = Path(args[-1]) if "--out-dir" in args else tmp_path / "run"
+        args = args if "--out-dir" in args else [*args, "--out-dir", str(out)]
+        assert main(["train", *args, "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
-        assert not out.exists()
+        assert not out.exists() and not (tmp_path / "letters" / "runs").exists()
 
 
 def test_a_corpus_given_by_set_is_recorded_absolute_and_keeps_every_folder(tmp_path, monkeypatch):
@@ -346,6 +351,9 @@ def test_text_detector_scores_a_text_run_and_skips_other_runs(tiny_text_run, tin
     bpe = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=512, d_head=8, n_heads=2,
                                                     d_vocab=50257, attn_only=True))  # GPT-2's vocabulary
     assert "d_vocab=50257 is not the byte vocabulary" in DETECTORS["text"].applies(bpe)
+    narrow = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=512, d_head=8, n_heads=2,
+                                                       d_vocab=257, d_vocab_out=100, attn_only=True))
+    assert DETECTORS["text"].applies(narrow) == "d_vocab_out=100 does not predict every byte (the 256 byte ids)"
     page = build_report(table)
     assert "in-context learning beside the heads" in page and "data-icl-change-step" in page
     # the corpus changed since training: every checkpoint an error row naming it, not numbers on other text

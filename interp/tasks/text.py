@@ -1,7 +1,8 @@
 """Real text for induction heads: a byte-level corpus of files, split by file, and a seeded sampler.
 
 The default corpus is the running interpreter's own standard library: every ``.py`` file under
-``sysconfig.get_paths()["stdlib"]`` (``site-packages`` and ``dist-packages`` left out), so every
+``sysconfig.get_paths()["stdlib"]`` that is UTF-8 without NUL bytes and not empty
+(``site-packages`` and ``dist-packages`` left out), so every
 machine has it and nobody here wrote it. Code repeats identifiers constantly, which is what
 induction heads exploit (Olsson et al. 2022, "In-context learning and induction heads"). Any
 folder of text files can be used instead (``interp train text --corpus DIR``): every file under
@@ -133,7 +134,7 @@ class Corpus:
         chains' first starts spread evenly over the split. So the token at index ``late`` of one
         context is the token at index ``early`` of the next: the score compares the same bytes
         predicted with ``late - 1`` and ``early - 1`` bytes before them (only the two ends of a
-        chain are unpaired). Its expectation is that of independent contexts, its variance far
+        chain are unpaired). Its expectation is that of independent contexts, its variance
         smaller (docs/scores.md, "Text detector").
         """
         stream, stride = self.stream(split), late - early
@@ -265,6 +266,13 @@ class TextTask:
 
     def model_config(self):
         return self.cfg
+
+    def check_out_dir(self, out: Path) -> None:
+        """``ValueError`` when the run directory ``out`` lies inside the corpus: its own files would
+        join the corpus, which would no longer be the one the run recorded (nor split the same)."""
+        if Path(out).resolve().is_relative_to(self.corpus.root.resolve()):
+            raise ValueError(f"--out-dir {out} lies inside the corpus {self.corpus.root}: the run's own files would "
+                             "join the corpus, and the run could be neither scored nor resumed; write it elsewhere")
 
     def init_model(self, model) -> None:
         """Start the learned positions as sinusoids (:func:`sinusoidal_positions`); the rest as built."""

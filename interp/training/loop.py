@@ -123,6 +123,8 @@ def _train(options: TrainOptions, out: Path, resume: bool, quiet: bool,
     elif steps is not None:
         options = dataclasses.replace(options, steps=steps)
     task = make_task(options)
+    if hasattr(task, "check_out_dir"):  # a task reading a folder the run must stay out of (text: its corpus)
+        task.check_out_dir(out)
     if resume:
         read_run(out).check_same_data(task)
     model = build_model(task.model_config(), seed=options.seed, device=device)

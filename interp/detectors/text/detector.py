@@ -51,6 +51,8 @@ def applies(model: HookedTransformer) -> str | None:
 
     if int(model.cfg.d_vocab) != TEXT_VOCAB:  # a BPE vocabulary's ids 0-256 are not bytes
         return f"d_vocab={model.cfg.d_vocab} is not the byte vocabulary (d_vocab {TEXT_VOCAB}: bytes and BOS)"
+    if int(model.cfg.d_vocab_out) < TEXT_VOCAB - 1:  # every byte is a target
+        return f"d_vocab_out={model.cfg.d_vocab_out} does not predict every byte (the {TEXT_VOCAB - 1} byte ids)"
     if int(model.cfg.n_ctx) < LATE + 1:
         return f"context n_ctx={model.cfg.n_ctx} shorter than the {LATE + 1} tokens of the in-context learning score"
     return None
