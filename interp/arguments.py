@@ -78,6 +78,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def bits_per_parameter(text: str) -> float:
+    """A positive figure of bits per parameter, at most
+    :data:`interp.analysis.capacity_figures.MAX_BITS_PER_PARAMETER`."""
+    from interp.analysis.capacity_figures import MAX_BITS_PER_PARAMETER
+
+    value = positive_float(text)
+    if value > MAX_BITS_PER_PARAMETER:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BITS_PER_PARAMETER:g} (the bits of a float64 "
+                                         f"parameter), got {value:g}")
+    return value
+
+
 def at_least_two(text: str) -> int:
     """An integer of 2 or more (a vocabulary: one token carries no information)."""
     value = positive(text)

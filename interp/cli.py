@@ -208,7 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _memorization(args: argparse.Namespace) -> int:
-    from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, sweep_cells
+    from interp.experiments.memorization import MemorizationCell, memorization_sweep_to_dir, own_cells, sweep_cells
 
     default = MemorizationCell(d_model=0, n_layers=0, n_sequences=0)
     most = MAX_CELL_STEPS // default.max_steps  # a whole number that passes, printed whole
@@ -223,7 +223,8 @@ def _memorization(args: argparse.Namespace) -> int:
     cells = sweep_cells(args.sizes, args.datasets, seq_len=args.seq_len, vocab=args.vocab, seed=args.seed, **budget)
     result = memorization_sweep_to_dir(cells, args.out_dir, workers=args.workers, scheduler=args.scheduler,
                                        quiet=args.quiet, device=args.device)
-    failed = result.cells[result.cells["stopped_by"] == "error"]
+    failed = own_cells(result.cells, cells)  # the folder may hold other jobs' cells, failed or not
+    failed = failed[failed["stopped_by"] == "error"]
     for row in failed.itertuples():
         print(f"interp: cell {row.model} x {row.n_sequences} failed: {row.error}", file=sys.stderr)
     if not args.quiet:
@@ -245,7 +246,8 @@ def _sweep(args: argparse.Namespace) -> int:
                    scheduler=args.scheduler, bits_per_parameter=args.bits_per_parameter, quiet=args.quiet,
                    device=args.device)
     table = result.table
-    mine = table[(table["task"] == args.task) & (table["preset"] == args.preset)]  # a folder may hold another recipe's
+    # a folder may hold other sweeps' cells, failed or not, and another recipe's of the same names
+    mine = table[table["cell"].isin(result.cells) & (table["task"] == args.task) & (table["preset"] == args.preset)]
     failed = mine[mine["error"] != ""]
     for row in failed.head(MAX_ERRORS_SHOWN).itertuples():
         print(f"interp: cell {row.cell} failed: {row.error}", file=sys.stderr)

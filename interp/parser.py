@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _renamed(p, "sweep", "--seeds", seed)
     p.add_argument("--preset", default="default", help="the recipe every cell starts from (default: default)")
     _out_dir(p, "sweep", "directory for runs/, runs.csv and sweep.html; finished cells are kept")
-    p.add_argument("--bits-per-parameter", type=arguments.positive_float, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
+    p.add_argument("--bits-per-parameter", type=arguments.bits_per_parameter, default=MEASURED_BITS_PER_PARAMETER, metavar="BITS",
                    help=f"capacity figure (default {MEASURED_BITS_PER_PARAMETER}: BENCHMARKS.md, "
                         "'Memorisation capacity'; Morris et al. 2025: 3.6)")
     _workers(p)

@@ -167,6 +167,12 @@ def test_a_run_of_other_options_is_refused(tmp_path):
     with pytest.raises(ValueError, match=f"holds cells at {MEASURED_BITS_PER_PARAMETER:g} bits per parameter, not 3.6"):
         sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4, 8]}, [0], tmp_path, bits_per_parameter=3.6)
     assert len(read_sweep(tmp_path)) == 1  # refused before anything trained
+    # a record holding NaN (json reads it) was blamed on runs.csv ("cells at 2.44, nan bits per parameter")
+    (tmp_path / "sweep.json").write_text('{"bits_per_parameter": NaN}')
+    with pytest.raises(ValueError, match="sweep.json is not a sweep's record of its capacity figure"):
+        sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path)
+    with pytest.raises(ValueError, match="bits per parameter must be a positive number of at most 64, got 65"):
+        sweep("modadd", "default", {"p": [7], "steps": [4], "d_model": [4]}, [0], tmp_path, bits_per_parameter=65.0)
 
 
 def test_a_sweep_of_another_recipe_or_figure_starting_at_the_same_time_changes_nothing(tmp_path):

@@ -6,7 +6,7 @@ can show the default figure without importing numpy.
 
 from __future__ import annotations
 
-__all__ = ["CAPACITY_SOURCES", "MEASURED_BITS_PER_PARAMETER", "PAPER_BITS_PER_PARAMETER"]
+__all__ = ["CAPACITY_SOURCES", "MAX_BITS_PER_PARAMETER", "MEASURED_BITS_PER_PARAMETER", "PAPER_BITS_PER_PARAMETER"]
 
 #: ``interp memorization``'s fitted capacity (fp32, random sequences) of its default GPT-style
 #: models (d_model 8-32, 2.2k-18k parameters), seed 0: the row "fitted capacity, bits per
@@ -18,6 +18,9 @@ MEASURED_BITS_PER_PARAMETER = 2.44
 #: Morris et al. 2025's headline capacity of GPT-style models (bits per parameter; 2.86-4.23 across
 #: their fp32 configurations, the range ``BENCHMARKS.md`` compares with).
 PAPER_BITS_PER_PARAMETER = 3.6
+#: The largest figure a sweep takes: a parameter stores at most the bits of its number (a float64's
+#: 64); a larger figure describes no model (and times a model's parameters overflows to infinity).
+MAX_BITS_PER_PARAMETER = 64.0
 #: Where each capacity figure comes from, for captions and legends.
 CAPACITY_SOURCES = {
     MEASURED_BITS_PER_PARAMETER: "measured by interp memorization (BENCHMARKS.md)",

@@ -124,6 +124,12 @@ def _key(row: dict[str, Any] | pd.Series) -> tuple:
     return tuple(int(row[c]) for c in KEY_COLUMNS)
 
 
+def own_cells(table: pd.DataFrame, cells: Sequence[MemorizationCell]) -> pd.DataFrame:
+    """The rows of ``table`` that are rows of ``cells`` (same :data:`KEY_COLUMNS`)."""
+    keys = pd.DataFrame([dataclasses.asdict(cell) for cell in cells], columns=list(KEY_COLUMNS)).astype("Int64")
+    return table.merge(keys.drop_duplicates(), on=list(KEY_COLUMNS), how="inner")
+
+
 def _typed(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the dtypes of the cell table: integers (missing in error rows), floats, text."""
     table = table.copy()

@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from interp.analysis.capacity_figures import MAX_BITS_PER_PARAMETER
 from interp.analysis.split_memorization import (
     MEASURED_BITS_PER_PARAMETER,
     capacity_bits,
@@ -102,6 +103,7 @@ class SweepResult:
     page: Path
     n_trained: int
     n_failed: int
+    cells: tuple[str, ...] = ()  # the names of this call's cells (the table may hold other sweeps')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +253,10 @@ def _claim_capacity_figure(existing: pd.DataFrame | None, bits_per_parameter: fl
     used = set()
     if record.is_file():
         try:
-            used.add(round(float(json.loads(record.read_text())["bits_per_parameter"]), 9))
+            figure = float(json.loads(record.read_text())["bits_per_parameter"])
+            if not 0 < figure < float("inf"):  # json reads NaN and Infinity
+                raise ValueError(figure)
+            used.add(round(figure, 9))
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{record} is not a sweep's record of its capacity figure; choose another --out-dir") from None
     if existing is not None and "bits_per_parameter" in existing:
@@ -294,8 +299,9 @@ def sweep(
     """
     from interp.experiments.sweep_page import write_sweep_report
 
-    if not 0 < bits_per_parameter < float("inf"):
-        raise ValueError(f"bits per parameter must be a positive finite number, got {bits_per_parameter}")
+    if not 0 < bits_per_parameter <= MAX_BITS_PER_PARAMETER:
+        raise ValueError(f"bits per parameter must be a positive number of at most {MAX_BITS_PER_PARAMETER:g}, got "
+                         f"{bits_per_parameter}")
     cells = sweep_cells(task, preset_name, grid, seeds)
     out = out_folder(out).absolute()  # workers (a Dask cluster's among them) may run in another directory
     path, runs_dir = out / SWEEP_FILE, out / RUNS_DIR
@@ -316,4 +322,4 @@ def sweep(
     failed = sum(bool(row["error"]) for row in ran.results)
     table = read_sweep(path) if path.exists() else pd.DataFrame(columns=[*_LEAD, "seed", *RESULT_COLUMNS])
     page = write_sweep_report(table, out / "sweep.html")
-    return SweepResult(table, path, page, len(jobs), failed)
+    return SweepResult(table, path, page, len(jobs), failed, tuple(cell.name for cell in cells))
