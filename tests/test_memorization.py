@@ -389,3 +389,30 @@ def test_a_folder_where_no_cell_finished_says_so(tmp_path, capsys):
         (tmp_path / name / "cells.csv").write_bytes(content)
         assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "x.html")]) == 2
         assert f"{tmp_path / name / 'cells.csv'} is not a memorization table" in capsys.readouterr().err
+
+
+def test_an_edited_or_cut_short_cell_table_is_one_line_or_trained_again(tmp_path):
+    # an emptied d_model: a TypeError traceback; n_sequences of 1e400: an OverflowError one; a row
+    # cut short: a finished cell whose bits entered the capacity table
+    from interp.experiments.memorization import memorization_sweep_to_dir, read_cells
+
+    cell = MemorizationCell(d_model=16, n_layers=1, n_sequences=4, **TINY)
+    out = tmp_path / "mem"
+    memorization_sweep_to_dir([cell], out)
+    path = out / "cells.csv"
+    header, row = path.read_text().splitlines()
+    names, fields = header.split(","), row.split(",")
+
+    def edited(column: str, value: str) -> str:
+        i = names.index(column)
+        return f"{header}\n{','.join(fields[:i] + [value] + fields[i + 1:])}\n"
+
+    for text, message in ((edited("d_model", ""), "row 2 has no d_model, which names its cell"),
+                          (edited("n_sequences", "1e400"), "row 2, column n_sequences: 'inf' is not a whole number")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_cells(path)
+    path.write_text(f"{header}\n{','.join(fields[:names.index('memorized_bits')])}\n")
+    assert read_cells(path)["stopped_by"].tolist() == ["error"]
+    again = memorization_sweep_to_dir([cell], out)
+    assert again.cells["stopped_by"].tolist() != ["error"] and again.cells["memorized_bits"].notna().all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from pathlib import Path
@@ -190,7 +192,7 @@ def test_a_sweep_of_another_recipe_or_figure_starting_at_the_same_time_changes_n
     assert not path.exists()
     cell = {"cell": "d_model=4,p=7,steps=4,seed=0", "task": "modadd", "d_model": 4, "p": 7, "steps": 4, "seed": 0}
     table = sweep_table(path)
-    table.merge([{**cell, "preset": "default", "params": 100, "error": ""}])
+    table.merge([{**cell, "preset": "default", "params": 100, "steps": 4, "seconds": 0.1, "error": ""}])
     table.merge([{**cell, "preset": "nanda2023", "error": "RunError: ... holds a run trained with other options"}])
     rows = read_sweep(path)
     assert rows["preset"].tolist() == ["default", "nanda2023"] and rows["error"].tolist()[0] == ""
@@ -312,3 +314,30 @@ def test_a_relative_out_on_a_cluster_started_elsewhere_lands_where_the_user_aske
     cell = result.table["cell"].iloc[0]
     assert (user / "relative" / "out" / "runs" / cell / "run.json").is_file()  # where the user asked
     assert not list(elsewhere.rglob("run.json"))  # nothing in the workers' directory
+
+
+def test_an_edited_or_cut_short_table_is_one_line_or_trained_again(tmp_path, capsys):
+    # steps of 1e400: an OverflowError traceback; a row cut short inside its results: kept as a
+    # finished cell (peak bits 6.39, no steps), shown on the page and never trained again
+    args = ["sweep", "modadd", "--grid", "p=7", "--grid", "steps=4", "--grid", "d_model=4", "--out-dir", str(tmp_path),
+            "--quiet"]
+    assert main(args) == 0
+    path = tmp_path / "runs.csv"
+    header, row = list(csv.reader(path.read_text().splitlines()))
+    steps = header.index("steps")
+
+    def write(fields: list[str]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header, fields])
+        path.write_text(buffer.getvalue())
+
+    write(row[:steps] + ["1e400"] + row[steps + 1:])
+    for command in (args, ["report", str(tmp_path), "--out", str(tmp_path / "p.html")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "runs.csv: row 2, column steps: 'inf' is not a whole number below 2**53" in err
+    write(row[:steps - 2])  # cut inside the row
+    cut = read_sweep(tmp_path)
+    assert cut["error"].tolist() == ["the row in runs.csv lacks values (cut short?): the cell is trained again"]
+    assert main(args) == 0  # trained again: the row whole
+    assert (read_sweep(tmp_path)["error"] == "").all() and read_sweep(tmp_path)["steps"].tolist() == [4]

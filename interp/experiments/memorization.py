@@ -39,6 +39,7 @@ import pandas as pd
 from interp.base.device import device_name
 from interp.base.files import atomic_write, out_folder
 from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
+from interp.experiments.tables import checked_whole_numbers, incomplete_rows
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.experiments.memorization_training import MemorizationCell, measure_memorization, train_to_saturation
 from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
@@ -211,7 +212,17 @@ def read_cells(path: str | Path) -> pd.DataFrame | None:
             table.insert(CELL_COLUMNS.index(column), column, getattr(default, column))
     if list(table.columns) != list(CELL_COLUMNS):
         raise ValueError(f"{path} is not a memorization table; choose another --out-dir")
-    return _typed(table)
+    checked_whole_numbers(table, _INTEGER_COLUMNS, path)
+    for column in KEY_COLUMNS:  # a row's cell: every row has it, an error row too
+        missing = incomplete_rows(table, pd.Series(True, index=table.index), [column])
+        if missing.any():
+            raise ValueError(f"{path}: row {int(missing.to_numpy().nonzero()[0][0]) + 2} has no {column}, which names "
+                             "its cell; fix or delete the row")
+    table = _typed(table)
+    cut = incomplete_rows(table, table["stopped_by"] != "error", ("params", "memorized_bits", "steps", "stopped_by"))
+    table.loc[cut, "error"] = f"the row in {path.name} lacks values (cut short?): the cell is trained again"
+    table.loc[cut, "stopped_by"] = "error"
+    return table
 
 
 def _write_csv(table: pd.DataFrame, name: str) -> None:

@@ -52,6 +52,7 @@ from interp.experiments.sweep_grid import (
 )
 from interp.runs.layout import RUN_FILE, RunError
 from interp.runs.record import read_metrics, read_run, run_train_mask
+from interp.experiments.tables import checked_whole_numbers, incomplete_rows
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.base.device import device_name
 from interp.tasks.models import build_model
@@ -208,6 +209,13 @@ def read_sweep(path: str | Path) -> pd.DataFrame:
     missing = [c for c in (*_LEAD, "seed", *RESULT_COLUMNS) if c not in table.columns]
     if missing:
         raise ValueError(f"{path} is not a sweep table (no column {', '.join(missing)}); choose another --out-dir")
+    types = option_types()
+    checked_whole_numbers(table, [*_INTEGER_COLUMNS, *(c for c in table.columns if base_type(types.get(c, "")) == "int")],
+                          path)
+    finished = table["error"].isna() | (table["error"].astype(str).str.strip() == "")
+    cut = incomplete_rows(table, finished, ("cell", "task", "preset", "params", "steps", "seconds"))
+    table["error"] = table["error"].astype(object)
+    table.loc[cut, "error"] = f"the row in {path.name} lacks values (cut short?): the cell is trained again"
     return _ordered(table)
 
 
