@@ -150,7 +150,7 @@ def test_plateau_rule():
 
 def _cells_frame(rows):
     base = dict(n_layers=1, seq_len=8, vocab=16, seed=0, steps=10, seconds=1.0, error="")
-    return pd.DataFrame([{**base, **r, "reachable_bits": r["entropy_bits"], "fraction": r["memorized_bits"] / r["entropy_bits"],
+    return pd.DataFrame([{**base, "reachable_bits": r["entropy_bits"], **r, "fraction": r["memorized_bits"] / r["entropy_bits"],
                           "bits_per_parameter": r["memorized_bits"] / r["params"]} for r in rows])
 
 
@@ -175,8 +175,8 @@ def test_settings_of_one_model_name_are_models_of_their_own():
     # capacity (the capacity of 1L-d8 was the largest over both seeds and the other length's cells).
     from interp.experiments.memorization_page import plot_memorized_bits
 
-    rows = [dict(model="1L-d8", d_model=8, params=p, seq_len=n, seed=seed, n_sequences=k, entropy_bits=k * n * 4,
-                 memorized_bits=bits, stopped_by="plateau")
+    rows = [dict(model="1L-d8", d_model=8, params=p, seq_len=n, vocab=16, seed=seed, n_sequences=k,
+                 entropy_bits=k * n * 4, reachable_bits=k * n * 4 - k, memorized_bits=bits, stopped_by="plateau")
             for p, n, seed, k, bits in [(1004, 4, 0, 16, 60), (1004, 4, 0, 64, 139), (1004, 4, 1, 16, 62),
                                         (1004, 4, 1, 64, 144), (1020, 6, 1, 16, 90), (1020, 6, 1, 64, 269)]]
     cap = capacity_table(_cells_frame(rows))
@@ -187,6 +187,9 @@ def test_settings_of_one_model_name_are_models_of_their_own():
     assert lines["1L-d8, seq len 4, seed 0 (1,004 params)"] == [60, 139]  # its own cells, not the others'
     assert lines["1L-d8, seq len 6, seed 1 (1,020 params)"] == [90, 269]
     assert {"data entropy (16 bits/sequence)", "data entropy (24 bits/sequence)"} <= set(lines)
+    # the most a causal model can memorise, below the entropy (the caption said the entropy was all there is)
+    assert lines["reachable bits (length 4, vocabulary 16)"] == [16 * 15, 64 * 15]
+    assert lines["reachable bits (length 6, vocabulary 16)"] == [16 * 23, 64 * 23]
     alone = capacity_table(_cells_frame(rows[:2]))  # one setting: the plain name
     assert list(alone["label"]) == ["1L-d8"]
 

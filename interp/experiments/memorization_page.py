@@ -18,9 +18,11 @@ __all__ = ["plot_capacity_fit", "plot_memorized_bits", "write_memorization_repor
 
 #: Morris et al. 2025's estimate for GPT-style models (bits per parameter), drawn for reference.
 PUBLISHED_BITS_PER_PARAMETER = PAPER_BITS_PER_PARAMETER
-_BITS_CAPTION = ("Total bits each model memorised against the number of random sequences it was trained on; the "
-                 "dotted grey line is all there is to memorise. A model's curve follows that line while the data "
-                 "fit, then flattens at its capacity (dashed).")
+_BITS_CAPTION = ("Total bits each model memorised against the number of random sequences it was trained on. The "
+                 "dotted grey line is the data's entropy (sequences x length x log2 vocabulary); the dash-dotted "
+                 "one, below it, the most any causal model can memorise of it (its reachable bits: a model sees "
+                 "only each sequence's prefix, docs/scores.md). A model's curve follows the reachable line while "
+                 "the data fit, then flattens at its capacity (dashed).")
 _FIT_CAPTION = ("Each model's capacity against its parameter count. The slope of the fitted line is the capacity in "
                 f"bits per parameter, to compare with Morris et al.'s {PUBLISHED_BITS_PER_PARAMETER}.")
 
@@ -28,7 +30,8 @@ _FIT_CAPTION = ("Each model's capacity against its parameter count. The slope of
 def plot_memorized_bits(cells: pd.DataFrame) -> go.Figure:
     """Total memorised bits against data-set size, one line per model, its plateau dashed.
 
-    The grey line is the data set's entropy (everything memorised).
+    The grey dotted line is the data set's entropy, the dash-dotted one its reachable bits (the most
+    a causal model can memorise), per sequence length and vocabulary.
     """
     ok = cells[cells["stopped_by"] != "error"].sort_values("n_sequences")
     capacity = capacity_table(cells)
@@ -38,6 +41,12 @@ def plot_memorized_bits(cells: pd.DataFrame) -> go.Figure:
     for bits in per_seq:  # one per sequence length and vocabulary
         fig.add_trace(go.Scatter(x=sizes, y=sizes * bits, mode="lines", line={"color": "#bbb", "dash": "dot"},
                                  name="data entropy" + (f" ({bits:g} bits/sequence)" if len(per_seq) > 1 else "")))
+    for (seq_len, vocab), group in ok.groupby(["seq_len", "vocab"]):  # each data set's own, one line per setting
+        reach = group.groupby("n_sequences")["reachable_bits"].first()
+        fig.add_trace(go.Scatter(x=reach.index, y=reach.to_numpy(), mode="lines",
+                                 line={"color": "#888", "dash": "dashdot"},
+                                 name="reachable bits" + (f" (length {seq_len}, vocabulary {vocab})"
+                                                          if len(per_seq) > 1 else "")))
     keys = [c for c in SETTING if c in capacity]
     for row in capacity.itertuples():
         group = ok[(ok[keys] == pd.Series({c: getattr(row, c) for c in keys})).all(axis=1)]
