@@ -9,6 +9,7 @@ Gini coefficients of Fourier norms, the total sum of squared weights, and the lo
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -60,8 +61,10 @@ def sum_directions(p: int, freqs: Sequence[int]) -> torch.Tensor:
 
 
 def check_freqs(freqs: Iterable[int], p: int) -> list[int]:
+    if isinstance(freqs, (str, bytes)):  # "12" read digit by digit was [1, 2]
+        raise ValueError(f"frequencies must be a list of whole numbers, not the text {freqs!r}")
     freqs = list(freqs)
-    fractional = [k for k in freqs if isinstance(k, bool) or not float(k).is_integer()]
+    fractional = [k for k in freqs if isinstance(k, bool) or not isinstance(k, numbers.Real) or not float(k).is_integer()]
     if fractional:
         raise ValueError(f"frequencies must be whole numbers; got {fractional}")
     out = sorted({int(k) for k in freqs})

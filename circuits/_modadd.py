@@ -34,6 +34,9 @@ __all__ = [
 
 def pair_operands(p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """LongTensors ``a`` and ``b``, each ``(p*p,)``: row ``a * p + b`` holds the pair (a, b)."""
+    if not is_int(p) or p < 2:  # a float, a bool, 0 or a negative: torch's errors, or an empty task
+        raise ValueError(f"p must be a whole number of at least 2 (the modulus), got {p!r}")
+    p = int(p)
     return torch.arange(p).repeat_interleave(p), torch.arange(p).repeat(p)
 
 

@@ -166,6 +166,8 @@ def grokking_phases(
     if memorised_loss is not None:
         _deprecated("memorised_loss", "memorized_loss")
         memorized_loss = memorised_loss
+    if not isinstance(measures, pd.DataFrame):
+        raise TypeError(f"measures must be a DataFrame (the output of progress_measures), got {type(measures).__name__}")
     need = {"step", "train_loss", "test_accuracy", "restricted_loss", "weight_norm"}
     missing = need - set(measures.columns)
     if missing:

@@ -252,7 +252,7 @@ def progress_measures(
             raise ValueError("progress_measures needs at least one (step, model) checkpoint")
         freqs = fourier_report(items[-1][1], p).key_frequencies
     else:
-        freqs = list(key_freqs)
+        freqs = [key_freqs] if isinstance(key_freqs, (str, bytes)) else list(key_freqs)  # text: refused as one value
 
     def score(item: tuple[int, HookedTransformer]) -> dict[str, float]:
         step, model = item
@@ -273,7 +273,7 @@ def progress_measures(
     frame = pd.DataFrame(rows)[columns].sort_values("step", ignore_index=True)
     frame["step"] = frame["step"].astype(int)
     frame["n_key_frequencies"] = frame["n_key_frequencies"].astype(int)
-    frame.attrs["key_frequencies"] = list(freqs)
+    frame.attrs["key_frequencies"] = sorted({int(k) for k in freqs})  # as the losses took them (checked, once each)
     return frame
 
 

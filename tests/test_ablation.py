@@ -66,3 +66,13 @@ def test_errors():
         ablation_scores(model, torch.arange(9).view(1, 9))
     with pytest.raises(TypeError, match="HookedTransformer"):
         ablation_scores(object())
+
+
+def test_logits_that_overflow_are_refused_not_nan():
+    # Finite weights whose logits overflow float32: the losses were inf, their difference NaN for every head.
+    model = random_model(seed=2)
+    with torch.no_grad():
+        model.W_U.mul_(1e38 / float(model.W_U.abs().max()))
+    assert torch.isfinite(model.W_U).all()
+    with pytest.raises(ValueError, match="the loss is not finite .*: the model's logits overflow their dtype"):
+        ablation_scores(model, n_seqs=2, half_len=4)

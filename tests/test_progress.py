@@ -212,3 +212,21 @@ def test_memorization_never_ends_after_the_test_accuracy_jump():
     # generalising first (a large training fraction): no memorisation phase, so none of the three
     late = run.assign(train_accuracy=0.5, train_loss=np.where(run["step"] < 600, 1.0, 0.01))
     assert grokking_phases(late) == GrokkingPhases(None, None, None, 450)
+
+
+def test_text_and_repeats_are_not_taken_for_frequencies_and_bad_moduli_are_refused():
+    # "12" was read digit by digit as [1, 2]; [3, 1, 1] was recorded as the frequencies used, where
+    # the losses took [1, 3]; modadd_inputs(-3), (7.0), (0): torch's errors or an empty task.
+    from circuits import modadd_inputs
+
+    model = interp.build_model(interp.modadd_config(23), seed=0)
+    with pytest.raises(ValueError, match="frequencies must be a list of whole numbers, not the text '12'"):
+        fourier_report(model, key_freqs="12")
+    with pytest.raises(ValueError, match=r"frequencies must be whole numbers; got \['12'\]"):
+        progress_measures({0: model}, key_freqs="12")
+    assert progress_measures({0: model}, key_freqs=[3, 1, 1]).attrs["key_frequencies"] == [1, 3]
+    for p in (-3, 7.0, 0, True):
+        with pytest.raises(ValueError, match=f"p must be a whole number of at least 2 \\(the modulus\\), got {p!r}"):
+            modadd_inputs(p)
+    with pytest.raises(TypeError, match="measures must be a DataFrame .*, got list"):
+        grokking_phases([1, 2])
