@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pandas as pd
@@ -94,7 +95,7 @@ def ablation_scores(
         raise ValueError(f"probe tokens must be below d_vocab_out={vocab_out(model)} to be scored by the loss")
     with threads_for(model.cfg, tokens), overflow_checked(model):
         ablated, clean = _ablated_losses(model, tokens, n)
-    if not (torch.isfinite(ablated).all() and torch.isfinite(torch.as_tensor(clean)).all()):  # inf - inf: NaN
+    if not (bool(torch.isfinite(ablated).all()) and math.isfinite(float(clean))):  # inf - inf: NaN
         raise ValueError("the loss is not finite (with or without a head ablated): the model's logits overflow their "
                          "dtype on these tokens (finite weights too large)")
     increase = ablated - clean
