@@ -188,15 +188,16 @@ def held_folder(path: str | Path) -> Iterator[None]:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY) if fcntl is not None else None  # a folder opens so on POSIX only
     except OSError as exc:
         raise WriteError(exc.errno, f"cannot write {path}: {_cause(exc)}") from exc
     try:
-        if fcntl is not None:
+        if fd is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise FolderBusy(f"{path} is held by another process") from None
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
