@@ -39,7 +39,7 @@ import pandas as pd
 from interp.base.device import device_name
 from interp.base.files import atomic_write, out_folder
 from interp.experiments.capacity import capacity_table, fit_bits_per_parameter
-from interp.experiments.tables import checked_whole_numbers, incomplete_rows
+from interp.experiments.tables import CUT_SHORT, checked_whole_numbers, incomplete_rows
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.experiments.memorization_training import MemorizationCell, measure_memorization, train_to_saturation
 from interp.tasks.presets import MEMORIZATION_DATASETS, MEMORIZATION_SIZES
@@ -220,7 +220,7 @@ def read_cells(path: str | Path) -> pd.DataFrame | None:
                              "its cell; fix or delete the row")
     table = _typed(table)
     cut = incomplete_rows(table, table["stopped_by"] != "error", ("params", "memorized_bits", "steps", "stopped_by"))
-    table.loc[cut, "error"] = f"the row in {path.name} lacks values (cut short?): the cell is trained again"
+    table.loc[cut, "error"] = CUT_SHORT.format(path.name)
     table.loc[cut, "stopped_by"] = "error"
     return table
 

@@ -52,7 +52,7 @@ from interp.experiments.sweep_grid import (
 )
 from interp.runs.layout import RUN_FILE, RunError
 from interp.runs.record import read_metrics, read_run, run_train_mask
-from interp.experiments.tables import checked_whole_numbers, incomplete_rows
+from interp.experiments.tables import CUT_SHORT, checked_whole_numbers, incomplete_rows
 from interp.scoring.jobs import TableFile, pending, run_jobs
 from interp.base.device import device_name
 from interp.tasks.models import build_model
@@ -215,7 +215,7 @@ def read_sweep(path: str | Path) -> pd.DataFrame:
     finished = table["error"].isna() | (table["error"].astype(str).str.strip() == "")
     cut = incomplete_rows(table, finished, ("cell", "task", "preset", "params", "steps", "seconds"))
     table["error"] = table["error"].astype(object)
-    table.loc[cut, "error"] = f"the row in {path.name} lacks values (cut short?): the cell is trained again"
+    table.loc[cut, "error"] = CUT_SHORT.format(path.name)
     return _ordered(table)
 
 

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["checked_whole_numbers", "incomplete_rows"]
+__all__ = ["CUT_SHORT", "checked_whole_numbers", "incomplete_rows"]
+
+#: The error of a row :func:`incomplete_rows` finds (``{}``: the table's file name).
+CUT_SHORT = "the row in {} lacks values (cut short?): the cell is trained again"
 
 #: Whole numbers of a table are read exactly up to here (as the scores table's are).
 _LARGEST = 2 ** 53
